@@ -1,0 +1,54 @@
+"""Timestamp normalisation: every input form to epoch milliseconds, and back.
+
+Inputs carry epoch milliseconds, epoch seconds or ISO-8601 strings
+(DATA-CONTRACTS §1-§3); everything we emit is UTC ISO-8601 with milliseconds
+and a `Z` (`2026-03-01T08:15:30.500Z`).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from functools import lru_cache
+
+# Epoch values below this are seconds, at or above it milliseconds
+# (1e11 s is the year 5138; 1e11 ms is 1973).
+_SECONDS_LIMIT = 100_000_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def to_epoch_ms(value: object) -> int:
+    """Epoch milliseconds from epoch ms, epoch s (int, float or numeric string) or ISO-8601.
+
+    Raises ValueError (or TypeError) for anything else; a naive ISO time is taken as UTC.
+    """
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a timestamp")
+    if isinstance(value, (int, float)):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"not a timestamp: {value!r}")
+        return int(value * 1000) if abs(value) < _SECONDS_LIMIT else int(value)
+    if isinstance(value, str):
+        return _parse_text(value)
+    raise TypeError(f"not a timestamp: {type(value).__name__}")
+
+
+@lru_cache(maxsize=4096)
+def _parse_text(text: str) -> int:
+    stripped = text.strip()
+    if stripped and (stripped[0].isdigit() or stripped[0] == "-") and "-" not in stripped[1:] \
+            and ":" not in stripped:
+        return to_epoch_ms(float(stripped))
+    if stripped.endswith(("Z", "z")):
+        stripped = stripped[:-1] + "+00:00"
+    moment = datetime.fromisoformat(stripped)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+@lru_cache(maxsize=65536)
+def iso_ms(epoch_ms: int) -> str:
+    """`2026-03-01T08:15:30.500Z` for an epoch-milliseconds value."""
+    seconds, millis = divmod(int(epoch_ms), 1000)
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{millis:03d}Z"
