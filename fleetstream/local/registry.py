@@ -1,0 +1,13 @@
+"""The one place that lists the local services `fleetstream dev` knows.
+
+Adding one: write `fleetstream/local/<name>.py` with a `Service` subclass and
+add a factory (name -> service with its default port) below.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+from fleetstream.local.service import Service
+
+#: name -> factory returning the service on its default port
+SERVICES: Mapping[str, Callable[[], Service]] = {}
