@@ -8,50 +8,37 @@ Configuration (`sink:` of an application)::
 (`s3://bucket/prefix`, ...). A batch becomes
 `<path>/<yyyy-mm-ddTHH>-<batch_id>.jsonl[.gz]`, named after its first
 document's event hour and its content, so writing the same batch again
-replaces the same file instead of adding a second one.
+replaces the same file instead of adding a second one. The file format is
+`object_format.JsonLines`, the same as the object-store sinks write.
 """
 from __future__ import annotations
 
-import gzip
 import os
-from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from apache_beam.io.filesystems import FileSystems
 
-from fleetstream.io.base import Batch, Batching, ConfigError, Sink
+from fleetstream.io.base import Batching
+from fleetstream.io.object_format import ObjectSink
 
 
-class FileSink(Sink):
+class FileSink(ObjectSink):
     """JSON lines files, one per batch."""
 
     TYPE = "file"
     DEFAULT_BATCHING = Batching(max_records=50_000, max_bytes=64 << 20, max_delay_s=120.0)
     REQUIRED = frozenset({"path"})
     OPTIONAL = frozenset({"gzip"})
+    PATH_TEMPLATE = "{yyyy}-{mm}-{dd}T{HH}-{batch_id}"
 
     def __init__(self, application_id: str, options: Mapping[str, Any]) -> None:
         super().__init__(application_id, options)
         self.path = str(options["path"])
-        self.gzip = options.get("gzip", False)
-        if not isinstance(self.gzip, bool):
-            raise ConfigError(
-                f"applications[{application_id}].sink.gzip: expected true or false, "
-                f"got {self.gzip!r}")
 
-    def object_name(self, batch: Batch) -> str:
-        hour = datetime.fromtimestamp(batch.event_ms / 1000, tz=timezone.utc)
-        suffix = ".jsonl.gz" if self.gzip else ".jsonl"
-        return f"{hour:%Y-%m-%dT%H}-{batch.batch_id}{suffix}"
-
-    def write(self, batch: Batch) -> None:
-        body = batch.jsonl()
-        if self.gzip:
-            body = gzip.compress(body, mtime=0)
+    def put(self, name: str, body: bytes, content_type: str) -> None:
         if "://" not in self.path:
             os.makedirs(self.path, exist_ok=True)  # object stores have no folders
-        target = FileSystems.join(self.path, self.object_name(batch))
         # Uncompressed stream: `body` is already in its final form.
-        with FileSystems.create(target, mime_type="application/octet-stream",
+        with FileSystems.create(FileSystems.join(self.path, name), mime_type=content_type,
                                 compression_type="uncompressed") as handle:
             handle.write(body)
