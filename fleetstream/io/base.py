@@ -90,3 +90,10 @@ class Sink(abc.ABC):
 
     def close(self) -> None:
         """Release connections; called once per worker."""
+
+
+class PermanentWriteError(Exception):
+    """A write that can never succeed as it is (e.g. a record over the service's size limit).
+
+    Deliver does not retry it: the batch goes straight to the delivery dead letters.
+    """

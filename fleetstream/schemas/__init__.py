@@ -1,0 +1,1 @@
+"""What the data is: the property catalogue, raw envelopes, documents, dead letters, configuration."""

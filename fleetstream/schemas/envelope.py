@@ -1,0 +1,86 @@
+"""The raw envelope (DATA-CONTRACTS §1): what ingest hands to the mapping stage.
+
+In files each line is `{"source", "received_at", "payload" | "payload_b64"}`;
+on Kafka the topic names the source, the value is the payload and the record
+timestamp is the receive time. Both become a `RawEnvelope`.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from typing import NamedTuple
+
+import orjson
+
+from fleetstream.schemas.timestamps import iso_ms, to_epoch_ms
+
+
+class RawEnvelope(NamedTuple):
+    """One source message as received, uninspected."""
+
+    source: str
+    received_at_ms: int
+    payload: bytes
+
+    def payload_fields(payload: bytes) -> dict[str, str]:
+    """`{"payload": text}`, or `{"payload_b64": ...}` when the payload is not UTF-8."""
+    try:
+        return {"payload": payload.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"payload_b64": base64.b64encode(payload).decode("ascii")}
+
+
+def source_message_id(self) -> str:
+        """Identity of the source message: a pure function of source and payload."""
+        return source_message_id(self.source, self.payload)
+
+    def to_json_line(self) -> bytes:
+        """The envelope as one JSON line (text payload when it is UTF-8, else base64)."""
+        return orjson.dumps({"source": self.source, "received_at": iso_ms(self.received_at_ms),
+                             **payload_fields(self.payload)})
+
+
+class EnvelopeError(ValueError):
+    """A line that is not a readable envelope; the message says why."""
+
+
+def payload_fields(payload: bytes) -> dict[str, str]:
+    """`{"payload": text}`, or `{"payload_b64": ...}` when the payload is not UTF-8."""
+    try:
+        return {"payload": payload.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"payload_b64": base64.b64encode(payload).decode("ascii")}
+
+
+def source_message_id(source: str, payload: bytes) -> str:
+    """32 hex digits identifying (source, payload); duplicates share it."""
+    return hashlib.blake2b(payload, digest_size=16, key=source.encode()[:64]).hexdigest()
+
+
+def parse_envelope_line(line: bytes | str) -> RawEnvelope:
+    """A RawEnvelope from one JSON line; EnvelopeError naming the problem otherwise."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        raise EnvelopeError(f"envelope is not JSON: {error}") from None
+    if not isinstance(record, dict):
+        raise EnvelopeError("envelope is not a JSON object")
+    source = record.get("source")
+    if not isinstance(source, str) or not source:
+        raise EnvelopeError("envelope has no `source`")
+    try:
+        received_at_ms = to_epoch_ms(record.get("received_at"))
+    except (TypeError, ValueError, OverflowError):
+        raise EnvelopeError(f"envelope `received_at` is not a timestamp: "
+                            f"{record.get('received_at')!r}") from None
+    payload = record.get("payload")
+    if isinstance(payload, str):
+        return RawEnvelope(source, received_at_ms, payload.encode("utf-8"))
+    encoded = record.get("payload_b64")
+    if isinstance(encoded, str):
+        try:
+            return RawEnvelope(source, received_at_ms, base64.b64decode(encoded, validate=True))
+        except binascii.Error:
+            raise EnvelopeError("envelope `payload_b64` is not base64") from None
+    raise EnvelopeError("envelope has neither a `payload` string nor a `payload_b64` string")

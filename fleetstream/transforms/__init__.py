@@ -1,0 +1,1 @@
+"""The pipeline's stages as PTransforms: map, order, permit, deliver."""

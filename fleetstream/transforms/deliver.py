@@ -1,0 +1,200 @@
+"""Deliver: batch each application's documents and write them to its sink.
+
+Input: `(application_id, Record)`. Each application's sink (`sink.type` in its
+configuration, looked up in fleetstream/io/registry.py) receives batches that
+flush when any of its knobs is reached:
+
+- `max_records` documents, or `max_bytes` of documents;
+- `max_delay` seconds after the batch's first document, on a processing-time
+  timer, so a quiet application is flushed without waiting for more data;
+- the end of the input (batch jobs) or of the window.
+
+Batching uses keyed state and timers per application, so it behaves the same
+on the DirectRunner and on Flink. A failed write is retried with exponential
+backoff and jitter until `RetryPolicy.max_elapsed_s`; past that, or at once
+for a `PermanentWriteError`, the batch goes to the returned delivery
+dead-letter PCollection with the reason and its documents whole. Nothing is
+dropped.
+
+Counters per application: `<app>.documents`, `<app>.bytes`, `<app>.batches`,
+`<app>.retries`, `<app>.failed_batches`; distribution `<app>.latency_ms`
+(write time minus the document's newest entry time).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import apache_beam as beam
+from apache_beam.coders import coders
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec, TimerSpec,
+                                              on_timer)
+from apache_beam.utils.timestamp import Timestamp
+
+from fleetstream.io.base import Batch, Batching, PermanentWriteError, Record, Sink
+from fleetstream.schemas.config import Application
+from fleetstream.schemas.dead_letter import delivery_dead_letter
+from fleetstream.transforms.counters import NAMESPACE, BundleCounts
+
+DEAD_LETTERS = "dead_letters"
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, capped per wait and in total."""
+
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    max_elapsed_s: float = 300.0
+
+    def backoff_s(self, attempt: int) -> float:
+        """The wait before retry number `attempt` (1-based), jittered to 50-100 %."""
+        ceiling = min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1))
+        return ceiling * random.uniform(0.5, 1.0)
+
+
+def batch_id(records: Sequence[Record]) -> str:
+    """A name for a batch derived from its documents' message ids."""
+    digest = hashlib.blake2b(digest_size=12)
+    for record in records:
+        digest.update(record.message_id.encode())
+    return digest.hexdigest()
+
+
+class Deliver(beam.PTransform):
+    """Batch per application, write to its sink; returns the delivery dead letters."""
+
+    def __init__(self, applications: Sequence[Application], retry: RetryPolicy = RetryPolicy(),
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self._applications = tuple(applications)
+        self._retry = retry
+        self._clock = clock
+
+    def expand(self, records: beam.PCollection[tuple[str, Record]]) -> beam.PCollection[dict]:
+        batching = {a.id: a.batching for a in self._applications}
+        written = (records
+                   | "BatchPerApplication" >> beam.ParDo(_BatchFn(batching, self._clock))
+                   | "WriteToSink" >> beam.ParDo(
+                       _WriteFn(self._applications, self._retry)).with_outputs(
+                           DEAD_LETTERS, main="written"))
+        return written[DEAD_LETTERS]
+
+
+class _BatchFn(beam.DoFn):
+    RECORDS = BagStateSpec("records", coders.PickleCoder())
+    SIZE = ReadModifyWriteStateSpec("size", coders.PickleCoder())  # (records, bytes)
+    DELAY = TimerSpec("delay", TimeDomain.REAL_TIME)
+    END = TimerSpec("end", TimeDomain.WATERMARK)
+
+    def __init__(self, batching: Mapping[str, Batching], clock: Callable[[], float]) -> None:
+        self._batching = dict(batching)
+        self._clock = clock
+
+    def process(self, element: tuple[str, Record],
+                records=beam.DoFn.StateParam(RECORDS),
+                size=beam.DoFn.StateParam(SIZE),
+                delay=beam.DoFn.TimerParam(DELAY),
+                end=beam.DoFn.TimerParam(END),
+                window=beam.DoFn.WindowParam) -> Iterable[Batch]:
+        application_id, record = element
+        knobs = self._batching[application_id]
+        count, nbytes = size.read() or (0, 0)
+        if count == 0:
+            end.set(window.max_timestamp())
+            if knobs.max_delay_s > 0:
+                delay.set(Timestamp(self._clock() + knobs.max_delay_s))
+        records.add(record)
+        count, nbytes = count + 1, nbytes + len(record.document) + 1
+        if count >= knobs.max_records or nbytes >= knobs.max_bytes or knobs.max_delay_s == 0:
+            yield from _flush(application_id, records, size, delay)
+        else:
+            size.write((count, nbytes))
+
+    @on_timer(DELAY)
+    def on_delay(self, key=beam.DoFn.KeyParam, records=beam.DoFn.StateParam(RECORDS),
+                 size=beam.DoFn.StateParam(SIZE),
+                 delay=beam.DoFn.TimerParam(DELAY)) -> Iterable[Batch]:
+        yield from _flush(key, records, size, delay)
+
+    @on_timer(END)
+    def on_end(self, key=beam.DoFn.KeyParam, records=beam.DoFn.StateParam(RECORDS),
+               size=beam.DoFn.StateParam(SIZE),
+               delay=beam.DoFn.TimerParam(DELAY)) -> Iterable[Batch]:
+        yield from _flush(key, records, size, delay)
+
+
+def _flush(application_id: str, records: Any, size: Any, delay: Any) -> Iterable[Batch]:
+    batch = list(records.read())
+    records.clear()
+    size.clear()
+    delay.clear()
+    if batch:
+        yield Batch(application_id, batch_id(batch), batch)
+
+
+class _WriteFn(beam.DoFn):
+    def __init__(self, applications: Sequence[Application], retry: RetryPolicy) -> None:
+        self._applications = applications
+        self._retry = retry
+        self._sinks: dict[str, Sink] = {}
+        self._counts = BundleCounts()
+        self._latency: dict[str, Any] = {}
+
+    def setup(self) -> None:
+        self._sinks = {a.id: a.sink() for a in self._applications}
+        for sink in self._sinks.values():
+            sink.open()
+
+    def process(self, batch: Batch) -> Iterable[Any]:
+        app = batch.application_id
+        failure = self._write_with_retries(self._sinks[app], batch)
+        if failure is not None:
+            self._counts.add(f"{app}.failed_batches")
+            _LOG.error("delivery to %s failed for batch %s (%d documents): %s",
+                       app, batch.batch_id, len(batch.records), failure)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, delivery_dead_letter(
+                app, batch.batch_id, failure, [r.document for r in batch.records]))
+            return
+        self._counts.add(f"{app}.documents", len(batch.records))
+        self._counts.add(f"{app}.bytes", sum(len(r.document) for r in batch.records))
+        self._counts.add(f"{app}.batches")
+        latency = self._latency.get(app)
+        if latency is None:
+            latency = self._latency[app] = Metrics.distribution(NAMESPACE, f"{app}.latency_ms")
+        now_ms = int(time.time() * 1000)
+        latency.update(max(0, now_ms - batch.records[-1].event_ms))
+
+    def _write_with_retries(self, sink: Sink, batch: Batch) -> str | None:
+        """None once written; else the reason it could not be."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                sink.write(batch)
+                return None
+            except PermanentWriteError as error:
+                return f"{type(error).__name__}: {error}"
+            except Exception as error:  # noqa: BLE001 - any sink failure is retried
+                attempt += 1
+                wait = self._retry.backoff_s(attempt)
+                if time.monotonic() - started + wait > self._retry.max_elapsed_s:
+                    return f"gave up after {attempt} attempts: {type(error).__name__}: {error}"
+                _LOG.warning("write to %s failed (attempt %d), retrying in %.1f s: %s",
+                             batch.application_id, attempt, wait, error)
+                self._counts.add(f"{batch.application_id}.retries")
+                time.sleep(wait)
+
+    def finish_bundle(self) -> None:
+        self._counts.flush()
+
+    def teardown(self) -> None:
+        for sink in self._sinks.values():
+            sink.close()

@@ -1,0 +1,82 @@
+"""MapToAutoApi: raw envelopes to the common model, with dead letters for what fails.
+
+Input: `RawEnvelope`s. Main output: `(vin, MappedMessage)` for every message
+that carries data (outcome ok or partial). Tagged output `dead_letters`: a
+dead-letter record (DATA-CONTRACTS §5) for every failed or partial message and
+every unknown source. Beam counters `fleetstream:<source>.<outcome>` count
+read, ok, partial, failed and ignored messages per source.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, NamedTuple
+
+import apache_beam as beam
+from apache_beam import pvalue
+
+from fleetstream.mappers import MAPPERS
+from fleetstream.mappers.base import FAILED, IGNORED, PARTIAL, Data, MapPayload
+from fleetstream.schemas.dead_letter import MAP_STAGE, dead_letter
+from fleetstream.schemas.envelope import RawEnvelope
+from fleetstream.transforms.counters import BundleCounts
+
+DEAD_LETTERS = "dead_letters"
+UNKNOWN_SOURCE = "unknown"  # counter scope for envelopes whose source has no mapper
+
+
+class MappedMessage(NamedTuple):
+    """One source message in the common model, before permissions."""
+
+    source: str
+    source_message_id: str
+    received_at_ms: int
+    newest_ms: int
+    data: Data
+    late: bool = False
+
+
+class MapToAutoApi(beam.PTransform):
+    """Map each envelope with its source's mapper; dead letters on a tagged output."""
+
+    def __init__(self, mappers: Mapping[str, MapPayload] | None = None) -> None:
+        super().__init__()
+        self._mappers = dict(MAPPERS if mappers is None else mappers)
+
+    def expand(self, envelopes: beam.PCollection[RawEnvelope]) -> pvalue.DoOutputsTuple:
+        return envelopes | "Map" >> beam.ParDo(_MapFn(self._mappers)).with_outputs(
+            DEAD_LETTERS, main="mapped")
+
+
+class _MapFn(beam.DoFn):
+    def __init__(self, mappers: Mapping[str, MapPayload]) -> None:
+        self._mappers = mappers
+        self._counts = BundleCounts()
+
+    def process(self, envelope: RawEnvelope) -> Iterable[Any]:
+        source, received_at_ms, payload = envelope
+        mapper = self._mappers.get(source)
+        if mapper is None:
+            self._counts.add(f"{UNKNOWN_SOURCE}.read")
+            self._counts.add(f"{UNKNOWN_SOURCE}.failed")
+            yield pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
+                source, received_at_ms, FAILED, MAP_STAGE,
+                [{"field": "source", "reason": f"unknown source {source!r}; known: "
+                                               f"{', '.join(sorted(self._mappers))}"}],
+                payload, envelope.source_message_id()))
+            return
+        result = mapper(payload, received_at_ms)
+        outcome = result.outcome
+        self._counts.add(f"{source}.read")
+        self._counts.add(f"{source}.{outcome}")
+        if outcome == IGNORED:
+            return
+        smid = envelope.source_message_id()
+        if outcome == FAILED or outcome == PARTIAL:
+            yield pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
+                source, received_at_ms, outcome, MAP_STAGE, result.errors, payload, smid))
+            if outcome == FAILED:
+                return
+        yield result.vin, MappedMessage(source, smid, received_at_ms,
+                                        result.newest_ms or received_at_ms, result.data)
+
+    def finish_bundle(self) -> None:
+        self._counts.flush()

@@ -1,0 +1,186 @@
+"""OrderPerVehicle: each vehicle's messages in timestamp order, late ones marked, duplicates dropped.
+
+Input and output: `(vin, MappedMessage)`, keyed by VIN.
+
+Streaming (unbounded input): keyed state and an event-time timer per VIN. The
+element timestamp is the receive time (the Kafka record timestamp). A message
+waits until the watermark passes its receive time plus `reorder_window_s`
+(default 2 s) for older ones that arrive after it; messages leave in non-decreasing order of their newest entry
+timestamp. A message older than one that has already left is still delivered
+at once, with `late=True` (its document says `"late": true`); nothing is
+dropped but exact duplicates: a message with the same source and payload as
+one seen within `dedupe_horizon_s` (by receive time) is dropped and counted
+(`fleetstream:<source>.duplicate`).
+
+Batch (bounded input, e.g. replay): the whole input is known, so each
+vehicle's messages are grouped and sorted once, with the same duplicate rule,
+and nothing is held back for a window.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import apache_beam as beam
+from apache_beam.coders import coders
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec, TimerSpec,
+                                              on_timer)
+from apache_beam.utils.timestamp import Timestamp
+
+from fleetstream.transforms.counters import BundleCounts
+from fleetstream.transforms.map_to_autoapi import MappedMessage
+
+Keyed = tuple[str, MappedMessage]
+Arrival = tuple[int, MappedMessage]  # (element timestamp = receive time in ms, message)
+
+
+def order_key(message: MappedMessage) -> tuple[int, int, str]:
+    """Sort key: newest entry time, then receive time, then identity (deterministic)."""
+    return message.newest_ms, message.received_at_ms, message.source_message_id
+
+
+def release_due(buffered: Sequence[Arrival], now_ms: int,
+                window_ms: int) -> tuple[list[MappedMessage], list[Arrival]]:
+    """Split buffered arrivals into those to send now, in order, and those to keep.
+
+    Every message that has waited `window_ms` is due; so is every message that
+    sorts before a due one, since sending it later would break the order.
+    """
+    due = [message for arrived, message in buffered if arrived + window_ms <= now_ms]
+    if not due:
+        return [], list(buffered)
+    cutoff = max(order_key(m) for m in due)
+    released = sorted((m for _, m in buffered if order_key(m) <= cutoff), key=order_key)
+    kept = [(a, m) for a, m in buffered if order_key(m) > cutoff]
+    return released, kept
+
+
+def drop_duplicates(messages: Iterable[MappedMessage], seen: dict[str, int],
+                    horizon_ms: int) -> list[MappedMessage]:
+    """Messages not seen within the horizon (by receive time); updates and prunes `seen`."""
+    fresh = []
+    for message in messages:
+        earlier = seen.get(message.source_message_id)
+        if earlier is not None and abs(message.received_at_ms - earlier) <= horizon_ms:
+            continue
+        seen[message.source_message_id] = message.received_at_ms
+        fresh.append(message)
+    if seen:
+        newest = max(seen.values())
+        for key in [k for k, at in seen.items() if at < newest - horizon_ms]:
+            del seen[key]
+    return fresh
+
+
+class OrderPerVehicle(beam.PTransform):
+    """Per-vehicle timestamp order with late marking and duplicate dropping."""
+
+    def __init__(self, reorder_window_s: float = 2.0, dedupe_horizon_s: float = 600.0,
+                 bounded: bool | None = None) -> None:
+        super().__init__()
+        if reorder_window_s < 0 or dedupe_horizon_s < 0:
+            raise ValueError("reorder_window_s and dedupe_horizon_s must be >= 0")
+        self._window_ms = int(reorder_window_s * 1000)
+        self._horizon_ms = int(dedupe_horizon_s * 1000)
+        self._bounded = bounded
+
+    def expand(self, keyed: beam.PCollection[Keyed]) -> beam.PCollection[Keyed]:
+        bounded = keyed.is_bounded if self._bounded is None else self._bounded
+        if bounded:
+            return (keyed
+                    | "GroupByVin" >> beam.GroupByKey()
+                    | "SortEachVehicle" >> beam.ParDo(_SortVehicleFn(self._horizon_ms)))
+        return keyed | "ReorderEachVehicle" >> beam.ParDo(
+            _ReorderVehicleFn(self._window_ms, self._horizon_ms))
+
+
+def _count(counts: BundleCounts, before: Sequence[MappedMessage],
+           after: Sequence[MappedMessage]) -> None:
+    if len(after) < len(before):
+        kept = {id(m) for m in after}
+        for message in before:
+            if id(message) not in kept:
+                counts.add(f"{message.source}.duplicate")
+
+
+class _SortVehicleFn(beam.DoFn):
+    def __init__(self, horizon_ms: int) -> None:
+        self._horizon_ms = horizon_ms
+        self._counts = BundleCounts()
+
+    def process(self, element: tuple[str, Iterable[MappedMessage]]) -> Iterable[Keyed]:
+        vin, messages = element
+        # Duplicates are judged in receive order, then the survivors sorted.
+        received = sorted(messages, key=lambda m: (m.received_at_ms, m.source_message_id))
+        fresh = drop_duplicates(received, {}, self._horizon_ms)
+        _count(self._counts, received, fresh)
+        for message in sorted(fresh, key=order_key):
+            yield vin, message
+
+    def finish_bundle(self) -> None:
+        self._counts.flush()
+
+
+class _ReorderVehicleFn(beam.DoFn):
+    BUFFER = BagStateSpec("buffer", coders.PickleCoder())
+    LAST_SENT = ReadModifyWriteStateSpec("last_sent", coders.PickleCoder())
+    SEEN = ReadModifyWriteStateSpec("seen", coders.PickleCoder())
+    TIMER_AT = ReadModifyWriteStateSpec("timer_at", coders.VarIntCoder())
+    FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
+
+    def __init__(self, window_ms: int, horizon_ms: int) -> None:
+        self._window_ms = window_ms
+        self._horizon_ms = horizon_ms
+        self._counts = BundleCounts()
+
+    def process(self, element: Keyed,
+                buffer=beam.DoFn.StateParam(BUFFER),
+                last_sent=beam.DoFn.StateParam(LAST_SENT),
+                seen_state=beam.DoFn.StateParam(SEEN),
+                timer_at=beam.DoFn.StateParam(TIMER_AT),
+                flush=beam.DoFn.TimerParam(FLUSH),
+                timestamp=beam.DoFn.TimestampParam) -> Iterable[Keyed]:
+        vin, message = element
+        seen = seen_state.read() or {}
+        if not drop_duplicates([message], seen, self._horizon_ms):
+            self._counts.add(f"{message.source}.duplicate")
+            return
+        seen_state.write(seen)
+        last = last_sent.read()
+        if last is not None and order_key(message) < last:
+            self._counts.add(f"{message.source}.late")
+            yield vin, message._replace(late=True)
+            return
+        arrived_ms = timestamp.micros // 1000
+        buffer.add((arrived_ms, message))
+        armed = timer_at.read()
+        if armed is None or arrived_ms + self._window_ms < armed:
+            self._arm(flush, timer_at, arrived_ms + self._window_ms)
+
+    @on_timer(FLUSH)
+    def on_flush(self, key=beam.DoFn.KeyParam,
+                 buffer=beam.DoFn.StateParam(BUFFER),
+                 last_sent=beam.DoFn.StateParam(LAST_SENT),
+                 timer_at=beam.DoFn.StateParam(TIMER_AT),
+                 flush=beam.DoFn.TimerParam(FLUSH),
+                fired=beam.DoFn.TimestampParam) -> Iterable[Keyed]:
+        timer_at.clear()
+        released, kept = release_due(list(buffer.read()), fired.micros // 1000, self._window_ms)
+        buffer.clear()
+        for arrival in kept:
+            buffer.add(arrival)
+        if kept:
+            self._arm(flush, timer_at, min(a for a, _ in kept) + self._window_ms)
+        if released:
+            last_sent.write(order_key(released[-1]))
+        for message in released:
+            yield key, message
+        self._counts.flush()
+
+    @staticmethod
+    def _arm(flush, timer_at, at_ms: int) -> None:
+        flush.set(Timestamp(micros=at_ms * 1000))
+        timer_at.write(at_ms)
+
+    def finish_bundle(self) -> None:
+        self._counts.flush()
