@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from typing import Callable, Mapping
 
+from fleetstream.local.azurite import AzuriteService
+from fleetstream.local.mosquitto import MosquittoService
+from fleetstream.local.moto import MotoService
 from fleetstream.local.service import Service
 
 #: name -> factory returning the service on its default port
-SERVICES: Mapping[str, Callable[[], Service]] = {}
+SERVICES: Mapping[str, Callable[[], Service]] = {
+    "mosquitto": MosquittoService,
+    "moto": MotoService,
+    "azurite": AzuriteService,
+}
