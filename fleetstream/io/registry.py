@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from fleetstream.io.base import Batching, ConfigError, Sink
+from fleetstream.io.azure_blob_sink import AzureBlobSink
 from fleetstream.io.file_sink import FileSink
+from fleetstream.io.s3_sink import S3Sink
 
-_SINK_CLASSES: tuple[type[Sink], ...] = (FileSink,)
+_SINK_CLASSES: tuple[type[Sink], ...] = (FileSink, S3Sink, AzureBlobSink)
 
 SINKS: Mapping[str, type[Sink]] = {cls.TYPE: cls for cls in _SINK_CLASSES}
 
