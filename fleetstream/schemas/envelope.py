@@ -23,15 +23,7 @@ class RawEnvelope(NamedTuple):
     received_at_ms: int
     payload: bytes
 
-    def payload_fields(payload: bytes) -> dict[str, str]:
-    """`{"payload": text}`, or `{"payload_b64": ...}` when the payload is not UTF-8."""
-    try:
-        return {"payload": payload.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"payload_b64": base64.b64encode(payload).decode("ascii")}
-
-
-def source_message_id(self) -> str:
+    def source_message_id(self) -> str:
         """Identity of the source message: a pure function of source and payload."""
         return source_message_id(self.source, self.payload)
 

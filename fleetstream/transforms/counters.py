@@ -10,10 +10,12 @@ from collections import Counter
 from apache_beam.metrics import Metrics
 
 NAMESPACE = "fleetstream"
+#: prefix of per-application counter scopes, so an application never shares a source's name
+APP_SCOPE = "app/"
 
 
 class BundleCounts:
-    """Counts named `<scope>.<what>` (e.g. `tesla.ok`, `fleet-a.delivered`)."""
+    """Counts named `<scope>.<what>` (e.g. `tesla.ok`, `app/fleet-a.delivered`)."""
 
     def __init__(self) -> None:
         self._pending: Counter[str] = Counter()

@@ -16,8 +16,8 @@ for a `PermanentWriteError`, the batch goes to the returned delivery
 dead-letter PCollection with the reason and its documents whole. Nothing is
 dropped.
 
-Counters per application: `<app>.documents`, `<app>.bytes`, `<app>.batches`,
-`<app>.retries`, `<app>.failed_batches`; distribution `<app>.latency_ms`
+Counters per application: `app/<id>.documents`, `.bytes`, `.batches`,
+`.retries`, `.failed_batches`; distribution `app/<id>.latency_ms`
 (write time minus the document's newest entry time).
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ from apache_beam.utils.timestamp import Timestamp
 from fleetstream.io.base import Batch, Batching, PermanentWriteError, Record, Sink
 from fleetstream.schemas.config import Application
 from fleetstream.schemas.dead_letter import delivery_dead_letter
-from fleetstream.transforms.counters import NAMESPACE, BundleCounts
+from fleetstream.transforms.counters import APP_SCOPE, NAMESPACE, BundleCounts
 
 DEAD_LETTERS = "dead_letters"
 _LOG = logging.getLogger(__name__)
@@ -155,20 +155,21 @@ class _WriteFn(beam.DoFn):
 
     def process(self, batch: Batch) -> Iterable[Any]:
         app = batch.application_id
+        scope = APP_SCOPE + app
         failure = self._write_with_retries(self._sinks[app], batch)
         if failure is not None:
-            self._counts.add(f"{app}.failed_batches")
+            self._counts.add(f"{scope}.failed_batches")
             _LOG.error("delivery to %s failed for batch %s (%d documents): %s",
                        app, batch.batch_id, len(batch.records), failure)
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, delivery_dead_letter(
                 app, batch.batch_id, failure, [r.document for r in batch.records]))
             return
-        self._counts.add(f"{app}.documents", len(batch.records))
-        self._counts.add(f"{app}.bytes", sum(len(r.document) for r in batch.records))
-        self._counts.add(f"{app}.batches")
+        self._counts.add(f"{scope}.documents", len(batch.records))
+        self._counts.add(f"{scope}.bytes", sum(len(r.document) for r in batch.records))
+        self._counts.add(f"{scope}.batches")
         latency = self._latency.get(app)
         if latency is None:
-            latency = self._latency[app] = Metrics.distribution(NAMESPACE, f"{app}.latency_ms")
+            latency = self._latency[app] = Metrics.distribution(NAMESPACE, f"{scope}.latency_ms")
         now_ms = int(time.time() * 1000)
         latency.update(max(0, now_ms - batch.records[-1].event_ms))
 
@@ -189,7 +190,7 @@ class _WriteFn(beam.DoFn):
                     return f"gave up after {attempt} attempts: {type(error).__name__}: {error}"
                 _LOG.warning("write to %s failed (attempt %d), retrying in %.1f s: %s",
                              batch.application_id, attempt, wait, error)
-                self._counts.add(f"{batch.application_id}.retries")
+                self._counts.add(f"{APP_SCOPE}{batch.application_id}.retries")
                 time.sleep(wait)
 
     def finish_bundle(self) -> None:

@@ -8,30 +8,20 @@ read, ok, partial, failed and ignored messages per source.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, Iterable, Mapping
 
 import apache_beam as beam
 from apache_beam import pvalue
 
 from fleetstream.mappers import MAPPERS
-from fleetstream.mappers.base import FAILED, IGNORED, PARTIAL, Data, MapPayload
+from fleetstream.mappers.base import FAILED, IGNORED, PARTIAL, MapPayload
 from fleetstream.schemas.dead_letter import MAP_STAGE, dead_letter
 from fleetstream.schemas.envelope import RawEnvelope
+from fleetstream.schemas.mapped import MappedMessage
 from fleetstream.transforms.counters import BundleCounts
 
 DEAD_LETTERS = "dead_letters"
 UNKNOWN_SOURCE = "unknown"  # counter scope for envelopes whose source has no mapper
-
-
-class MappedMessage(NamedTuple):
-    """One source message in the common model, before permissions."""
-
-    source: str
-    source_message_id: str
-    received_at_ms: int
-    newest_ms: int
-    data: Data
-    late: bool = False
 
 
 class MapToAutoApi(beam.PTransform):

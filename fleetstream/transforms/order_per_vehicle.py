@@ -28,7 +28,7 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
 from apache_beam.utils.timestamp import Timestamp
 
 from fleetstream.transforms.counters import BundleCounts
-from fleetstream.transforms.map_to_autoapi import MappedMessage
+from fleetstream.schemas.mapped import MappedMessage
 
 Keyed = tuple[str, MappedMessage]
 Arrival = tuple[int, MappedMessage]  # (element timestamp = receive time in ms, message)

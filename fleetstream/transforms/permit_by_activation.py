@@ -22,8 +22,8 @@ from fleetstream.io.base import Record
 from fleetstream.mappers.base import Data
 from fleetstream.schemas.config import APPROVED, ActivationEvent, Application
 from fleetstream.schemas.document import document_json, message_id
-from fleetstream.transforms.counters import BundleCounts
-from fleetstream.transforms.map_to_autoapi import MappedMessage
+from fleetstream.transforms.counters import APP_SCOPE, BundleCounts
+from fleetstream.schemas.mapped import MappedMessage
 
 ActivationTableType = Mapping[str, frozenset[str]]
 
@@ -126,10 +126,10 @@ class _PermitFn(beam.DoFn):
         for application_id, permitted in self._applications:
             data = permitted_data(message.data, permitted) if application_id in approved else None
             if not data:
-                self._counts.add(f"{application_id}.filtered")
+                self._counts.add(f"{APP_SCOPE}{application_id}.filtered")
                 continue
             delivered = True
-            self._counts.add(f"{application_id}.delivered")
+            self._counts.add(f"{APP_SCOPE}{application_id}.delivered")
             msg_id = message_id(message.source_message_id, application_id)
             yield application_id, Record(
                 vin, msg_id, message.newest_ms,

@@ -1,0 +1,1 @@
+"""The jobs (replay, demo, streaming) and the `fleetstream` command line that assembles them."""

@@ -1,0 +1,189 @@
+"""The `fleetstream` command line: run, replay, simulate, dev."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from typing import Sequence
+
+from fleetstream.io.base import ConfigError
+from fleetstream.pipelines.fleet import OrderSettings
+
+DESCRIPTION = """FleetStream moves vehicle data from car makers to the applications that use it:
+ingest raw OEM messages, map them to one common model, deliver each application
+only what its activated vehicles permit, in per-vehicle order."""
+
+
+def _order_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reorder-window", type=float, default=OrderSettings.reorder_window_s,
+                        metavar="SECONDS",
+                        help="how long a message waits for older ones of its vehicle in "
+                             "streaming jobs (default %(default)s)")
+    parser.add_argument("--dedupe-horizon", type=float, default=OrderSettings.dedupe_horizon_s,
+                        metavar="SECONDS",
+                        help="an exact repeat of a source message received within this many "
+                             "seconds is dropped (default %(default)s)")
+
+
+def _beam_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Beam and S3")
+    group.add_argument("--runner", default="DirectRunner",
+                       help="Beam runner (default %(default)s)")
+    group.add_argument("--direct-num-workers", type=int, default=1, metavar="N",
+                       help="DirectRunner worker processes (default %(default)s; 0 = one per core)")
+    group.add_argument("--s3-endpoint-url", help="S3 endpoint, e.g. http://127.0.0.1:5000 "
+                                                 "for a local S3 server")
+    group.add_argument("--s3-region", help="S3 region name")
+    group.add_argument("--s3-access-key-id", help="S3 access key id")
+    group.add_argument("--s3-secret-access-key", help="S3 secret access key")
+    group.add_argument("--beam-option", action="append", default=[], metavar="--NAME=VALUE",
+                       help="any other Beam pipeline option (repeatable)")
+
+
+def beam_args(args: argparse.Namespace) -> list[str]:
+    """Beam pipeline options from the parsed command line."""
+    options = [f"--runner={args.runner}"]
+    if args.runner == "DirectRunner" and args.direct_num_workers != 1:
+        options += [f"--direct_num_workers={args.direct_num_workers}",
+                    "--direct_running_mode=multi_processing"]
+    for flag in ("s3_endpoint_url", "s3_region", "s3_access_key_id", "s3_secret_access_key"):
+        value = getattr(args, flag)
+        if value:
+            options.append(f"--{flag.replace('_region', '_region_name')}={value}")
+    return options + list(args.beam_option)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fleetstream", description=DESCRIPTION)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log Beam's progress too")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="the embedded demo: simulate a fleet and run the whole pipeline locally",
+        description="Simulate a small fleet, run the pipeline on the DirectRunner with a demo "
+                    "configuration, write deliveries under --out and print a summary.")
+    run.add_argument("--out", default="fleetstream-out", help="output folder (default %(default)s)")
+    run.add_argument("--vehicles", type=int, default=40, help="fleet size (default %(default)s)")
+    run.add_argument("--duration", type=float, default=600.0, metavar="SECONDS",
+                     help="simulated time (default %(default)s)")
+    run.add_argument("--rate", type=float, default=0.2,
+                     help="messages per second per vehicle (default %(default)s)")
+    run.add_argument("--seed", type=int, default=1, help="simulation seed (default %(default)s)")
+    _beam_arguments(run)
+    run.set_defaults(handler=_run)
+
+    replay = commands.add_parser(
+        "replay", help="run archived raw envelopes through the pipeline as a batch job",
+        description="Replay raw envelope files (JSON lines, .gz allowed, local or s3://) "
+                    "through map, order, permit and deliver; print the accounting summary.")
+    replay.add_argument("--input", required=True, help="file or glob of raw envelopes")
+    replay.add_argument("--config", required=True, help="configuration YAML")
+    replay.add_argument("--output", help="write each application's documents under "
+                                         "OUTPUT/<application_id>/ and dead letters under "
+                                         "OUTPUT/dead_letters/ instead of the configured sinks")
+    replay.add_argument("--dead-letters", default="dead_letters",
+                        help="dead-letter folder when --output is not given (default %(default)s)")
+    _order_arguments(replay)
+    _beam_arguments(replay)
+    replay.set_defaults(handler=_replay)
+
+    simulate = commands.add_parser(
+        "simulate", help="write realistic raw envelopes of a simulated fleet",
+        description="Simulated raw envelopes for N vehicles across the four sources: moving GPS "
+                    "tracks, charging and driving, the odd OEM error and malformed message.")
+    simulate.add_argument("--vehicles", type=int, default=100, help="fleet size (default %(default)s)")
+    limit = simulate.add_mutually_exclusive_group()
+    limit.add_argument("--messages", type=int, help="stop after this many envelopes")
+    limit.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                       help="simulated time span (default 600 s when --messages is not given)")
+    simulate.add_argument("--rate", type=float, default=0.1,
+                          help="messages per second per vehicle (default %(default)s)")
+    simulate.add_argument("--seed", type=int, default=0, help="seed (default %(default)s)")
+    simulate.add_argument("--error-rate", type=float, default=0.01,
+                          help="share of messages with trouble (default %(default)s)")
+    simulate.add_argument("--duplicate-rate", type=float, default=0.001,
+                          help="share of envelopes sent twice (default %(default)s)")
+    simulate.add_argument("--to", required=True, metavar="FILE",
+                          help="output file of JSON lines (.gz for gzip)")
+    simulate.add_argument("--activations", metavar="FILE",
+                          help="also write activation events (JSON lines) for --applications")
+    simulate.add_argument("--applications", default="fleet-a",
+                          help="comma-separated application ids for --activations "
+                               "(default %(default)s)")
+    simulate.set_defaults(handler=_simulate)
+
+    try:
+        from fleetstream.local.cli import add_dev_parser
+    except ImportError:  # the local-services package is optional at this layer
+        pass
+    else:
+        add_dev_parser(commands)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fleetstream.pipelines.demo import run_demo
+    started = time.monotonic()
+    print(f"fleetstream run: simulating {args.vehicles} vehicles for {args.duration:.0f} s "
+          f"and running the pipeline on the {args.runner} ...", file=sys.stderr)
+    config, accounting = run_demo(args.out, args.vehicles, args.duration, args.rate, args.seed,
+                                  beam_args(args))
+    print(accounting.render(a.id for a in config.applications))
+    print(f"\ndeliveries and dead letters are under {args.out}/ "
+          f"({time.monotonic() - started:.1f} s)")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from fleetstream.pipelines.replay import run_replay
+    from fleetstream.schemas.config import load_config
+    config = load_config(args.config)
+    started = time.monotonic()
+    accounting = run_replay(
+        args.input, config, output=args.output, dead_letters=args.dead_letters,
+        order=OrderSettings(args.reorder_window, args.dedupe_horizon), beam_args=beam_args(args))
+    print(accounting.render(a.id for a in config.applications))
+    elapsed = time.monotonic() - started
+    read = accounting.total("read")
+    print(f"\n{read} messages in {elapsed:.1f} s ({read / max(elapsed, 1e-9):,.0f}/s)")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import orjson
+
+    from fleetstream.simulator import activations, simulate, write_envelopes
+    duration = args.duration
+    if args.messages is None and duration is None:
+        duration = 600.0
+    count = write_envelopes(args.to, simulate(
+        args.vehicles, messages=args.messages, duration_s=duration, rate=args.rate,
+        seed=args.seed, error_rate=args.error_rate, duplicate_rate=args.duplicate_rate))
+    print(f"wrote {count} envelopes to {args.to}", file=sys.stderr)
+    if args.activations:
+        app_ids = [a.strip() for a in args.applications.split(",") if a.strip()]
+        with open(args.activations, "wb") as out:
+            for event in activations(args.vehicles, app_ids, seed=args.seed):
+                out.write(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
+        print(f"wrote activations for {len(app_ids)} application(s) to {args.activations}",
+              file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except ConfigError as error:
+        print(f"fleetstream: configuration error: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:
+        print(f"fleetstream: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

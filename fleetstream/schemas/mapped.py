@@ -1,0 +1,17 @@
+"""MappedMessage: one source message in the common model, between mapping and permissions."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from fleetstream.mappers.base import Data
+
+
+class MappedMessage(NamedTuple):
+    """What flows, keyed by VIN, from MapToAutoApi through OrderPerVehicle to PermitByActivation."""
+
+    source: str
+    source_message_id: str
+    received_at_ms: int
+    newest_ms: int          # newest entry timestamp (epoch ms): the per-vehicle order
+    data: Data
+    late: bool = False      # sent after a newer message of the same vehicle

@@ -1,0 +1,111 @@
+"""OrderPerVehicle: per-vehicle order, late marking and duplicate dropping, streaming and batch."""
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+
+from fleetstream.transforms.order_per_vehicle import (OrderPerVehicle, drop_duplicates,
+                                                      release_due)
+from tests.helpers import message
+
+
+def test_release_due_sends_what_waited_and_everything_older() -> None:
+    old, newer, newest = message(100), message(200), message(300)
+    buffered = [(1_000, newer), (2_500, old), (2_600, newest)]
+    released, kept = release_due(buffered, now_ms=3_000, window_ms=2_000)
+    # `newer` waited 2 s; `old` sorts before it so it leaves too, in order; `newest` stays.
+    assert released == [old, newer]
+    assert kept == [(2_600, newest)]
+
+
+def test_release_due_keeps_everything_before_the_window() -> None:
+    buffered = [(1_000, message(5))]
+    assert release_due(buffered, now_ms=2_999, window_ms=2_000) == ([], buffered)
+
+
+def test_drop_duplicates_within_horizon_only() -> None:
+    seen: dict[str, int] = {}
+    first = message(1, smid="a", received_ms=1_000)
+    again = message(1, smid="a", received_ms=1_500)
+    much_later = message(1, smid="a", received_ms=10_000)
+    assert drop_duplicates([first, again], seen, horizon_ms=5_000) == [first]
+    assert drop_duplicates([much_later], seen, horizon_ms=5_000) == [much_later]
+
+
+def _streaming_options() -> PipelineOptions:
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    return options
+
+
+_COLLECTED: list = []
+
+
+def _collect(element) -> None:
+    """Keeps what the pipeline emitted, in emission order (the DirectRunner runs in-process)."""
+    _COLLECTED.append(element)
+
+
+def _run_stream(stream: TestStream, window_s: float = 2.0) -> list[tuple[str, int, bool]]:
+    _COLLECTED.clear()
+    with TestPipeline(options=_streaming_options()) as pipeline:
+        _ = (pipeline | stream | OrderPerVehicle(reorder_window_s=window_s)
+             | beam.Map(_collect))
+    return [(vin, m.newest_ms, m.late) for vin, m in _COLLECTED]
+
+
+def test_streaming_orders_within_window_marks_late_and_drops_duplicates() -> None:
+    t0 = 1_000  # seconds
+    def at(seconds: float, vin: str, msg):
+        return TimestampedValue((vin, msg), t0 + seconds)
+
+    stream = (TestStream()
+              .advance_watermark_to(t0)
+              # V1: arrives out of order within the 2 s window -> sorted.
+              .add_elements([at(0.0, "V1", message(300, received_ms=1)),
+                             at(0.5, "V1", message(100, received_ms=2)),
+                             at(1.0, "V1", message(200, received_ms=3)),
+                             # exact duplicate of the first (same source message id)
+                             at(1.2, "V1", message(300, received_ms=1)),
+                             at(0.2, "V2", message(50, received_ms=1))])
+              .advance_watermark_to(t0 + 5)
+              # V1: older than what already left -> delivered at once, marked late.
+              .add_elements([at(5.0, "V1", message(150, received_ms=4)),
+                             at(5.1, "V1", message(400, received_ms=5))])
+              .advance_watermark_to_infinity())
+    sent = _run_stream(stream)
+    assert [s for s in sent if s[0] == "V1"] == [
+        ("V1", 100, False), ("V1", 200, False), ("V1", 300, False),
+        ("V1", 150, True), ("V1", 400, False)]
+    assert [s for s in sent if s[0] == "V2"] == [("V2", 50, False)]
+
+
+def test_streaming_per_vehicle_sequence_is_non_decreasing_except_late() -> None:
+    stream = TestStream()
+    arrivals = [(0.1, 500), (0.3, 100), (0.6, 300), (1.0, 200), (3.5, 250), (3.6, 600),
+                (4.0, 550)]
+    for seconds, newest in arrivals:
+        stream = (stream.advance_watermark_to(seconds)
+                  .add_elements([TimestampedValue(("V", message(newest)), seconds)]))
+    stream = stream.advance_watermark_to_infinity()
+    sent = [(newest, late) for _, newest, late in _run_stream(stream)]
+    # 250 arrived after 300 and 500 had left: late. The rest leave in order.
+    assert sorted(sent) == sorted([(n, n == 250) for _, n in arrivals])
+    on_time = [n for n, late in sent if not late]
+    assert on_time == sorted(on_time), sent
+
+
+def test_batch_sorts_each_vehicle_and_drops_duplicates() -> None:
+    inputs = [("V1", message(300, smid="c")), ("V1", message(100, smid="a")),
+              ("V1", message(300, smid="c")), ("V2", message(7, smid="z")),
+              ("V1", message(200, smid="b"))]
+    with TestPipeline() as pipeline:
+        out = (pipeline | beam.Create(inputs) | OrderPerVehicle()
+               | beam.GroupByKey()
+               | beam.MapTuple(lambda vin, ms: (vin, [(m.newest_ms, m.late) for m in ms])))
+        assert_that(out, equal_to([("V1", [(100, False), (200, False), (300, False)]),
+                                   ("V2", [(7, False)])]))
