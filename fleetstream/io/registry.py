@@ -10,9 +10,10 @@ from typing import Any, Mapping
 from fleetstream.io.base import Batching, ConfigError, Sink
 from fleetstream.io.azure_blob_sink import AzureBlobSink
 from fleetstream.io.file_sink import FileSink
+from fleetstream.io.kinesis_sink import KinesisSink
 from fleetstream.io.s3_sink import S3Sink
 
-_SINK_CLASSES: tuple[type[Sink], ...] = (FileSink, S3Sink, AzureBlobSink)
+_SINK_CLASSES: tuple[type[Sink], ...] = (FileSink, S3Sink, AzureBlobSink, KinesisSink)
 
 SINKS: Mapping[str, type[Sink]] = {cls.TYPE: cls for cls in _SINK_CLASSES}
 

@@ -1,0 +1,169 @@
+"""KinesisSink: per-vehicle order under partial failures (fake client) and real moto."""
+from __future__ import annotations
+
+import uuid
+from collections import Counter, defaultdict
+
+import boto3
+import orjson
+import pytest
+
+from fleetstream.io.base import ConfigError
+from fleetstream.io.kinesis_sink import (MAX_RECORDS_PER_CALL, KinesisPartialFailure,
+                                         KinesisSink, RecordTooLarge)
+from fleetstream.io.registry import build_sink
+
+pytest_plugins = ["fleetstream.io.sink_pytest_plugin"]
+
+
+class RefusingKinesis:
+    """A PutRecords fake: refuses chosen documents a chosen number of times.
+
+    Like Kinesis, it processes every record of a call, so a later record may
+    be accepted in the same call in which an earlier one is refused.
+    """
+
+    def __init__(self, refusals: dict[str, int]) -> None:
+        self.refusals = Counter(refusals)   # message_id -> times to refuse
+        self.calls: list[list[str]] = []    # message ids sent, per call
+        self.accepted: list[tuple[str, str]] = []   # (vin, message_id) in stream order
+
+    def put_records(self, StreamName: str, Records: list[dict]) -> dict:
+        assert len(Records) <= MAX_RECORDS_PER_CALL
+        results, failed = [], 0
+        self.calls.append([])
+        for request in Records:
+            message_id = orjson.loads(request["Data"])["message_id"]
+            self.calls[-1].append(message_id)
+            if self.refusals[message_id] > 0:
+                self.refusals[message_id] -= 1
+                failed += 1
+                results.append({"ErrorCode": "ProvisionedThroughputExceededException",
+                                "ErrorMessage": "slow down"})
+            else:
+                self.accepted.append((request["PartitionKey"], message_id))
+                results.append({"SequenceNumber": str(len(self.accepted)), "ShardId": "s-0"})
+        return {"FailedRecordCount": failed, "Records": results}
+
+    def close(self) -> None:
+        pass
+
+
+def fake_sink(client: RefusingKinesis) -> KinesisSink:
+    sink = KinesisSink("fleet-a", {"stream": "s"}, client=client)
+    sink.RESEND_DELAY_S = 0.0
+    return sink
+
+
+def newest_copies_per_vehicle(accepted):
+    """Per VIN, message ids in the order of their last accepted copy."""
+    last = {message_id: index for index, (_, message_id) in enumerate(accepted)}
+    order = defaultdict(list)
+    for message_id, _ in sorted(last.items(), key=lambda item: item[1]):
+        order[next(vin for vin, m in accepted if m == message_id)].append(message_id)
+    return dict(order)
+
+
+def in_batch_order(batch):
+    order = defaultdict(list)
+    for record in batch.records:
+        order[record.vin].append(record.message_id)
+    return dict(order)
+
+
+def test_resends_from_a_vehicles_first_refused_record_in_order(make_batch):
+    batch = make_batch(vins=("V1", "V2", "V3"), per_vehicle=4)
+    v1 = [r.message_id for r in batch.records if r.vin == "V1"]
+    client = RefusingKinesis({v1[1]: 2})
+    fake_sink(client).write(batch)
+
+    assert len(client.calls) == 3
+    assert client.calls[1] == client.calls[2] == v1[1:]   # only V1, from its refused record
+    assert newest_copies_per_vehicle(client.accepted) == in_batch_order(batch)
+    assert {m for _, m in client.accepted} == {r.message_id for r in batch.records}
+
+
+def test_a_refusal_holds_back_the_vehicles_records_in_later_calls(make_batch):
+    batch = make_batch(vins=[f"V{n:03d}" for n in range(300)], per_vehicle=2)   # 2 calls
+    first = batch.records[250]   # V250's first record is in call 1, its second in call 2
+    client = RefusingKinesis({first.message_id: 1})
+    fake_sink(client).write(batch)
+
+    assert [len(c) for c in client.calls] == [500, 99, 2]
+    assert second_of(batch, first.vin) not in client.calls[1]
+    assert client.calls[2] == [first.message_id, second_of(batch, first.vin)]
+    assert newest_copies_per_vehicle(client.accepted) == in_batch_order(batch)
+
+
+def second_of(batch, vin):
+    return [r.message_id for r in batch.records if r.vin == vin][1]
+
+
+def test_gives_up_after_the_last_resend(make_batch):
+    batch = make_batch()
+    client = RefusingKinesis({batch.records[0].message_id: 100})
+    with pytest.raises(KinesisPartialFailure, match="ProvisionedThroughputExceededException x1"):
+        fake_sink(client).write(batch)
+    assert len(client.calls) == KinesisSink.MAX_RESENDS + 1
+
+
+def test_calls_stay_within_five_mebibytes(make_batch):
+    batch = make_batch(vins=("V1", "V2", "V3"), per_vehicle=2, data_bytes=900_000)
+    client = RefusingKinesis({})
+    fake_sink(client).write(batch)
+    assert [len(c) for c in client.calls] == [5, 1]
+
+
+def test_a_record_over_one_mebibyte_is_refused_before_sending(make_batch):
+    client = RefusingKinesis({})
+    with pytest.raises(RecordTooLarge, match="limit is 1048576 bytes"):
+        fake_sink(client).write(make_batch(data_bytes=1 << 20))
+    assert client.calls == []
+
+
+@pytest.fixture
+def kinesis_options(moto_service):
+    return {"region": "eu-central-1", "endpoint_url": moto_service.endpoint_url,
+            "access_key_id": "test", "secret_access_key": "test"}
+
+
+def test_puts_documents_to_a_real_stream_keyed_by_vin(kinesis_options, make_batch):
+    client = boto3.client("kinesis", region_name=kinesis_options["region"],
+                          endpoint_url=kinesis_options["endpoint_url"],
+                          aws_access_key_id="test", aws_secret_access_key="test")
+    stream = f"fleetstream-{uuid.uuid4().hex[:12]}"
+    client.create_stream(StreamName=stream, ShardCount=2)
+    batch = make_batch(vins=("V1", "V2", "V3"), per_vehicle=3)
+    sink = KinesisSink("fleet-a", {**kinesis_options, "stream": stream})
+    sink.check()
+    sink.open()
+    sink.write(batch)
+    sink.close()
+
+    stored = []
+    for shard in client.list_shards(StreamName=stream)["Shards"]:
+        iterator = client.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
+                                             ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        stored += client.get_records(ShardIterator=iterator)["Records"]
+    assert sorted(r["Data"] for r in stored) == sorted(r.document for r in batch.records)
+    assert all(orjson.loads(r["Data"])["vin"] == r["PartitionKey"] for r in stored)
+    per_vehicle = defaultdict(list)
+    for r in sorted(stored, key=lambda r: int(r["SequenceNumber"])):
+        per_vehicle[r["PartitionKey"]].append(orjson.loads(r["Data"])["message_id"])
+    assert dict(per_vehicle) == in_batch_order(batch)
+
+
+def test_check_refuses_a_missing_stream(kinesis_options):
+    with pytest.raises(ConfigError, match=r"sink\.stream: stream 'no-such-stream' does not exist"):
+        KinesisSink("fleet-a", {**kinesis_options, "stream": "no-such-stream"}).check()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"type": "kinesis"}, r": sink type 'kinesis' needs stream"),
+    ({"type": "kinesis", "stream": "s", "shard": 1}, r": unknown key\(s\) shard"),
+    ({"type": "kinesis", "stream": ""}, r"\.stream: expected a stream name"),
+    ({"type": "kinesis", "stream": "s", "secret_access_key": "k"}, r"\.access_key_id: needed"),
+])
+def test_config_errors_name_the_key(options, message):
+    with pytest.raises(ConfigError, match=r"^applications\[fleet-a\]\.sink" + message):
+        build_sink("fleet-a", options)
