@@ -1,0 +1,26 @@
+"""Source mappers, found by source name.
+
+`MAPPERS` maps each raw envelope's `source` to its mapper's pure
+``map_payload(payload, received_at_ms) -> MapResult`` (see `base.py`).
+
+Adding a source:
+
+1. Write ``fleetstream/mappers/<name>.py`` with ``SOURCE = "<name>"`` and
+   ``map_payload``, built from the readers and helpers in `entries.py`: a table
+   from each source field to its catalogue property and reader, and a short
+   function for the message's shape.
+2. Add the module to ``_MODULES`` below.
+3. Add ``tests/test_mapper_<name>.py`` with golden payloads for every field, and
+   a valid sample payload to ``tests/test_mappers_fuzz.py``.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+from fleetstream.mappers import bmw, mercedes, smartcar, tesla
+from fleetstream.mappers.base import MapPayload
+
+_MODULES = (tesla, bmw, mercedes, smartcar)
+
+#: source name -> map_payload
+MAPPERS: Mapping[str, MapPayload] = {module.SOURCE: module.map_payload for module in _MODULES}

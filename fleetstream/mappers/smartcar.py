@@ -1,0 +1,115 @@
+"""Smartcar webhooks, version 4 (DATA-CONTRACTS §3, smartcar).
+
+Only ``eventType: VEHICLE_STATE`` carries data, as ``data.signals``: each with a
+`code`, a `body` (``{"value", "unit"}``, or the location itself), a `status`
+and a `meta`. Other events (VERIFY, VEHICLE_ERROR, and any newer type) are
+ignored: counted, not delivered, not failures. A signal whose status is ERROR
+becomes a failure entry: ``unavailable`` for VEHICLE_NOT_CAPABLE, ``oem_error``
+otherwise. A signal's time is ``meta.oemUpdatedAt``, else ``meta.retrievedAt``,
+else the receive time. Numbers honour their body's unit.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from fleetstream.mappers.base import IGNORED, Data, MapResult
+from fleetstream.mappers.entries import (
+    OEM_ERROR, UNAVAILABLE, BadValue, ErrorItem, Outcome, Reader, Target, Unreadable, datum_stamp,
+    deliver, enum_reader, finish, format_error, message_stamp, number_reader, oem_failure,
+    read_coordinates, read_into, read_message, require_list, require_object, require_vin, show,
+    target, unit_number_reader)
+from fleetstream.schemas.units import MILES_TO_KM, PERCENT_TO_FRACTION, SAME
+
+SOURCE = "smartcar"
+
+_DISTANCE = {"km": SAME, "miles": MILES_TO_KM}
+_SHARE = {"percent": PERCENT_TO_FRACTION, "fraction": SAME}
+_LOCATION = "location-preciselocation"
+
+
+def _in_body(key: str, reader: Reader) -> Target:
+    """Target for `key` read from a body's ``value`` and ``unit``."""
+    def read_body(body: object, unit: object) -> object:
+        if type(body) is not dict:
+            raise BadValue(f"body is not an object: {show(body)}")
+        return reader(body.get("value"), body.get("unit"))
+    return target(key, read_body)
+
+
+#: code -> the property it feeds; the body is the raw value
+_TARGETS: Mapping[str, Target] = {
+    "odometer-traveleddistance":
+        _in_body("diagnostics.odometer", unit_number_reader("diagnostics.odometer", _DISTANCE)),
+    "tractionbattery-stateofcharge":
+        _in_body("charging.battery_level", unit_number_reader("charging.battery_level", _SHARE)),
+    "tractionbattery-range": _in_body(
+        "charging.estimated_range", unit_number_reader("charging.estimated_range", _DISTANCE)),
+    "fuel-percentremaining":
+        _in_body("diagnostics.fuel_level", unit_number_reader("diagnostics.fuel_level", _SHARE)),
+    "charge-chargingstate": _in_body("charging.status", enum_reader("charging.status", {
+        "CHARGING": "charging", "FULLY_CHARGED": "charging_complete",
+        "NOT_CHARGING": "not_charging"})),
+    "charge-ischargingcableconnected": _in_body("charging.plugged_in", enum_reader(
+        "charging.plugged_in", {"true": "plugged_in", "false": "disconnected"})),
+    "charge-chargelimit":
+        _in_body("charging.charge_limit", unit_number_reader("charging.charge_limit", _SHARE)),
+    "closure-islocked": _in_body("doors.locks_state", enum_reader(
+        "doors.locks_state", {"true": "locked", "false": "unlocked"})),
+    _LOCATION: target("vehicle_location.coordinates", read_coordinates),
+}
+_HEADING = target("vehicle_location.heading", number_reader("vehicle_location.heading"))
+
+
+def map_payload(payload: str | bytes, received_at_ms: int) -> MapResult:
+    """Map one webhook delivery; never raises."""
+    return read_message(payload, received_at_ms, _map_event)
+
+
+def _map_event(event: dict[str, Any], received_at_ms: int) -> MapResult:
+    event_type = event.get("eventType")
+    if type(event_type) is not str:
+        raise Unreadable("eventType", f"expected the event type, got {show(event_type)}")
+    if event_type != "VEHICLE_STATE":
+        return MapResult(None, IGNORED, {}, [], None)
+    body = require_object(event.get("data"), "data")
+    vin = require_vin(require_object(body.get("vehicle"), "data.vehicle").get("vin"),
+                      "data.vehicle.vin")
+    received = message_stamp(None, received_at_ms, "received_at")
+    data: Data = {}
+    errors: list[ErrorItem] = []
+    newest_ms = -1
+    for signal in require_list(body.get("signals"), "data.signals"):
+        code = signal.get("code") if type(signal) is dict else None
+        into = _TARGETS.get(code) if type(code) is str else None
+        if into is None:
+            continue
+        (epoch_ms, timestamp), problem = datum_stamp(_signal_time(signal.get("meta")), received)
+        if epoch_ms > newest_ms:
+            newest_ms = epoch_ms
+        status = signal.get("status")
+        if problem is not None:
+            deliver(data, errors, into[0], into[1], format_error(code, problem, timestamp))
+        elif type(status) is dict and status.get("value") == "ERROR":
+            deliver(data, errors, into[0], into[1], _error_outcome(code, status.get("error"), timestamp))
+        else:
+            signal_body = signal.get("body")
+            read_into(data, errors, into, code, signal_body, None, timestamp)
+            if code == _LOCATION and type(signal_body) is dict and signal_body.get("heading") is not None:
+                read_into(data, errors, _HEADING, code, signal_body["heading"], None, timestamp)
+    return finish(vin, data, errors, newest_ms)
+
+
+def _signal_time(meta: object) -> object:
+    """`oemUpdatedAt`, else `retrievedAt`, else None (the receive time)."""
+    if type(meta) is not dict:
+        return None
+    updated = meta.get("oemUpdatedAt")
+    return meta.get("retrievedAt") if updated is None else updated
+
+
+def _error_outcome(code: str, error: object, timestamp: str) -> Outcome:
+    """The failure entry for a signal whose status is ERROR."""
+    if type(error) is not dict:
+        return oem_failure(OEM_ERROR, f"{code}: error {show(error)}", timestamp)
+    reason = UNAVAILABLE if error.get("code") == "VEHICLE_NOT_CAPABLE" else OEM_ERROR
+    return oem_failure(reason, f"{code}: {error.get('type')} {error.get('code')}", timestamp)

@@ -1,0 +1,131 @@
+"""Tesla fleet-telemetry records, JSON form (DATA-CONTRACTS §3, tesla).
+
+``{"vin", "createdAt", "data": [{"key": "VehicleSpeed", "value": {"stringValue": "37.2"}}, ...]}``.
+Every datum takes the record's `createdAt` (the receive time when it is absent).
+A `value` holds one typed field, or ``"invalid": true``: the vehicle's own
+"unavailable". Soc wins over BatteryLevel whenever Soc is present; of
+ACChargingPower and DCChargingPower the larger is delivered.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from fleetstream.mappers.base import Data, MapResult
+from fleetstream.mappers.entries import (
+    UNAVAILABLE, BadValue, ErrorItem, OemMarked, Outcome, Reader, Target, deliver, enum_reader,
+    finish, larger_of, message_stamp, number_reader, read_coordinates, read_into, read_message,
+    read_outcome, require_list, require_vin, show, target, tire_pressure_reader)
+from fleetstream.schemas.units import MILES_TO_KM, MPH_TO_KMH, PERCENT_TO_FRACTION, SAME, Scale
+
+SOURCE = "tesla"
+
+_VALUE_KINDS = frozenset(("stringValue", "intValue", "longValue", "floatValue", "doubleValue",
+                          "booleanValue", "locationValue"))
+
+_CHARGE_STATUS = {
+    "DetailedChargeStateCharging": "charging",
+    "DetailedChargeStateStarting": "charging",
+    "DetailedChargeStateComplete": "charging_complete",
+    "DetailedChargeStateStopped": "charging_paused",
+    "DetailedChargeStateNoPower": "charging_error",
+    "DetailedChargeStateDisconnected": "not_charging",
+}
+_PLUGGED_IN = {state: "disconnected" if state == "DetailedChargeStateDisconnected" else "plugged_in"
+               for state in _CHARGE_STATUS}
+
+
+
+def _typed_value(value: object) -> object:
+    """The content of a datum's `value` when it is not simply one typed field."""
+    if type(value) is dict:
+        if value.get("invalid") is True:
+            raise OemMarked(UNAVAILABLE, "marked invalid by the vehicle")
+        kinds = [kind for kind in value if kind in _VALUE_KINDS]
+        if len(kinds) == 1:
+            return value[kinds[0]]
+    raise BadValue(f"value must hold exactly one typed field, got {show(value)}")
+
+
+def _typed(key: str, reader: Reader) -> Target:
+    """Target for `key` whose reader first takes the typed field out of `value`."""
+    def read_typed(value: object, unit: object) -> object:
+        if type(value) is dict and len(value) == 1:
+            for kind in value:
+                if kind in _VALUE_KINDS:
+                    return reader(value[kind], unit)
+        return reader(_typed_value(value), unit)
+    return target(key, read_typed)
+
+
+def _number(key: str, scale: Scale = SAME) -> Target:
+    return _typed(key, number_reader(key, scale))
+
+
+def _enum(key: str, codes: Mapping[str, str]) -> Target:
+    return _typed(key, enum_reader(key, codes))
+
+
+#: key -> the properties it feeds
+_TARGETS: Mapping[str, tuple[Target, ...]] = {
+    "VehicleSpeed": (_number("diagnostics.speed", MPH_TO_KMH),),
+    "Odometer": (_number("diagnostics.odometer", MILES_TO_KM),),
+    "EstBatteryRange": (_number("charging.estimated_range", MILES_TO_KM),),
+    "Location": (_typed("vehicle_location.coordinates", read_coordinates),),
+    "GpsHeading": (_number("vehicle_location.heading"),),
+    "Locked": (_enum("doors.locks_state", {"true": "locked", "false": "unlocked"}),),
+    "DetailedChargeState": (_enum("charging.status", _CHARGE_STATUS),
+                            _enum("charging.plugged_in", _PLUGGED_IN)),
+    "ChargeLimitSoc": (_number("charging.charge_limit", PERCENT_TO_FRACTION),),
+    "OutsideTemp": (_number("climate.outside_temperature"),),
+    "InsideTemp": (_number("climate.inside_temperature"),),
+    **{key: (_typed("diagnostics.tire_pressures", tire_pressure_reader(location)),)
+       for key, location in (("TpmsPressureFl", "front_left"), ("TpmsPressureFr", "front_right"),
+                             ("TpmsPressureRl", "rear_left"), ("TpmsPressureRr", "rear_right"))},
+}
+
+_BATTERY_LEVEL = _number("charging.battery_level", PERCENT_TO_FRACTION)
+_CHARGING_RATE = _number("charging.charging_rate")
+#: keys that compete for one property, resolved once the whole record is read
+_COMPETING: Mapping[str, Target] = {
+    "Soc": _BATTERY_LEVEL,
+    "BatteryLevel": _BATTERY_LEVEL,
+    "ACChargingPower": _CHARGING_RATE,
+    "DCChargingPower": _CHARGING_RATE,
+}
+
+
+def map_payload(payload: str | bytes, received_at_ms: int) -> MapResult:
+    """Map one fleet-telemetry record; never raises."""
+    return read_message(payload, received_at_ms, _map_record)
+
+
+def _map_record(record: dict[str, Any], received_at_ms: int) -> MapResult:
+    vin = require_vin(record.get("vin"))
+    epoch_ms, timestamp = message_stamp(record.get("createdAt"), received_at_ms, "createdAt")
+    data: Data = {}
+    errors: list[ErrorItem] = []
+    competing: dict[str, Outcome] = {}
+    for datum in require_list(record.get("data"), "data"):
+        key = datum.get("key") if type(datum) is dict else None
+        if type(key) is not str:
+            continue
+        targets = _TARGETS.get(key)
+        if targets is not None:
+            value = datum.get("value")
+            for into in targets:
+                read_into(data, errors, into, key, value, None, timestamp)
+        elif key in _COMPETING:
+            competing[key] = read_outcome(_COMPETING[key][2], key, datum.get("value"), None, timestamp)
+    if competing:
+        _deliver_competing(data, errors, competing)
+    return finish(vin, data, errors, epoch_ms)
+
+
+def _deliver_competing(data: Data, errors: list[ErrorItem], competing: dict[str, Outcome]) -> None:
+    """Soc over BatteryLevel whenever Soc is present; the larger charging power."""
+    battery_level = competing.get("Soc") or competing.get("BatteryLevel")
+    if battery_level is not None:
+        deliver(data, errors, _BATTERY_LEVEL[0], _BATTERY_LEVEL[1], battery_level)
+    powers = [competing[key] for key in ("ACChargingPower", "DCChargingPower") if key in competing]
+    if powers:
+        deliver(data, errors, _CHARGING_RATE[0], _CHARGING_RATE[1], larger_of(powers))
