@@ -191,6 +191,8 @@ class Vehicle:
             self.soc_pct = max(0.0, self.soc_pct - distance_km * self.consumption_kwh_per_km / self.battery_kwh * 100)
 
     def _charge(self, dt_s: float) -> None:
+        if self.charge_state == STARTING and self.rng.random() < 0.5:  # still shaking hands
+            return
         if self.soc_pct >= self.charge_limit_pct:
             self.charge_state, self.charge_power_kw = COMPLETE, 0.0
             return
