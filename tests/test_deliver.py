@@ -1,0 +1,149 @@
+"""Deliver: batching by each knob, timer flush without new data, retries and delivery dead letters."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import apache_beam as beam
+import orjson
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+
+from fleetstream.io import registry
+from fleetstream.io.base import Batch, Batching, PermanentWriteError, Record, Sink
+from fleetstream.schemas.config import parse_config
+from fleetstream.transforms.deliver import Deliver, RetryPolicy, batch_id
+
+WRITTEN: list[Batch] = []
+ATTEMPTS: list[str] = []
+DEAD: list[dict] = []
+
+
+class MemorySink(Sink):
+    """Keeps batches in WRITTEN; fails its first `fail_first` writes (or always: -1)."""
+
+    TYPE = "memory"
+    DEFAULT_BATCHING = Batching(max_records=1000, max_bytes=1 << 20, max_delay_s=60)
+    OPTIONAL = frozenset({"fail_first", "permanent"})
+
+    def write(self, batch: Batch) -> None:
+        ATTEMPTS.append(batch.batch_id)
+        failures = self.options.get("fail_first", 0)
+        if failures < 0 or ATTEMPTS.count(batch.batch_id) <= failures:
+            if self.options.get("permanent"):
+                raise PermanentWriteError("record too large")
+            raise ConnectionError("sink is down")
+        WRITTEN.append(batch)
+
+
+@pytest.fixture(autouse=True)
+def memory_sink(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(registry.SINKS, "memory", MemorySink)  # type: ignore[index]
+    WRITTEN.clear()
+    ATTEMPTS.clear()
+    DEAD.clear()
+
+
+def applications(**sink: Any) -> tuple:
+    return parse_config({"applications": [
+        {"id": "app", "permissions": ["diagnostics.*"], "sink": {"type": "memory", **sink}}]}
+    ).applications
+
+
+def record(i: int, vin: str = "V") -> tuple[str, Record]:
+    return "app", Record(vin, f"m{i:03d}", 1_000 + i, orjson.dumps({"i": i}))
+
+
+FAST_RETRY = RetryPolicy(initial_backoff_s=0.01, max_backoff_s=0.02, max_elapsed_s=0.5)
+
+
+def _keep_dead(letter: dict) -> None:
+    DEAD.append(letter)  # a module function: the in-process runner sees this very list
+
+
+def run_batch(apps: tuple, n: int, retry: RetryPolicy = FAST_RETRY) -> list[dict]:
+    """Deliver n records as a batch job; the delivery dead letters."""
+    with TestPipeline() as pipeline:
+        _ = (pipeline | beam.Create([record(i) for i in range(n)]) | Deliver(apps, retry)
+             | beam.Map(_keep_dead))
+    return DEAD
+
+
+def sizes() -> list[int]:
+    return sorted((len(b.records) for b in WRITTEN), reverse=True)
+
+
+def test_flush_by_max_records_keeps_every_record_once_in_order() -> None:
+    run_batch(applications(max_records=3), 10)
+    assert sizes() == [3, 3, 3, 1]
+    ids = [r.message_id for b in WRITTEN for r in b.records]
+    assert sorted(ids) == [f"m{i:03d}" for i in range(10)]
+    for b in WRITTEN:
+        assert [r.message_id for r in b.records] == sorted(r.message_id for r in b.records)
+        assert b.batch_id == batch_id(b.records)
+
+
+def test_flush_by_max_bytes() -> None:
+    one = len(orjson.dumps({"i": 0})) + 1   # every document here has this size, with its newline
+    run_batch(applications(max_bytes=2 * one), 6)
+    assert sizes() == [2, 2, 2]
+
+
+def test_end_of_input_flushes_a_partial_batch() -> None:
+    run_batch(applications(max_records=100), 7)
+    assert sizes() == [7]
+
+
+def _timer_stream(advance_s: float) -> None:
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    stream = (TestStream()
+              .add_elements([record(i) for i in range(3)])
+              .advance_processing_time(advance_s)
+              .add_elements([record(i) for i in range(3, 5)])
+              .advance_watermark_to_infinity())
+    # The TestStream's processing-time clock starts at 0: give Deliver the same origin.
+    with TestPipeline(options=options) as pipeline:
+        _ = pipeline | stream | Deliver(applications(max_records=100, max_delay=10),
+                                        FAST_RETRY, clock=lambda: 0.0)
+
+
+def test_max_delay_flushes_on_a_timer_without_new_data() -> None:
+    _timer_stream(advance_s=11)
+    assert [len(b.records) for b in WRITTEN] == [3, 2]
+
+
+def test_no_timer_flush_before_max_delay() -> None:
+    _timer_stream(advance_s=5)
+    assert [len(b.records) for b in WRITTEN] == [5]
+
+
+def test_failed_writes_are_retried_until_they_succeed() -> None:
+    dead = run_batch(applications(fail_first=2), 4)
+    assert dead == []
+    assert sizes() == [4]
+    assert len(ATTEMPTS) == 3
+
+
+def test_past_the_retry_cap_the_batch_is_a_dead_letter_with_documents_whole() -> None:
+    dead = run_batch(applications(fail_first=-1), 3)
+    assert WRITTEN == []
+    assert len(ATTEMPTS) > 1
+    [letter] = dead
+    assert letter["stage"] == "deliver" and letter["application_id"] == "app"
+    assert "sink is down" in letter["errors"][0]["reason"]
+    assert letter["documents"] == [{"i": 0}, {"i": 1}, {"i": 2}]
+
+
+def test_permanent_errors_are_not_retried() -> None:
+    dead = run_batch(applications(fail_first=-1, permanent=True), 2)
+    assert len(ATTEMPTS) == 1
+    assert "record too large" in dead[0]["errors"][0]["reason"]
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    policy = RetryPolicy(initial_backoff_s=1, max_backoff_s=8, max_elapsed_s=60)
+    waits = [policy.backoff_s(n) for n in range(1, 7)]
+    assert all(0.5 * min(8, 2 ** (n - 1)) <= w <= min(8, 2 ** (n - 1))
+               for n, w in enumerate(waits, 1))
