@@ -193,7 +193,7 @@ def _number_reader(scale: Scale, low: float, high: float, unit_name: str | None)
         except (TypeError, ValueError, OverflowError):
             raise BadValue(f"not a number: {show(raw)}") from None
         if not low <= number <= high:
-            raise BadValue(f"{number:g} is outside {low:g} to {high:g}")
+            raise BadValue(f"{number:.10g} is outside {low:.10g} to {high:.10g}")
         return number if unit_name is None else {"value": number, "unit": unit_name}
     return read_number
 
