@@ -55,7 +55,8 @@ def read_bmw(payload: dict) -> dict:
     location = "vehicle.cabin.infotainment.navigation.currentLocation."
     soc = value.get("vehicle.drivetrain.batteryManagement.header")
     number(value.get("vehicle.drivetrain.fuelSystem.level", 0))
-    return {"times": [to_epoch_ms(payload["timestamp"])] + [to_epoch_ms(d["timestamp"]) for d in data.values()],
+    times = [to_epoch_ms(payload["timestamp"])] + [to_epoch_ms(d["timestamp"]) for d in data.values()]
+    return {"times": times,
             "odometer_km": number(value["vehicle.vehicle.travelledDistance"]),
             "speed_kmh": number(value["vehicle.vehicle.speed"]),
             "soc_pct": None if soc is None else number(soc),
@@ -220,7 +221,8 @@ def test_error_rate_zero_gives_only_readable_payloads_with_vins() -> None:
 
 
 def test_errors_appear_at_about_the_configured_rate() -> None:
-    envelopes = list(simulate(20, messages=6000, seed=9, error_rate=0.09, duplicate_rate=0.0, verify_rate=0.0))
+    envelopes = list(simulate(20, messages=6000, seed=9, error_rate=0.09,
+                              duplicate_rate=0.0, verify_rate=0.0))
     kinds = Counter(trouble_of(envelope) for envelope in envelopes)
     spoilt = len(envelopes) - kinds[None]
     assert 0.07 < spoilt / len(envelopes) < 0.11, kinds

@@ -40,7 +40,8 @@ def _iso_second(seconds: int) -> str:
 def _uuid(rng: Random) -> str:
     """A random (version 4) UUID drawn from `rng`."""
     digits = f"{rng.getrandbits(128):032x}"
-    return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{'89ab'[int(digits[16], 16) % 4]}{digits[17:20]}-{digits[20:]}"
+    variant = "89ab"[int(digits[16], 16) % 4]
+    return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}"
 
 
 class PayloadFormat:
@@ -165,7 +166,8 @@ class Bmw(PayloadFormat):
             put("vehicle.body.chargingPort.status", "CONNECTED" if car.plugged_in else "DISCONNECTED")
             put(self._charging + "remainingElectricRange", round(car.electric_range_km, 1), "km", earlier)
         if snapshot:
-            put("vehicle.cabin.door.lock.status", rng.choice(("SECURED", "LOCKED")) if car.locked else "UNLOCKED")
+            put("vehicle.cabin.door.lock.status",
+                rng.choice(("SECURED", "LOCKED")) if car.locked else "UNLOCKED")
             put("vehicle.cabin.hvac.outsideTemperature", round(car.outside_c, 1),
                 rng.choice(self._temperature_units), earlier)
             for tire, kpa in zip(self._tires, car.tires_kpa):
@@ -216,7 +218,8 @@ class Smartcar(PayloadFormat):
     """Webhook v4 VEHICLE_STATE events with signals; units by the car's region."""
 
     source = "smartcar"
-    spoilable = frozenset({"odometer-traveleddistance", "tractionbattery-stateofcharge", "fuel-percentremaining"})
+    spoilable = frozenset({"odometer-traveleddistance", "tractionbattery-stateofcharge",
+                           "fuel-percentremaining"})
     _charge_states = {UNPLUGGED: "NOT_CHARGING", STARTING: "CHARGING", ACTIVE: "CHARGING",
                       COMPLETE: "FULLY_CHARGED"}
     _errors = ({"code": "VEHICLE_NOT_CAPABLE", "type": "COMPATIBILITY"},
@@ -233,9 +236,11 @@ class Smartcar(PayloadFormat):
             return {"unit": "percent", "value": round(percent, 1)}
 
         signals: list[tuple[str, dict[str, Any]]] = [
-            ("odometer-traveleddistance", {"unit": distance_unit, "value": round(car.odometer_km * per_km, 1)}),
-            ("location-preciselocation", {"latitude": round(car.latitude, 6), "longitude": round(car.longitude, 6),
-                                          "heading": round(car.heading)})]
+            ("odometer-traveleddistance",
+             {"unit": distance_unit, "value": round(car.odometer_km * per_km, 1)}),
+            ("location-preciselocation",
+             {"latitude": round(car.latitude, 6), "longitude": round(car.longitude, 6),
+              "heading": round(car.heading)})]
         if car.combustion:
             signals.append(("fuel-percentremaining", share(car.fuel_pct)))
         else:
@@ -276,7 +281,8 @@ class Smartcar(PayloadFormat):
 
 def verify_event(rng: Random, at_ms: int) -> Payload:
     """A smartcar VERIFY event (the webhook's challenge): no vehicle, no data to deliver."""
-    return {"eventId": _uuid(rng), "eventType": "VERIFY", "data": {"challenge": f"{rng.getrandbits(64):016x}"},
+    return {"eventId": _uuid(rng), "eventType": "VERIFY",
+            "data": {"challenge": f"{rng.getrandbits(64):016x}"},
             "meta": {"version": "4.0", "deliveryId": _uuid(rng), "deliveredAt": at_ms}}
 
 

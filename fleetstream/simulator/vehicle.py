@@ -127,7 +127,8 @@ class Vehicle:
         self.outside_c = self._outside_temperature()
         self.inside_c = self.outside_c + rng.uniform(0, 5)
         self.tires_cold_kpa = tuple(rng.uniform(240, 265) for _ in range(4))
-        self._start_mode(rng.choice((DRIVING, DRIVING, PARKED, CHARGING)), rng.uniform(0, 0.8))
+        first_mode = rng.choice((DRIVING, DRIVING, PARKED, PARKED if self.combustion else CHARGING))
+        self._start_mode(first_mode, rng.uniform(0, 0.8))
 
     @property
     def plugged_in(self) -> bool:
@@ -186,9 +187,11 @@ class Vehicle:
         self._move(distance_km, self.heading)
         self.odometer_km += distance_km
         if self.combustion:
-            self.fuel_pct = max(0.0, self.fuel_pct - distance_km * self.consumption_l_per_km / self.tank_l * 100)
+            used_pct = distance_km * self.consumption_l_per_km / self.tank_l * 100
+            self.fuel_pct = max(0.0, self.fuel_pct - used_pct)
         else:
-            self.soc_pct = max(0.0, self.soc_pct - distance_km * self.consumption_kwh_per_km / self.battery_kwh * 100)
+            used_pct = distance_km * self.consumption_kwh_per_km / self.battery_kwh * 100
+            self.soc_pct = max(0.0, self.soc_pct - used_pct)
 
     def _charge(self, dt_s: float) -> None:
         if self.charge_state == STARTING and self.rng.random() < 0.5:  # still shaking hands
@@ -198,24 +201,25 @@ class Vehicle:
             return
         self.charge_state = ACTIVE
         taper = 1.0 if self.soc_pct < 80 else 0.4
-        self.charge_power_kw = (self.rng.uniform(120, 150) if self.dc_charging else self.rng.uniform(10.5, 11.0)) * taper
+        full_power_kw = self.rng.uniform(120, 150) if self.dc_charging else self.rng.uniform(10.5, 11.0)
+        self.charge_power_kw = full_power_kw * taper
         added_pct = self.charge_power_kw * dt_s / 3600 / self.battery_kwh * 100
         self.soc_pct = min(self.charge_limit_pct, self.soc_pct + added_pct)
 
     def _next_mode(self) -> None:
         rng = self.rng
-        if self.mode == DRIVING:
-            needs_energy = (self.fuel_pct if self.combustion else self.soc_pct) < 30
-            self._start_mode(CHARGING if needs_energy or rng.random() < 0.25 else PARKED)
-        else:
+        if self.mode != DRIVING:
             self._start_mode(DRIVING)
+        elif self.combustion:
+            if self.fuel_pct < 20:  # a stop at the petrol station on the way
+                self.fuel_pct = rng.uniform(90, 100)
+            self._start_mode(PARKED)
+        else:
+            self._start_mode(CHARGING if self.soc_pct < 30 or rng.random() < 0.25 else PARKED)
 
     def _start_mode(self, mode: str, elapsed_share: float = 0.0) -> None:
         """Enter `mode` for a random duration, `elapsed_share` of which has already passed."""
         rng = self.rng
-        if mode == CHARGING and self.combustion:  # a petrol stop: a full tank, then drive on
-            self.fuel_pct = rng.uniform(90, 100)
-            mode = PARKED
         self.mode, self.mode_changed = mode, True
         self.locked = mode != DRIVING and rng.random() < 0.9
         self.speed_kmh = self.speed_target_kmh = 0.0
@@ -236,7 +240,8 @@ class Vehicle:
     def _move(self, distance_km: float, bearing_deg: float) -> None:
         radians = math.radians(bearing_deg)
         self.latitude += distance_km * math.cos(radians) / _KM_PER_DEGREE
-        self.longitude += distance_km * math.sin(radians) / (_KM_PER_DEGREE * math.cos(math.radians(self.latitude)))
+        km_per_degree_east = _KM_PER_DEGREE * math.cos(math.radians(self.latitude))
+        self.longitude += distance_km * math.sin(radians) / km_per_degree_east
 
     def _distance_from_home_km(self) -> float:
         north = (self.latitude - self.city.latitude) * _KM_PER_DEGREE
