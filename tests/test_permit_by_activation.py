@@ -1,0 +1,100 @@
+"""PermitByActivation: only approved vehicles, only permitted properties, newest activation wins."""
+from __future__ import annotations
+
+import apache_beam as beam
+import orjson
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from fleetstream.schemas.config import ActivationEvent, parse_config
+from fleetstream.schemas.document import message_id
+from fleetstream.schemas.mapped import MappedMessage
+from fleetstream.transforms.permit_by_activation import (ActivationTable, PermitByActivation,
+                                                         approved_table, newest_activations,
+                                                         permitted_data)
+
+ENTRY = [{"data": 1, "timestamp": "t"}]
+DATA = {"diagnostics": {"odometer": ENTRY, "speed": ENTRY},
+        "charging": {"battery_level": ENTRY, "status": ENTRY},
+        "vehicle_location": {"coordinates": ENTRY}}
+
+
+def test_permitted_data_keeps_only_permitted_properties() -> None:
+    permitted = {"diagnostics": frozenset({"odometer"}),
+                 "charging": frozenset({"battery_level", "status", "charge_limit"})}
+    assert permitted_data(DATA, permitted) == {
+        "diagnostics": {"odometer": ENTRY},
+        "charging": {"battery_level": ENTRY, "status": ENTRY}}
+    assert permitted_data(DATA, {"doors": frozenset({"locks_state"})}) == {}
+
+
+def event(vin: str, app: str, status: str, at: int) -> ActivationEvent:
+    return ActivationEvent(vin, app, status, at)
+
+
+def test_newest_event_wins_and_only_approved_counts() -> None:
+    events = [event("V1", "a", "approved", 1), event("V1", "a", "revoked", 2),
+              event("V2", "a", "revoked", 1), event("V2", "a", "approved", 2),
+              event("V3", "a", "pending", 5), event("V4", "a", "approved", 3),
+              event("V4", "b", "approved", 3), event("V5", "a", "weird-status", 9),
+              # a tie: the restrictive status wins
+              event("V6", "a", "approved", 4), event("V6", "a", "revoked", 4)]
+    assert approved_table(newest_activations(events)) == {
+        "V2": frozenset({"a"}), "V4": frozenset({"a", "b"})}
+    # Order of arrival does not matter.
+    assert approved_table(newest_activations(reversed(events))) == \
+        approved_table(newest_activations(events))
+
+
+CONFIG = parse_config({"applications": [
+    {"id": "fleet", "permissions": ["diagnostics.*", "charging.battery_level"],
+     "sink": {"type": "file", "path": "unused"}},
+    {"id": "insurer", "permissions": ["diagnostics.odometer"],
+     "sink": {"type": "file", "path": "unused"}},
+]})
+
+
+def _message(smid: str, data: dict) -> MappedMessage:
+    return MappedMessage("tesla", smid, 1, 1, data)
+
+
+def test_permission_isolation_in_a_pipeline() -> None:
+    events = [
+        event("APPROVED", "fleet", "approved", 1), event("APPROVED", "insurer", "approved", 1),
+        event("PENDING", "fleet", "pending", 1),
+        event("REVOKED", "fleet", "approved", 1), event("REVOKED", "fleet", "revoked", 2),
+        event("REJECTED", "insurer", "rejected", 1),
+        event("ONLY_FLEET", "fleet", "approved", 1),
+    ]
+    messages = [(vin, _message(f"m-{vin}", DATA)) for vin in
+                ("APPROVED", "PENDING", "REVOKED", "REJECTED", "ONLY_FLEET", "UNKNOWN")]
+    # A message whose only property the insurer may not see: no empty document for it.
+    messages.append(("APPROVED", _message("m-location", {"vehicle_location": DATA["vehicle_location"],
+                                                         "charging": DATA["charging"]})))
+    with TestPipeline() as pipeline:
+        table = pipeline | "Events" >> beam.Create(events) | ActivationTable()
+        out = (pipeline | "Messages" >> beam.Create(messages)
+               | PermitByActivation(CONFIG.applications, table)
+               | beam.MapTuple(lambda app, r: (app, r.vin, orjson.loads(r.document))))
+        expected_fleet = {"diagnostics": DATA["diagnostics"],
+                          "charging": {"battery_level": ENTRY}}
+        expected = [
+            ("fleet", "APPROVED", _doc("fleet", "APPROVED", "m-APPROVED", expected_fleet)),
+            ("insurer", "APPROVED", _doc("insurer", "APPROVED", "m-APPROVED",
+                                         {"diagnostics": {"odometer": ENTRY}})),
+            ("fleet", "ONLY_FLEET", _doc("fleet", "ONLY_FLEET", "m-ONLY_FLEET", expected_fleet)),
+            ("fleet", "APPROVED", _doc("fleet", "APPROVED", "m-location",
+                                       {"charging": {"battery_level": ENTRY}})),
+        ]
+        assert_that(out, equal_to(expected))
+
+
+def _doc(app: str, vin: str, smid: str, data: dict) -> dict:
+    return {"version": 1, "message_id": message_id(smid, app), "application_id": app,
+            "vin": vin, "brand": "tesla", "data": data}
+
+
+def test_message_id_depends_on_message_and_application_only() -> None:
+    assert message_id("abc", "fleet") == message_id("abc", "fleet")
+    assert message_id("abc", "fleet") != message_id("abc", "insurer")
+    assert message_id("abc", "fleet") != message_id("abd", "fleet")
