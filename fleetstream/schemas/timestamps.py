@@ -6,13 +6,14 @@ and a `Z` (`2026-03-01T08:15:30.500Z`).
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
 # Epoch values below this are seconds, at or above it milliseconds
 # (1e11 s is the year 5138; 1e11 ms is 1973).
 _SECONDS_LIMIT = 100_000_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 def to_epoch_ms(value: object) -> int:
@@ -31,24 +32,23 @@ def to_epoch_ms(value: object) -> int:
     raise TypeError(f"not a timestamp: {type(value).__name__}")
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=65536)
 def _parse_text(text: str) -> int:
     stripped = text.strip()
-    if stripped and (stripped[0].isdigit() or stripped[0] == "-") and "-" not in stripped[1:] \
-            and ":" not in stripped:
+    if stripped[4:5] != "-":  # not `YYYY-...`: an epoch number written as text
         return to_epoch_ms(float(stripped))
-    if stripped.endswith(("Z", "z")):
-        stripped = stripped[:-1] + "+00:00"
     moment = datetime.fromisoformat(stripped)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    return (moment - _EPOCH) // _MILLISECOND
 
 
-@lru_cache(maxsize=65536)
 def iso_ms(epoch_ms: int) -> str:
     """`2026-03-01T08:15:30.500Z` for an epoch-milliseconds value."""
     seconds, millis = divmod(int(epoch_ms), 1000)
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{millis:03d}Z"
+    return f"{_iso_seconds(seconds)}.{millis:03d}Z"
+
+
+@lru_cache(maxsize=65536)
+def _iso_seconds(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")

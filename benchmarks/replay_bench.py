@@ -1,0 +1,151 @@
+"""Replay benchmark: one million simulated raw messages through `replay` on the DirectRunner,
+against a plain Python loop over the same mappers and permission filter, in one run.
+
+    python benchmarks/replay_bench.py [--messages 1000000] [--workers 1 2] [--write docs/benchmarks.md]
+
+The plain loop parses each envelope, maps it with its source's mapper, filters it
+per application by activation and permissions and serialises each document:
+everything the pipeline does per message except ordering, batching and writing
+files. Rates are messages per second of wall time; the ratio compares the two
+in the same run, since absolute numbers move with the machine's load.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import yaml
+
+from fleetstream.mappers import MAPPERS
+from fleetstream.mappers.base import FAILED, IGNORED
+from fleetstream.pipelines.replay import run_replay
+from fleetstream.schemas.config import load_config
+from fleetstream.schemas.document import document_json, message_id
+from fleetstream.schemas.envelope import EnvelopeError, parse_envelope_line
+from fleetstream.simulator import activations, simulate, write_envelopes
+from fleetstream.transforms.permit_by_activation import (approved_table, newest_activations,
+                                                         permitted_data)
+
+APPLICATIONS = [
+    {"id": "fleet-manager", "permissions": ["diagnostics.*", "charging.*", "vehicle_location.*",
+                                            "doors.*"]},
+    {"id": "insurer", "permissions": ["diagnostics.odometer", "diagnostics.speed"]},
+]
+
+
+def prepare(folder: Path, messages: int, vehicles: int) -> tuple[Path, Path]:
+    """The input file (cached by size) and a configuration for it."""
+    raw = folder / f"raw-{messages}.jsonl"
+    if not raw.exists():
+        started = time.perf_counter()
+        write_envelopes(raw, simulate(vehicles, messages=messages, rate=1.0, seed=11))
+        print(f"simulated {messages:,} envelopes in {time.perf_counter() - started:.1f} s",
+              file=sys.stderr)
+    with open(folder / "activations.jsonl", "wb") as out:
+        for event in activations(vehicles, [a["id"] for a in APPLICATIONS], seed=11):
+            out.write(orjson.dumps(event) + b"\n")
+    config = folder / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "applications": [{**a, "sink": {"type": "file", "path": str(folder / "unused")}}
+                         for a in APPLICATIONS],
+        "activations": "activations.jsonl"}))
+    return raw, config
+
+
+def plain_loop(raw: Path, config_path: Path) -> tuple[float, int]:
+    """Seconds and documents for the same mapping and permission work in a plain loop."""
+    config = load_config(config_path)
+    table = approved_table(newest_activations(config.activations))
+    apps = [(a.id, a.permitted) for a in config.applications]
+    documents = 0
+    started = time.perf_counter()
+    with open(raw, "rb") as lines:
+        for line in lines:
+            try:
+                envelope = parse_envelope_line(line)
+            except EnvelopeError:
+                continue
+            mapper = MAPPERS.get(envelope.source)
+            if mapper is None:
+                continue
+            result = mapper(envelope.payload, envelope.received_at_ms)
+            if result.outcome == FAILED or result.outcome == IGNORED:
+                continue
+            smid = envelope.source_message_id()
+            approved = table.get(result.vin, ())
+            for app_id, permitted in apps:
+                if app_id not in approved:
+                    continue
+                data = permitted_data(result.data, permitted)
+                if data:
+                    msg_id = message_id(smid, app_id)
+                    document_json(app_id, result.vin, envelope.source, msg_id, data)
+                    documents += 1
+    return time.perf_counter() - started, documents
+
+
+def pipeline(raw: Path, config_path: Path, workers: int) -> tuple[float, int]:
+    """Seconds and documents for `replay` on the DirectRunner with `workers` processes."""
+    out = Path(tempfile.mkdtemp(prefix="fleetstream-bench-"))
+    args = ["--runner=DirectRunner"]
+    if workers > 1:
+        args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+    try:
+        started = time.perf_counter()
+        accounting = run_replay(str(raw), load_config(config_path), output=str(out),
+                                beam_args=args)
+        elapsed = time.perf_counter() - started
+        return elapsed, sum(accounting.get(f"app/{a['id']}", "delivered") for a in APPLICATIONS)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--vehicles", type=int, default=2_000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="DirectRunner worker counts to measure")
+    parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "fleetstream-bench"))
+    parser.add_argument("--write", help="append the results as a Markdown table to this file")
+    args = parser.parse_args()
+    folder = Path(args.data)
+    folder.mkdir(parents=True, exist_ok=True)
+    raw, config = prepare(folder, args.messages, args.vehicles)
+
+    loop_s, loop_docs = plain_loop(raw, config)
+    loop_rate = args.messages / loop_s
+    rows = [("plain Python loop (1 core)", loop_s, loop_rate, loop_docs, 1.0)]
+    print(f"plain loop: {loop_rate:,.0f} messages/s ({loop_docs:,} documents)", file=sys.stderr)
+    for workers in args.workers:
+        seconds, docs = pipeline(raw, config, workers)
+        rate = args.messages / seconds
+        rows.append((f"replay, DirectRunner, {workers} worker(s)", seconds, rate, docs,
+                     rate / loop_rate))
+        print(f"pipeline x{workers}: {rate:,.0f} messages/s ({docs:,} documents), "
+              f"{rate / loop_rate:.0%} of the plain loop", file=sys.stderr)
+
+    table = [f"Replay benchmark, {args.messages:,} messages from {args.vehicles:,} simulated "
+             f"vehicles (all four sources), {time.strftime('%Y-%m-%d')}, "
+             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+             f"Python {platform.python_version()}:", "",
+             "| run | seconds | messages/s | documents | ratio to plain loop |",
+             "|---|---:|---:|---:|---:|"]
+    table += [f"| {name} | {s:.1f} | {r:,.0f} | {d:,} | {ratio:.2f} |"
+              for name, s, r, d, ratio in rows]
+    print("\n".join(table))
+    if args.write:
+        with open(args.write, "a") as out:
+            out.write("\n".join(table) + "\n\n")
+
+
+if __name__ == "__main__":
+    main()
