@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from fleetstream.mappers import MAPPERS
 from fleetstream.schemas.timestamps import iso_ms, to_epoch_ms
 from fleetstream.simulator import SOURCES, activations, fleet_vins, simulate, write_envelopes
 from fleetstream.simulator.vehicle import vin_check_digit
@@ -231,6 +232,15 @@ def test_errors_appear_at_about_the_configured_rate() -> None:
     troubled_sources = {(envelope["source"], trouble_of(envelope)) for envelope in envelopes}
     assert {("tesla", "unavailable"), ("smartcar", "unavailable"), ("bmw", "unreadable"),
             ("mercedes", "unreadable")} <= troubled_sources
+
+
+def test_the_mappers_read_what_the_simulator_writes() -> None:
+    """Clean payloads map fully; spoilt ones fail or come out partial, as their trouble says."""
+    outcomes = {None: "ok", "unavailable": "ok", "unreadable": "partial", "malformed": "failed"}
+    for envelope in simulate(12, messages=1500, seed=12, rate=1 / 30, error_rate=0.2, verify_rate=0.02):
+        result = MAPPERS[envelope["source"]](envelope["payload"], to_epoch_ms(envelope["received_at"]))
+        expected = "ignored" if is_verify(envelope) else outcomes[trouble_of(envelope)]
+        assert result.outcome == expected, (envelope, result)
 
 
 def test_duplicates_repeat_the_envelope_exactly() -> None:
