@@ -43,7 +43,7 @@ from typing import IO, Iterable, Iterator, Sequence
 import orjson
 
 from fleetstream.schemas.timestamps import iso_ms, to_epoch_ms
-from fleetstream.simulator.formats import FORMATS, SNAPSHOT_EVERY, PayloadFormat, fast_iso_ms, verify_event
+from fleetstream.simulator.formats import FORMATS, SNAPSHOT_EVERY, PayloadFormat, verify_event
 from fleetstream.simulator.vehicle import Vehicle
 
 START_MS = to_epoch_ms("2026-03-01T08:00:00Z")
@@ -193,7 +193,7 @@ def _envelopes(cars: list[Vehicle], interval_ms: float, start_ms: int, end_ms: f
         payload = fmt.encode(car, made_ms, car.messages_sent % SNAPSHOT_EVERY == 0 or car.mode_changed)
         car.mode_changed = False
         car.messages_sent += 1
-        yield from network.deliver(fmt, payload, fast_iso_ms(received_ms), made_ms)
+        yield from network.deliver(fmt, payload, iso_ms(received_ms), made_ms)
         next_made_ms = start_ms + phases_ms[index] + car.messages_sent * interval_ms
         if end_ms is None or next_made_ms < end_ms:
             next_made_ms = int(next_made_ms)
