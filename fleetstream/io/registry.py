@@ -11,9 +11,10 @@ from fleetstream.io.base import Batching, ConfigError, Sink
 from fleetstream.io.azure_blob_sink import AzureBlobSink
 from fleetstream.io.file_sink import FileSink
 from fleetstream.io.kinesis_sink import KinesisSink
+from fleetstream.io.mqtt_sink import MqttSink
 from fleetstream.io.s3_sink import S3Sink
 
-_SINK_CLASSES: tuple[type[Sink], ...] = (FileSink, S3Sink, AzureBlobSink, KinesisSink)
+_SINK_CLASSES: tuple[type[Sink], ...] = (FileSink, S3Sink, AzureBlobSink, KinesisSink, MqttSink)
 
 SINKS: Mapping[str, type[Sink]] = {cls.TYPE: cls for cls in _SINK_CLASSES}
 

@@ -1,13 +1,14 @@
 """Mosquitto, the MQTT broker the `mqtt` sink publishes to.
 
 Installed from Debian (`apt-get install mosquitto`) when `/usr/sbin/mosquitto`
-is missing, run with a configuration of our own: one listener on 127.0.0.1,
-no persistence, and, when given, a password file and an ACL file (made by
-`fleetstream.io.mqtt_acl.write_broker_auth`). Without them the broker accepts
-anonymous clients.
+is missing, run as the current user with a configuration of our own: one
+listener on 127.0.0.1, no persistence, and, when given, a password file and an
+ACL file (made by `fleetstream.io.mqtt_acl.write_broker_auth`). Without them
+the broker accepts anonymous clients.
 """
 from __future__ import annotations
 
+import getpass
 import subprocess
 from pathlib import Path
 
@@ -43,7 +44,10 @@ class MosquittoService(Service):
                 raise ServiceError(f"mosquitto: `{' '.join(step)}` failed:\n{done.stderr[-2000:]}")
 
     def prepare(self) -> None:
+        # `user`: started as root, Mosquitto would switch to user "mosquitto",
+        # which cannot read our files under $FLEETSTREAM_HOME.
         lines = [f"listener {self.port} 127.0.0.1", "persistence false", "log_dest stdout",
+                 f"user {getpass.getuser()}",
                  f"allow_anonymous {'false' if self.password_file else 'true'}"]
         if self.password_file:
             lines.append(f"password_file {Path(self.password_file).resolve()}")
