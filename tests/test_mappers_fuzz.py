@@ -225,3 +225,17 @@ def test_arbitrary_json(source: str, document: Any, as_text: bool) -> None:
 def test_mutated_samples(source: str, data: st.DataObject) -> None:
     document = data.draw(mutated(SAMPLES[source]))
     check(source, MAPPERS[source](orjson.dumps(document), RECEIVED_MS))
+
+
+@pytest.mark.parametrize("source", sorted(MAPPERS))
+def test_values_nested_as_deep_as_json_allows(source: str) -> None:
+    """Each node of the sample in turn becomes an array nested 1,020 deep (orjson reads 1,024)."""
+    deep = "[" * 1020 + "]" * 1020
+    for path in list(_paths(SAMPLES[source]))[1:]:
+        document = copy.deepcopy(SAMPLES[source])
+        parent = document
+        for key in path[:-1]:
+            parent = parent[key]
+        parent[path[-1]] = "\x00deep"
+        payload = orjson.dumps(document).replace(b'"\\u0000deep"', deep.encode())
+        check(source, MAPPERS[source](payload, RECEIVED_MS))

@@ -23,6 +23,7 @@ becomes a ``failed`` result.
 """
 from __future__ import annotations
 
+import reprlib
 from functools import lru_cache
 from typing import Any, Callable, Iterable, Mapping
 
@@ -52,6 +53,9 @@ LONGITUDE_RANGE = (-180.0, 180.0)
 
 _LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last time ISO-8601 can show
 _STAMP_TYPES = (int, float, str)
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 40, 40
 
 
 class Trouble(Exception):
@@ -114,9 +118,8 @@ def finish(vin: str, data: Data, errors: list[ErrorItem], newest_ms: int | None)
 
 
 def show(raw: object) -> str:
-    """A short repr of a raw value for error texts."""
-    text = repr(raw)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """A short repr of a raw value for error texts, however large or deeply nested."""
+    return _SHORT.repr(raw)
 
 
 # --- the message's shape ---------------------------------------------------------
@@ -168,14 +171,11 @@ def message_stamp(raw: object, received_at_ms: int, field: str) -> Stamp:
     return moment
 
 
-def datum_stamp(raw: object, fallback: Stamp) -> tuple[Stamp, str | None]:
-    """A datum's own time: `fallback` when absent; `fallback` and a problem when unreadable."""
+def datum_stamp(raw: object, fallback: Stamp) -> Stamp | None:
+    """A datum's own time: `fallback` when absent, None when unreadable."""
     if raw is None:
-        return fallback, None
-    moment = stamp(raw)
-    if moment is None:
-        return fallback, f"unreadable timestamp {show(raw)}"
-    return moment, None
+        return fallback
+    return _stamp(raw) if type(raw) in _STAMP_TYPES else None
 
 
 # --- readers -------------------------------------------------------------------------
@@ -270,7 +270,9 @@ def by_unit(readers: Mapping[str, Reader]) -> Reader:
     expected = ", ".join(readers)
 
     def read_in_unit(raw: object, unit: object) -> Any:
-        reader = lowered.get(unit.lower()) if type(unit) is str else None
+        reader = readers.get(unit) if type(unit) is str else None
+        if reader is None and type(unit) is str:
+            reader = lowered.get(unit.lower())
         if reader is None:
             raise BadValue(f"unit {show(unit)} is not one of {expected}")
         return reader(raw, unit)
@@ -403,36 +405,42 @@ def map_records(vin: str, records: Iterable[tuple[str, Any]], targets: Mapping[s
 
     Fields in `targets` go to their property; the two `coordinate_fields`
     (latitude, longitude) combine into one coordinates entry; other fields are
-    ignored. A record without a timestamp takes `fallback`.
+    ignored. A record without a timestamp takes `fallback`; one whose timestamp
+    cannot be read, or that is not an object, is a format_error at `fallback`.
     """
     data: Data = {}
     errors: list[ErrorItem] = []
     halves: dict[str, Outcome] = {}
     newest_ms = -1
-    latitude_field, longitude_field = coordinate_fields
     for field, record in records:
         into = targets.get(field)
         if into is None and field not in coordinate_fields:
             continue
-        if type(record) is dict:
-            (epoch_ms, timestamp), problem = datum_stamp(record.get("timestamp"), fallback)
+        moment = datum_stamp(record.get("timestamp"), fallback) if type(record) is dict else None
+        if moment is not None and into is not None:  # the common case
+            epoch_ms, timestamp = moment
+            read_into(data, errors, into, field, record.get("value"), record.get("unit"), timestamp)
         else:
-            (epoch_ms, timestamp), problem = fallback, f"expected an object, got {show(record)}"
+            epoch_ms, timestamp = moment or fallback
+            outcome = _record_outcome(field, record, moment, coordinate_fields, timestamp)
+            if into is None:
+                halves[field] = outcome
+            else:
+                deliver(data, errors, into[0], into[1], outcome)
         if epoch_ms > newest_ms:
             newest_ms = epoch_ms
-        if problem is not None:
-            outcome = format_error(field, problem, timestamp)
-        elif into is not None:
-            read_into(data, errors, into, field, record.get("value"), record.get("unit"), timestamp)
-            continue
-        else:
-            half = LATITUDE if field == latitude_field else LONGITUDE
-            outcome = read_outcome(half, field, record.get("value"), None, timestamp)
-        if into is None:
-            halves[field] = outcome
-        else:
-            deliver(data, errors, into[0], into[1], outcome)
     if halves:
         deliver(data, errors, "vehicle_location", "coordinates",
-                combine_coordinates(halves, latitude_field, longitude_field))
+                combine_coordinates(halves, *coordinate_fields))
     return finish(vin, data, errors, newest_ms)
+
+
+def _record_outcome(field: str, record: Any, moment: Stamp | None,
+                    coordinate_fields: tuple[str, str], timestamp: str) -> Outcome:
+    """The entry of a coordinate half, or of a record that is not an object or has a bad time."""
+    if type(record) is not dict:
+        return format_error(field, f"expected an object, got {show(record)}", timestamp)
+    if moment is None:
+        return format_error(field, f"unreadable timestamp {show(record.get('timestamp'))}", timestamp)
+    half = LATITUDE if field == coordinate_fields[0] else LONGITUDE
+    return read_outcome(half, field, record.get("value"), None, timestamp)

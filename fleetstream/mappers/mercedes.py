@@ -6,7 +6,7 @@ positionLat and positionLong combine into one coordinates entry.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from fleetstream.mappers.base import MapResult
 from fleetstream.mappers.entries import (
@@ -55,11 +55,5 @@ def _map_message(message: dict[str, Any], received_at_ms: int) -> MapResult:
     vin = require_vin(message.get("vin"))
     resources = require_list(message.get("resources"), "resources")
     fallback = message_stamp(None, received_at_ms, "received_at")
-    return map_records(vin, _records(resources), _TARGETS, ("positionLat", "positionLong"), fallback)
-
-
-def _records(resources: list[Any]) -> Iterator[tuple[str, Any]]:
-    """(resource name, {"value", "timestamp"}) of every resource object."""
-    for resource in resources:
-        if type(resource) is dict:
-            yield from resource.items()
+    records = [item for resource in resources if type(resource) is dict for item in resource.items()]
+    return map_records(vin, records, _TARGETS, ("positionLat", "positionLong"), fallback)

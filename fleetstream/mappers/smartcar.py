@@ -83,12 +83,15 @@ def _map_event(event: dict[str, Any], received_at_ms: int) -> MapResult:
         into = _TARGETS.get(code) if type(code) is str else None
         if into is None:
             continue
-        (epoch_ms, timestamp), problem = datum_stamp(_signal_time(signal.get("meta")), received)
+        raw_time = _signal_time(signal.get("meta"))
+        moment = datum_stamp(raw_time, received)
+        epoch_ms, timestamp = moment or received
         if epoch_ms > newest_ms:
             newest_ms = epoch_ms
         status = signal.get("status")
-        if problem is not None:
-            deliver(data, errors, into[0], into[1], format_error(code, problem, timestamp))
+        if moment is None:
+            deliver(data, errors, into[0], into[1],
+                    format_error(code, f"unreadable timestamp {show(raw_time)}", timestamp))
         elif type(status) is dict and status.get("value") == "ERROR":
             deliver(data, errors, into[0], into[1], _error_outcome(code, status.get("error"), timestamp))
         else:
