@@ -31,14 +31,16 @@ _LONGITUDE = "vehicle.cabin.infotainment.navigation.currentLocation.longitude"
 _TARGETS: Mapping[str, Target] = {
     "vehicle.vehicle.travelledDistance": unit_number_target("diagnostics.odometer", _KM),
     "vehicle.vehicle.speed": unit_number_target("diagnostics.speed", _KMH),
-    "vehicle.drivetrain.batteryManagement.header": unit_number_target("charging.battery_level", _PERCENT),
+    "vehicle.drivetrain.batteryManagement.header":
+        unit_number_target("charging.battery_level", _PERCENT),
     "vehicle.drivetrain.electricEngine.remainingElectricRange":
         unit_number_target("charging.estimated_range", _KM),
     "vehicle.drivetrain.electricEngine.charging.status": enum_target("charging.status", {
         "CHARGINGACTIVE": "charging", "CHARGINGENDED": "charging_complete",
         "CHARGINGPAUSED": "charging_paused", "CHARGINGERROR": "charging_error",
         "NOCHARGING": "not_charging"}),
-    "vehicle.drivetrain.electricEngine.charging.level": unit_number_target("charging.charge_limit", _PERCENT),
+    "vehicle.drivetrain.electricEngine.charging.level":
+        unit_number_target("charging.charge_limit", _PERCENT),
     "vehicle.body.chargingPort.status": enum_target("charging.plugged_in", {
         "CONNECTED": "plugged_in", "DISCONNECTED": "disconnected"}),
     "vehicle.drivetrain.fuelSystem.level": unit_number_target("diagnostics.fuel_level", _PERCENT),
@@ -48,9 +50,12 @@ _TARGETS: Mapping[str, Target] = {
         "SECURED": "locked", "LOCKED": "locked", "UNLOCKED": "unlocked"}),
     **{f"vehicle.chassis.axle.{wheel}.tire.pressure": target(
         "diagnostics.tire_pressures", by_unit({"kPa": tire_pressure_reader(location, KPA_TO_BAR)}))
-       for wheel, location in (("row1.wheel.left", "front_left"), ("row1.wheel.right", "front_right"),
-                               ("row2.wheel.left", "rear_left"), ("row2.wheel.right", "rear_right"))},
-    "vehicle.cabin.hvac.outsideTemperature": unit_number_target("climate.outside_temperature", _CELSIUS),
+       for wheel, location in (("row1.wheel.left", "front_left"),
+                               ("row1.wheel.right", "front_right"),
+                               ("row2.wheel.left", "rear_left"),
+                               ("row2.wheel.right", "rear_right"))},
+    "vehicle.cabin.hvac.outsideTemperature":
+        unit_number_target("climate.outside_temperature", _CELSIUS),
 }
 
 

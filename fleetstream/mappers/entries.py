@@ -128,7 +128,9 @@ def require_vin(vin: object, field: str = "vin") -> str:
     """The VIN, which must be a non-empty string."""
     if type(vin) is str and vin:
         return vin
-    raise Unreadable(field, "no VIN" if vin is None else f"VIN must be a non-empty string, got {show(vin)}")
+    if vin is None:
+        raise Unreadable(field, "no VIN")
+    raise Unreadable(field, f"VIN must be a non-empty string, got {show(vin)}")
 
 
 def require_object(value: object, field: str) -> dict[str, Any]:
@@ -386,7 +388,8 @@ def combine_coordinates(halves: Mapping[str, Outcome], latitude_field: str,
     """
     latitude, longitude = halves.get(latitude_field), halves.get(longitude_field)
     if latitude is None or longitude is None:
-        present, missing = (longitude, latitude_field) if latitude is None else (latitude, longitude_field)
+        present, missing = ((longitude, latitude_field) if latitude is None
+                            else (latitude, longitude_field))
         return format_error(missing, "missing while the other half of the location is present",
                             present[0]["timestamp"])
     for half in (latitude, longitude):
@@ -441,6 +444,7 @@ def _record_outcome(field: str, record: Any, moment: Stamp | None,
     if type(record) is not dict:
         return format_error(field, f"expected an object, got {show(record)}", timestamp)
     if moment is None:
-        return format_error(field, f"unreadable timestamp {show(record.get('timestamp'))}", timestamp)
+        problem = f"unreadable timestamp {show(record.get('timestamp'))}"
+        return format_error(field, problem, timestamp)
     half = LATITUDE if field == coordinate_fields[0] else LONGITUDE
     return read_outcome(half, field, record.get("value"), None, timestamp)

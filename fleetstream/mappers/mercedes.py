@@ -55,5 +55,6 @@ def _map_message(message: dict[str, Any], received_at_ms: int) -> MapResult:
     vin = require_vin(message.get("vin"))
     resources = require_list(message.get("resources"), "resources")
     fallback = message_stamp(None, received_at_ms, "received_at")
-    records = [item for resource in resources if type(resource) is dict for item in resource.items()]
+    records = [item for resource in resources if type(resource) is dict
+               for item in resource.items()]
     return map_records(vin, records, _TARGETS, ("positionLat", "positionLong"), fallback)

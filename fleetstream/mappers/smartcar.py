@@ -93,12 +93,14 @@ def _map_event(event: dict[str, Any], received_at_ms: int) -> MapResult:
             deliver(data, errors, into[0], into[1],
                     format_error(code, f"unreadable timestamp {show(raw_time)}", timestamp))
         elif type(status) is dict and status.get("value") == "ERROR":
-            deliver(data, errors, into[0], into[1], _error_outcome(code, status.get("error"), timestamp))
+            deliver(data, errors, into[0], into[1],
+                    _error_outcome(code, status.get("error"), timestamp))
         else:
             signal_body = signal.get("body")
             read_into(data, errors, into, code, signal_body, None, timestamp)
-            if code == _LOCATION and type(signal_body) is dict and signal_body.get("heading") is not None:
-                read_into(data, errors, _HEADING, code, signal_body["heading"], None, timestamp)
+            heading = signal_body.get("heading") if type(signal_body) is dict else None
+            if code == _LOCATION and heading is not None:
+                read_into(data, errors, _HEADING, code, heading, None, timestamp)
     return finish(vin, data, errors, newest_ms)
 
 
@@ -114,5 +116,7 @@ def _error_outcome(code: str, error: object, timestamp: str) -> Outcome:
     """The failure entry for a signal whose status is ERROR."""
     if type(error) is not dict:
         return oem_failure(OEM_ERROR, f"{code}: error {show(error)}", timestamp)
-    reason = UNAVAILABLE if error.get("code") == "VEHICLE_NOT_CAPABLE" else OEM_ERROR
-    return oem_failure(reason, f"{code}: {error.get('type')} {error.get('code')}", timestamp)
+    kind, error_code = (value if type(value) is str else show(value)
+                        for value in (error.get("type"), error.get("code")))
+    reason = UNAVAILABLE if error_code == "VEHICLE_NOT_CAPABLE" else OEM_ERROR
+    return oem_failure(reason, f"{code}: {kind} {error_code}", timestamp)

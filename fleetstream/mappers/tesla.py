@@ -115,7 +115,8 @@ def _map_record(record: dict[str, Any], received_at_ms: int) -> MapResult:
             for into in targets:
                 read_into(data, errors, into, key, value, None, timestamp)
         elif key in _COMPETING:
-            competing[key] = read_outcome(_COMPETING[key][2], key, datum.get("value"), None, timestamp)
+            reader = _COMPETING[key][2]
+            competing[key] = read_outcome(reader, key, datum.get("value"), None, timestamp)
     if competing:
         _deliver_competing(data, errors, competing)
     return finish(vin, data, errors, epoch_ms)
