@@ -36,12 +36,16 @@ def java_bin() -> str:
     return found
 
 
-def _pom(name: str, coordinates: Sequence[str]) -> str:
+def _pom(name: str, coordinates: Sequence[str], exclusions: Sequence[str]) -> str:
+    excluded = "".join(
+        f"<exclusion><groupId>{group}</groupId><artifactId>{artifact}</artifactId></exclusion>"
+        for group, artifact in (exclusion.split(":") for exclusion in exclusions))
     dependencies = []
     for coordinate in coordinates:
         group, artifact, version = coordinate.split(":")
         dependencies.append(f"    <dependency><groupId>{group}</groupId><artifactId>{artifact}"
-                            f"</artifactId><version>{version}</version></dependency>")
+                            f"</artifactId><version>{version}</version>"
+                            f"<exclusions>{excluded}</exclusions></dependency>")
     return ("<project xmlns=\"http://maven.apache.org/POM/4.0.0\">\n"
             "  <modelVersion>4.0.0</modelVersion>\n"
             f"  <groupId>fleetstream.local</groupId><artifactId>{name}</artifactId>"
@@ -49,14 +53,15 @@ def _pom(name: str, coordinates: Sequence[str]) -> str:
             "  <dependencies>\n" + "\n".join(dependencies) + "\n  </dependencies>\n</project>\n")
 
 
-def jar_bundle(name: str, coordinates: Sequence[str]) -> Path:
+def jar_bundle(name: str, coordinates: Sequence[str], exclusions: Sequence[str] = ()) -> Path:
     """The lib folder holding `coordinates` (group:artifact:version) and their runtime deps.
 
-    Fetched once; a later call with the same coordinates returns at once.
+    `exclusions` (group:artifact, `*` allowed) are left out of every dependency's
+    tree. Fetched once; a later call with the same arguments returns at once.
     """
     folder = home() / "java" / name
     lib = folder / "lib"
-    pom = _pom(name, coordinates)
+    pom = _pom(name, coordinates, exclusions)
     done = folder / "resolved.pom"
     if done.exists() and done.read_text() == pom:
         return lib

@@ -1,0 +1,137 @@
+"""A standalone Flink session cluster: one JobManager and one TaskManager with 2 slots.
+
+Flink comes from PyPI's `apache-flink` and `apache-flink-libraries` wheels,
+installed with `--no-deps` in a venv of its own (`$FLEETSTREAM_HOME/venvs/`);
+their `pyflink/` folder is a complete FLINK_HOME. Both processes run in the
+foreground (`bin/jobmanager.sh start-foreground`, `bin/taskmanager.sh
+start-foreground`) with `FLINK_CONF_DIR=$FLEETSTREAM_HOME/data/flink/conf`,
+whose `config.yaml` is the shipped one with loopback addresses, the REST port
+and 2 task slots. The web UI and REST API are on http://127.0.0.1:8081.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fleetstream.local import versions
+from fleetstream.local.java import java_bin
+from fleetstream.local.service import Service, ServiceError, home
+from fleetstream.local.venv import site_packages, venv
+
+TASK_SLOTS = 2
+
+
+def flink_home() -> Path:
+    """FLINK_HOME inside the Flink venv (installed on first use)."""
+    folder = venv(f"flink-{versions.FLINK}", [f"apache-flink=={versions.FLINK}",
+                                              f"apache-flink-libraries=={versions.FLINK}"],
+                  no_deps=True)
+    return site_packages(folder) / "pyflink"
+
+
+def conf_dir() -> Path:
+    """The FLINK_CONF_DIR both processes share."""
+    return home() / "data" / "flink" / "conf"
+
+
+def _set(config: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        config = config.setdefault(key, {})
+    config[leaf] = value
+
+
+def overview(rest_port: int = 8081) -> dict[str, Any] | None:
+    """The cluster's REST `/overview`, or None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/overview", timeout=2) as reply:
+            return json.load(reply)
+    except (OSError, ValueError):
+        return None
+
+
+class _FlinkProcess(Service):
+    """A Flink process run by one of FLINK_HOME's `bin/<script> start-foreground`."""
+
+    start_timeout_s = 90.0
+    script: str
+
+    def install(self) -> None:
+        flink_home()
+
+    def environment(self) -> dict[str, str]:
+        java = Path(java_bin()).resolve()
+        return {"FLINK_CONF_DIR": str(conf_dir()), "FLINK_LOG_DIR": str(self.log_path.parent),
+                "JAVA_HOME": str(java.parent.parent)}
+
+    def command(self) -> list[str]:
+        return ["bash", str(flink_home() / "bin" / self.script), "start-foreground"]
+
+
+class FlinkJobManager(_FlinkProcess):
+    """The JobManager (dispatcher, REST API); `port` is the REST port."""
+
+    name = "flink-jm"
+    script = "jobmanager.sh"
+
+    def __init__(self, port: int = 8081, rpc_port: int = 6123) -> None:
+        super().__init__(port)
+        self.rpc_port = rpc_port
+
+    def prepare(self) -> None:
+        shipped = flink_home() / "conf"
+        folder = conf_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        for log_config in shipped.glob("log4j*.properties"):
+            shutil.copy(log_config, folder / log_config.name)
+        config = yaml.safe_load((shipped / "config.yaml").read_text()) or {}
+        for key, value in {
+            "jobmanager.bind-host": "127.0.0.1",
+            "jobmanager.rpc.address": "127.0.0.1",
+            "jobmanager.rpc.port": self.rpc_port,
+            "jobmanager.memory.process.size": "1024m",
+            "taskmanager.bind-host": "127.0.0.1",
+            "taskmanager.host": "127.0.0.1",
+            "taskmanager.numberOfTaskSlots": TASK_SLOTS,
+            "taskmanager.memory.process.size": "2048m",
+            "rest.address": "127.0.0.1",
+            "rest.bind-address": "127.0.0.1",
+            "rest.port": self.port,
+            "parallelism.default": 1,
+            "io.tmp.dirs": str(home() / "data" / "flink" / "tmp"),
+        }.items():
+            _set(config, key, value)
+        (home() / "data" / "flink" / "tmp").mkdir(parents=True, exist_ok=True)
+        (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def ready(self) -> bool:
+        return overview(self.port) is not None
+
+
+class FlinkTaskManager(_FlinkProcess):
+    """The TaskManager with 2 slots; `port` is its RPC port, `rest_port` the JobManager's."""
+
+    name = "flink-tm"
+    script = "taskmanager.sh"
+
+    def __init__(self, port: int = 6122, rest_port: int = 8081) -> None:
+        super().__init__(port)
+        self.rest_port = rest_port
+
+    def prepare(self) -> None:
+        """Uses the JobManager's config (start that first): only the RPC port is set here."""
+        config_path = conf_dir() / "config.yaml"
+        if not config_path.exists():
+            raise ServiceError(f"{self.name}: {config_path} is missing; start flink-jm first")
+        config = yaml.safe_load(config_path.read_text())
+        _set(config, "taskmanager.rpc.port", self.port)
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def ready(self) -> bool:
+        status = overview(self.rest_port)
+        return bool(status) and status.get("slots-total", 0) >= TASK_SLOTS

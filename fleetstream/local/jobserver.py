@@ -1,0 +1,41 @@
+"""Beam's Flink job server, submitting portable pipelines to the local Flink cluster.
+
+Runs `org.apache.beam.runners.flink.FlinkJobServerDriver` from the jar folder
+of `beam.beam_jars()` with Beam's default ports: job service 8099, artifact
+staging 8098, expansion 8097 (which also expands KafkaIO, being on its
+classpath). Pipelines reach it with:
+
+    --runner=PortableRunner --job_endpoint=localhost:8099
+    --environment_type=EXTERNAL --environment_config=localhost:50000
+"""
+from __future__ import annotations
+
+from fleetstream.local.beam import beam_jars
+from fleetstream.local.java import JAVA17_OPENS, java_command
+from fleetstream.local.service import Service
+
+
+class FlinkJobServer(Service):
+    """The job service on `port`; jobs go to the Flink REST API on `flink_rest_port`."""
+
+    name = "jobserver"
+    start_timeout_s = 90.0
+
+    def __init__(self, port: int = 8099, artifact_port: int = 8098, expansion_port: int = 8097,
+                 flink_rest_port: int = 8081) -> None:
+        super().__init__(port)
+        self.artifact_port = artifact_port
+        self.expansion_port = expansion_port
+        self.flink_rest_port = flink_rest_port
+
+    def install(self) -> None:
+        beam_jars()
+
+    def command(self) -> list[str]:
+        return java_command(
+            beam_jars(), "org.apache.beam.runners.flink.FlinkJobServerDriver",
+            "--job-host=127.0.0.1", f"--job-port={self.port}",
+            f"--artifact-port={self.artifact_port}", f"--expansion-port={self.expansion_port}",
+            f"--flink-master=127.0.0.1:{self.flink_rest_port}",
+            f"--artifacts-dir={self.data_dir / 'artifacts'}",
+            jvm_options=["-Xmx1g", *JAVA17_OPENS])
