@@ -8,10 +8,11 @@ flush when any of its knobs is reached:
 - `max_delay` seconds after the batch's first document, on a processing-time
   timer, so a quiet application is flushed without waiting for more data
   (streaming jobs; a batch job has all its data and flushes at its end);
-- the end of the input (batch jobs) or of the window.
+- the end of the bundle (batch jobs) or of the window.
 
-Batching uses keyed state and timers per application, so it behaves the same
-on the DirectRunner and on Flink. A failed write is retried with exponential
+Streaming jobs batch with keyed state and timers per application, so they
+behave the same on the DirectRunner and on Flink; batch jobs (bounded input)
+batch within each bundle and flush at its end, with no state or shuffle. A failed write is retried with exponential
 backoff and jitter until `RetryPolicy.max_elapsed_s`; past that, or at once
 for a `PermanentWriteError`, the batch goes to the returned delivery
 dead-letter PCollection with the reason and its documents whole. Nothing is
@@ -36,11 +37,14 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec, TimerSpec,
                                               on_timer)
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from fleetstream.io.base import Batch, Batching, PermanentWriteError, Record, Sink
 from fleetstream.schemas.config import Application
 from fleetstream.schemas.dead_letter import delivery_dead_letter
+from fleetstream.transforms.coders import RecordCoder
 from fleetstream.transforms.counters import APP_SCOPE, NAMESPACE, BundleCounts
 
 DEAD_LETTERS = "dead_letters"
@@ -81,20 +85,55 @@ class Deliver(beam.PTransform):
 
     def expand(self, records: beam.PCollection[tuple[str, Record]]) -> beam.PCollection[dict]:
         batching = {a.id: a.batching for a in self._applications}
-        batch_fn = _BatchFn if records.is_bounded else _TimedBatchFn
+        batch_fn = (_BundleBatchFn(batching) if records.is_bounded
+                    else _TimedBatchFn(batching, self._clock))
         written = (records
-                   | "BatchPerApplication" >> beam.ParDo(batch_fn(batching, self._clock))
+                   | "BatchPerApplication" >> beam.ParDo(batch_fn).with_input_types(
+                       tuple[str, Record]).with_output_types(Batch)
                    | "WriteToSink" >> beam.ParDo(
                        _WriteFn(self._applications, self._retry)).with_outputs(
                            DEAD_LETTERS, main="written"))
         return written[DEAD_LETTERS]
 
 
-class _BatchFn(beam.DoFn):
-    """Batches by count and size, flushing the rest at the end of the window (batch jobs)."""
+class _BundleBatchFn(beam.DoFn):
+    """Batch jobs: batches by count and size within a bundle, the rest at its end.
 
-    RECORDS = BagStateSpec("records", coders.PickleCoder())
-    SIZE = ReadModifyWriteStateSpec("size", coders.PickleCoder())  # (records, bytes)
+    A batch job has all its data, so no timer is needed and no state: a bundle
+    holds each vehicle's documents in order, and nothing waits past the bundle.
+    """
+
+    def __init__(self, batching: Mapping[str, Batching]) -> None:
+        self._batching = dict(batching)
+
+    def start_bundle(self) -> None:
+        self._pending: dict[str, tuple[list[Record], int]] = {}
+
+    def process(self, element: tuple[str, Record]) -> Iterable[Batch]:
+        application_id, record = element
+        records, nbytes = self._pending.get(application_id) or ([], 0)
+        records.append(record)
+        nbytes += len(record.document) + 1
+        knobs = self._batching[application_id]
+        if len(records) >= knobs.max_records or nbytes >= knobs.max_bytes:
+            del self._pending[application_id]
+            yield Batch(application_id, batch_id(records), records)
+        else:
+            self._pending[application_id] = (records, nbytes)
+
+    def finish_bundle(self) -> Iterable[WindowedValue]:
+        for application_id, (records, _) in self._pending.items():
+            yield WindowedValue(Batch(application_id, batch_id(records), records),
+                                GlobalWindow().max_timestamp(), [GlobalWindow()])
+        self._pending = {}
+
+
+class _TimedBatchFn(beam.DoFn):
+    """Streaming: keyed state per application, a processing-time timer for `max_delay`."""
+
+    RECORDS = BagStateSpec("records", RecordCoder())
+    SIZE = ReadModifyWriteStateSpec("size", coders.FastPrimitivesCoder())  # (records, bytes)
+    DELAY = TimerSpec("delay", TimeDomain.REAL_TIME)
     END = TimerSpec("end", TimeDomain.WATERMARK)
 
     def __init__(self, batching: Mapping[str, Batching], clock: Callable[[], float]) -> None:
@@ -104,18 +143,15 @@ class _BatchFn(beam.DoFn):
     def process(self, element: tuple[str, Record],
                 records=beam.DoFn.StateParam(RECORDS),
                 size=beam.DoFn.StateParam(SIZE),
+                delay=beam.DoFn.TimerParam(DELAY),
                 end=beam.DoFn.TimerParam(END),
                 window=beam.DoFn.WindowParam) -> Iterable[Batch]:
-        yield from self._add(element, records, size, end, window, None)
-
-    def _add(self, element: tuple[str, Record], records: Any, size: Any, end: Any, window: Any,
-             delay: Any) -> Iterable[Batch]:
         application_id, record = element
         knobs = self._batching[application_id]
         count, nbytes = size.read() or (0, 0)
         if count == 0:
             end.set(window.max_timestamp())
-            if delay is not None and knobs.max_delay_s > 0:
+            if knobs.max_delay_s > 0:
                 delay.set(Timestamp(self._clock() + knobs.max_delay_s))
         records.add(record)
         count, nbytes = count + 1, nbytes + len(record.document) + 1
@@ -124,33 +160,16 @@ class _BatchFn(beam.DoFn):
         else:
             size.write((count, nbytes))
 
+    @on_timer(DELAY)
+    def on_delay(self, key=beam.DoFn.KeyParam, records=beam.DoFn.StateParam(RECORDS),
+                 size=beam.DoFn.StateParam(SIZE),
+                 delay=beam.DoFn.TimerParam(DELAY)) -> Iterable[Batch]:
+        yield from _flush(key, records, size, delay)
+
     @on_timer(END)
     def on_end(self, key=beam.DoFn.KeyParam, records=beam.DoFn.StateParam(RECORDS),
-               size=beam.DoFn.StateParam(SIZE)) -> Iterable[Batch]:
-        yield from _flush(key, records, size, None)
-
-
-class _TimedBatchFn(_BatchFn):
-    """Also flushes `max_delay` after a batch's first record, on a processing-time timer.
-
-    Streaming only: a processing-time timer would move a batch job off the
-    DirectRunner's fast path, and a batch job has all its data anyway.
-    """
-
-    DELAY = TimerSpec("delay", TimeDomain.REAL_TIME)
-
-    def process(self, element: tuple[str, Record],
-                records=beam.DoFn.StateParam(_BatchFn.RECORDS),
-                size=beam.DoFn.StateParam(_BatchFn.SIZE),
-                end=beam.DoFn.TimerParam(_BatchFn.END),
-                delay=beam.DoFn.TimerParam(DELAY),
-                window=beam.DoFn.WindowParam) -> Iterable[Batch]:
-        yield from self._add(element, records, size, end, window, delay)
-
-    @on_timer(DELAY)
-    def on_delay(self, key=beam.DoFn.KeyParam, records=beam.DoFn.StateParam(_BatchFn.RECORDS),
-                 size=beam.DoFn.StateParam(_BatchFn.SIZE),
-                 delay=beam.DoFn.TimerParam(DELAY)) -> Iterable[Batch]:
+               size=beam.DoFn.StateParam(SIZE),
+               delay=beam.DoFn.TimerParam(DELAY)) -> Iterable[Batch]:
         yield from _flush(key, records, size, delay)
 
 
@@ -158,8 +177,7 @@ def _flush(application_id: str, records: Any, size: Any, delay: Any) -> Iterable
     batch = list(records.read())
     records.clear()
     size.clear()
-    if delay is not None:
-        delay.clear()
+    delay.clear()
     if batch:
         yield Batch(application_id, batch_id(batch), batch)
 

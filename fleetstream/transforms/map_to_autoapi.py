@@ -18,6 +18,7 @@ from fleetstream.mappers.base import FAILED, IGNORED, PARTIAL, MapPayload
 from fleetstream.schemas.dead_letter import MAP_STAGE, dead_letter
 from fleetstream.schemas.envelope import RawEnvelope
 from fleetstream.schemas.mapped import MappedMessage
+from fleetstream.transforms import coders  # noqa: F401 - registers the NamedTuple coders
 from fleetstream.transforms.counters import BundleCounts
 
 DEAD_LETTERS = "dead_letters"
@@ -32,8 +33,8 @@ class MapToAutoApi(beam.PTransform):
         self._mappers = dict(MAPPERS if mappers is None else mappers)
 
     def expand(self, envelopes: beam.PCollection[RawEnvelope]) -> pvalue.DoOutputsTuple:
-        return envelopes | "Map" >> beam.ParDo(_MapFn(self._mappers)).with_outputs(
-            DEAD_LETTERS, main="mapped")
+        return envelopes | "Map" >> beam.ParDo(_MapFn(self._mappers)).with_output_types(
+            tuple[str, MappedMessage]).with_outputs(DEAD_LETTERS, main="mapped")
 
 
 class _MapFn(beam.DoFn):

@@ -27,6 +27,7 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
                                               on_timer)
 from apache_beam.utils.timestamp import Timestamp
 
+from fleetstream.transforms.coders import MappedMessageCoder
 from fleetstream.transforms.counters import BundleCounts
 from fleetstream.schemas.mapped import MappedMessage
 
@@ -89,9 +90,11 @@ class OrderPerVehicle(beam.PTransform):
         if bounded:
             return (keyed
                     | "GroupByVin" >> beam.GroupByKey()
-                    | "SortEachVehicle" >> beam.ParDo(_SortVehicleFn(self._horizon_ms)))
+                    | "SortEachVehicle" >> beam.ParDo(_SortVehicleFn(self._horizon_ms))
+                    .with_output_types(Keyed))
         return keyed | "ReorderEachVehicle" >> beam.ParDo(
-            _ReorderVehicleFn(self._window_ms, self._horizon_ms))
+            _ReorderVehicleFn(self._window_ms, self._horizon_ms)).with_input_types(
+                Keyed).with_output_types(Keyed)
 
 
 def _count(counts: BundleCounts, before: Sequence[MappedMessage],
@@ -122,9 +125,10 @@ class _SortVehicleFn(beam.DoFn):
 
 
 class _ReorderVehicleFn(beam.DoFn):
-    BUFFER = BagStateSpec("buffer", coders.PickleCoder())
-    LAST_SENT = ReadModifyWriteStateSpec("last_sent", coders.PickleCoder())
-    SEEN = ReadModifyWriteStateSpec("seen", coders.PickleCoder())
+    BUFFER = BagStateSpec("buffer", coders.TupleCoder([coders.VarIntCoder(),
+                                                       MappedMessageCoder()]))
+    LAST_SENT = ReadModifyWriteStateSpec("last_sent", coders.FastPrimitivesCoder())
+    SEEN = ReadModifyWriteStateSpec("seen", coders.FastPrimitivesCoder())
     TIMER_AT = ReadModifyWriteStateSpec("timer_at", coders.VarIntCoder())
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 

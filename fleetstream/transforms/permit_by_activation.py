@@ -22,6 +22,7 @@ from fleetstream.io.base import Record
 from fleetstream.mappers.base import Data
 from fleetstream.schemas.config import APPROVED, ActivationEvent, Application
 from fleetstream.schemas.document import document_json, message_id
+from fleetstream.transforms import coders  # noqa: F401 - registers the NamedTuple coders
 from fleetstream.transforms.counters import APP_SCOPE, BundleCounts
 from fleetstream.schemas.mapped import MappedMessage
 
@@ -110,7 +111,8 @@ class PermitByActivation(beam.PTransform):
     def expand(self, messages: beam.PCollection[tuple[str, MappedMessage]]
                ) -> beam.PCollection[tuple[str, Record]]:
         return messages | "Permit" >> beam.ParDo(
-            _PermitFn(self._applications), beam.pvalue.AsSingleton(self._table))
+            _PermitFn(self._applications), beam.pvalue.AsSingleton(self._table)
+        ).with_output_types(tuple[str, Record])
 
 
 class _PermitFn(beam.DoFn):
