@@ -113,6 +113,17 @@ def test_position_halves_combine_with_the_later_time() -> None:
     assert result.newest_ms == AT_MS + 900
 
 
+def test_a_failed_half_takes_the_later_time_of_the_two() -> None:
+    result = map_payload(message(("positionLat", "48.78", None), ("positionLong", "east", AT_MS)),
+                         RECEIVED_MS)
+    assert result.outcome == "partial"
+    assert result.errors == [{"field": "positionLong", "reason": "not a number: 'east'"}]
+    assert result.data == {"vehicle_location": {"coordinates": [{
+        "failure": {"reason": "format_error", "description": "positionLong: not a number: 'east'"},
+        "timestamp": "2025-03-01T08:15:35.500Z"}]}}
+    assert result.newest_ms == RECEIVED_MS
+
+
 @pytest.mark.parametrize("present, missing", [("positionLat", "positionLong"),
                                               ("positionLong", "positionLat")])
 def test_half_a_position_is_a_format_error(present: str, missing: str) -> None:

@@ -392,14 +392,13 @@ def combine_coordinates(halves: Mapping[str, Outcome], latitude_field: str,
                             else (latitude, longitude_field))
         return format_error(missing, "missing while the other half of the location is present",
                             present[0]["timestamp"])
-    for half in (latitude, longitude):
-        if half[1] is not None:
-            return half
-    for half in (latitude, longitude):
-        if "failure" in half[0]:
-            return half
+    later = max(latitude[0]["timestamp"], longitude[0]["timestamp"])
+    failures = [half for half in (latitude, longitude) if "failure" in half[0]]
+    if failures:
+        entry, error = min(failures, key=lambda half: half[1] is None)  # format_error first
+        return {"failure": entry["failure"], "timestamp": later}, error
     return ({"data": {"latitude": latitude[0]["data"], "longitude": longitude[0]["data"]},
-             "timestamp": max(latitude[0]["timestamp"], longitude[0]["timestamp"])}, None)
+             "timestamp": later}, None)
 
 
 def map_records(vin: str, records: Iterable[tuple[str, Any]], targets: Mapping[str, Target],
