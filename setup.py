@@ -10,11 +10,15 @@ INSTALL_REQUIRES = [
     "orjson==3.13.0",
     "fastavro==1.13.1",
     "PyYAML==6.0.3",
+    "paho-mqtt==2.2.0",
+    "boto3==1.43.11",
+    "azure-storage-blob==12.31.1",
 ]
 
 TEST_REQUIRES = [
     "pytest==9.2.0",
     "hypothesis==6.170.15",
+    "moto[server]==5.2.1",   # a local S3 and Kinesis for tests and `fleetstream dev`
 ]
 
 setup(
