@@ -21,6 +21,7 @@ def container(azurite_service):
     client.create_container()
     yield client
     client.delete_container()
+    client.close()
 
 
 def test_writes_blobs_idempotently_in_each_format(azurite_service, container, check_object_sink):
@@ -39,6 +40,7 @@ def test_account_url_with_key_credential(azurite_service, container, make_batch)
                                      "container": container.container_name})
     sink.check()
     sink.write(make_batch())
+    sink.close()
     assert len(list(container.list_blobs())) == 1
 
 

@@ -6,9 +6,10 @@ credential chain (environment, profile, instance role) applies.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import boto3
+from botocore.exceptions import BotoCoreError, ClientError
 
 from fleetstream.io.base import ConfigError
 
@@ -29,3 +30,15 @@ def aws_client(service: str, options: Mapping[str, Any]) -> Any:
                         endpoint_url=options.get("endpoint_url"),
                         aws_access_key_id=options.get("access_key_id"),
                         aws_secret_access_key=options.get("secret_access_key"))
+
+
+def check_exists(where: str, key: str, name: str, probe: Callable[[], Any]) -> None:
+    """Run `probe`, an AWS call that fails unless `key` `name` exists; say why it failed."""
+    try:
+        probe()
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "?")
+        raise ConfigError(f"{where}.{key}: {key} {name!r} does not exist or is not "
+                          f"accessible ({code})") from None
+    except BotoCoreError as error:
+        raise ConfigError(f"{where}: cannot reach AWS for {key} {name!r}: {error}") from None

@@ -46,10 +46,7 @@ class AzureBlobSink(ObjectSink):
 
     def __init__(self, application_id: str, options: Mapping[str, Any]) -> None:
         super().__init__(application_id, options)
-        self.container = options["container"]
-        if not isinstance(self.container, str) or not 3 <= len(self.container) <= 63:
-            raise ConfigError(f"{self.where}.container: expected a container name of 3-63 "
-                              f"characters, got {self.container!r}")
+        self.container = self.store_name("container")
         if ("connection_string" in options) == ("account_url" in options):
             raise ConfigError(f"{self.where}: give exactly one of connection_string and "
                               f"account_url")

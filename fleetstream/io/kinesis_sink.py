@@ -36,9 +36,7 @@ import time
 from collections import Counter
 from typing import Any, Mapping, NamedTuple, Sequence
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from fleetstream.io.aws import AWS_OPTIONS, aws_client, check_credential_pair
+from fleetstream.io.aws import AWS_OPTIONS, aws_client, check_credential_pair, check_exists
 from fleetstream.io.base import Batch, Batching, ConfigError, Record, Sink
 
 MAX_RECORDS_PER_CALL = 500
@@ -84,15 +82,8 @@ class KinesisSink(Sink):
         self._client = client
 
     def check(self) -> None:
-        try:
-            aws_client("kinesis", self.options).describe_stream_summary(StreamName=self.stream)
-        except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "?")
-            raise ConfigError(f"{self.where}.stream: stream {self.stream!r} does not exist or "
-                              f"is not accessible ({code})") from None
-        except BotoCoreError as error:
-            raise ConfigError(f"{self.where}: cannot reach Kinesis for stream "
-                              f"{self.stream!r}: {error}") from None
+        check_exists(self.where, "stream", self.stream, lambda: aws_client(
+            "kinesis", self.options).describe_stream_summary(StreamName=self.stream))
 
     def open(self) -> None:
         if self._client is None:

@@ -184,6 +184,14 @@ class ObjectSink(Sink):
         self.where = f"applications[{application_id}].sink"
         self.layout = ObjectLayout.from_options(self.where, options, self.PATH_TEMPLATE)
 
+    def store_name(self, key: str) -> str:
+        """`options[key]` checked as a bucket or container name (3-63 characters)."""
+        name = self.options[key]
+        if not isinstance(name, str) or not 3 <= len(name) <= 63:
+            raise ConfigError(f"{self.where}.{key}: expected a {key} name of 3-63 characters, "
+                              f"got {name!r}")
+        return name
+
     def write(self, batch: Batch) -> None:
         self.put(self.layout.name(batch), self.layout.body(batch), self.layout.format.content_type)
 

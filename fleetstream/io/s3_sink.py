@@ -23,10 +23,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from fleetstream.io.aws import AWS_OPTIONS, aws_client, check_credential_pair
-from fleetstream.io.base import Batching, ConfigError
+from fleetstream.io.aws import AWS_OPTIONS, aws_client, check_credential_pair, check_exists
+from fleetstream.io.base import Batching
 from fleetstream.io.object_format import ObjectSink
 
 
@@ -40,23 +38,13 @@ class S3Sink(ObjectSink):
 
     def __init__(self, application_id: str, options: Mapping[str, Any]) -> None:
         super().__init__(application_id, options)
-        self.bucket = options["bucket"]
-        if not isinstance(self.bucket, str) or not 3 <= len(self.bucket) <= 63:
-            raise ConfigError(f"{self.where}.bucket: expected a bucket name of 3-63 "
-                              f"characters, got {self.bucket!r}")
+        self.bucket = self.store_name("bucket")
         check_credential_pair(self.where, options)
         self._client: Any = None
 
     def check(self) -> None:
-        try:
-            aws_client("s3", self.options).head_bucket(Bucket=self.bucket)
-        except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "?")
-            raise ConfigError(f"{self.where}.bucket: bucket {self.bucket!r} does not exist or "
-                              f"is not accessible ({code})") from None
-        except BotoCoreError as error:
-            raise ConfigError(f"{self.where}: cannot reach S3 for bucket {self.bucket!r}: "
-                              f"{error}") from None
+        check_exists(self.where, "bucket", self.bucket,
+                     lambda: aws_client("s3", self.options).head_bucket(Bucket=self.bucket))
 
     def open(self) -> None:
         self._client = aws_client("s3", self.options)

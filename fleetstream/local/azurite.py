@@ -59,6 +59,10 @@ class AzuriteService(Service):
         if done.returncode != 0 or not self.executable.exists():
             raise ServiceError(f"azurite: npm install failed:\n{done.stderr[-2000:]}")
 
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop; Azurite would wait for every idle keep-alive client before exiting."""
+        super().stop(timeout_s)
+
     def command(self) -> list[str]:
         return [str(self.executable), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
                 "-l", str(self.data_dir), "--skipApiVersionCheck"]
