@@ -29,6 +29,8 @@ def beam_jars() -> Path:
         f"org.apache.beam:beam-sdks-java-expansion-service:{versions.BEAM}",
         f"org.apache.beam:beam-sdks-java-io-kafka:{versions.BEAM}",
         f"org.apache.kafka:kafka-clients:{versions.KAFKA_CLIENTS_FOR_BEAM}",
+        # the Java SDK harness (EMBEDDED environment) needs jamm, a "provided" dependency
+        "com.github.jbellis:jamm:0.4.0",
         "org.slf4j:slf4j-simple:1.7.30",
         "org.slf4j:jcl-over-slf4j:1.7.30",
     ], exclusions=[

@@ -1,7 +1,10 @@
 """Beam's Java expansion service with KafkaIO, for Python's ReadFromKafka/WriteToKafka.
 
 Runs `org.apache.beam.sdk.expansion.service.ExpansionService <port>` from the
-jar folder of `beam.beam_jars()` (KafkaIO and kafka-clients are on it).
+jar folder of `beam.beam_jars()` (KafkaIO and kafka-clients are on it). The
+expanded Java steps get the EMBEDDED environment: Flink runs their Java SDK
+harness inside the TaskManager (the default, a Docker container, cannot run
+here).
 Python pipelines use it with `expansion_service="localhost:8088"`:
 
     ReadFromKafka(consumer_config={"bootstrap.servers": "127.0.0.1:9092"},
@@ -27,4 +30,5 @@ class ExpansionService(Service):
 
     def command(self) -> list[str]:
         return java_command(beam_jars(), "org.apache.beam.sdk.expansion.service.ExpansionService",
-                            str(self.port), jvm_options=["-Xmx512m", *JAVA17_OPENS])
+                            str(self.port), "--defaultEnvironmentType=EMBEDDED",
+                            jvm_options=["-Xmx512m", *JAVA17_OPENS])
