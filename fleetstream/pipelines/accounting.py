@@ -75,4 +75,4 @@ class Accounting:
 
 
 def _row(label: str, cells: Iterable[object]) -> str:
-    return f"{label:<16}" + "".join(f"{str(c):>11}" for c in cells)
+    return f"{label:<18}" + "".join(f"{str(c):>15}" for c in cells)
