@@ -118,6 +118,8 @@ class FlinkTaskManager(_FlinkProcess):
 
     name = "flink-tm"
     script = "taskmanager.sh"
+    #: services `fleetstream dev up` starts first
+    requires = ("flink-jm",)
 
     def __init__(self, port: int = 6122, rest_port: int = 8081) -> None:
         super().__init__(port)

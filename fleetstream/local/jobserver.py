@@ -20,6 +20,8 @@ class FlinkJobServer(Service):
 
     name = "jobserver"
     start_timeout_s = 90.0
+    #: services `fleetstream dev up` starts first (jobs need a cluster to run on)
+    requires = ("flink-tm",)
 
     def __init__(self, port: int = 8099, artifact_port: int = 8098, expansion_port: int = 8097,
                  flink_rest_port: int = 8081) -> None:
