@@ -1,0 +1,36 @@
+"""Beam pipelines on the local Flink cluster through the job server (PortableRunner)."""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+from fleetstream.local.kafka import Kafka
+from fleetstream.local.pytest_plugin import LocalFlink
+from fleetstream.local.topics import Topic, create_topics
+
+pytest_plugins = ["fleetstream.local.pytest_plugin"]
+
+
+def test_pipeline_writes_a_file_on_flink(flink_cluster: LocalFlink, tmp_path: Path) -> None:
+    output = tmp_path / "words.txt"
+    flink_cluster.run_module("fleetstream.local.smoke", ["text", str(output)])
+    assert output.read_text().splitlines() == ["FLEET", "STREAM", "FLINK"]
+
+
+def test_read_from_kafka_on_flink(kafka_service: Kafka, flink_cluster: LocalFlink,
+                                  tmp_path: Path) -> None:
+    topic = f"test.beam-read.{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_service.bootstrap, [Topic(topic, partitions=2)])
+    producer = Producer({"bootstrap.servers": kafka_service.bootstrap})
+    sent = {f"vin-{i}": f"payload-{i}" for i in range(6)}
+    for key, value in sent.items():
+        producer.produce(topic, key=key.encode(), value=value.encode())
+    assert producer.flush(30) == 0
+
+    output = tmp_path / "records.txt"
+    flink_cluster.run_module("fleetstream.local.smoke",
+                             ["kafka", str(output), topic, str(len(sent))])
+    lines = output.read_text().splitlines()
+    assert sorted(lines) == sorted(f"{key}={value}" for key, value in sent.items())
