@@ -7,7 +7,7 @@ import io
 import orjson
 import pytest
 
-from fleetstream.io.base import ConfigError
+from fleetstream.io.base import ConfigError, PermanentWriteError
 from fleetstream.io.object_format import AvroContainer, JsonLines, ObjectLayout, read_avro_documents
 from fleetstream.schemas.document import document_json
 
@@ -62,7 +62,7 @@ def test_avro_keeps_the_late_flag(make_batch):
 def test_avro_refuses_a_document_field_the_schema_lacks(make_batch):
     batch = make_batch(per_vehicle=1)
     odd = batch._replace(records=[batch.records[0]._replace(document=b'{"surprise": 1}')])
-    with pytest.raises(ValueError, match="surprise"):
+    with pytest.raises(PermanentWriteError, match="surprise"):
         AvroContainer().encode(odd)
 
 

@@ -8,7 +8,7 @@ import boto3
 import orjson
 import pytest
 
-from fleetstream.io.base import ConfigError
+from fleetstream.io.base import ConfigError, PermanentWriteError
 from fleetstream.io.kinesis_sink import (MAX_RECORDS_PER_CALL, KinesisPartialFailure,
                                          KinesisSink, RecordTooLarge)
 from fleetstream.io.registry import build_sink
@@ -116,9 +116,10 @@ def test_calls_stay_within_five_mebibytes(make_batch):
 
 def test_a_record_over_one_mebibyte_is_refused_before_sending(make_batch):
     client = RefusingKinesis({})
-    with pytest.raises(RecordTooLarge, match="limit is 1048576 bytes"):
+    with pytest.raises(RecordTooLarge, match="limit is 1048576 bytes") as refused:
         fake_sink(client).write(make_batch(data_bytes=1 << 20))
     assert client.calls == []
+    assert isinstance(refused.value, PermanentWriteError)   # Deliver does not retry it
 
 
 @pytest.fixture

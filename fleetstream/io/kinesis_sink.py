@@ -26,8 +26,8 @@ records are still refused after the last resend, `write` raises
 `KinesisPartialFailure` and Deliver retries the whole batch.
 
 A document whose record is larger than 1 MiB can never be written: `write`
-raises `RecordTooLarge` before sending anything. Deliver must not retry it but
-send the batch straight to the delivery dead letters.
+raises `RecordTooLarge` (a `PermanentWriteError`) before sending anything, and
+Deliver sends the batch straight to the delivery dead letters.
 """
 from __future__ import annotations
 
@@ -37,14 +37,14 @@ from collections import Counter
 from typing import Any, Mapping, NamedTuple, Sequence
 
 from fleetstream.io.aws import AWS_OPTIONS, aws_client, check_credential_pair, check_exists
-from fleetstream.io.base import Batch, Batching, ConfigError, Record, Sink
+from fleetstream.io.base import Batch, Batching, ConfigError, PermanentWriteError, Record, Sink
 
 MAX_RECORDS_PER_CALL = 500
 MAX_BYTES_PER_CALL = 5 << 20
 MAX_RECORD_BYTES = 1 << 20
 
 
-class RecordTooLarge(ValueError):
+class RecordTooLarge(PermanentWriteError, ValueError):
     """A document exceeds Kinesis' 1 MiB record limit: retrying cannot help."""
 
 

@@ -19,7 +19,8 @@ Formats:
   `fleetstream/schemas/document.avsc`: the document's top-level fields, with
   `data` as JSON text. Its sync marker is derived from the batch id, so the
   same batch always gives the same bytes. `read_avro_documents` turns a file
-  back into documents.
+  back into documents. A document with a top-level field the schema lacks
+  raises `DocumentNotInSchema`, a `PermanentWriteError`.
 
 The path template may use `{application_id}`, `{yyyy}`, `{mm}`, `{dd}`, `{HH}`
 (UTC, from the batch's event time, which is its first document's) and must use
@@ -43,7 +44,7 @@ from typing import Any, BinaryIO, Iterator, Mapping
 import fastavro
 import orjson
 
-from fleetstream.io.base import Batch, ConfigError, Sink
+from fleetstream.io.base import Batch, ConfigError, PermanentWriteError, Sink
 
 DEFAULT_PATH_TEMPLATE = "{application_id}/{yyyy}/{mm}/{dd}/{HH}/{batch_id}"
 PATH_FIELDS = frozenset({"application_id", "yyyy", "mm", "dd", "HH", "batch_id"})
@@ -94,11 +95,15 @@ class AvroContainer:
 ObjectFormat = JsonLines | AvroContainer
 
 
+class DocumentNotInSchema(PermanentWriteError, ValueError):
+    """A document has a top-level field that document.avsc lacks: no retry can help."""
+
+
 def _avro_record(document: bytes) -> dict[str, Any]:
     fields = orjson.loads(document)
     unknown = set(fields) - set(_AVRO_FIELDS)
     if unknown:
-        raise ValueError(f"document {fields.get('message_id')!r} has field(s) "
+        raise DocumentNotInSchema(f"document {fields.get('message_id')!r} has field(s) "
                          f"{', '.join(sorted(unknown))} that document.avsc lacks")
     record = dict(fields)
     record[_DATA_FIELD] = orjson.dumps(fields[_DATA_FIELD]).decode()
