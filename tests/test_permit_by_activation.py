@@ -98,3 +98,41 @@ def test_message_id_depends_on_message_and_application_only() -> None:
     assert message_id("abc", "fleet") == message_id("abc", "fleet")
     assert message_id("abc", "fleet") != message_id("abc", "insurer")
     assert message_id("abc", "fleet") != message_id("abd", "fleet")
+
+
+_KEYED_OUT: list = []
+
+
+def _keep_keyed(element) -> None:
+    _KEYED_OUT.append(element)
+
+
+def test_keyed_join_applies_approvals_and_revocations_to_later_messages() -> None:
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.testing.test_stream import TestStream
+
+    from fleetstream.transforms.permit_by_activation import PermitByActivationKeyed
+
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    stream = (TestStream(output_tags={"messages", "events"})
+              .advance_watermark_to(10, tag="messages").advance_watermark_to(10, tag="events")
+              .add_elements([("V", _message("before-approval", DATA))], tag="messages")
+              .add_elements([event("V", "insurer", "approved", 1)], tag="events")
+              .advance_watermark_to(20, tag="messages")
+              .add_elements([("V", _message("approved", DATA))], tag="messages")
+              .add_elements([event("V", "insurer", "revoked", 2),
+                             event("V", "insurer", "approved", 0)],  # older: ignored
+                            tag="events")
+              .advance_watermark_to(30, tag="messages")
+              .add_elements([("V", _message("after-revocation", DATA))], tag="messages")
+              .advance_watermark_to_infinity())
+    _KEYED_OUT.clear()
+    with TestPipeline(options=options) as pipeline:
+        streams = pipeline | stream
+        _ = (streams["messages"]
+             | PermitByActivationKeyed(CONFIG.applications, streams["events"])
+             | beam.MapTuple(lambda app, r: (app, orjson.loads(r.document)["message_id"]))
+             | beam.Map(_keep_keyed))
+    # Before the approval nothing; while approved, the insurer only; after the revocation nothing.
+    assert _KEYED_OUT == [("insurer", message_id("approved", "insurer"))]

@@ -14,9 +14,11 @@ source message (delivered to at least one application, or to none).
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Container, Iterable, Mapping, Sequence
 
 import apache_beam as beam
+from apache_beam.coders import FastPrimitivesCoder
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from fleetstream.io.base import Record
 from fleetstream.mappers.base import Data
@@ -123,20 +125,78 @@ class _PermitFn(beam.DoFn):
     def process(self, element: tuple[str, MappedMessage],
                 table: ActivationTableType) -> Iterable[tuple[str, Record]]:
         vin, message = element
-        approved = table.get(vin, ())
-        delivered = False
-        for application_id, permitted in self._applications:
-            data = permitted_data(message.data, permitted) if application_id in approved else None
-            if not data:
-                self._counts.add(f"{APP_SCOPE}{application_id}.filtered")
-                continue
-            delivered = True
-            self._counts.add(f"{APP_SCOPE}{application_id}.delivered")
-            msg_id = message_id(message.source_message_id, application_id)
-            yield application_id, Record(
-                vin, msg_id, message.newest_ms,
-                document_json(application_id, vin, message.source, msg_id, data, message.late))
-        self._counts.add(f"{message.source}.{'delivered' if delivered else 'filtered'}")
+        yield from _documents(vin, message, table.get(vin, ()), self._applications, self._counts)
+
+    def finish_bundle(self) -> None:
+        self._counts.flush()
+
+
+def _documents(vin: str, message: MappedMessage, approved: Container[str],
+               applications: tuple[tuple[str, Mapping[str, frozenset[str]]], ...],
+               counts: BundleCounts) -> Iterable[tuple[str, Record]]:
+    """One (application, Record) per approved application that may see part of the message."""
+    delivered = False
+    for application_id, permitted in applications:
+        data = permitted_data(message.data, permitted) if application_id in approved else None
+        if not data:
+            counts.add(f"{APP_SCOPE}{application_id}.filtered")
+            continue
+        delivered = True
+        counts.add(f"{APP_SCOPE}{application_id}.delivered")
+        msg_id = message_id(message.source_message_id, application_id)
+        yield application_id, Record(
+            vin, msg_id, message.newest_ms,
+            document_json(application_id, vin, message.source, msg_id, data, message.late))
+    counts.add(f"{message.source}.{'delivered' if delivered else 'filtered'}")
+
+
+_MESSAGE, _EVENT = 0, 1
+
+
+class PermitByActivationKeyed(beam.PTransform):
+    """The same rule for streaming jobs, with activations joined in keyed state per VIN.
+
+    Activation events and messages meet in one stateful step keyed by VIN, so
+    an approval or revocation applies to every message of that vehicle
+    processed after it, with no side-input refresh interval; state grows with
+    the number of (vehicle, application) pairs, partitioned like the data.
+    """
+
+    def __init__(self, applications: Sequence[Application],
+                 activation_events: beam.PCollection[ActivationEvent]) -> None:
+        super().__init__()
+        self._applications = tuple((a.id, a.permitted) for a in applications)
+        self._events = activation_events
+
+    def expand(self, messages: beam.PCollection[tuple[str, MappedMessage]]
+               ) -> beam.PCollection[tuple[str, Record]]:
+        events = self._events | "KeyEventsByVin" >> beam.Map(lambda e: (e.vin, (_EVENT, e)))
+        tagged = messages | "TagMessages" >> beam.MapTuple(lambda vin, m: (vin, (_MESSAGE, m)))
+        return ((tagged, events)
+                | "MessagesAndEvents" >> beam.Flatten()
+                | "PermitKeyed" >> beam.ParDo(_PermitKeyedFn(self._applications))
+                .with_input_types(tuple[str, tuple[int, Any]])
+                .with_output_types(tuple[str, Record]))
+
+
+class _PermitKeyedFn(beam.DoFn):
+    NEWEST = ReadModifyWriteStateSpec("newest", FastPrimitivesCoder())
+
+    def __init__(self, applications: tuple[tuple[str, Mapping[str, frozenset[str]]], ...]) -> None:
+        self._applications = applications
+        self._counts = BundleCounts()
+
+    def process(self, element: tuple[str, tuple[int, Any]],
+                newest_state=beam.DoFn.StateParam(NEWEST)) -> Iterable[tuple[str, Record]]:
+        vin, (kind, item) = element
+        newest: Newest = newest_state.read() or {}
+        if kind == _EVENT:
+            offer_activation(newest, (vin, item.application_id),
+                             (item.at_ms, item.status == APPROVED))
+            newest_state.write(newest)
+            return
+        approved = {app for (_, app), (_, ok) in newest.items() if ok}
+        yield from _documents(vin, item, approved, self._applications, self._counts)
 
     def finish_bundle(self) -> None:
         self._counts.flush()

@@ -1,0 +1,148 @@
+"""Kafka topics in and out of the streaming job, through Beam's cross-language KafkaIO.
+
+    envelopes, unreadable = pipeline | ReadRawFromKafka(kafka, {"tesla": "raw.tesla", ...})
+    events, bad = pipeline | ReadActivationsFromKafka(kafka, "activations")
+    dead_letters | WriteJsonToKafka(kafka, "dead-letters")
+
+`KafkaSettings` holds the bootstrap servers, consumer group, where to start
+and the expansion service (the Java side of KafkaIO). Raw topics carry the
+OEM payload as the record value and the receive time as the record timestamp
+(DATA-CONTRACTS §1); each topic names its source. Records are read with their
+create time as the element timestamp, and offsets are committed to the
+consumer group when Flink finalises a checkpoint, so a restarted job resumes
+where the last checkpoint ended.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import apache_beam as beam
+import orjson
+from apache_beam import pvalue
+from apache_beam.io.kafka import ReadFromKafka, WriteToKafka
+
+from fleetstream.schemas.config import ActivationEvent, parse_activation
+from fleetstream.schemas.dead_letter import INGEST_STAGE, dead_letter
+from fleetstream.schemas.envelope import RawEnvelope
+from fleetstream.transforms.counters import BundleCounts
+
+INVALID = "invalid"  # tag of the dead-letter outputs
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """How the job reaches Kafka."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    consumer_group: str = "fleetstream"
+    #: "committed" (the group's offsets, else earliest), "earliest", "latest",
+    #: or an epoch-ms receive time to start from
+    start: str | int = "committed"
+    expansion_service: str = "localhost:8088"
+
+    def consumer_config(self, group_suffix: str = "") -> dict[str, str]:
+        reset = "latest" if self.start == "latest" else "earliest"
+        return {"bootstrap.servers": self.bootstrap_servers,
+                "group.id": self.consumer_group + group_suffix,
+                "auto.offset.reset": reset}
+
+    def read(self, topics: Iterable[str], group_suffix: str = "") -> ReadFromKafka:
+        start_ms = self.start if isinstance(self.start, int) else None
+        return ReadFromKafka(
+            consumer_config=self.consumer_config(group_suffix), topics=sorted(topics),
+            with_metadata=True, commit_offset_in_finalize=True,
+            timestamp_policy=ReadFromKafka.create_time_policy, start_read_time=start_ms,
+            expansion_service=self.expansion_service)
+
+
+class ReadRawFromKafka(beam.PTransform):
+    """Raw topics -> RawEnvelopes; a record from a topic with no source is a dead letter."""
+
+    def __init__(self, kafka: KafkaSettings, topics: Mapping[str, str]) -> None:
+        super().__init__()
+        self._kafka = kafka
+        self._source_of_topic = {topic: source for source, topic in topics.items()}
+
+    def expand(self, begin: pvalue.PBegin) -> pvalue.DoOutputsTuple:
+        return (begin
+                | "ReadRawTopics" >> self._kafka.read(self._source_of_topic)
+                | "ToEnvelopes" >> beam.ParDo(_ToEnvelopeFn(self._source_of_topic))
+                .with_outputs(INVALID, main="envelopes"))
+
+
+class _ToEnvelopeFn(beam.DoFn):
+    def __init__(self, source_of_topic: Mapping[str, str]) -> None:
+        self._source_of_topic = dict(source_of_topic)
+        self._counts = BundleCounts()
+
+    def process(self, record: Any) -> Iterable[Any]:
+        payload = bytes(record.value or b"")
+        source = self._source_of_topic.get(record.topic)
+        if source is None:
+            self._counts.add("unreadable.read")
+            self._counts.add("unreadable.failed")
+            yield pvalue.TaggedOutput(INVALID, dead_letter(
+                None, record.timestamp, "failed", INGEST_STAGE,
+                [{"field": "topic", "reason": f"no source reads topic {record.topic!r}"}],
+                payload, None))
+            return
+        yield RawEnvelope(source, int(record.timestamp), payload)
+
+    def finish_bundle(self) -> None:
+        self._counts.flush()
+
+
+class ReadActivationsFromKafka(beam.PTransform):
+    """The activations topic -> ActivationEvents; an invalid event is a dead letter."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        super().__init__()
+        self._kafka = kafka
+        self._topic = topic
+
+    def expand(self, begin: pvalue.PBegin) -> pvalue.DoOutputsTuple:
+        # Its own consumer group: every job instance reads the whole compacted topic.
+        return (begin
+                | "ReadActivations" >> self._kafka.read([self._topic], "-activations")
+                | "ParseActivations" >> beam.ParDo(_ParseActivationFn())
+                .with_outputs(INVALID, main="events"))
+
+
+class _ParseActivationFn(beam.DoFn):
+    def process(self, record: Any) -> Iterable[ActivationEvent | pvalue.TaggedOutput]:
+        payload = bytes(record.value or b"")
+        try:
+            yield parse_activation(orjson.loads(payload))
+        except (orjson.JSONDecodeError, ValueError) as error:
+            yield pvalue.TaggedOutput(INVALID, dead_letter(
+                None, record.timestamp, "failed", INGEST_STAGE,
+                [{"field": "activation", "reason": f"invalid activation event: {error}"}],
+                payload, None))
+
+
+class WriteJsonToKafka(beam.PTransform):
+    """Write (key, JSON-serialisable value) pairs or dicts to a topic."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str, key_field: str | None = None) -> None:
+        super().__init__()
+        self._kafka = kafka
+        self._topic = topic
+        self._key_field = key_field
+
+    def expand(self, items: beam.PCollection) -> beam.pvalue.PDone:
+        key_field = self._key_field
+        return (items
+                | "ToKafkaRecord" >> beam.Map(_to_kafka_record, key_field)
+                .with_output_types(tuple[bytes, bytes])
+                | "WriteTopic" >> WriteToKafka(
+                    producer_config={"bootstrap.servers": self._kafka.bootstrap_servers},
+                    topic=self._topic, expansion_service=self._kafka.expansion_service))
+
+
+def _to_kafka_record(item: Any, key_field: str | None) -> tuple[bytes, bytes]:
+    if isinstance(item, tuple):
+        key, value = item
+        return str(key).encode(), value if isinstance(value, bytes) else orjson.dumps(value)
+    key = item.get(key_field) if key_field else None
+    return (str(key).encode() if key is not None else b""), orjson.dumps(item)
