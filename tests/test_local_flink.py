@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from confluent_kafka import Producer
 
-from fleetstream.local.kafka import Kafka
-from fleetstream.local.pytest_plugin import LocalFlink
 from fleetstream.local.topics import Topic, create_topics
+
+if TYPE_CHECKING:  # the plugin module is imported by pytest itself
+    from fleetstream.local.kafka import Kafka
+    from fleetstream.local.pytest_plugin import LocalFlink
 
 pytest_plugins = ["fleetstream.local.pytest_plugin"]
 
