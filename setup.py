@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "paho-mqtt==2.2.0",
     "boto3==1.43.11",
     "azure-storage-blob==12.31.1",
+    "confluent-kafka==2.16.1",
 ]
 
 TEST_REQUIRES = [

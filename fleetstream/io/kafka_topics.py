@@ -48,7 +48,8 @@ class KafkaSettings:
                 "auto.offset.reset": reset}
 
     def read(self, topics: Iterable[str], group_suffix: str = "") -> ReadFromKafka:
-        start_ms = self.start if isinstance(self.start, int) else None
+        start_ms = 0 if self.start == "earliest" else (
+            self.start if isinstance(self.start, int) else None)
         return ReadFromKafka(
             consumer_config=self.consumer_config(group_suffix), topics=sorted(topics),
             with_metadata=True, commit_offset_in_finalize=True,

@@ -8,6 +8,8 @@ import time
 from typing import Sequence
 
 from fleetstream.io.base import ConfigError
+from fleetstream.local.cli import add_dev_parser
+from fleetstream.local.service import ServiceError
 from fleetstream.pipelines.fleet import OrderSettings
 
 DESCRIPTION = """FleetStream moves vehicle data from car makers to the applications that use it:
@@ -104,8 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="share of messages with trouble (default %(default)s)")
     simulate.add_argument("--duplicate-rate", type=float, default=0.001,
                           help="share of envelopes sent twice (default %(default)s)")
-    simulate.add_argument("--to", required=True, metavar="FILE",
-                          help="output file of JSON lines (.gz for gzip)")
+    simulate.add_argument("--to", required=True, metavar="FILE|kafka://HOST:PORT",
+                          help="output file of JSON lines (.gz for gzip), or a Kafka broker: "
+                               "records go to raw.<source> keyed by VIN, paced in real time "
+                               "at vehicles x rate messages/s")
     simulate.add_argument("--activations", metavar="FILE",
                           help="also write activation events (JSON lines) for --applications")
     simulate.add_argument("--applications", default="fleet-a",
@@ -113,12 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
                                "(default %(default)s)")
     simulate.set_defaults(handler=_simulate)
 
-    try:
-        from fleetstream.local.cli import add_dev_parser
-    except ImportError:  # the local-services package is optional at this layer
-        pass
-    else:
-        add_dev_parser(commands)
+    stream = commands.add_parser(
+        "stream", help="submit the streaming job (Kafka in, Flink, sinks out)",
+        description="Submit the streaming job to Beam's Flink job server with the settings in "
+                    "--config (flink-runner.yaml); it runs until cancelled.")
+    stream.add_argument("--config", default="flink-runner.yaml",
+                        help="stream settings (default %(default)s)")
+    stream.add_argument("--from-earliest", action="store_true",
+                        help="read the raw topics from their earliest offsets (reprocessing)")
+    stream.add_argument("--wait", action="store_true",
+                        help="wait until the job ends instead of returning once it runs")
+    stream.add_argument("--beam-option", action="append", default=[], metavar="--NAME=VALUE",
+                        help="any other Beam or Flink pipeline option (repeatable)")
+    stream.set_defaults(handler=_stream)
+
+    add_dev_parser(commands)
     return parser
 
 
@@ -150,16 +163,40 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stream(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from fleetstream.pipelines.stream import load_stream_settings, submit_stream
+    settings = load_stream_settings(args.config)
+    if args.from_earliest:
+        settings = dataclasses.replace(
+            settings, kafka=dataclasses.replace(settings.kafka, start="earliest"))
+    result = submit_stream(settings, args.beam_option)
+    print(f"fleetstream stream: job submitted to {settings.flink.job_endpoint} "
+          f"(state {result.state})", file=sys.stderr)
+    if args.wait:
+        result.wait_until_finish()
+    return 0
+
+
 def _simulate(args: argparse.Namespace) -> int:
     import orjson
 
-    from fleetstream.simulator import activations, simulate, write_envelopes
+    from fleetstream.simulator import activations, simulate_keyed, write_envelopes
     duration = args.duration
     if args.messages is None and duration is None:
         duration = 600.0
-    count = write_envelopes(args.to, simulate(
+    to_kafka = args.to.startswith("kafka://")
+    envelopes = simulate_keyed(
         args.vehicles, messages=args.messages, duration_s=duration, rate=args.rate,
-        seed=args.seed, error_rate=args.error_rate, duplicate_rate=args.duplicate_rate))
+        seed=args.seed, error_rate=args.error_rate, duplicate_rate=args.duplicate_rate,
+        **({"start_ms": int(time.time() * 1000)} if to_kafka else {}))
+    if to_kafka:
+        from fleetstream.io.kafka_producer import produce_envelopes
+        count = produce_envelopes(args.to.removeprefix("kafka://"), envelopes,
+                                  messages_per_s=args.vehicles * args.rate)
+    else:
+        count = write_envelopes(args.to, (envelope for _, envelope in envelopes))
     print(f"wrote {count} envelopes to {args.to}", file=sys.stderr)
     if args.activations:
         app_ids = [a.strip() for a in args.applications.split(",") if a.strip()]
@@ -180,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"fleetstream: configuration error: {error}", file=sys.stderr)
         return 2
-    except ValueError as error:
+    except (ValueError, ServiceError) as error:
         print(f"fleetstream: {error}", file=sys.stderr)
         return 2
 

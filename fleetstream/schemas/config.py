@@ -8,6 +8,9 @@ raises ConfigError naming the entry and the fix, before any data moves.
         permissions: [diagnostics.odometer, charging.*]
         sink: {type: file, path: out/fleet-a, max_delay: 60}
     activations: activations.jsonl   # a JSON-lines file, or an inline list
+
+Relative file names (activations, a sink's local `path`) are relative to the
+configuration file.
 """
 from __future__ import annotations
 
@@ -103,7 +106,8 @@ def parse_config(raw: Any, base_dir: Path = Path("."), name: str = "configuratio
     if unknown:
         raise ConfigError(f"{name}: unknown top-level key(s) {', '.join(unknown)}; "
                           f"expected applications and activations")
-    applications = tuple(_application(i, entry) for i, entry in enumerate(raw["applications"]))
+    applications = tuple(_application(i, entry, base_dir)
+                         for i, entry in enumerate(raw["applications"]))
     seen: set[str] = set()
     for app in applications:
         if app.id in seen:
@@ -113,7 +117,7 @@ def parse_config(raw: Any, base_dir: Path = Path("."), name: str = "configuratio
     return Config(applications, activations)
 
 
-def _application(index: int, entry: Any) -> Application:
+def _application(index: int, entry: Any, base_dir: Path) -> Application:
     where = f"applications[{index}]"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: expected a mapping with id, permissions and sink")
@@ -142,9 +146,18 @@ def _application(index: int, entry: Any) -> Application:
     if "sink" not in entry:
         raise ConfigError(f"applications[{app_id}].sink: missing; e.g. "
                           f"sink: {{type: file, path: out/{app_id}}}")
-    _, batching = build_sink(app_id, entry["sink"])
+    sink_options = _resolve_local_path(entry["sink"], base_dir)
+    _, batching = build_sink(app_id, sink_options)
     return Application(app_id, {c: frozenset(p) for c, p in permitted.items()},
-                       dict(entry["sink"]), batching)
+                       sink_options, batching)
+
+
+def _resolve_local_path(options: Any, base_dir: Path) -> Any:
+    """A sink's relative local `path` is relative to the configuration file."""
+    if not isinstance(options, dict) or not isinstance(options.get("path"), str) \
+            or "://" in options["path"] or Path(options["path"]).is_absolute():
+        return options
+    return {**options, "path": str((base_dir / options["path"]).resolve())}
 
 
 def _activations(raw: Any, base_dir: Path, app_ids: set[str]) -> tuple[ActivationEvent, ...]:

@@ -85,6 +85,20 @@ def simulate(vehicles: int, *, messages: int | None = None, duration_s: float | 
 
     `rate` is messages per second per vehicle. Raises ValueError for a bad argument.
     """
+    return (envelope for _, envelope in simulate_keyed(
+        vehicles, messages=messages, duration_s=duration_s, rate=rate, start_ms=start_ms,
+        seed=seed, error_rate=error_rate, duplicate_rate=duplicate_rate,
+        verify_rate=verify_rate, sources=sources))
+
+
+def simulate_keyed(vehicles: int, *, messages: int | None = None,
+                   duration_s: float | None = None, rate: float = DEFAULT_RATE,
+                   start_ms: int = START_MS, seed: int = 0,
+                   error_rate: float = DEFAULT_ERROR_RATE,
+                   duplicate_rate: float = DEFAULT_DUPLICATE_RATE,
+                   verify_rate: float = DEFAULT_VERIFY_RATE,
+                   sources: Sequence[str] = SOURCES) -> Iterator[tuple[str, Envelope]]:
+    """`simulate`, each envelope with the VIN of the vehicle that sent it (a Kafka key)."""
     if rate <= 0:
         raise ValueError(f"rate must be positive, got {rate}")
     if messages is not None and messages < 0:
@@ -179,7 +193,7 @@ class _Network:
 
 
 def _envelopes(cars: list[Vehicle], interval_ms: float, start_ms: int, end_ms: float | None,
-               network: _Network) -> Iterator[Envelope]:
+               network: _Network) -> Iterator[tuple[str, Envelope]]:
     phases_ms = [car.rng.random() * interval_ms for car in cars]
     # (received_ms, car index, made_ms) of each car's next message
     queue = [(int(start_ms + phase) + network.latency_ms(), car.index, int(start_ms + phase))
@@ -193,7 +207,8 @@ def _envelopes(cars: list[Vehicle], interval_ms: float, start_ms: int, end_ms: f
         payload = fmt.encode(car, made_ms, car.messages_sent % SNAPSHOT_EVERY == 0 or car.mode_changed)
         car.mode_changed = False
         car.messages_sent += 1
-        yield from network.deliver(fmt, payload, iso_ms(received_ms), made_ms)
+        for envelope in network.deliver(fmt, payload, iso_ms(received_ms), made_ms):
+            yield car.vin, envelope
         next_made_ms = start_ms + phases_ms[index] + car.messages_sent * interval_ms
         if end_ms is None or next_made_ms < end_ms:
             next_made_ms = int(next_made_ms)

@@ -1,0 +1,188 @@
+"""The streaming job: raw Kafka topics -> map -> order -> permit -> deliver, on Flink.
+
+    fleetstream stream --config flink-runner.yaml
+
+`flink-runner.yaml` (validated at start-up, `StreamSettings`) says where the
+job goes (Beam's Flink job server, the SDK worker pool, parallelism,
+checkpointing), how it reaches Kafka, and where the applications'
+configuration is. The job reads each source's raw topic with KafkaIO, keeps
+per-vehicle order in keyed state, joins activation events from the
+compacted `activations` topic (plus the configuration's initial ones), and
+delivers through each application's sink; dead letters (mapping, ingest,
+delivery) go to the `dead-letters` topic and, optionally, every document to
+the `delivered` topic. Offsets are committed to Kafka when Flink completes a
+checkpoint, so a job restarted from its last checkpoint or savepoint loses
+nothing; documents it sends twice carry the same `message_id`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import apache_beam as beam
+import yaml
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineResult
+
+from fleetstream.io.base import ConfigError
+from fleetstream.io.kafka_topics import (INVALID, KafkaSettings, ReadActivationsFromKafka,
+                                         ReadRawFromKafka, WriteJsonToKafka)
+from fleetstream.pipelines.fleet import OrderSettings
+from fleetstream.pipelines.replay import check_sinks
+from fleetstream.schemas.config import Config, load_config
+from fleetstream.schemas.timestamps import to_epoch_ms
+from fleetstream.transforms.deliver import Deliver
+from fleetstream.transforms.map_to_autoapi import DEAD_LETTERS, MapToAutoApi
+from fleetstream.transforms.order_per_vehicle import OrderPerVehicle
+from fleetstream.transforms.permit_by_activation import (ActivationTable, PermitByActivation,
+                                                         PermitByActivationKeyed)
+
+PERMISSION_MODES = ("keyed_state", "side_input")
+
+
+@dataclass(frozen=True)
+class FlinkSettings:
+    job_endpoint: str = "localhost:8099"
+    environment_type: str = "EXTERNAL"
+    environment_config: str = "localhost:50000"
+    parallelism: int = 2
+    checkpointing_interval_ms: int = 10_000
+    savepoint_path: str | None = None
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Everything `fleetstream stream` needs, from flink-runner.yaml."""
+
+    config: Config
+    flink: FlinkSettings = field(default_factory=FlinkSettings)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    raw_topics: Mapping[str, str] = field(default_factory=lambda: {
+        s: f"raw.{s}" for s in ("tesla", "bmw", "mercedes", "smartcar")})
+    activations_topic: str = "activations"
+    dead_letters_topic: str = "dead-letters"
+    delivered_topic: str | None = "delivered"
+    order: OrderSettings = field(default_factory=OrderSettings)
+    permissions: str = "keyed_state"
+
+    def pipeline_options(self, extra: list[str] | tuple[str, ...] = ()) -> PipelineOptions:
+        """Portable-runner options for the Flink job server."""
+        args = ["--runner=PortableRunner", f"--job_endpoint={self.flink.job_endpoint}",
+                f"--environment_type={self.flink.environment_type}",
+                f"--environment_config={self.flink.environment_config}",
+                f"--parallelism={self.flink.parallelism}", "--streaming",
+                f"--checkpointing_interval={self.flink.checkpointing_interval_ms}",
+                "--externalized_checkpoints_enabled",
+                "--retain_externalized_checkpoints_on_cancellation"]
+        if self.flink.savepoint_path:
+            args.append(f"--savepoint_path={self.flink.savepoint_path}")
+        return PipelineOptions(args + list(extra))
+
+
+def load_stream_settings(path: str | Path) -> StreamSettings:
+    """Read and validate flink-runner.yaml; ConfigError names the key at fault."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"stream settings file {path} does not exist") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    where = str(path)
+    _only(raw, {"applications", "flink", "kafka", "pipeline"}, where)
+    if not isinstance(raw.get("applications"), str):
+        raise ConfigError(f"{where}: `applications:` must name the applications' configuration "
+                          f"file (DATA-CONTRACTS §6)")
+    config = load_config(path.parent / raw["applications"])
+    flink = FlinkSettings(**_section(raw, "flink", FlinkSettings, where))
+    kafka_raw = _section(raw, "kafka", None, where)
+    topics = {k: kafka_raw.pop(k) for k in ("raw_topics", "activations_topic",
+                                            "dead_letters_topic", "delivered_topic")
+              if k in kafka_raw}
+    if "start" in kafka_raw:
+        kafka_raw["start"] = _start(kafka_raw["start"], where)
+    _only(kafka_raw, set(KafkaSettings.__dataclass_fields__), f"{where}: kafka")
+    pipeline = _section(raw, "pipeline", None, where)
+    permissions = pipeline.pop("permissions", "keyed_state")
+    if permissions not in PERMISSION_MODES:
+        raise ConfigError(f"{where}: pipeline.permissions must be one of "
+                          f"{', '.join(PERMISSION_MODES)}, got {permissions!r}")
+    _only(pipeline, set(OrderSettings.__dataclass_fields__), f"{where}: pipeline")
+    raw_topics = topics.get("raw_topics", StreamSettings.__dataclass_fields__[
+        "raw_topics"].default_factory())
+    if not isinstance(raw_topics, dict) or not raw_topics:
+        raise ConfigError(f"{where}: kafka.raw_topics must map each source to its topic")
+    return StreamSettings(
+        config, flink, KafkaSettings(**kafka_raw), dict(raw_topics),
+        topics.get("activations_topic", "activations"),
+        topics.get("dead_letters_topic", "dead-letters"),
+        topics.get("delivered_topic"), OrderSettings(**pipeline), permissions)
+
+
+def _section(raw: dict, name: str, cls: Any, where: str) -> dict:
+    section = raw.get(name) or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where}: `{name}:` must be a mapping")
+    if cls is not None:
+        _only(section, set(cls.__dataclass_fields__), f"{where}: {name}")
+    return dict(section)
+
+
+def _only(section: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
+                          f"accepted: {', '.join(sorted(allowed))}")
+
+
+def _start(value: Any, where: str) -> str | int:
+    if value in ("committed", "earliest", "latest"):
+        return value
+    try:
+        return to_epoch_ms(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: kafka.start must be committed, earliest, latest or a "
+                          f"time, got {value!r}") from None
+
+
+def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> None:
+    """Add the streaming job's steps to `pipeline`."""
+    config, kafka = settings.config, settings.kafka
+    raw = pipeline | "ReadRaw" >> ReadRawFromKafka(kafka, settings.raw_topics)
+    live = pipeline | "ReadActivationEvents" >> ReadActivationsFromKafka(
+        kafka, settings.activations_topic)
+    initial = pipeline | "InitialActivations" >> beam.Create(config.activations)
+    events = (live.events, initial) | "AllActivations" >> beam.Flatten()
+    mapped = raw.envelopes | "MapToAutoApi" >> MapToAutoApi()
+    ordered = mapped.mapped | "OrderPerVehicle" >> OrderPerVehicle(
+        settings.order.reorder_window_s, settings.order.dedupe_horizon_s, bounded=False)
+    if settings.permissions == "keyed_state":
+        permit = PermitByActivationKeyed(config.applications, events)
+    else:
+        table = (events
+                 | "RefreshActivations" >> beam.WindowInto(
+                     beam.window.GlobalWindows(),
+                     trigger=beam.trigger.Repeatedly(beam.trigger.AfterProcessingTime(2)),
+                     accumulation_mode=beam.trigger.AccumulationMode.ACCUMULATING)
+                 | "ActivationTable" >> ActivationTable())
+        permit = PermitByActivation(config.applications, table)
+    records = ordered | "PermitByActivation" >> permit
+    delivery_dead = records | "Deliver" >> Deliver(config.applications)
+    if settings.delivered_topic:
+        _ = (records
+             | "DeliveredRecords" >> beam.MapTuple(lambda app, r: (r.vin, r.document))
+             | "WriteDelivered" >> WriteJsonToKafka(kafka, settings.delivered_topic))
+    _ = ((mapped[DEAD_LETTERS], delivery_dead, raw[INVALID], live[INVALID])
+         | "AllDeadLetters" >> beam.Flatten()
+         | "WriteDeadLetters" >> WriteJsonToKafka(kafka, settings.dead_letters_topic,
+                                                  key_field="source"))
+
+
+def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str, ...] = ()
+                  ) -> PipelineResult:
+    """Check the sinks, then submit the job; returns once Flink has accepted it."""
+    check_sinks(settings.config.applications)
+    pipeline = beam.Pipeline(options=settings.pipeline_options(extra_options))
+    build_stream_pipeline(pipeline, settings)
+    return pipeline.run()
