@@ -6,7 +6,7 @@ from setuptools import find_packages, setup
 # apache-beam is pinned to the newest version whose Java artifacts (Flink job
 # server, Kafka expansion service) resolve through Maven here: see docs/runtime.md.
 INSTALL_REQUIRES = [
-    "apache-beam[gcp,aws]==2.73.0",
+    "apache-beam[gcp,aws]==2.62.0",
     "orjson==3.13.0",
     "fastavro==1.13.1",
     "PyYAML==6.0.3",

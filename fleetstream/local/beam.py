@@ -4,17 +4,17 @@
   expansion services and KafkaIO, as a jar folder assembled by Maven from the
   non-shaded modules (the shaded job-server and expansion-service jars are not
   served here).
-* Python: a venv with the same apache-beam, for the SDK workers and for
-  submitting pipelines to the job server (the submitting SDK, the workers and
-  the job server must agree on the version).
+* Python: the project's own environment, whose apache-beam is pinned to the
+  same version, for the SDK workers and for submitting pipelines (the
+  submitting SDK, the workers and the job server must agree on the version).
 """
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from fleetstream.local import versions
-from fleetstream.local.venv import venv
 
 #: the repository root, put on the workers' PYTHONPATH so they import fleetstream
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -40,15 +40,23 @@ def beam_jars() -> Path:
 
 
 def beam_python() -> Path:
-    """The `python` of the venv holding apache-beam at the job server's version."""
-    return venv(f"beam-{versions.BEAM}", [f"apache-beam=={versions.BEAM}", "orjson==3.13.0"]) \
-        / "bin" / "python"
+    """The Python that submits pipelines and runs SDK workers: this one.
+
+    The project pins apache-beam to `versions.BEAM` (setup.py), so the submitting
+    SDK, the workers and the Java job server agree without a second environment.
+    """
+    import apache_beam
+
+    if apache_beam.__version__ != versions.BEAM:
+        raise RuntimeError(
+            f"apache-beam {apache_beam.__version__} is installed but the Flink job server is "
+            f"Beam {versions.BEAM}; reinstall the project: pip install -e .")
+    return Path(sys.executable)
 
 
 def beam_python_environment() -> dict[str, str]:
-    """Environment for `beam_python()`: the project importable, and the venv's bin first
-    on PATH (the worker pool starts each worker as plain `python`)."""
+    """Environment for workers: the project importable, and this Python's bin first on
+    PATH (the worker pool starts each worker as plain `python`)."""
     python_path = [str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     path = [str(beam_python().parent), *filter(None, [os.environ.get("PATH")])]
-    return {"PYTHONPATH": os.pathsep.join(python_path), "PATH": os.pathsep.join(path),
-            "VIRTUAL_ENV": str(beam_python().parent.parent)}
+    return {"PYTHONPATH": os.pathsep.join(python_path), "PATH": os.pathsep.join(path)}

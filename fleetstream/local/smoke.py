@@ -1,6 +1,6 @@
 """Tiny pipelines that check the local Flink runtime end to end.
 
-Run with the Beam venv's python (`beam.beam_python()`), which has the job
+Run with `beam.beam_python()` (the project's Python), which has the job
 server's apache-beam:
 
     python -m fleetstream.local.smoke text OUTPUT            # Create -> Map -> file

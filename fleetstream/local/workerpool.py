@@ -1,7 +1,7 @@
 """The Python SDK worker pool that Flink's tasks hand their Python steps to.
 
 `python -m apache_beam.runners.worker.worker_pool_main --service_port=50000`
-from the venv of `beam.beam_python()` (same apache-beam as the job server),
+with `beam.beam_python()` (the project's Python, same apache-beam as the job server),
 with the repository on PYTHONPATH so workers import `fleetstream`. Pipelines
 use it with `--environment_type=EXTERNAL --environment_config=localhost:50000`.
 """
