@@ -12,6 +12,7 @@ from functools import lru_cache
 # Epoch values below this are seconds, at or above it milliseconds
 # (1e11 s is the year 5138; 1e11 ms is 1973).
 _SECONDS_LIMIT = 100_000_000_000
+_INFINITIES = (float("inf"), float("-inf"))
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MILLISECOND = timedelta(milliseconds=1)
 
@@ -21,10 +22,12 @@ def to_epoch_ms(value: object) -> int:
 
     Raises ValueError (or TypeError) for anything else; a naive ISO time is taken as UTC.
     """
+    if type(value) is int:  # the common case, first
+        return value * 1000 if -_SECONDS_LIMIT < value < _SECONDS_LIMIT else value
     if isinstance(value, bool):
         raise TypeError("a boolean is not a timestamp")
     if isinstance(value, (int, float)):
-        if value != value or value in (float("inf"), float("-inf")):
+        if value != value or value in _INFINITIES:
             raise ValueError(f"not a timestamp: {value!r}")
         return int(value * 1000) if abs(value) < _SECONDS_LIMIT else int(value)
     if isinstance(value, str):
@@ -32,8 +35,8 @@ def to_epoch_ms(value: object) -> int:
     raise TypeError(f"not a timestamp: {type(value).__name__}")
 
 
-@lru_cache(maxsize=65536)
 def _parse_text(text: str) -> int:
+    # not cached: most texts (a message's own time) are seen once; callers cache stamps
     stripped = text.strip()
     if stripped[4:5] != "-":  # not `YYYY-...`: an epoch number written as text
         return to_epoch_ms(float(stripped))
