@@ -8,9 +8,15 @@
 and the expansion service (the Java side of KafkaIO). Raw topics carry the
 OEM payload as the record value and the receive time as the record timestamp
 (DATA-CONTRACTS §1); each topic names its source. Records are read with their
-create time as the element timestamp, and offsets are committed to the
-consumer group when Flink finalises a checkpoint, so a restarted job resumes
-where the last checkpoint ended.
+create time as the element timestamp.
+
+Read positions live in Flink's checkpoints: a job restored from its last
+checkpoint or savepoint resumes exactly where it stopped. Offsets are not
+committed to the consumer group: KafkaIO's commit-on-finalize step fails on
+Beam 2.62's portable Flink runner once a checkpoint completes ("State backend
+must be locked when retrieving the current key", see docs/runtime.md), and
+auto-commit could skip records that were read but not yet processed. A job
+started afresh without a savepoint therefore reads from `start`.
 """
 from __future__ import annotations
 
@@ -45,14 +51,14 @@ class KafkaSettings:
         reset = "latest" if self.start == "latest" else "earliest"
         return {"bootstrap.servers": self.bootstrap_servers,
                 "group.id": self.consumer_group + group_suffix,
-                "auto.offset.reset": reset}
+                "auto.offset.reset": reset, "enable.auto.commit": "false"}
 
     def read(self, topics: Iterable[str], group_suffix: str = "") -> ReadFromKafka:
         start_ms = 0 if self.start == "earliest" else (
             self.start if isinstance(self.start, int) else None)
         return ReadFromKafka(
             consumer_config=self.consumer_config(group_suffix), topics=sorted(topics),
-            with_metadata=True, commit_offset_in_finalize=True,
+            with_metadata=True, commit_offset_in_finalize=False,
             timestamp_policy=ReadFromKafka.create_time_policy, start_read_time=start_ms,
             expansion_service=self.expansion_service)
 

@@ -75,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_dev_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add `dev` (up/down/status/logs) to an argparse CLI; it sets `func` to run it."""
+    """Add `dev` (up/down/status/logs) to an argparse CLI; it sets `handler` to run it."""
     dev = subparsers.add_parser("dev", help="start, stop and inspect the local servers",
                                 description=__doc__.splitlines()[0])
     commands = dev.add_subparsers(dest="dev_command", required=True)
@@ -88,7 +88,7 @@ def add_dev_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     logs = commands.add_parser("logs", help="print the end of a server's log")
     logs.add_argument("name", choices=list(SERVICES))
     logs.add_argument("-n", "--lines", type=int, default=40)
-    dev.set_defaults(func=_run)
+    dev.set_defaults(handler=_run)
     return dev
 
 
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fleetstream")
     add_dev_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return args.func(args)
+    return args.handler(args)
 
 
 if __name__ == "__main__":

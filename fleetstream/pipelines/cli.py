@@ -5,7 +5,11 @@ import argparse
 import logging
 import sys
 import time
+import warnings
 from typing import Sequence
+
+# Google client libraries that Beam's GCP extra imports warn about future Python versions.
+warnings.filterwarnings("ignore", category=FutureWarning, module="google")
 
 from fleetstream.io.base import ConfigError
 from fleetstream.local.cli import add_dev_parser
