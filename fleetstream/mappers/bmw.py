@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from fleetstream.mappers.base import MapResult
 from fleetstream.mappers.entries import (
-    Target, by_unit, enum_target, map_records, message_stamp, number_target, read_message,
+    Target, enum_target, map_records, message_stamp, number_target, read_message,
     require_object, require_vin, target, tire_pressure_reader, unit_number_target)
 from fleetstream.schemas.units import KPA_TO_BAR, PERCENT_TO_FRACTION, SAME
 
@@ -49,7 +49,7 @@ _TARGETS: Mapping[str, Target] = {
     "vehicle.cabin.door.lock.status": enum_target("doors.locks_state", {
         "SECURED": "locked", "LOCKED": "locked", "UNLOCKED": "unlocked"}),
     **{f"vehicle.chassis.axle.{wheel}.tire.pressure": target(
-        "diagnostics.tire_pressures", by_unit({"kPa": tire_pressure_reader(location, KPA_TO_BAR)}))
+        "diagnostics.tire_pressures", tire_pressure_reader(location, units={"kPa": KPA_TO_BAR}))
        for wheel, location in (("row1.wheel.left", "front_left"),
                                ("row1.wheel.right", "front_right"),
                                ("row2.wheel.left", "rear_left"),

@@ -182,12 +182,22 @@ def datum_stamp(raw: object, fallback: Stamp) -> Stamp | None:
 
 # --- readers -------------------------------------------------------------------------
 
-def _number_reader(scale: Scale, low: float, high: float, unit_name: str | None) -> Reader:
-    """Reads a number (or numeric text) converted by `scale` and checked against [low, high];
-    bare when `unit_name` is None, else ``{"value": x, "unit": unit_name}``."""
-    multiply, divide = scale
+def _number_reader(low: float, high: float, unit_name: str | None, scale: Scale = SAME,
+                   units: Mapping[str, Scale] | None = None, location: str | None = None) -> Reader:
+    """Reads a number (or numeric text) converted by a scale and checked against [low, high].
 
-    def read_number(raw: object, unit: object) -> float | dict[str, Any]:
+    The scale is `scale`, or with `units` the one for the value's own unit (compared
+    case-insensitively). The data is bare when `unit_name` is None, else
+    ``{"value": x, "unit": unit_name}``; with `location`, one tire's
+    ``{"location", "pressure"}``. One function per reader: calls are what cost.
+    """
+    unit_scale = None if units is None else _unit_scale(units)
+
+    def read_number(raw: object, unit: object) -> Any:
+        if unit_scale is None:
+            multiply, divide = scale
+        else:
+            multiply, divide = (units.get(unit) if type(unit) is str else None) or unit_scale(unit)
         if type(raw) is bool:
             raise BadValue(f"not a number: {show(raw)}")
         try:
@@ -196,37 +206,56 @@ def _number_reader(scale: Scale, low: float, high: float, unit_name: str | None)
             raise BadValue(f"not a number: {show(raw)}") from None
         if not low <= number <= high:
             raise BadValue(f"{number:.10g} is outside {low:.10g} to {high:.10g}")
-        return number if unit_name is None else {"value": number, "unit": unit_name}
+        value = number if unit_name is None else {"value": number, "unit": unit_name}
+        return value if location is None else {"location": location, "pressure": value}
     return read_number
+
+
+def _unit_scale(units: Mapping[str, Scale]) -> Callable[[object], Scale]:
+    """The scale for a unit not spelled exactly as in `units`: compared case-insensitively."""
+    lowered = {unit.lower(): scale for unit, scale in units.items()}
+    expected = ", ".join(units)
+
+    def scale_in(unit: object) -> Scale:
+        scale = lowered.get(unit.lower()) if type(unit) is str else None
+        if scale is None:
+            raise BadValue(f"unit {show(unit)} is not one of {expected}")
+        return scale
+    return scale_in
 
 
 def range_reader(low: float, high: float, scale: Scale = SAME) -> Reader:
     """Reads a bare number (fraction, degrees) converted by `scale`, within [low, high]."""
-    return _number_reader(scale, low, high, None)
+    return _number_reader(low, high, None, scale)
 
 
 LATITUDE = range_reader(*LATITUDE_RANGE)
 LONGITUDE = range_reader(*LONGITUDE_RANGE)
 
 
-def number_reader(key: str, scale: Scale = SAME) -> Reader:
+def number_reader(key: str, scale: Scale = SAME, units: Mapping[str, Scale] | None = None,
+                  location: str | None = None) -> Reader:
     """Reads a number or fraction property of the catalogue, converted by `scale`.
 
     Numbers become ``{"value": x, "unit": <catalogue unit>}``, fractions stay bare.
+    With `units`, the scale is the one for the value's own unit (see
+    :func:`unit_number_reader`); with `location`, see :func:`tire_pressure_reader`.
     """
     spec = PROPERTIES[key]
     if spec.kind not in (NUMBER, FRACTION, TIRE_PRESSURE):
         raise ValueError(f"{key} is not a number but {spec.kind}")
-    return _number_reader(scale, spec.minimum, spec.maximum, spec.unit)
+    return _number_reader(spec.minimum, spec.maximum, spec.unit, scale, units, location)
 
 
-def tire_pressure_reader(location: str, scale: Scale = SAME) -> Reader:
+def unit_number_reader(key: str, units: Mapping[str, Scale]) -> Reader:
+    """A number or fraction property in whichever of `units` the value names."""
+    return number_reader(key, units=units)
+
+
+def tire_pressure_reader(location: str, scale: Scale = SAME,
+                         units: Mapping[str, Scale] | None = None) -> Reader:
     """Reads one tire's pressure as ``{"location", "pressure": {"value", "unit": "bars"}}``."""
-    read_pressure = number_reader("diagnostics.tire_pressures", scale)
-
-    def read_tire(raw: object, unit: object) -> dict[str, Any]:
-        return {"location": location, "pressure": read_pressure(raw, unit)}
-    return read_tire
+    return number_reader("diagnostics.tire_pressures", scale, units, location)
 
 
 def enum_reader(key: str, codes: Mapping[str, str]) -> Reader:
@@ -264,26 +293,6 @@ def read_coordinates(raw: object, unit: object = None) -> dict[str, float]:
     except BadValue as bad:
         raise BadValue(f"longitude: {bad}") from None
     return {"latitude": latitude, "longitude": longitude}
-
-
-def by_unit(readers: Mapping[str, Reader]) -> Reader:
-    """Picks the reader for the value's own unit, compared case-insensitively."""
-    lowered = {unit.lower(): reader for unit, reader in readers.items()}
-    expected = ", ".join(readers)
-
-    def read_in_unit(raw: object, unit: object) -> Any:
-        reader = readers.get(unit) if type(unit) is str else None
-        if reader is None and type(unit) is str:
-            reader = lowered.get(unit.lower())
-        if reader is None:
-            raise BadValue(f"unit {show(unit)} is not one of {expected}")
-        return reader(raw, unit)
-    return read_in_unit
-
-
-def unit_number_reader(key: str, scales: Mapping[str, Scale]) -> Reader:
-    """A number or fraction property in whichever of `scales`' units the value names."""
-    return by_unit({unit: number_reader(key, scale) for unit, scale in scales.items()})
 
 
 def target(key: str, reader: Reader) -> Target:
@@ -332,7 +341,13 @@ def read_into(data: Data, errors: list[ErrorItem], into: Target, field: str, raw
         entry, error = trouble.outcome(field, timestamp)
         if error is not None:
             errors.append(error)
-    put(data, capability, name, entry)
+    properties = data.get(capability)  # put(), inlined: this runs for every field
+    if properties is None:
+        data[capability] = {name: [entry]}
+    elif name in properties:
+        properties[name].append(entry)
+    else:
+        properties[name] = [entry]
 
 
 def read_outcome(reader: Reader, field: str, raw: object, unit: object, timestamp: str) -> Outcome:

@@ -14,10 +14,10 @@ from typing import Any, Mapping
 
 from fleetstream.mappers.base import IGNORED, Data, MapResult
 from fleetstream.mappers.entries import (
-    OEM_ERROR, UNAVAILABLE, BadValue, ErrorItem, Outcome, Reader, Target, Unreadable, datum_stamp,
-    deliver, enum_reader, finish, format_error, message_stamp, number_reader, oem_failure,
+    OEM_ERROR, UNAVAILABLE, ErrorItem, Outcome, Target, Unreadable, datum_stamp, deliver,
+    enum_target, finish, format_error, message_stamp, number_target, oem_failure,
     read_coordinates, read_into, read_message, require_list, require_object, require_vin, show,
-    target, unit_number_reader)
+    target, unit_number_target)
 from fleetstream.schemas.units import MILES_TO_KM, PERCENT_TO_FRACTION, SAME
 
 SOURCE = "smartcar"
@@ -27,37 +27,23 @@ _SHARE = {"percent": PERCENT_TO_FRACTION, "fraction": SAME}
 _LOCATION = "location-preciselocation"
 
 
-def _in_body(key: str, reader: Reader) -> Target:
-    """Target for `key` read from a body's ``value`` and ``unit``."""
-    def read_body(body: object, unit: object) -> object:
-        if type(body) is not dict:
-            raise BadValue(f"body is not an object: {show(body)}")
-        return reader(body.get("value"), body.get("unit"))
-    return target(key, read_body)
-
-
-#: code -> the property it feeds; the body is the raw value
+#: code -> the property it feeds, read from the body's ``value`` and ``unit``
 _TARGETS: Mapping[str, Target] = {
-    "odometer-traveleddistance":
-        _in_body("diagnostics.odometer", unit_number_reader("diagnostics.odometer", _DISTANCE)),
-    "tractionbattery-stateofcharge":
-        _in_body("charging.battery_level", unit_number_reader("charging.battery_level", _SHARE)),
-    "tractionbattery-range": _in_body(
-        "charging.estimated_range", unit_number_reader("charging.estimated_range", _DISTANCE)),
-    "fuel-percentremaining":
-        _in_body("diagnostics.fuel_level", unit_number_reader("diagnostics.fuel_level", _SHARE)),
-    "charge-chargingstate": _in_body("charging.status", enum_reader("charging.status", {
+    "odometer-traveleddistance": unit_number_target("diagnostics.odometer", _DISTANCE),
+    "tractionbattery-stateofcharge": unit_number_target("charging.battery_level", _SHARE),
+    "tractionbattery-range": unit_number_target("charging.estimated_range", _DISTANCE),
+    "fuel-percentremaining": unit_number_target("diagnostics.fuel_level", _SHARE),
+    "charge-chargingstate": enum_target("charging.status", {
         "CHARGING": "charging", "FULLY_CHARGED": "charging_complete",
-        "NOT_CHARGING": "not_charging"})),
-    "charge-ischargingcableconnected": _in_body("charging.plugged_in", enum_reader(
-        "charging.plugged_in", {"true": "plugged_in", "false": "disconnected"})),
-    "charge-chargelimit":
-        _in_body("charging.charge_limit", unit_number_reader("charging.charge_limit", _SHARE)),
-    "closure-islocked": _in_body("doors.locks_state", enum_reader(
-        "doors.locks_state", {"true": "locked", "false": "unlocked"})),
+        "NOT_CHARGING": "not_charging"}),
+    "charge-ischargingcableconnected": enum_target(
+        "charging.plugged_in", {"true": "plugged_in", "false": "disconnected"}),
+    "charge-chargelimit": unit_number_target("charging.charge_limit", _SHARE),
+    "closure-islocked": enum_target("doors.locks_state", {"true": "locked", "false": "unlocked"}),
+    #: the body is the location itself
     _LOCATION: target("vehicle_location.coordinates", read_coordinates),
 }
-_HEADING = target("vehicle_location.heading", number_reader("vehicle_location.heading"))
+_HEADING = number_target("vehicle_location.heading")
 
 
 def map_payload(payload: str | bytes, received_at_ms: int) -> MapResult:
@@ -95,12 +81,20 @@ def _map_event(event: dict[str, Any], received_at_ms: int) -> MapResult:
         elif type(status) is dict and status.get("value") == "ERROR":
             deliver(data, errors, into[0], into[1],
                     _error_outcome(code, status.get("error"), timestamp))
-        else:
+        elif code == _LOCATION:
             signal_body = signal.get("body")
             read_into(data, errors, into, code, signal_body, None, timestamp)
             heading = signal_body.get("heading") if type(signal_body) is dict else None
-            if code == _LOCATION and heading is not None:
+            if heading is not None:
                 read_into(data, errors, _HEADING, code, heading, None, timestamp)
+        else:  # the body is {"value", "unit"}
+            signal_body = signal.get("body")
+            if type(signal_body) is dict:
+                read_into(data, errors, into, code, signal_body.get("value"),
+                          signal_body.get("unit"), timestamp)
+            else:
+                deliver(data, errors, into[0], into[1],
+                        format_error(code, f"body is not an object: {show(signal_body)}", timestamp))
     return finish(vin, data, errors, newest_ms)
 
 

@@ -12,10 +12,10 @@ from typing import Any, Mapping
 
 from fleetstream.mappers.base import Data, MapResult
 from fleetstream.mappers.entries import (
-    UNAVAILABLE, BadValue, ErrorItem, OemMarked, Outcome, Reader, Target, deliver, enum_reader,
-    finish, larger_of, message_stamp, number_reader, read_coordinates, read_into, read_message,
+    UNAVAILABLE, BadValue, ErrorItem, OemMarked, Outcome, Target, Trouble, deliver, enum_target,
+    finish, larger_of, message_stamp, number_target, read_coordinates, read_into, read_message,
     read_outcome, require_list, require_vin, show, target, tire_pressure_reader)
-from fleetstream.schemas.units import MILES_TO_KM, MPH_TO_KMH, PERCENT_TO_FRACTION, SAME, Scale
+from fleetstream.schemas.units import MILES_TO_KM, MPH_TO_KMH, PERCENT_TO_FRACTION
 
 SOURCE = "tesla"
 
@@ -36,8 +36,12 @@ _PLUGGED_IN = {state: "disconnected" if state == "DetailedChargeStateDisconnecte
 
 
 def _typed_value(value: object) -> object:
-    """The content of a datum's `value` when it is not simply one typed field."""
+    """The content of a datum's `value`: its one typed field."""
     if type(value) is dict:
+        if len(value) == 1:  # the common case
+            for kind, raw in value.items():
+                if kind in _VALUE_KINDS:
+                    return raw
         if value.get("invalid") is True:
             raise OemMarked(UNAVAILABLE, "marked invalid by the vehicle")
         kinds = [kind for kind in value if kind in _VALUE_KINDS]
@@ -46,45 +50,26 @@ def _typed_value(value: object) -> object:
     raise BadValue(f"value must hold exactly one typed field, got {show(value)}")
 
 
-def _typed(key: str, reader: Reader) -> Target:
-    """Target for `key` whose reader first takes the typed field out of `value`."""
-    def read_typed(value: object, unit: object) -> object:
-        if type(value) is dict and len(value) == 1:
-            for kind in value:
-                if kind in _VALUE_KINDS:
-                    return reader(value[kind], unit)
-        return reader(_typed_value(value), unit)
-    return target(key, read_typed)
-
-
-def _number(key: str, scale: Scale = SAME) -> Target:
-    return _typed(key, number_reader(key, scale))
-
-
-def _enum(key: str, codes: Mapping[str, str]) -> Target:
-    return _typed(key, enum_reader(key, codes))
-
-
 #: key -> the properties it feeds
 _TARGETS: Mapping[str, tuple[Target, ...]] = {
-    "VehicleSpeed": (_number("diagnostics.speed", MPH_TO_KMH),),
-    "Odometer": (_number("diagnostics.odometer", MILES_TO_KM),),
-    "EstBatteryRange": (_number("charging.estimated_range", MILES_TO_KM),),
-    "Location": (_typed("vehicle_location.coordinates", read_coordinates),),
-    "GpsHeading": (_number("vehicle_location.heading"),),
-    "Locked": (_enum("doors.locks_state", {"true": "locked", "false": "unlocked"}),),
-    "DetailedChargeState": (_enum("charging.status", _CHARGE_STATUS),
-                            _enum("charging.plugged_in", _PLUGGED_IN)),
-    "ChargeLimitSoc": (_number("charging.charge_limit", PERCENT_TO_FRACTION),),
-    "OutsideTemp": (_number("climate.outside_temperature"),),
-    "InsideTemp": (_number("climate.inside_temperature"),),
-    **{key: (_typed("diagnostics.tire_pressures", tire_pressure_reader(location)),)
+    "VehicleSpeed": (number_target("diagnostics.speed", MPH_TO_KMH),),
+    "Odometer": (number_target("diagnostics.odometer", MILES_TO_KM),),
+    "EstBatteryRange": (number_target("charging.estimated_range", MILES_TO_KM),),
+    "Location": (target("vehicle_location.coordinates", read_coordinates),),
+    "GpsHeading": (number_target("vehicle_location.heading"),),
+    "Locked": (enum_target("doors.locks_state", {"true": "locked", "false": "unlocked"}),),
+    "DetailedChargeState": (enum_target("charging.status", _CHARGE_STATUS),
+                            enum_target("charging.plugged_in", _PLUGGED_IN)),
+    "ChargeLimitSoc": (number_target("charging.charge_limit", PERCENT_TO_FRACTION),),
+    "OutsideTemp": (number_target("climate.outside_temperature"),),
+    "InsideTemp": (number_target("climate.inside_temperature"),),
+    **{key: (target("diagnostics.tire_pressures", tire_pressure_reader(location)),)
        for key, location in (("TpmsPressureFl", "front_left"), ("TpmsPressureFr", "front_right"),
                              ("TpmsPressureRl", "rear_left"), ("TpmsPressureRr", "rear_right"))},
 }
 
-_BATTERY_LEVEL = _number("charging.battery_level", PERCENT_TO_FRACTION)
-_CHARGING_RATE = _number("charging.charging_rate")
+_BATTERY_LEVEL = number_target("charging.battery_level", PERCENT_TO_FRACTION)
+_CHARGING_RATE = number_target("charging.charging_rate")
 #: keys that compete for one property, resolved once the whole record is read
 _COMPETING: Mapping[str, Target] = {
     "Soc": _BATTERY_LEVEL,
@@ -110,13 +95,22 @@ def _map_record(record: dict[str, Any], received_at_ms: int) -> MapResult:
         if type(key) is not str:
             continue
         targets = _TARGETS.get(key)
-        if targets is not None:
-            value = datum.get("value")
+        if targets is None and key not in _COMPETING:
+            continue
+        try:
+            raw = _typed_value(datum.get("value"))
+        except Trouble as trouble:  # each property it feeds gets the failure
+            if targets is None:
+                competing[key] = trouble.outcome(key, timestamp)
+            else:
+                for capability, name, _ in targets:
+                    deliver(data, errors, capability, name, trouble.outcome(key, timestamp))
+            continue
+        if targets is None:
+            competing[key] = read_outcome(_COMPETING[key][2], key, raw, None, timestamp)
+        else:
             for into in targets:
-                read_into(data, errors, into, key, value, None, timestamp)
-        elif key in _COMPETING:
-            reader = _COMPETING[key][2]
-            competing[key] = read_outcome(reader, key, datum.get("value"), None, timestamp)
+                read_into(data, errors, into, key, raw, None, timestamp)
     if competing:
         _deliver_competing(data, errors, competing)
     return finish(vin, data, errors, epoch_ms)
