@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from functools import lru_cache
 from typing import NamedTuple
 
 import orjson
@@ -47,7 +48,15 @@ def payload_fields(payload: bytes) -> dict[str, str]:
 
 def source_message_id(source: str, payload: bytes) -> str:
     """32 hex digits identifying (source, payload); duplicates share it."""
-    return hashlib.blake2b(payload, digest_size=16, key=source.encode()[:64]).hexdigest()
+    hasher = _keyed_hasher(source).copy()
+    hasher.update(payload)
+    return hasher.hexdigest()
+
+
+@lru_cache(maxsize=64)
+def _keyed_hasher(source: str) -> hashlib.blake2b:
+    """A blake2b keyed by `source` that has seen nothing: a copy skips hashing the key again."""
+    return hashlib.blake2b(digest_size=16, key=source.encode()[:64])
 
 
 def parse_envelope_line(line: bytes | str) -> RawEnvelope:

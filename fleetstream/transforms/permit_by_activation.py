@@ -32,11 +32,17 @@ ActivationTableType = Mapping[str, frozenset[str]]
 
 
 def permitted_data(data: Data, permitted: Mapping[str, frozenset[str]]) -> Data:
-    """Only the capabilities and properties in `permitted` (capability -> property names)."""
+    """Only the capabilities and properties in `permitted` (capability -> property names).
+
+    A capability whose properties are all permitted is kept as it is, not copied.
+    """
     kept: Data = {}
     for capability, properties in data.items():
         allowed = permitted.get(capability)
         if allowed is None:
+            continue
+        if properties and allowed.issuperset(properties):
+            kept[capability] = properties
             continue
         subset = {name: entries for name, entries in properties.items() if name in allowed}
         if subset:
