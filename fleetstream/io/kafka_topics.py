@@ -7,8 +7,10 @@
 `KafkaSettings` holds the bootstrap servers, consumer group, where to start
 and the expansion service (the Java side of KafkaIO). Raw topics carry the
 OEM payload as the record value and the receive time as the record timestamp
-(DATA-CONTRACTS §1); each topic names its source. Records are read with their
-create time as the element timestamp.
+(DATA-CONTRACTS §1); each topic names its source. The envelope's receive time
+is the record timestamp; the element timestamp (and so the watermark) is the
+time the job read the record: a watermark from record timestamps would stall
+on any partition that has no data yet.
 
 Read positions live in Flink's checkpoints: a job restored from its last
 checkpoint or savepoint resumes exactly where it stopped. Offsets are not
@@ -16,7 +18,8 @@ committed to the consumer group: KafkaIO's commit-on-finalize step fails on
 Beam 2.62's portable Flink runner once a checkpoint completes ("State backend
 must be locked when retrieving the current key", see docs/runtime.md), and
 auto-commit could skip records that were read but not yet processed. A job
-started afresh without a savepoint therefore reads from `start`.
+started afresh without a savepoint therefore reads from `start` (default: the
+earliest records, so nothing is missed and repeats carry the same message ids).
 """
 from __future__ import annotations
 
@@ -42,9 +45,10 @@ class KafkaSettings:
 
     bootstrap_servers: str = "127.0.0.1:9092"
     consumer_group: str = "fleetstream"
-    #: "committed" (the group's offsets, else earliest), "earliest", "latest",
-    #: or an epoch-ms receive time to start from
-    start: str | int = "committed"
+    #: where a job that is not restored from a savepoint starts: "earliest",
+    #: "latest", or an epoch-ms receive time (every partition must hold a record
+    #: at or after it)
+    start: str | int = "earliest"
     expansion_service: str = "localhost:8088"
 
     def consumer_config(self, group_suffix: str = "") -> dict[str, str]:
@@ -54,12 +58,11 @@ class KafkaSettings:
                 "auto.offset.reset": reset, "enable.auto.commit": "false"}
 
     def read(self, topics: Iterable[str], group_suffix: str = "") -> ReadFromKafka:
-        start_ms = 0 if self.start == "earliest" else (
-            self.start if isinstance(self.start, int) else None)
+        start_ms = self.start if isinstance(self.start, int) else None
         return ReadFromKafka(
             consumer_config=self.consumer_config(group_suffix), topics=sorted(topics),
             with_metadata=True, commit_offset_in_finalize=False,
-            timestamp_policy=ReadFromKafka.create_time_policy, start_read_time=start_ms,
+            timestamp_policy=ReadFromKafka.processing_time_policy, start_read_time=start_ms,
             expansion_service=self.expansion_service)
 
 

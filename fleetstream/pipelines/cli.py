@@ -127,8 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "--config (flink-runner.yaml); it runs until cancelled.")
     stream.add_argument("--config", default="flink-runner.yaml",
                         help="stream settings (default %(default)s)")
-    stream.add_argument("--from-earliest", action="store_true",
-                        help="read the raw topics from their earliest offsets (reprocessing)")
+    stream.add_argument("--start", metavar="earliest|latest|TIME",
+                        help="where to start reading when not restored from a savepoint "
+                             "(overrides kafka.start; TIME is ISO-8601 or epoch ms)")
+    stream.add_argument("--savepoint", metavar="PATH",
+                        help="restore the job from this savepoint or retained checkpoint")
     stream.add_argument("--wait", action="store_true",
                         help="wait until the job ends instead of returning once it runs")
     stream.add_argument("--beam-option", action="append", default=[], metavar="--NAME=VALUE",
@@ -170,11 +173,14 @@ def _replay(args: argparse.Namespace) -> int:
 def _stream(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from fleetstream.pipelines.stream import load_stream_settings, submit_stream
+    from fleetstream.pipelines.stream import load_stream_settings, parse_start, submit_stream
     settings = load_stream_settings(args.config)
-    if args.from_earliest:
-        settings = dataclasses.replace(
-            settings, kafka=dataclasses.replace(settings.kafka, start="earliest"))
+    if args.start:
+        settings = dataclasses.replace(settings, kafka=dataclasses.replace(
+            settings.kafka, start=parse_start(args.start, "--start")))
+    if args.savepoint:
+        settings = dataclasses.replace(settings, flink=dataclasses.replace(
+            settings.flink, savepoint_path=args.savepoint))
     result = submit_stream(settings, args.beam_option)
     print(f"fleetstream stream: job submitted to {settings.flink.job_endpoint} "
           f"(state {result.state})", file=sys.stderr)

@@ -101,7 +101,7 @@ def load_stream_settings(path: str | Path) -> StreamSettings:
                                             "dead_letters_topic", "delivered_topic")
               if k in kafka_raw}
     if "start" in kafka_raw:
-        kafka_raw["start"] = _start(kafka_raw["start"], where)
+        kafka_raw["start"] = parse_start(kafka_raw["start"], where)
     _only(kafka_raw, set(KafkaSettings.__dataclass_fields__), f"{where}: kafka")
     pipeline = _section(raw, "pipeline", None, where)
     permissions = pipeline.pop("permissions", "keyed_state")
@@ -136,14 +136,15 @@ def _only(section: dict, allowed: set[str], where: str) -> None:
                           f"accepted: {', '.join(sorted(allowed))}")
 
 
-def _start(value: Any, where: str) -> str | int:
-    if value in ("committed", "earliest", "latest"):
+def parse_start(value: Any, where: str) -> str | int:
+    """`earliest`, `latest`, or a time as epoch ms; ConfigError otherwise."""
+    if value in ("earliest", "latest"):
         return value
     try:
         return to_epoch_ms(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: kafka.start must be committed, earliest, latest or a "
-                          f"time, got {value!r}") from None
+        raise ConfigError(f"{where}: kafka.start must be earliest, latest or a time, "
+                          f"got {value!r}") from None
 
 
 def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> None:

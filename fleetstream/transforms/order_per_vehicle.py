@@ -3,8 +3,9 @@
 Input and output: `(vin, MappedMessage)`, keyed by VIN.
 
 Streaming (unbounded input): keyed state and an event-time timer per VIN. The
-element timestamp is the receive time (the Kafka record timestamp). A message
-waits until the watermark passes its receive time plus `reorder_window_s`
+element timestamp is the message's arrival (the streaming job reads Kafka with
+processing-time timestamps). A message waits until the watermark passes its
+arrival plus `reorder_window_s`
 (default 2 s) for older ones that arrive after it; messages leave in non-decreasing order of their newest entry
 timestamp. A message older than one that has already left is still delivered
 at once, with `late=True` (its document says `"late": true`); nothing is
@@ -32,7 +33,7 @@ from fleetstream.transforms.counters import BundleCounts
 from fleetstream.schemas.mapped import MappedMessage
 
 Keyed = tuple[str, MappedMessage]
-Arrival = tuple[int, MappedMessage]  # (element timestamp = receive time in ms, message)
+Arrival = tuple[int, MappedMessage]  # (element timestamp = arrival in ms, message)
 
 
 def order_key(message: MappedMessage) -> tuple[int, int, str]:
