@@ -383,15 +383,17 @@ def larger_of(outcomes: list[Outcome]) -> Outcome:
     """Of several number entries for one property, the one to deliver.
 
     A format_error wins (which value is larger cannot be told), then the largest
-    data value, then the first OEM failure.
+    data value (the first of equals), then the first OEM failure.
     """
+    largest: Outcome | None = None
     for outcome in outcomes:
-        if outcome[1] is not None:
+        entry, error = outcome
+        if error is not None:
             return outcome
-    with_data = [outcome for outcome in outcomes if "data" in outcome[0]]
-    if not with_data:
-        return outcomes[0]
-    return max(with_data, key=lambda outcome: outcome[0]["data"]["value"])
+        if "data" in entry and (largest is None
+                                or entry["data"]["value"] > largest[0]["data"]["value"]):
+            largest = outcome
+    return outcomes[0] if largest is None else largest
 
 
 def combine_coordinates(halves: Mapping[str, Outcome], latitude_field: str,
@@ -407,13 +409,14 @@ def combine_coordinates(halves: Mapping[str, Outcome], latitude_field: str,
                             else (latitude, longitude_field))
         return format_error(missing, "missing while the other half of the location is present",
                             present[0]["timestamp"])
-    later = max(latitude[0]["timestamp"], longitude[0]["timestamp"])
+    (latitude_entry, _), (longitude_entry, _) = latitude, longitude
+    later = max(latitude_entry["timestamp"], longitude_entry["timestamp"])
+    if "data" in latitude_entry and "data" in longitude_entry:  # the common case
+        return ({"data": {"latitude": latitude_entry["data"],
+                          "longitude": longitude_entry["data"]}, "timestamp": later}, None)
     failures = [half for half in (latitude, longitude) if "failure" in half[0]]
-    if failures:
-        entry, error = min(failures, key=lambda half: half[1] is None)  # format_error first
-        return {"failure": entry["failure"], "timestamp": later}, error
-    return ({"data": {"latitude": latitude[0]["data"], "longitude": longitude[0]["data"]},
-             "timestamp": later}, None)
+    entry, error = min(failures, key=lambda half: half[1] is None)  # format_error first
+    return {"failure": entry["failure"], "timestamp": later}, error
 
 
 def map_records(vin: str, records: Iterable[tuple[str, Any]], targets: Mapping[str, Target],
