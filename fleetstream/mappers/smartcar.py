@@ -93,8 +93,8 @@ def _map_event(event: dict[str, Any], received_at_ms: int) -> MapResult:
                 read_into(data, errors, into, code, signal_body.get("value"),
                           signal_body.get("unit"), timestamp)
             else:
-                deliver(data, errors, into[0], into[1],
-                        format_error(code, f"body is not an object: {show(signal_body)}", timestamp))
+                problem = f"body is not an object: {show(signal_body)}"
+                deliver(data, errors, into[0], into[1], format_error(code, problem, timestamp))
     return finish(vin, data, errors, newest_ms)
 
 
