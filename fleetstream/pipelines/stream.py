@@ -7,7 +7,8 @@ job goes (Beam's Flink job server, the SDK worker pool, parallelism,
 checkpointing), how it reaches Kafka, and where the applications'
 configuration is. The job reads each source's raw topic with KafkaIO, keeps
 per-vehicle order in keyed state, joins activation events from the
-compacted `activations` topic (plus the configuration's initial ones), and
+compacted `activations` topic (the configuration's own are published there
+at submission), and
 delivers through each application's sink; dead letters (mapping, ingest,
 delivery) go to the `dead-letters` topic and, optionally, every document to
 the `delivered` topic. Offsets are committed to Kafka when Flink completes a
@@ -26,6 +27,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from fleetstream.io.base import ConfigError
+from fleetstream.io.kafka_producer import publish_activations
 from fleetstream.io.kafka_topics import (INVALID, KafkaSettings, ReadActivationsFromKafka,
                                          ReadRawFromKafka, WriteJsonToKafka)
 from fleetstream.pipelines.fleet import OrderSettings
@@ -153,8 +155,7 @@ def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> 
     raw = pipeline | "ReadRaw" >> ReadRawFromKafka(kafka, settings.raw_topics)
     live = pipeline | "ReadActivationEvents" >> ReadActivationsFromKafka(
         kafka, settings.activations_topic)
-    initial = pipeline | "InitialActivations" >> beam.Create(config.activations)
-    events = (live.events, initial) | "AllActivations" >> beam.Flatten()
+    events = live.events
     mapped = raw.envelopes | "MapToAutoApi" >> MapToAutoApi()
     ordered = mapped.mapped | "OrderPerVehicle" >> OrderPerVehicle(
         settings.order.reorder_window_s, settings.order.dedupe_horizon_s, bounded=False)
@@ -182,8 +183,15 @@ def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> 
 
 def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str, ...] = ()
                   ) -> PipelineResult:
-    """Check the sinks, then submit the job; returns once Flink has accepted it."""
+    """Check the sinks, seed the configuration's activations, then submit the job.
+
+    The configuration's activation events go to the activations topic (keyed
+    `vin/application`, compacted; the newest `at` wins), so the job has one
+    source of activations and a restart re-reads them with everything else.
+    """
     check_sinks(settings.config.applications)
+    publish_activations(settings.kafka.bootstrap_servers, settings.activations_topic,
+                        settings.config.activations)
     pipeline = beam.Pipeline(options=settings.pipeline_options(extra_options))
     build_stream_pipeline(pipeline, settings)
     return pipeline.run()

@@ -176,13 +176,15 @@ class PermitByActivationKeyed(beam.PTransform):
 
     def expand(self, messages: beam.PCollection[tuple[str, MappedMessage]]
                ) -> beam.PCollection[tuple[str, Record]]:
-        events = self._events | "KeyEventsByVin" >> beam.Map(lambda e: (e.vin, (_EVENT, e)))
-        tagged = messages | "TagMessages" >> beam.MapTuple(lambda vin, m: (vin, (_MESSAGE, m)))
+        tagged_type = tuple[str, tuple[int, Any]]
+        events = self._events | "KeyEventsByVin" >> beam.Map(
+            lambda e: (e.vin, (_EVENT, e))).with_output_types(tagged_type)
+        tagged = messages | "TagMessages" >> beam.MapTuple(
+            lambda vin, m: (vin, (_MESSAGE, m))).with_output_types(tagged_type)
         return ((tagged, events)
-                | "MessagesAndEvents" >> beam.Flatten()
+                | "MessagesAndEvents" >> beam.Flatten().with_output_types(tagged_type)
                 | "PermitKeyed" >> beam.ParDo(_PermitKeyedFn(self._applications))
-                .with_input_types(tuple[str, tuple[int, Any]])
-                .with_output_types(tuple[str, Record]))
+                .with_input_types(tagged_type).with_output_types(tuple[str, Record]))
 
 
 class _PermitKeyedFn(beam.DoFn):
