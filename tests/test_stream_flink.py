@@ -1,0 +1,252 @@
+"""The streaming job on a real Flink cluster reading a real Kafka broker (all on loopback).
+
+simulator -> Kafka -> `fleetstream stream` on Flink -> file sinks, dead-letter topic.
+The expected outcome of every message is computed independently with the pure
+mappers and permission rule, and compared with what the job delivered.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from fleetstream.io.kafka_producer import produce_envelopes
+from fleetstream.io.kafka_topics import KafkaSettings
+from fleetstream.local.topics import Topic, create_topics
+from fleetstream.mappers import MAPPERS
+from fleetstream.mappers.base import FAILED, IGNORED, PARTIAL
+from fleetstream.pipelines import flink_jobs
+from fleetstream.pipelines.fleet import OrderSettings
+from fleetstream.pipelines.stream import FlinkSettings, StreamSettings, submit_stream
+from fleetstream.schemas.config import Config, parse_config
+from fleetstream.schemas.document import message_id
+from fleetstream.schemas.envelope import source_message_id
+from fleetstream.schemas.timestamps import iso_ms, to_epoch_ms
+from fleetstream.simulator import SOURCES, fleet_vins, simulate_keyed
+from fleetstream.transforms.permit_by_activation import permitted_data
+
+pytest_plugins = ["fleetstream.local.pytest_plugin"]
+
+VEHICLES = 12
+APPS = ("fleet", "insurer")
+SEED = 9
+REVOCATION_LIMIT_S = 10.0
+
+
+class StreamEnv:
+    """One streaming job and everything it reads and writes, isolated by a run id."""
+
+    def __init__(self, bootstrap: str, cluster, out: Path) -> None:
+        run = uuid.uuid4().hex[:8]
+        self.out = out
+        self.raw_topics = {source: f"{run}.raw.{source}" for source in SOURCES}
+        self.activations_topic = f"{run}.activations"
+        self.dead_letters_topic = f"{run}.dead-letters"
+        create_topics(bootstrap, [*(Topic(t) for t in self.raw_topics.values()),
+                                  Topic(self.activations_topic, 1, {"cleanup.policy": "compact"}),
+                                  Topic(self.dead_letters_topic)])
+        self.bootstrap = bootstrap
+        self.vins = fleet_vins(VEHICLES, seed=SEED)
+        self.config = parse_config({
+            "applications": [
+                {"id": "fleet", "permissions": ["diagnostics.*", "charging.*",
+                                                "vehicle_location.*"],
+                 "sink": {"type": "file", "path": str(out / "fleet"), "max_delay": 0.5}},
+                {"id": "insurer", "permissions": ["diagnostics.odometer"],
+                 "sink": {"type": "file", "path": str(out / "insurer"), "max_delay": 0.5}}],
+            # every vehicle approved for both, but the last one only for the fleet
+            "activations": [{"vin": vin, "application_id": app, "status": "approved", "at": 1}
+                            for vin in self.vins for app in APPS
+                            if not (vin == self.vins[-1] and app == "insurer")]})
+        self.approved = {(e.vin, e.application_id) for e in self.config.activations}
+        self.settings = StreamSettings(
+            self.config,
+            FlinkSettings(job_endpoint=cluster.job_endpoint,
+                          environment_config=cluster.worker_pool, parallelism=2,
+                          checkpointing_interval_ms=2000),
+            KafkaSettings(bootstrap, f"test-{run}", "earliest", cluster.expansion_service),
+            self.raw_topics, self.activations_topic, self.dead_letters_topic, None,
+            OrderSettings(reorder_window_s=0.5, dedupe_horizon_s=600))
+        self.sent: list[dict] = []     # every envelope produced, with its produce time
+
+    def submit(self, savepoint: str | None = None) -> str:
+        known = tuple(flink_jobs.running_jobs())
+        settings = self.settings
+        if savepoint:
+            import dataclasses
+            settings = dataclasses.replace(settings, flink=dataclasses.replace(
+                settings.flink, savepoint_path=savepoint))
+        submit_stream(settings)
+        return flink_jobs.wait_running(known=known)
+
+    def produce(self, keyed: Iterable[tuple[str, dict]], messages_per_s: float | None = None
+                ) -> None:
+        """Produce envelopes, noting when each was sent."""
+        def noted() -> Iterator[tuple[str, dict]]:
+            for vin, envelope in keyed:
+                self.sent.append({**envelope, "vin": vin, "at": time.time()})
+                yield vin, envelope
+        produce_envelopes(self.bootstrap, noted(), messages_per_s,
+                          topic_of_source=self.raw_topics)
+
+    def publish_activation(self, vin: str, app: str, status: str) -> float:
+        at = time.time()
+        producer = Producer({"bootstrap.servers": self.bootstrap})
+        producer.produce(self.activations_topic, key=f"{vin}/{app}".encode(), value=orjson.dumps(
+            {"vin": vin, "application_id": app, "status": status, "at": iso_ms(int(at * 1000))}))
+        producer.flush(10)
+        return at
+
+    def documents(self) -> dict[str, list[dict]]:
+        """Each application's delivered documents, in the order the files were written."""
+        out = {}
+        for app in APPS:
+            paths = sorted(glob.glob(str(self.out / app / "*.jsonl")), key=os.path.getmtime)
+            out[app] = [orjson.loads(line) for path in paths for line in open(path, "rb")]
+        return out
+
+    def dead_letters(self) -> list[dict]:
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": uuid.uuid4().hex,
+                             "auto.offset.reset": "earliest"})
+        consumer.subscribe([self.dead_letters_topic])
+        letters, quiet_since = [], time.monotonic()
+        while time.monotonic() - quiet_since < 5:
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                letters.append(orjson.loads(message.value()))
+                quiet_since = time.monotonic()
+        consumer.close()
+        return letters
+
+
+def expected(sent: Iterable[dict], approved: set[tuple[str, str]], config: Config,
+             revoked: dict[tuple[str, str], float] | None = None) -> tuple[set, set]:
+    """(application, message_id) documents and dead-letter ids the job must produce."""
+    documents, dead = set(), set()
+    seen: set[str] = set()
+    permitted = {a.id: a.permitted for a in config.applications}
+    for envelope in sent:
+        payload = envelope["payload"].encode()
+        smid = source_message_id(envelope["source"], payload)
+        if smid in seen:
+            continue  # an exact duplicate: dropped by OrderPerVehicle
+        seen.add(smid)
+        result = MAPPERS[envelope["source"]](payload, to_epoch_ms(envelope["received_at"]))
+        if result.outcome in (FAILED, PARTIAL):
+            dead.add(smid)
+        if result.outcome in (FAILED, IGNORED):
+            continue
+        for app in APPS:
+            cut = (revoked or {}).get((result.vin, app))
+            if (result.vin, app) in approved and (cut is None or envelope["at"] < cut) \
+                    and permitted_data(result.data, permitted[app]):
+                documents.add((app, message_id(smid, app)))
+    return documents, dead
+
+
+def wait_for(condition, timeout_s: float = 180.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(2)
+
+
+def delivered_ids(env: StreamEnv) -> set[tuple[str, str]]:
+    return {(app, d["message_id"]) for app, docs in env.documents().items() for d in docs}
+
+
+@pytest.fixture(scope="module")
+def env(kafka_service, flink_cluster, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[StreamEnv]:
+    stream = StreamEnv(kafka_service.bootstrap, flink_cluster, tmp_path_factory.mktemp("stream"))
+    stream.job = stream.submit()
+    yield stream
+    for job in flink_jobs.running_jobs():
+        flink_jobs.cancel(job)
+
+
+def test_every_message_is_accounted_for_in_per_vehicle_order(env: StreamEnv) -> None:
+    env.produce(simulate_keyed(VEHICLES, messages=300, rate=1.0, seed=SEED, error_rate=0.05,
+                               duplicate_rate=0.02, start_ms=int(time.time() * 1000)))
+    documents, dead = expected(env.sent, env.approved, env.config)
+    wait_for(lambda: documents <= delivered_ids(env), what="the documents")
+    assert delivered_ids(env) == documents            # nothing lost, nothing unexpected
+    letters = env.dead_letters()
+    assert {d["message_id"] for d in letters if d["stage"] == "map"} == dead
+    assert all(d["payload"] for d in letters)
+    # The insurer never sees the vehicle it is not approved for, nor unpermitted properties.
+    docs = env.documents()
+    assert env.vins[-1] not in {d["vin"] for d in docs["insurer"]}
+    assert all(set(d["data"]) == {"diagnostics"} and set(d["data"]["diagnostics"]) ==
+               {"odometer"} for d in docs["insurer"])
+    for app, app_docs in docs.items():
+        newest: dict[str, int] = defaultdict(int)
+        for document in app_docs:
+            stamp = max(to_epoch_ms(e["timestamp"]) for props in document["data"].values()
+                        for entries in props.values() for e in entries)
+            if not document.get("late"):
+                assert stamp >= newest[document["vin"]], (app, document["vin"])
+                newest[document["vin"]] = stamp
+
+
+def test_a_revocation_stops_delivery_within_ten_seconds(env: StreamEnv) -> None:
+    vin = env.vins[0]
+    revoked_at = env.publish_activation(vin, "fleet", "revoked")
+    one_vehicle = (kv for kv in simulate_keyed(VEHICLES, duration_s=3600, rate=1.0, seed=SEED,
+                                                error_rate=0, duplicate_rate=0,
+                                                start_ms=int(time.time() * 1000))
+                   if kv[0] == vin)
+    before = len(env.sent)
+    env.produce((next(one_vehicle) for _ in range(32)), messages_per_s=2)   # 16 s of messages
+    after_revocation = env.sent[before:]
+    env.revoked_at = revoked_at
+    insurer_ids = {message_id(source_message_id(e["source"], e["payload"].encode()), "insurer")
+                   for e in after_revocation}
+    wait_for(lambda: insurer_ids <= {i for a, i in delivered_ids(env) if a == "insurer"},
+             what="the insurer's documents after the revocation")
+    fleet_ids = {i for a, i in delivered_ids(env) if a == "fleet"}
+    delivered_at = [e["at"] for e in after_revocation
+                    if message_id(source_message_id(e["source"], e["payload"].encode()),
+                                  "fleet") in fleet_ids]
+    lag = max(delivered_at, default=revoked_at) - revoked_at
+    assert lag <= REVOCATION_LIMIT_S, f"fleet still received {vin} {lag:.1f} s after revocation"
+    late_messages = [e for e in after_revocation if e["at"] > revoked_at + REVOCATION_LIMIT_S]
+    assert late_messages, "the test must produce messages past the limit"
+    print(f"revocation took effect within {lag:.1f} s")
+
+
+def test_a_job_stopped_with_a_savepoint_and_restored_loses_nothing(env: StreamEnv,
+                                                                   tmp_path: Path) -> None:
+    savepoint = flink_jobs.stop_with_savepoint(env.job, str(tmp_path / "savepoints"))
+    # Traffic while the job is down.
+    env.produce(simulate_keyed(VEHICLES, messages=120, rate=1.0, seed=SEED, error_rate=0.05,
+                               start_ms=int(time.time() * 1000)))
+    env.job = env.submit(savepoint=savepoint)
+    revoked_at = getattr(env, "revoked_at", None)
+    cut = {(env.vins[0], "fleet"): revoked_at} if revoked_at else {}
+    documents, _ = expected(env.sent, env.approved, env.config, cut)
+    wait_for(lambda: documents <= delivered_ids(env), what="documents after the restore")
+    # Beyond the expected: only the revoked vehicle's fleet documents sent in the
+    # seconds the revocation took to apply.
+    in_window = {("fleet", message_id(source_message_id(e["source"], e["payload"].encode()),
+                                      "fleet"))
+                 for e in env.sent if revoked_at and e["vin"] == env.vins[0]
+                 and revoked_at <= e["at"] <= revoked_at + REVOCATION_LIMIT_S}
+    assert delivered_ids(env) - documents <= in_window
+    docs = env.documents()
+    by_id: dict[tuple[str, str], bytes] = {}
+    for app, app_docs in docs.items():
+        for document in app_docs:
+            key = (app, document["message_id"])
+            body = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+            # a document delivered twice is the same document with the same id
+            assert by_id.setdefault(key, body) == body
