@@ -28,6 +28,7 @@ from apache_beam.runners.runner import PipelineResult
 
 from fleetstream.io.base import ConfigError
 from fleetstream.io.kafka_producer import publish_activations
+from fleetstream.local.topics import Topic, create_topics
 from fleetstream.io.kafka_topics import (INVALID, KafkaSettings, ReadActivationsFromKafka,
                                          ReadRawFromKafka, WriteJsonToKafka)
 from fleetstream.pipelines.fleet import OrderSettings
@@ -183,13 +184,17 @@ def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> 
 
 def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str, ...] = ()
                   ) -> PipelineResult:
-    """Check the sinks, seed the configuration's activations, then submit the job.
+    """Check the sinks, create missing topics, seed the configuration's activations, submit.
 
     The configuration's activation events go to the activations topic (keyed
     `vin/application`, compacted; the newest `at` wins), so the job has one
     source of activations and a restart re-reads them with everything else.
     """
     check_sinks(settings.config.applications)
+    create_topics(settings.kafka.bootstrap_servers, [
+        *(Topic(topic) for topic in settings.raw_topics.values()),
+        Topic(settings.activations_topic, 1, {"cleanup.policy": "compact"}),
+        *(Topic(t) for t in (settings.dead_letters_topic, settings.delivered_topic) if t)])
     publish_activations(settings.kafka.bootstrap_servers, settings.activations_topic,
                         settings.config.activations)
     pipeline = beam.Pipeline(options=settings.pipeline_options(extra_options))

@@ -1,0 +1,149 @@
+"""Streaming benchmark: the job on the local Flink cluster (parallelism 2) fed from Kafka.
+
+    fleetstream dev up        # Kafka, Flink, job server, expansion service, worker pool
+    python benchmarks/stream_bench.py [--backlog 60000] [--seconds 30] [--write docs/benchmarks.md]
+
+1. Throughput: `--backlog` simulated messages are put on fresh raw topics first; the job
+   then starts from the earliest offsets and the benchmark times how long it takes until
+   every expected document is on the `delivered` topic (sustained messages/s, start-up
+   excluded: the clock starts at the first delivered document).
+2. Latency: with the job caught up, messages are produced at half that rate for
+   `--seconds`; latency is the `delivered` record's timestamp (when the job wrote the
+   document) minus the raw record's produce time, per document: p50, p99, max. The
+   `delivered` topic is written right after PermitByActivation, so sink batching
+   (`max_delay`) is not part of it: that knob's cost is in the sinks benchmark.
+
+The reorder window is part of the latency (a message waits for older ones of its
+vehicle), so it is set by `--reorder-window` (default 0.2 s) and printed with the results.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+import uuid
+
+from confluent_kafka import Consumer
+
+from fleetstream.io.kafka_producer import produce_envelopes
+from fleetstream.io.kafka_topics import KafkaSettings
+from fleetstream.mappers import MAPPERS
+from fleetstream.mappers.base import FAILED, IGNORED
+from fleetstream.pipelines import flink_jobs
+from fleetstream.pipelines.fleet import OrderSettings
+from fleetstream.pipelines.stream import FlinkSettings, StreamSettings, submit_stream
+from fleetstream.schemas.config import parse_config
+from fleetstream.schemas.document import message_id
+from fleetstream.schemas.envelope import source_message_id
+from fleetstream.simulator import SOURCES, fleet_vins, simulate_keyed
+
+BOOTSTRAP = "127.0.0.1:9092"
+APP = "fleet"
+
+
+def settings_for(run: str, vehicles: int, reorder_window_s: float, out: str) -> StreamSettings:
+    config = parse_config({
+        "applications": [{"id": APP, "permissions": ["diagnostics.*", "charging.*",
+                                                     "vehicle_location.*", "doors.*"],
+                          "sink": {"type": "file", "path": out, "max_delay": 1}}],
+        "activations": [{"vin": vin, "application_id": APP, "status": "approved", "at": 1}
+                        for vin in fleet_vins(vehicles, seed=3)]})
+    return StreamSettings(
+        config, FlinkSettings(parallelism=2, checkpointing_interval_ms=10_000),
+        KafkaSettings(BOOTSTRAP, f"bench-{run}", "earliest"),
+        {source: f"{run}.raw.{source}" for source in SOURCES}, f"{run}.activations",
+        f"{run}.dead-letters", f"{run}.delivered", OrderSettings(reorder_window_s, 600))
+
+
+def produce(settings: StreamSettings, vehicles: int, messages: int, rate: float | None,
+            sent_at: dict[str, float]) -> int:
+    """Produce messages; remember each expected document id's produce time."""
+    def noted():
+        for vin, envelope in simulate_keyed(vehicles, messages=messages, seed=3, error_rate=0,
+                                            duplicate_rate=0,
+                                            start_ms=int(time.time() * 1000)):
+            payload = envelope["payload"].encode()
+            result = MAPPERS[envelope["source"]](payload, 0)
+            if result.outcome not in (FAILED, IGNORED) and result.data:
+                sent_at[message_id(source_message_id(envelope["source"], payload), APP)] = \
+                    time.time()
+            yield vin, envelope
+    return produce_envelopes(BOOTSTRAP, noted(), rate, topic_of_source=settings.raw_topics)
+
+
+def delivered(consumer: Consumer, seen: dict[str, float], until: set[str],
+              timeout_s: float) -> None:
+    """Consume the delivered topic into `seen` (id -> record time, s) until `until` is covered."""
+    import orjson
+    deadline = time.monotonic() + timeout_s
+    while not until <= seen.keys() and time.monotonic() < deadline:
+        for message in consumer.consume(10_000, timeout=1.0):
+            if message.error():
+                continue
+            seen.setdefault(orjson.loads(message.value())["message_id"],
+                            message.timestamp()[1] / 1000)
+    missing = len(until - seen.keys())
+    if missing:
+        raise SystemExit(f"{missing} documents did not arrive within {timeout_s:.0f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vehicles", type=int, default=500)
+    parser.add_argument("--backlog", type=int, default=60_000)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--reorder-window", type=float, default=0.2)
+    parser.add_argument("--write", help="append the results to this Markdown file")
+    args = parser.parse_args()
+    run = uuid.uuid4().hex[:8]
+    settings = settings_for(run, args.vehicles, args.reorder_window,
+                            f"/tmp/fleetstream-stream-bench-{run}")
+    sent_at: dict[str, float] = {}
+    produce(settings, args.vehicles, args.backlog, None, sent_at)
+    backlog_ids = set(sent_at)
+    consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"bench-reader-{run}",
+                         "auto.offset.reset": "earliest"})
+    known = tuple(flink_jobs.running_jobs())
+    submit_stream(settings)
+    job = flink_jobs.wait_running(known=known)
+    consumer.subscribe([settings.delivered_topic])
+    seen: dict[str, float] = {}
+    try:
+        delivered(consumer, seen, backlog_ids, 900)
+        times = sorted(seen[i] for i in backlog_ids)
+        # sustained rate: from the first to the last backlog document
+        rate = args.backlog * (len(times) - 1) / len(times) / max(times[-1] - times[0], 1e-9)
+        print(f"throughput: {rate:,.0f} messages/s", file=sys.stderr)
+        live: dict[str, float] = {}
+        produce(settings, args.vehicles, int(rate / 2 * args.seconds), rate / 2, live)
+        delivered(consumer, seen, set(live), 300)
+        latencies = sorted(max(0.0, seen[i] - live[i]) for i in live)
+    finally:
+        flink_jobs.cancel(job)
+        consumer.close()
+    p50 = statistics.median(latencies)
+    p99 = latencies[int(0.99 * (len(latencies) - 1))]
+    table = [f"Streaming benchmark, {time.strftime('%Y-%m-%d')}, local Flink 1.19 (1 TaskManager, "
+             f"parallelism 2) + Kafka 4.1 on {platform.machine()} with 2 cores shared by "
+             f"Kafka, Flink, the Beam job server and the Python workers; {args.vehicles} vehicles, "
+             f"reorder window {args.reorder_window} s; latency to the `delivered` topic "
+             f"(before sink batching); "
+             f"`python benchmarks/stream_bench.py --backlog {args.backlog} --seconds "
+             f"{args.seconds:g}`:", "",
+             "| measure | value |", "|---|---:|",
+             f"| sustained throughput (backlog of {args.backlog:,}) | {rate:,.0f} messages/s |",
+             f"| per core (2 cores) | {rate / 2:,.0f} messages/s |",
+             f"| latency at {rate / 2:,.0f} messages/s, p50 | {p50 * 1000:,.0f} ms |",
+             f"| latency p99 | {p99 * 1000:,.0f} ms |",
+             f"| latency max | {latencies[-1] * 1000:,.0f} ms |",
+             f"| documents measured | {len(latencies):,} |"]
+    print("\n".join(table))
+    if args.write:
+        with open(args.write, "a") as out:
+            out.write("\n".join(table) + "\n\n")
+
+
+if __name__ == "__main__":
+    main()
