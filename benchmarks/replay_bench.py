@@ -12,7 +12,6 @@ in the same run, since absolute numbers move with the machine's load.
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 import platform
 import shutil
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import orjson
 import yaml
+
+from report import publish
 
 from fleetstream.mappers import MAPPERS
 from fleetstream.mappers.base import FAILED, IGNORED
@@ -141,10 +142,7 @@ def main() -> None:
              "|---|---:|---:|---:|---:|"]
     table += [f"| {name} | {s:.1f} | {r:,.0f} | {d:,} | {ratio:.2f} |"
               for name, s, r, d, ratio in rows]
-    print("\n".join(table))
-    if args.write:
-        with open(args.write, "a") as out:
-            out.write("\n".join(table) + "\n\n")
+    publish(table, args.write)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ import uuid
 
 from confluent_kafka import Consumer
 
+from report import publish
+
 from fleetstream.io.kafka_producer import produce_envelopes
 from fleetstream.io.kafka_topics import KafkaSettings
 from fleetstream.mappers import MAPPERS
@@ -139,10 +141,7 @@ def main() -> None:
              f"| latency p99 | {p99 * 1000:,.0f} ms |",
              f"| latency max | {latencies[-1] * 1000:,.0f} ms |",
              f"| documents measured | {len(latencies):,} |"]
-    print("\n".join(table))
-    if args.write:
-        with open(args.write, "a") as out:
-            out.write("\n".join(table) + "\n\n")
+    publish(table, args.write)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Deliver: batching by each knob, timer flush without new data, retries and delivery dead letters."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import apache_beam as beam
 import orjson
