@@ -1,0 +1,52 @@
+"""The Kafka edges of the streaming job: records to envelopes and activation events, bad ones to dead letters."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import orjson
+
+from fleetstream.io.kafka_topics import _ParseActivationFn, _ToEnvelopeFn
+from fleetstream.schemas.config import ActivationEvent
+from fleetstream.schemas.envelope import RawEnvelope
+
+
+class KafkaRow(NamedTuple):
+    """The fields of KafkaIO's record-with-metadata that the job reads."""
+
+    topic: str
+    value: bytes
+    timestamp: int
+
+
+def run(fn, row: KafkaRow) -> list:
+    outputs = list(fn.process(row))
+    fn.finish_bundle()
+    return outputs
+
+
+def test_raw_records_become_envelopes_named_by_their_topic() -> None:
+    fn = _ToEnvelopeFn({"raw.tesla": "tesla"})
+    [envelope] = run(fn, KafkaRow("raw.tesla", b'{"vin": "V"}', 1_772_352_930_500))
+    assert envelope == RawEnvelope("tesla", 1_772_352_930_500, b'{"vin": "V"}')
+
+
+def test_a_record_from_an_unknown_topic_is_a_dead_letter_with_its_payload() -> None:
+    [tagged] = run(_ToEnvelopeFn({"raw.tesla": "tesla"}), KafkaRow("raw.volvo", b"\xff\x00", 5))
+    letter = tagged.value
+    assert tagged.tag == "invalid" and letter["stage"] == "ingest"
+    assert "raw.volvo" in letter["errors"][0]["reason"]
+    assert letter["payload_b64"] == "/wA="          # not UTF-8: kept whole as base64
+
+
+def test_activation_events_are_parsed_and_bad_ones_dead_lettered() -> None:
+    good = orjson.dumps({"vin": "V", "application_id": "a", "status": "revoked",
+                         "at": "2026-03-01T08:00:00Z"})
+    [event] = run(_ParseActivationFn(), KafkaRow("activations", good, 1))
+    assert event == ActivationEvent("V", "a", "revoked", 1_772_352_000_000)
+    for bad, reason in ((b"not json", "invalid activation event"),
+                        (b'{"vin": "V", "application_id": "a", "status": "approved"}',
+                         "`at` is not a timestamp"),
+                        (b"[1, 2]", "JSON object")):
+        [tagged] = run(_ParseActivationFn(), KafkaRow("activations", bad, 1))
+        assert tagged.tag == "invalid" and reason in tagged.value["errors"][0]["reason"]
+        assert tagged.value["payload"] == bad.decode()
