@@ -58,7 +58,7 @@ def overview(rest_port: int = 8081) -> dict[str, Any] | None:
 class _FlinkProcess(Service):
     """A Flink process run by one of FLINK_HOME's `bin/<script> start-foreground`."""
 
-    start_timeout_s = 90.0
+    start_timeout_s = 180.0
     script: str
 
     def install(self) -> None:
