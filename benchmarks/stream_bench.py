@@ -35,7 +35,8 @@ from fleetstream.mappers import MAPPERS
 from fleetstream.mappers.base import FAILED, IGNORED
 from fleetstream.pipelines import flink_jobs
 from fleetstream.pipelines.fleet import OrderSettings
-from fleetstream.pipelines.stream import FlinkSettings, StreamSettings, submit_stream
+from fleetstream.pipelines.stream import (FlinkSettings, StreamSettings, ensure_topics,
+                                          submit_stream)
 from fleetstream.schemas.config import parse_config
 from fleetstream.schemas.document import message_id
 from fleetstream.schemas.envelope import source_message_id
@@ -103,6 +104,7 @@ def main() -> None:
     settings = settings_for(run, args.vehicles, args.reorder_window,
                             f"/tmp/fleetstream-stream-bench-{run}")
     sent_at: dict[str, float] = {}
+    ensure_topics(settings)
     produce(settings, args.vehicles, args.backlog, None, sent_at)
     backlog_ids = set(sent_at)
     consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"bench-reader-{run}",

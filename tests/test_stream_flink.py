@@ -20,12 +20,12 @@ from confluent_kafka import Consumer, Producer
 
 from fleetstream.io.kafka_producer import produce_envelopes
 from fleetstream.io.kafka_topics import KafkaSettings
-from fleetstream.local.topics import Topic, create_topics
 from fleetstream.mappers import MAPPERS
 from fleetstream.mappers.base import FAILED, IGNORED, PARTIAL
 from fleetstream.pipelines import flink_jobs
 from fleetstream.pipelines.fleet import OrderSettings
-from fleetstream.pipelines.stream import FlinkSettings, StreamSettings, submit_stream
+from fleetstream.pipelines.stream import (FlinkSettings, StreamSettings, ensure_topics,
+                                          submit_stream)
 from fleetstream.schemas.config import Config, parse_config
 from fleetstream.schemas.document import message_id
 from fleetstream.schemas.envelope import source_message_id
@@ -50,9 +50,6 @@ class StreamEnv:
         self.raw_topics = {source: f"{run}.raw.{source}" for source in SOURCES}
         self.activations_topic = f"{run}.activations"
         self.dead_letters_topic = f"{run}.dead-letters"
-        create_topics(bootstrap, [*(Topic(t) for t in self.raw_topics.values()),
-                                  Topic(self.activations_topic, 1, {"cleanup.policy": "compact"}),
-                                  Topic(self.dead_letters_topic)])
         self.bootstrap = bootstrap
         self.vins = fleet_vins(VEHICLES, seed=SEED)
         self.config = parse_config({
@@ -75,6 +72,7 @@ class StreamEnv:
             KafkaSettings(bootstrap, f"test-{run}", "earliest", cluster.expansion_service),
             self.raw_topics, self.activations_topic, self.dead_letters_topic, None,
             OrderSettings(reorder_window_s=0.5, dedupe_horizon_s=600))
+        ensure_topics(self.settings)
         self.sent: list[dict] = []     # every envelope produced, with its produce time
 
     def submit(self, savepoint: str | None = None) -> str:
@@ -168,6 +166,7 @@ def delivered_ids(env: StreamEnv) -> set[tuple[str, str]]:
 def env(kafka_service, flink_cluster, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[StreamEnv]:
     stream = StreamEnv(kafka_service.bootstrap, flink_cluster, tmp_path_factory.mktemp("stream"))
+    stream.kafka = kafka_service
     stream.job = stream.submit()
     yield stream
     for job in flink_jobs.running_jobs():
@@ -250,3 +249,18 @@ def test_a_job_stopped_with_a_savepoint_and_restored_loses_nothing(env: StreamEn
             body = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
             # a document delivered twice is the same document with the same id
             assert by_id.setdefault(key, body) == body
+
+
+def test_a_kafka_broker_restart_mid_stream_loses_nothing(env: StreamEnv) -> None:
+    env.produce(simulate_keyed(VEHICLES, messages=60, rate=1.0, seed=SEED,
+                               start_ms=int(time.time() * 1000)))
+    env.kafka.stop()
+    time.sleep(5)
+    env.kafka.start()
+    env.produce(simulate_keyed(VEHICLES, messages=60, rate=1.0, seed=SEED,
+                               start_ms=int(time.time() * 1000) + 3_600_000))
+    revoked_at = getattr(env, "revoked_at", None)
+    cut = {(env.vins[0], "fleet"): revoked_at} if revoked_at else {}
+    documents, _ = expected(env.sent, env.approved, env.config, cut)
+    wait_for(lambda: documents <= delivered_ids(env), timeout_s=300,
+             what="documents after the broker restart")

@@ -1,7 +1,7 @@
 """The Python SDK worker pool that Flink's tasks hand their Python steps to.
 
-`python -m apache_beam.runners.worker.worker_pool_main --service_port=50000`
-with `beam.beam_python()` (the project's Python, same apache-beam as the job server),
+`python -m fleetstream.pipelines.worker_pool --service_port=50000` (Beam's worker
+pool servicer with a state cache) with `beam.beam_python()` (the project's Python, same apache-beam as the job server),
 with the repository on PYTHONPATH so workers import `fleetstream`. Pipelines
 use it with `--environment_type=EXTERNAL --environment_config=localhost:50000`.
 """
@@ -24,7 +24,7 @@ class WorkerPool(Service):
         beam_python()
 
     def command(self) -> list[str]:
-        return [str(beam_python()), "-m", "apache_beam.runners.worker.worker_pool_main",
+        return [str(beam_python()), "-m", "fleetstream.pipelines.worker_pool",
                 f"--service_port={self.port}"]
 
     def environment(self) -> dict[str, str]:

@@ -182,6 +182,14 @@ def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> 
                                                   key_field="source"))
 
 
+def ensure_topics(settings: StreamSettings) -> None:
+    """Create the job's topics that do not exist yet (activations compacted)."""
+    create_topics(settings.kafka.bootstrap_servers, [
+        *(Topic(topic) for topic in settings.raw_topics.values()),
+        Topic(settings.activations_topic, 1, {"cleanup.policy": "compact"}),
+        *(Topic(t) for t in (settings.dead_letters_topic, settings.delivered_topic) if t)])
+
+
 def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str, ...] = ()
                   ) -> PipelineResult:
     """Check the sinks, create missing topics, seed the configuration's activations, submit.
@@ -191,10 +199,7 @@ def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str
     source of activations and a restart re-reads them with everything else.
     """
     check_sinks(settings.config.applications)
-    create_topics(settings.kafka.bootstrap_servers, [
-        *(Topic(topic) for topic in settings.raw_topics.values()),
-        Topic(settings.activations_topic, 1, {"cleanup.policy": "compact"}),
-        *(Topic(t) for t in (settings.dead_letters_topic, settings.delivered_topic) if t)])
+    ensure_topics(settings)
     publish_activations(settings.kafka.bootstrap_servers, settings.activations_topic,
                         settings.config.activations)
     pipeline = beam.Pipeline(options=settings.pipeline_options(extra_options))
