@@ -5,6 +5,7 @@ delivered means sent to at least one application, filtered to none, failed
 dead-lettered whole, ignored carried no data by design (smartcar VERIFY,
 VEHICLE_ERROR) and duplicate dropped as an exact repeat. Partial messages are
 delivered (or filtered) and also dead-lettered for their unreadable fields.
+Envelopes a replay's filters skip are never read; a `skipped` line counts them.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Iterable, Mapping
 from apache_beam.runners.runner import PipelineResult
 
 from fleetstream.transforms.counters import APP_SCOPE, NAMESPACE
+from fleetstream.transforms.filter_envelopes import REPLAY_SCOPE
 
 SOURCE_COLUMNS = ("read", "delivered", "filtered", "failed", "ignored", "duplicate", "partial",
                   "late")
@@ -55,6 +57,10 @@ class Accounting:
     def total(self, name: str) -> int:
         return sum(self.get(source, name) for source in self.sources())
 
+    def skipped(self) -> int:
+        """Envelopes a replay's filters left out before mapping."""
+        return self.get(REPLAY_SCOPE, "skipped")
+
     def render(self, applications: Iterable[str]) -> str:
         """The summary table printed at the end of a job."""
         lines = [_row("source", SOURCE_COLUMNS + ("balanced",))]
@@ -71,6 +77,9 @@ class Accounting:
                       f"{self.total('filtered')} + dead-lettered {self.total('failed')} + ignored "
                       f"{self.total('ignored')} + duplicates {self.total('duplicate')}"
                       f"   ({dead} dead letters incl. {self.total('partial')} partial)"]
+        if REPLAY_SCOPE in self.counters:
+            lines.append(f"skipped {self.skipped()} envelopes outside the replay filters "
+                         f"(not read)")
         return "\n".join(lines)
 
 

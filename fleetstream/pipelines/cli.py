@@ -1,4 +1,4 @@
-"""The `fleetstream` command line: run, replay, simulate, dev."""
+"""The `fleetstream` command line: run, replay, dead-letters, simulate, stream, dev."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import logging
 import sys
 import time
 import warnings
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 # Google client libraries that Beam's GCP extra imports warn about future Python versions.
 warnings.filterwarnings("ignore", category=FutureWarning, module="google")
@@ -15,6 +15,10 @@ from fleetstream.io.base import ConfigError
 from fleetstream.local.cli import add_dev_parser
 from fleetstream.local.service import ServiceError
 from fleetstream.pipelines.fleet import OrderSettings
+from fleetstream.transforms.filter_envelopes import EnvelopeFilter, parse_time
+
+if TYPE_CHECKING:
+    from fleetstream.pipelines.dead_letters import DeadLetterFilter
 
 DESCRIPTION = """FleetStream moves vehicle data from car makers to the applications that use it:
 ingest raw OEM messages, map them to one common model, deliver each application
@@ -30,6 +34,38 @@ def _order_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="SECONDS",
                         help="an exact repeat of a source message received within this many "
                              "seconds is dropped (default %(default)s)")
+
+
+def _receipt_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """--source, --from and --until, in a "selection" group that the caller may extend."""
+    group = parser.add_argument_group("selection")
+    group.add_argument("--source", action="append", default=[], metavar="NAME",
+                       help="only messages from this source (repeatable)")
+    group.add_argument("--from", dest="from_time", metavar="TIME",
+                       help="only messages received at or after TIME (ISO-8601 or epoch ms)")
+    group.add_argument("--until", dest="until_time", metavar="TIME",
+                       help="only messages received before TIME (ISO-8601 or epoch ms)")
+    return group
+
+
+def envelope_filter(args: argparse.Namespace, vins: frozenset[str] = frozenset()) -> EnvelopeFilter:
+    """The EnvelopeFilter of --source, --from and --until (and `vins`)."""
+    return EnvelopeFilter(
+        sources=frozenset(args.source), vins=vins,
+        from_ms=parse_time(args.from_time, "--from") if args.from_time else None,
+        until_ms=parse_time(args.until_time, "--until") if args.until_time else None)
+
+
+def read_vins(args: argparse.Namespace) -> frozenset[str]:
+    """The VINs of --vin and of --vin-file (one per line, blank lines ignored)."""
+    vins = set(args.vin)
+    if args.vin_file:
+        try:
+            with open(args.vin_file, encoding="utf-8") as lines:
+                vins.update(line.strip() for line in lines if line.strip())
+        except OSError as error:
+            raise ValueError(f"--vin-file: {error}") from None
+    return frozenset(vins)
 
 
 def _beam_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,9 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
                                          "OUTPUT/dead_letters/ instead of the configured sinks")
     replay.add_argument("--dead-letters", default="dead_letters",
                         help="dead-letter folder when --output is not given (default %(default)s)")
+    selection = _receipt_arguments(replay)
+    selection.add_argument("--vin", action="append", default=[],
+                           help="only messages of this vehicle (repeatable); the VIN is read "
+                                "by the source's mapper, so unreadable messages are skipped")
+    selection.add_argument("--vin-file", metavar="FILE", help="only the VINs in FILE, one a line")
+    selection.add_argument("--application", action="append", default=[], metavar="ID",
+                           help="deliver only to this configured application (repeatable)")
     _order_arguments(replay)
     _beam_arguments(replay)
     replay.set_defaults(handler=_replay)
+
+    _add_dead_letters_parser(commands)
 
     simulate = commands.add_parser(
         "simulate", help="write realistic raw envelopes of a simulated fleet",
@@ -143,6 +188,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_dead_letters_parser(commands: argparse._SubParsersAction) -> None:
+    dead_letters = commands.add_parser(
+        "dead-letters", help="summarise dead letters, or send map-stage ones through again",
+        description="List dead letters by source, stage, outcome and reason, or resend "
+                    "map-stage dead letters through the pipeline after a mapper fix.")
+    actions = dead_letters.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser(
+        "list", help="count dead letters per source, stage and outcome; the common reasons",
+        description="Print how many dead letters match, per source, stage and outcome, and "
+                    "their most common reasons.")
+    resend = actions.add_parser(
+        "resend", help="replay map-stage dead letters' raw envelopes through the pipeline",
+        description="Turn the selected map-stage dead letters back into raw envelopes and "
+                    "replay them: those that now map are delivered under the ids a first "
+                    "delivery would have had, the rest become dead letters again under "
+                    "OUTPUT/dead_letters/ with their new reasons. Ingest-stage and "
+                    "delivery-stage dead letters (stage deliver, which carry documents) are "
+                    "not resent by this command.")
+    for parser in (listing, resend):
+        parser.add_argument("--input", required=True,
+                            help="file or glob of dead letters (JSON lines, local or s3://)")
+        _receipt_arguments(parser).add_argument(
+            "--reason", default="", metavar="TEXT",
+            help="only dead letters with TEXT in an error reason (any case)")
+    resend.add_argument("--config", required=True, help="configuration YAML")
+    resend.add_argument("--output", required=True,
+                        help="write documents under OUTPUT/<application_id>/ and dead letters "
+                             "under OUTPUT/dead_letters/")
+    _order_arguments(resend)
+    _beam_arguments(resend)
+    listing.set_defaults(handler=_dead_letters_list)
+    resend.set_defaults(handler=_dead_letters_resend)
+
+
 def _run(args: argparse.Namespace) -> int:
     from fleetstream.pipelines.demo import run_demo
     started = time.monotonic()
@@ -163,11 +242,39 @@ def _replay(args: argparse.Namespace) -> int:
     started = time.monotonic()
     accounting = run_replay(
         args.input, config, output=args.output, dead_letters=args.dead_letters,
-        order=OrderSettings(args.reorder_window, args.dedupe_horizon), beam_args=beam_args(args))
-    print(accounting.render(a.id for a in config.applications))
+        order=OrderSettings(args.reorder_window, args.dedupe_horizon),
+        selection=envelope_filter(args, read_vins(args)), only=args.application,
+        beam_args=beam_args(args))
+    print(accounting.render(args.application or [a.id for a in config.applications]))
     elapsed = time.monotonic() - started
     read = accounting.total("read")
     print(f"\n{read} messages in {elapsed:.1f} s ({read / max(elapsed, 1e-9):,.0f}/s)")
+    return 0
+
+
+def _dead_letter_filter(args: argparse.Namespace) -> DeadLetterFilter:
+    from fleetstream.pipelines.dead_letters import DeadLetterFilter
+    return DeadLetterFilter(envelope_filter(args), args.reason)
+
+
+def _dead_letters_list(args: argparse.Namespace) -> int:
+    from fleetstream.pipelines.dead_letters import DeadLetterSummary, select_dead_letters
+    print(DeadLetterSummary.of(select_dead_letters(args.input, _dead_letter_filter(args)))
+          .render())
+    return 0
+
+
+def _dead_letters_resend(args: argparse.Namespace) -> int:
+    from fleetstream.pipelines.dead_letters import resend_dead_letters
+    from fleetstream.schemas.config import load_config
+    config = load_config(args.config)
+    resent = resend_dead_letters(
+        args.input, config, args.output, selection=_dead_letter_filter(args),
+        order=OrderSettings(args.reorder_window, args.dedupe_horizon), beam_args=beam_args(args))
+    print(f"resent {resent.resent} map-stage dead letters; {resent.not_resendable} selected "
+          f"dead letters are not map-stage and were not resent")
+    if resent.resent:
+        print(resent.accounting.render(a.id for a in config.applications))
     return 0
 
 

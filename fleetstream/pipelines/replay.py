@@ -7,6 +7,10 @@ With `--output`, each application's documents are written as JSON lines under
 in place of the configured sinks; without it, documents go to the configured
 sinks and dead letters to `--dead-letters`. Message ids are a pure function
 of the input, so two replays of the same input deliver the same ids.
+
+`selection` (an `EnvelopeFilter`: `--source`, `--vin`, `--from`, `--until`)
+replays only some envelopes; the others are counted as skipped. `only`
+(`--application`) delivers to those configured applications alone.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from typing import Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from fleetstream.io.base import Batching
+from fleetstream.io.base import Batching, ConfigError
 from fleetstream.io.envelope_files import UNREADABLE, ReadEnvelopes
 from fleetstream.io.file_sink import FileSink
 from fleetstream.pipelines.accounting import Accounting
@@ -25,6 +29,7 @@ from fleetstream.pipelines.fleet import DeliverFleet, OrderSettings
 from fleetstream.pipelines.progress import ReportProgress
 from fleetstream.schemas.config import Application, Config
 from fleetstream.schemas.dead_letter import to_json_line
+from fleetstream.transforms.filter_envelopes import EnvelopeFilter, FilterEnvelopes
 from fleetstream.transforms.permit_by_activation import ActivationTable
 
 #: batching for `--output` files: one file per application and bundle of input
@@ -38,6 +43,17 @@ def output_applications(config: Config, output: str) -> tuple[Application, ...]:
         batching=OUTPUT_BATCHING) for app in config.applications)
 
 
+def select_applications(applications: Sequence[Application],
+                        only: Sequence[str]) -> tuple[Application, ...]:
+    """The applications named in `only` (all when empty); ConfigError for an unknown id."""
+    known = {app.id for app in applications}
+    unknown = sorted(set(only) - known)
+    if unknown:
+        raise ConfigError(f"--application: unknown application(s) {', '.join(unknown)}; "
+                          f"configured: {', '.join(sorted(known))}")
+    return tuple(app for app in applications if not only or app.id in only)
+
+
 def check_sinks(applications: Sequence[Application]) -> None:
     """Start-up checks of every sink (raises ConfigError naming the application)."""
     for app in applications:
@@ -46,9 +62,11 @@ def check_sinks(applications: Sequence[Application]) -> None:
 
 def run_replay(input_pattern: str, config: Config, *, output: str | None = None,
                dead_letters: str | None = None, order: OrderSettings = OrderSettings(),
+               selection: EnvelopeFilter = EnvelopeFilter(), only: Sequence[str] = (),
                beam_args: Sequence[str] = ()) -> Accounting:
     """Run the replay to completion and return its accounting."""
-    applications = output_applications(config, output) if output else config.applications
+    applications = select_applications(
+        output_applications(config, output) if output else config.applications, only)
     check_sinks(applications)
     dead_letter_dir = os.path.join(output, "dead_letters") if output else (
         dead_letters or "dead_letters")
@@ -57,7 +75,10 @@ def run_replay(input_pattern: str, config: Config, *, output: str | None = None,
     read = pipeline | "ReadEnvelopes" >> ReadEnvelopes(input_pattern)
     table = (pipeline | "Activations" >> beam.Create(config.activations)
              | "ActivationTable" >> ActivationTable())
-    dead = (read.envelopes
+    envelopes = read.envelopes
+    if not selection.keeps_everything():
+        envelopes = envelopes | "FilterEnvelopes" >> FilterEnvelopes(selection)
+    dead = (envelopes
             | "ReportProgress" >> ReportProgress("replay: envelopes read")
             | "DeliverFleet" >> DeliverFleet(applications, table, order))
     ((dead, read[UNREADABLE]) | "DeadLetters" >> beam.Flatten()
