@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=60_000)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--reorder-window", type=float, default=0.2)
+    parser.add_argument("--beam-option", action="append", default=[],
+                        help="extra pipeline option for the job (repeatable)")
     parser.add_argument("--write", help="append the results to this Markdown file")
     args = parser.parse_args()
     run = uuid.uuid4().hex[:8]
@@ -110,7 +112,7 @@ def main() -> None:
     consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"bench-reader-{run}",
                          "auto.offset.reset": "earliest"})
     known = tuple(flink_jobs.running_jobs())
-    submit_stream(settings)
+    submit_stream(settings, args.beam_option)
     job = flink_jobs.wait_running(known=known)
     consumer.subscribe([settings.delivered_topic])
     seen: dict[str, float] = {}
@@ -135,7 +137,8 @@ def main() -> None:
              f"reorder window {args.reorder_window} s; latency to the `delivered` topic "
              f"(before sink batching); "
              f"`python benchmarks/stream_bench.py --backlog {args.backlog} --seconds "
-             f"{args.seconds:g}`:", "",
+             f"{args.seconds:g} --vehicles {args.vehicles}"
+             f"{''.join(' --beam-option=' + o for o in args.beam_option)}`:", "",
              "| measure | value |", "|---|---:|",
              f"| sustained throughput (backlog of {args.backlog:,}) | {rate:,.0f} messages/s |",
              f"| per core (2 cores) | {rate / 2:,.0f} messages/s |",

@@ -19,16 +19,14 @@ and nothing is held back for a window.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import apache_beam as beam
 from apache_beam.coders import coders
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec, TimerSpec,
-                                              on_timer)
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
-from fleetstream.transforms.coders import MappedMessageCoder
 from fleetstream.transforms.counters import BundleCounts
 from fleetstream.schemas.mapped import MappedMessage
 
@@ -125,12 +123,17 @@ class _SortVehicleFn(beam.DoFn):
         self._counts.flush()
 
 
+class _VehicleOrder(NamedTuple):
+    """All of one vehicle's ordering state, kept as one value: one state read per event."""
+
+    buffered: list[Arrival]
+    last_sent: tuple[int, int, str] | None
+    seen: dict[str, int]
+    timer_at: int | None
+
+
 class _ReorderVehicleFn(beam.DoFn):
-    BUFFER = BagStateSpec("buffer", coders.TupleCoder([coders.VarIntCoder(),
-                                                       MappedMessageCoder()]))
-    LAST_SENT = ReadModifyWriteStateSpec("last_sent", coders.FastPrimitivesCoder())
-    SEEN = ReadModifyWriteStateSpec("seen", coders.FastPrimitivesCoder())
-    TIMER_AT = ReadModifyWriteStateSpec("timer_at", coders.VarIntCoder())
+    STATE = ReadModifyWriteStateSpec("vehicle", coders.PickleCoder())
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
     def __init__(self, window_ms: int, horizon_ms: int) -> None:
@@ -138,54 +141,43 @@ class _ReorderVehicleFn(beam.DoFn):
         self._horizon_ms = horizon_ms
         self._counts = BundleCounts()
 
-    def process(self, element: Keyed,
-                buffer=beam.DoFn.StateParam(BUFFER),
-                last_sent=beam.DoFn.StateParam(LAST_SENT),
-                seen_state=beam.DoFn.StateParam(SEEN),
-                timer_at=beam.DoFn.StateParam(TIMER_AT),
+    def process(self, element: Keyed, state=beam.DoFn.StateParam(STATE),
                 flush=beam.DoFn.TimerParam(FLUSH),
                 timestamp=beam.DoFn.TimestampParam) -> Iterable[Keyed]:
         vin, message = element
-        seen = seen_state.read() or {}
-        if not drop_duplicates([message], seen, self._horizon_ms):
+        order = state.read() or _VehicleOrder([], None, {}, None)
+        if not drop_duplicates([message], order.seen, self._horizon_ms):
             self._counts.add(f"{message.source}.duplicate")
             return
-        seen_state.write(seen)
-        last = last_sent.read()
-        if last is not None and order_key(message) < last:
+        if order.last_sent is not None and order_key(message) < order.last_sent:
             self._counts.add(f"{message.source}.late")
+            state.write(order)
             yield vin, message._replace(late=True)
             return
         arrived_ms = timestamp.micros // 1000
-        buffer.add((arrived_ms, message))
-        armed = timer_at.read()
-        if armed is None or arrived_ms + self._window_ms < armed:
-            self._arm(flush, timer_at, arrived_ms + self._window_ms)
+        order.buffered.append((arrived_ms, message))
+        timer_at = order.timer_at
+        if timer_at is None or arrived_ms + self._window_ms < timer_at:
+            timer_at = arrived_ms + self._window_ms
+            flush.set(Timestamp(micros=timer_at * 1000))
+        state.write(order._replace(timer_at=timer_at))
 
     @on_timer(FLUSH)
-    def on_flush(self, key=beam.DoFn.KeyParam,
-                 buffer=beam.DoFn.StateParam(BUFFER),
-                 last_sent=beam.DoFn.StateParam(LAST_SENT),
-                 timer_at=beam.DoFn.StateParam(TIMER_AT),
+    def on_flush(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE),
                  flush=beam.DoFn.TimerParam(FLUSH),
-                fired=beam.DoFn.TimestampParam) -> Iterable[Keyed]:
-        timer_at.clear()
-        released, kept = release_due(list(buffer.read()), fired.micros // 1000, self._window_ms)
-        buffer.clear()
-        for arrival in kept:
-            buffer.add(arrival)
+                 fired=beam.DoFn.TimestampParam) -> Iterable[Keyed]:
+        order = state.read() or _VehicleOrder([], None, {}, None)
+        released, kept = release_due(order.buffered, fired.micros // 1000, self._window_ms)
+        timer_at = None
         if kept:
-            self._arm(flush, timer_at, min(a for a, _ in kept) + self._window_ms)
-        if released:
-            last_sent.write(order_key(released[-1]))
+            timer_at = min(a for a, _ in kept) + self._window_ms
+            flush.set(Timestamp(micros=timer_at * 1000))
+        state.write(order._replace(buffered=kept, timer_at=timer_at,
+                                   last_sent=order_key(released[-1]) if released
+                                   else order.last_sent))
         for message in released:
             yield key, message
         self._counts.flush()
-
-    @staticmethod
-    def _arm(flush, timer_at, at_ms: int) -> None:
-        flush.set(Timestamp(micros=at_ms * 1000))
-        timer_at.write(at_ms)
 
     def finish_bundle(self) -> None:
         self._counts.flush()
