@@ -141,7 +141,8 @@ def test_cli_summary_shows_skipped_and_refuses_bad_options(
     assert "--vin-file" in capsys.readouterr().err
 
 
-def test_unfiltered_summary_has_no_skipped_line(archive: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_unfiltered_summary_has_no_skipped_line(
+        archive: Path, tmp_path: Path) -> None:  # noqa: F811
     accounting = filtered_replay(archive, tmp_path)
     assert accounting.skipped() == 0
     assert "skipped" not in accounting.render(APPS)

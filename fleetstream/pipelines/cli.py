@@ -48,7 +48,8 @@ def _receipt_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
     return group
 
 
-def envelope_filter(args: argparse.Namespace, vins: frozenset[str] = frozenset()) -> EnvelopeFilter:
+def envelope_filter(args: argparse.Namespace,
+                    vins: frozenset[str] = frozenset()) -> EnvelopeFilter:
     """The EnvelopeFilter of --source, --from and --until (and `vins`)."""
     return EnvelopeFilter(
         sources=frozenset(args.source), vins=vins,

@@ -12,7 +12,8 @@ payload kept whole) and replays those envelopes through the whole pipeline
 message ids a first delivery would have had, and the rest become dead letters
 again, with their new reasons, under `<output>/dead_letters/`. Partial
 messages were delivered in part; resending delivers them again, whole, under
-the same message ids.
+the same message ids. The rebuilt envelopes are staged in a local temporary
+file, so `resend` runs where that file can be read (the DirectRunner).
 
 Ingest-stage dead letters (lines that were not envelopes) and delivery-stage
 dead letters (batches a sink refused, which carry `documents`) are listed but
