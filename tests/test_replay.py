@@ -9,40 +9,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-import yaml
 
 from fleetstream.pipelines.cli import main
 from fleetstream.pipelines.replay import run_replay
 from fleetstream.schemas.config import load_config
 from fleetstream.schemas.timestamps import to_epoch_ms
-from fleetstream.simulator import activations, simulate, write_envelopes
 
-APPS = ("fleet", "insurer")
-VEHICLES = 24
-
-
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Simulated envelopes (with trouble and duplicates) plus bad lines, and a configuration."""
-    folder = tmp_path_factory.mktemp("archive")
-    write_envelopes(folder / "raw-1.jsonl.gz", simulate(
-        VEHICLES, duration_s=300, rate=0.2, seed=3, error_rate=0.05, duplicate_rate=0.01))
-    with open(folder / "raw-2.jsonl", "wb") as extra:
-        extra.write(b'this is not json\n\n')
-        extra.write(orjson.dumps({"source": "volvo", "received_at": "2026-03-01T08:00:00Z",
-                                  "payload": "{}"}) + b"\n")
-        extra.write(orjson.dumps({"source": "tesla", "received_at": "2026-03-01T08:00:00Z"}) + b"\n")
-    with open(folder / "activations.jsonl", "wb") as out:
-        for event in activations(VEHICLES, APPS, seed=3):
-            out.write(orjson.dumps(event) + b"\n")
-    (folder / "config.yaml").write_text(yaml.safe_dump({
-        "applications": [
-            {"id": "fleet", "permissions": ["diagnostics.*", "charging.*", "vehicle_location.*"],
-             "sink": {"type": "file", "path": str(folder / "unused")}},
-            {"id": "insurer", "permissions": ["diagnostics.odometer"],
-             "sink": {"type": "file", "path": str(folder / "unused")}}],
-        "activations": "activations.jsonl"}))
-    return folder
+from tests.conftest import APPS
 
 
 def input_lines(folder: Path) -> int:

@@ -12,7 +12,8 @@ from fleetstream.pipelines.replay import run_replay
 from fleetstream.schemas.config import load_config
 from fleetstream.schemas.envelope import RawEnvelope, parse_envelope_line
 from fleetstream.transforms.filter_envelopes import EnvelopeFilter, parse_time
-from tests.test_replay import APPS, archive, read_jsonl  # noqa: F401 - `archive` is a fixture
+from tests.conftest import APPS
+from tests.test_replay import read_jsonl
 
 T0 = parse_time("2026-03-01T08:00:00Z", "--from")
 
@@ -28,14 +29,14 @@ def message_ids(output: Path, app: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def full_replay(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+def full_replay(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The output of an unfiltered replay, to compare filtered ones with."""
     output = tmp_path_factory.mktemp("full")
     run_replay(str(archive / "raw-*"), load_config(archive / "config.yaml"), output=str(output))
     return output
 
 
-def filtered_replay(archive: Path, output: Path, **options):  # noqa: F811
+def filtered_replay(archive: Path, output: Path, **options):
     return run_replay(str(archive / "raw-*"), load_config(archive / "config.yaml"),
                       output=str(output), **options)
 
@@ -51,7 +52,7 @@ def test_predicate_selects_source_and_half_open_time_window() -> None:
     assert not selection.keeps_receipt("bmw", None)
 
 
-def test_predicate_selects_by_the_mapped_vin(archive: Path) -> None:  # noqa: F811
+def test_predicate_selects_by_the_mapped_vin(archive: Path) -> None:
     sample = envelopes(archive)
     vin = next(v for e in sample if (v := MAPPERS[e.source](e.payload, e.received_at_ms).vin))
     selection = EnvelopeFilter(vins=frozenset({vin}))
@@ -70,7 +71,7 @@ def test_time_parsing_and_bad_options() -> None:
 
 
 def test_source_filter_skips_other_sources_and_keeps_ids(
-        archive: Path, full_replay: Path, tmp_path: Path) -> None:  # noqa: F811
+        archive: Path, full_replay: Path, tmp_path: Path) -> None:
     accounting = filtered_replay(archive, tmp_path, selection=EnvelopeFilter(
         sources=frozenset({"bmw"})))
     sample = envelopes(archive)
@@ -90,7 +91,7 @@ def test_source_filter_skips_other_sources_and_keeps_ids(
 
 
 def test_time_window_replays_only_envelopes_received_inside_it(
-        archive: Path, full_replay: Path, tmp_path: Path) -> None:  # noqa: F811
+        archive: Path, full_replay: Path, tmp_path: Path) -> None:
     stamps = sorted(e.received_at_ms for e in envelopes(archive))
     start, end = stamps[len(stamps) // 4], stamps[len(stamps) // 2]
     accounting = filtered_replay(archive, tmp_path, selection=EnvelopeFilter(
@@ -102,7 +103,7 @@ def test_time_window_replays_only_envelopes_received_inside_it(
 
 
 def test_vin_filter_delivers_only_those_vehicles(
-        archive: Path, full_replay: Path, tmp_path: Path) -> None:  # noqa: F811
+        archive: Path, full_replay: Path, tmp_path: Path) -> None:
     delivered = read_jsonl(str(full_replay / "fleet" / "*.jsonl"))
     vins = sorted({d["vin"] for d in delivered})[:2]
     (tmp_path / "vins.txt").write_text(f"{vins[1]}\n\n")
@@ -118,7 +119,7 @@ def test_vin_filter_delivers_only_those_vehicles(
 
 
 def test_application_filter_delivers_to_those_applications_only(
-        archive: Path, full_replay: Path, tmp_path: Path) -> None:  # noqa: F811
+        archive: Path, full_replay: Path, tmp_path: Path) -> None:
     accounting = filtered_replay(archive, tmp_path, only=["insurer"])
     assert not (tmp_path / "fleet").exists()
     assert message_ids(tmp_path, "insurer") == message_ids(full_replay, "insurer")
@@ -126,7 +127,7 @@ def test_application_filter_delivers_to_those_applications_only(
 
 
 def test_cli_summary_shows_skipped_and_refuses_bad_options(
-        archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+        archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["replay", "--input", str(archive / "raw-*"), "--config",
             str(archive / "config.yaml"), "--output", str(tmp_path), "--direct-num-workers", "1"]
     assert main(base + ["--source", "tesla", "--source", "smartcar",
@@ -142,7 +143,7 @@ def test_cli_summary_shows_skipped_and_refuses_bad_options(
 
 
 def test_unfiltered_summary_has_no_skipped_line(
-        archive: Path, tmp_path: Path) -> None:  # noqa: F811
+        archive: Path, tmp_path: Path) -> None:
     accounting = filtered_replay(archive, tmp_path)
     assert accounting.skipped() == 0
     assert "skipped" not in accounting.render(APPS)
