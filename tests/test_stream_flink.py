@@ -77,12 +77,7 @@ class StreamEnv:
 
     def submit(self, savepoint: str | None = None) -> str:
         known = tuple(flink_jobs.running_jobs())
-        settings = self.settings
-        if savepoint:
-            import dataclasses
-            settings = dataclasses.replace(settings, flink=dataclasses.replace(
-                settings.flink, savepoint_path=savepoint))
-        submit_stream(settings)
+        submit_stream(self.settings.restored_from(savepoint) if savepoint else self.settings)
         return flink_jobs.wait_running(known=known)
 
     def produce(self, keyed: Iterable[tuple[str, dict]], messages_per_s: float | None = None

@@ -288,8 +288,7 @@ def _stream(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, kafka=dataclasses.replace(
             settings.kafka, start=parse_start(args.start, "--start")))
     if args.savepoint:
-        settings = dataclasses.replace(settings, flink=dataclasses.replace(
-            settings.flink, savepoint_path=args.savepoint))
+        settings = settings.restored_from(args.savepoint)
     result = submit_stream(settings, args.beam_option)
     print(f"fleetstream stream: job submitted to {settings.flink.job_endpoint} "
           f"(state {result.state})", file=sys.stderr)

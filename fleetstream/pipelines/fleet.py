@@ -1,13 +1,15 @@
 """The stages composed once, for every job: map -> order -> permit -> deliver.
 
-`DeliverFleet` takes raw envelopes and an activation table and returns every
-dead letter (mapping and delivery); the batch replay, the embedded demo and
-the streaming job differ only in where envelopes come from and go to.
+`DeliverFleet` takes raw envelopes and a permit step (the side-input table of
+a batch job, or the keyed-state join of the streaming job) and returns the
+permitted documents and every dead letter (mapping and delivery); the batch
+replay, the embedded demo and the streaming job differ only in where envelopes
+and activations come from and where the outputs go.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import apache_beam as beam
 
@@ -16,7 +18,6 @@ from fleetstream.schemas.envelope import RawEnvelope
 from fleetstream.transforms.deliver import Deliver, RetryPolicy
 from fleetstream.transforms.map_to_autoapi import DEAD_LETTERS, MapToAutoApi
 from fleetstream.transforms.order_per_vehicle import OrderPerVehicle
-from fleetstream.transforms.permit_by_activation import PermitByActivation
 
 
 @dataclass(frozen=True)
@@ -27,25 +28,33 @@ class OrderSettings:
     dedupe_horizon_s: float = 600.0
 
 
-class DeliverFleet(beam.PTransform):
-    """Raw envelopes to every application's sink; returns all dead letters (dicts)."""
+class FleetOutputs(NamedTuple):
+    """What DeliverFleet produces besides the sinks' writes."""
 
-    def __init__(self, applications: Sequence[Application], activation_table: beam.PCollection,
-                 order: OrderSettings = OrderSettings(),
-                 retry: RetryPolicy = RetryPolicy()) -> None:
+    records: beam.PCollection      # (application_id, Record): every document, before batching
+    dead_letters: beam.PCollection  # dicts: mapping and delivery dead letters
+
+
+class DeliverFleet(beam.PTransform):
+    """Raw envelopes to every application's sink, through the given permit step."""
+
+    def __init__(self, applications: Sequence[Application], permit: beam.PTransform,
+                 order: OrderSettings = OrderSettings(), retry: RetryPolicy = RetryPolicy(),
+                 bounded: bool | None = None) -> None:
         super().__init__()
         self._applications = tuple(applications)
-        self._table = activation_table
+        self._permit = permit
         self._order = order
         self._retry = retry
+        self._bounded = bounded
 
-    def expand(self, envelopes: beam.PCollection[RawEnvelope]) -> beam.PCollection[dict]:
+    def expand(self, envelopes: beam.PCollection[RawEnvelope]) -> FleetOutputs:
         mapped = envelopes | "MapToAutoApi" >> MapToAutoApi()
-        delivery_dead_letters = (
-            mapped.mapped
-            | "OrderPerVehicle" >> OrderPerVehicle(self._order.reorder_window_s,
-                                                   self._order.dedupe_horizon_s)
-            | "PermitByActivation" >> PermitByActivation(self._applications, self._table)
-            | "Deliver" >> Deliver(self._applications, self._retry))
-        return ((mapped[DEAD_LETTERS], delivery_dead_letters)
-                | "AllDeadLetters" >> beam.Flatten())
+        records = (mapped.mapped
+                   | "OrderPerVehicle" >> OrderPerVehicle(self._order.reorder_window_s,
+                                                          self._order.dedupe_horizon_s,
+                                                          self._bounded)
+                   | "PermitByActivation" >> self._permit)
+        delivery_dead_letters = records | "Deliver" >> Deliver(self._applications, self._retry)
+        return FleetOutputs(records, (mapped[DEAD_LETTERS], delivery_dead_letters)
+                            | "AllDeadLetters" >> beam.Flatten())

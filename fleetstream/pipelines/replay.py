@@ -30,7 +30,7 @@ from fleetstream.pipelines.progress import ReportProgress
 from fleetstream.schemas.config import Application, Config
 from fleetstream.schemas.dead_letter import to_json_line
 from fleetstream.transforms.filter_envelopes import EnvelopeFilter, FilterEnvelopes
-from fleetstream.transforms.permit_by_activation import ActivationTable
+from fleetstream.transforms.permit_by_activation import ActivationTable, PermitByActivation
 
 #: batching for `--output` files: one file per application and bundle of input
 OUTPUT_BATCHING = Batching(max_records=200_000, max_bytes=256 << 20, max_delay_s=0.5)
@@ -80,7 +80,8 @@ def run_replay(input_pattern: str, config: Config, *, output: str | None = None,
         envelopes = envelopes | "FilterEnvelopes" >> FilterEnvelopes(selection)
     dead = (envelopes
             | "ReportProgress" >> ReportProgress("replay: envelopes read")
-            | "DeliverFleet" >> DeliverFleet(applications, table, order))
+            | "DeliverFleet" >> DeliverFleet(
+                applications, PermitByActivation(applications, table), order)).dead_letters
     ((dead, read[UNREADABLE]) | "DeadLetters" >> beam.Flatten()
      | "SerialiseDeadLetters" >> beam.Map(to_json_line)
      | "WriteDeadLetters" >> beam.io.WriteToText(

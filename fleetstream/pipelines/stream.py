@@ -17,6 +17,7 @@ nothing; documents it sends twice carry the same `message_id`.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,21 +28,21 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from fleetstream.io.base import ConfigError
+from fleetstream.mappers import MAPPERS
 from fleetstream.io.kafka_producer import publish_activations
 from fleetstream.local.topics import Topic, create_topics
 from fleetstream.io.kafka_topics import (INVALID, KafkaSettings, ReadActivationsFromKafka,
                                          ReadRawFromKafka, WriteJsonToKafka)
-from fleetstream.pipelines.fleet import OrderSettings
+from fleetstream.pipelines.fleet import DeliverFleet, OrderSettings
 from fleetstream.pipelines.replay import check_sinks
 from fleetstream.schemas.config import Config, load_config
 from fleetstream.schemas.timestamps import to_epoch_ms
-from fleetstream.transforms.deliver import Deliver
-from fleetstream.transforms.map_to_autoapi import DEAD_LETTERS, MapToAutoApi
-from fleetstream.transforms.order_per_vehicle import OrderPerVehicle
 from fleetstream.transforms.permit_by_activation import (ActivationTable, PermitByActivation,
                                                          PermitByActivationKeyed)
 
 PERMISSION_MODES = ("keyed_state", "side_input")
+#: source -> its raw topic, unless kafka.raw_topics says otherwise
+DEFAULT_RAW_TOPICS: Mapping[str, str] = {source: f"raw.{source}" for source in MAPPERS}
 
 
 @dataclass(frozen=True)
@@ -61,13 +62,17 @@ class StreamSettings:
     config: Config
     flink: FlinkSettings = field(default_factory=FlinkSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
-    raw_topics: Mapping[str, str] = field(default_factory=lambda: {
-        s: f"raw.{s}" for s in ("tesla", "bmw", "mercedes", "smartcar")})
+    raw_topics: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_RAW_TOPICS))
     activations_topic: str = "activations"
     dead_letters_topic: str = "dead-letters"
     delivered_topic: str | None = "delivered"
     order: OrderSettings = field(default_factory=OrderSettings)
     permissions: str = "keyed_state"
+
+    def restored_from(self, savepoint_path: str) -> "StreamSettings":
+        """These settings, for a job restored from a savepoint or retained checkpoint."""
+        return dataclasses.replace(self, flink=dataclasses.replace(
+            self.flink, savepoint_path=savepoint_path))
 
     def pipeline_options(self, extra: list[str] | tuple[str, ...] = ()) -> PipelineOptions:
         """Portable-runner options for the Flink job server."""
@@ -112,8 +117,7 @@ def load_stream_settings(path: str | Path) -> StreamSettings:
         raise ConfigError(f"{where}: pipeline.permissions must be one of "
                           f"{', '.join(PERMISSION_MODES)}, got {permissions!r}")
     _only(pipeline, set(OrderSettings.__dataclass_fields__), f"{where}: pipeline")
-    raw_topics = topics.get("raw_topics", StreamSettings.__dataclass_fields__[
-        "raw_topics"].default_factory())
+    raw_topics = topics.get("raw_topics", DEFAULT_RAW_TOPICS)
     if not isinstance(raw_topics, dict) or not raw_topics:
         raise ConfigError(f"{where}: kafka.raw_topics must map each source to its topic")
     return StreamSettings(
@@ -157,9 +161,6 @@ def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> 
     live = pipeline | "ReadActivationEvents" >> ReadActivationsFromKafka(
         kafka, settings.activations_topic)
     events = live.events
-    mapped = raw.envelopes | "MapToAutoApi" >> MapToAutoApi()
-    ordered = mapped.mapped | "OrderPerVehicle" >> OrderPerVehicle(
-        settings.order.reorder_window_s, settings.order.dedupe_horizon_s, bounded=False)
     if settings.permissions == "keyed_state":
         permit = PermitByActivationKeyed(config.applications, events)
     else:
@@ -170,13 +171,13 @@ def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> 
                      accumulation_mode=beam.trigger.AccumulationMode.ACCUMULATING)
                  | "ActivationTable" >> ActivationTable())
         permit = PermitByActivation(config.applications, table)
-    records = ordered | "PermitByActivation" >> permit
-    delivery_dead = records | "Deliver" >> Deliver(config.applications)
+    fleet = raw.envelopes | "DeliverFleet" >> DeliverFleet(
+        config.applications, permit, settings.order, bounded=False)
     if settings.delivered_topic:
-        _ = (records
+        _ = (fleet.records
              | "DeliveredRecords" >> beam.MapTuple(lambda app, r: (r.vin, r.document))
              | "WriteDelivered" >> WriteJsonToKafka(kafka, settings.delivered_topic))
-    _ = ((mapped[DEAD_LETTERS], delivery_dead, raw[INVALID], live[INVALID])
+    _ = ((fleet.dead_letters, raw[INVALID], live[INVALID])
          | "AllDeadLetters" >> beam.Flatten()
          | "WriteDeadLetters" >> WriteJsonToKafka(kafka, settings.dead_letters_topic,
                                                   key_field="source"))
