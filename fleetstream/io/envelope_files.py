@@ -1,56 +1,134 @@
-"""ReadEnvelopes: raw envelopes (DATA-CONTRACTS §1) from JSON-lines files, local or `s3://`.
+"""ReadEnvelopes: raw envelopes (DATA-CONTRACTS §1) from files, local or `s3://`.
 
-    envelopes, unreadable = pipeline | ReadEnvelopes("archive/*.jsonl.gz")
+    files = match_envelope_files(["archive/*.jsonl.gz"])
+    read = pipeline | ReadEnvelopes(files)
+    read.envelopes, read.unreadable
 
-Files are matched with Beam's filesystems (globs; `.gz` read as gzip) and read
-line by line as bytes. The main output holds `RawEnvelope`s; `unreadable`
-holds a dead letter (stage `ingest`) for every line that is not an envelope,
-with the line kept whole as its payload. Blank lines are skipped.
+Files are JSON lines (`.gz` read as gzip) or the raw archive's Avro files
+(`.avro`, see `archive_format`). They are matched before the job starts, so
+the caller knows what will be read (and can say so when nothing matches),
+then spread over the workers one file at a time. The main output holds
+`RawEnvelope`s; `unreadable` holds a dead letter (stage `ingest`) for every
+line that is not an envelope, with the line kept whole as its payload, and
+one for every file that breaks off (corrupt gzip, truncated Avro): that dead
+letter names the file and how many envelopes were read before the damage,
+and those envelopes go on through the pipeline. Blank lines are skipped.
+Each worker prints its progress (files, envelopes, rate) to stderr.
 """
 from __future__ import annotations
 
-from typing import Iterable
+import sys
+import time
+import zlib
+from typing import Iterable, NamedTuple, Sequence
 
 import apache_beam as beam
 from apache_beam import pvalue
-from apache_beam.coders import coders
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
+from fleetstream.io.archive_format import BadLine, read_archive
+from fleetstream.io.archive_layout import is_archive_file
 from fleetstream.schemas.dead_letter import INGEST_STAGE, dead_letter
-from fleetstream.schemas.envelope import EnvelopeError, RawEnvelope, parse_envelope_line
+from fleetstream.schemas.envelope import RawEnvelope
 from fleetstream.transforms.counters import BundleCounts
+from fleetstream.transforms.filter_envelopes import REPLAY_SCOPE
 
 UNREADABLE = "unreadable"  # tag of the dead-letter output and counter scope
+#: counters of whole files: `fleetstream:replay.files` read, `replay.broken_files` cut short
+FILES_READ = f"{REPLAY_SCOPE}.files"
+BROKEN_FILES = f"{REPLAY_SCOPE}.broken_files"
+#: what a damaged file raises while it is read
+_FILE_ERRORS = (OSError, EOFError, zlib.error, ValueError)
+
+
+class EnvelopeFile(NamedTuple):
+    """A matched file: its path and size in bytes."""
+
+    path: str
+    size: int
+
+
+def match_envelope_files(patterns: Sequence[str], only_archive_files: bool = False
+                         ) -> list[EnvelopeFile]:
+    """The files matching any of `patterns` (globs; `**` crosses folders), sorted, once each.
+
+    With `only_archive_files`, files that are not JSON lines or Avro by their
+    extension are left out (an archive folder's temporary files, for one).
+    """
+    if not patterns:
+        return []
+    found: dict[str, int] = {}
+    for result in FileSystems.match(list(patterns)):
+        for metadata in result.metadata_list:
+            found[metadata.path] = metadata.size_in_bytes
+    return [EnvelopeFile(path, size) for path, size in sorted(found.items())
+            if not only_archive_files or is_archive_file(path)]
 
 
 class ReadEnvelopes(beam.PTransform):
-    """Envelope files -> RawEnvelopes, plus dead letters for unreadable lines."""
+    """Envelope files -> RawEnvelopes, plus dead letters for unreadable lines and files."""
 
-    def __init__(self, file_pattern: str) -> None:
+    def __init__(self, files: Sequence[EnvelopeFile], label: str = "replay") -> None:
         super().__init__()
-        self._pattern = file_pattern
+        self._files = [file.path for file in files]
+        self._label = label
 
     def expand(self, begin: beam.pvalue.PBegin) -> pvalue.DoOutputsTuple:
         return (begin
-                | "ReadLines" >> beam.io.ReadFromText(self._pattern, coder=coders.BytesCoder())
-                | "ParseEnvelopes" >> beam.ParDo(_ParseEnvelopeFn()).with_outputs(
-                    UNREADABLE, main="envelopes"))
+                | "Files" >> beam.Create(self._files, reshuffle=False)
+                | "SpreadFiles" >> beam.Reshuffle()
+                | "ReadFiles" >> beam.ParDo(_ReadEnvelopeFileFn(len(self._files), self._label))
+                .with_outputs(UNREADABLE, main="envelopes"))
 
 
-class _ParseEnvelopeFn(beam.DoFn):
-    def __init__(self) -> None:
+class _ReadEnvelopeFileFn(beam.DoFn):
+    def __init__(self, total_files: int, label: str) -> None:
+        self._total_files = total_files
+        self._label = label
         self._counts = BundleCounts()
 
-    def process(self, line: bytes) -> Iterable[RawEnvelope | pvalue.TaggedOutput]:
-        if not line.strip():
-            return
+    def setup(self) -> None:
+        self._files = self._envelopes = 0
+        self._started = time.monotonic()
+        self._last_report = 0.0
+
+    def process(self, path: str) -> Iterable[RawEnvelope | pvalue.TaggedOutput]:
+        read = 0
         try:
-            yield parse_envelope_line(line)
-        except EnvelopeError as error:
-            self._counts.add(f"{UNREADABLE}.read")
-            self._counts.add(f"{UNREADABLE}.failed")
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+                for item in read_archive(stream, path):
+                    if isinstance(item, BadLine):
+                        self._counts.add(f"{UNREADABLE}.read")
+                        self._counts.add(f"{UNREADABLE}.failed")
+                        yield pvalue.TaggedOutput(UNREADABLE, dead_letter(
+                            None, None, "failed", INGEST_STAGE,
+                            [{"field": "envelope", "reason": item.reason}], item.line, None))
+                    else:
+                        read += 1
+                        yield item
+        except _FILE_ERRORS as error:
+            self._counts.add(BROKEN_FILES)
             yield pvalue.TaggedOutput(UNREADABLE, dead_letter(
-                None, None, "failed", INGEST_STAGE, [{"field": "envelope", "reason": str(error)}],
-                line, None))
+                None, None, "failed", INGEST_STAGE, [{
+                    "field": "file",
+                    "reason": f"{path} could not be read to the end after {read} envelopes: "
+                              f"{type(error).__name__}: {error}"}],
+                path.encode("utf-8"), None))
+        self._counts.add(FILES_READ)
+        self._report(read)
+
+    def _report(self, read: int) -> None:
+        self._files += 1
+        self._envelopes += read
+        now = time.monotonic()
+        if now - self._last_report < 2.0 and self._files < self._total_files:
+            return
+        self._last_report = now
+        rate = self._envelopes / max(now - self._started, 1e-9)
+        print(f"{self._label}: this worker has read {self._files:,} of {self._total_files:,} "
+              f"files, {self._envelopes:,} envelopes ({rate:,.0f}/s)", file=sys.stderr,
+              flush=True)
 
     def finish_bundle(self) -> None:
         self._counts.flush()

@@ -77,9 +77,15 @@ class Accounting:
                       f"{self.total('filtered')} + dead-lettered {self.total('failed')} + ignored "
                       f"{self.total('ignored')} + duplicates {self.total('duplicate')}"
                       f"   ({dead} dead letters incl. {self.total('partial')} partial)"]
-        if REPLAY_SCOPE in self.counters:
+        replay = self.counters.get(REPLAY_SCOPE, {})
+        if "files" in replay:
+            lines.append(f"files read: {replay['files']}")
+        if "skipped" in replay:
             lines.append(f"skipped {self.skipped()} envelopes outside the replay filters "
                          f"(not read)")
+        if replay.get("broken_files"):
+            lines.append(f"{replay['broken_files']} file(s) broke off before their end (corrupt "
+                         f"or truncated): see the ingest-stage dead letters naming them")
         return "\n".join(lines)
 
 

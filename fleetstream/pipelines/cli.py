@@ -119,9 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = commands.add_parser(
         "replay", help="run archived raw envelopes through the pipeline as a batch job",
-        description="Replay raw envelope files (JSON lines, .gz allowed, local or s3://) "
-                    "through map, order, permit and deliver; print the accounting summary.")
-    replay.add_argument("--input", required=True, help="file or glob of raw envelopes")
+        description="Replay raw envelope files (JSON lines, .gz allowed, or the raw archive's "
+                    "Avro files; local or s3://) through map, order, permit and deliver; "
+                    "print progress and the accounting summary.")
+    where = replay.add_mutually_exclusive_group(required=True)
+    where.add_argument("--input", help="file or glob of raw envelopes (** crosses folders)")
+    where.add_argument("--archive", metavar="ROOT",
+                       help="root of a raw archive (ROOT/raw/<source>/yyyy/mm/dd/HH/): only "
+                            "the folders of the selected sources and --from/--until hours are "
+                            "listed and read")
     replay.add_argument("--config", required=True, help="configuration YAML")
     replay.add_argument("--output", help="write each application's documents under "
                                          "OUTPUT/<application_id>/ and dead letters under "
@@ -242,7 +248,8 @@ def _replay(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     started = time.monotonic()
     accounting = run_replay(
-        args.input, config, output=args.output, dead_letters=args.dead_letters,
+        args.input, config, archive=args.archive, output=args.output,
+        dead_letters=args.dead_letters,
         order=OrderSettings(args.reorder_window, args.dedupe_horizon),
         selection=envelope_filter(args, read_vins(args)), only=args.application,
         beam_args=beam_args(args))

@@ -1,12 +1,18 @@
 """The batch replay job (DATA-CONTRACTS §7): archived raw envelopes through the whole pipeline.
 
     fleetstream replay --input 'archive/*.jsonl.gz' --config config.yaml --output out/
+    fleetstream replay --archive s3://bucket/fleet --from 2026-03-01T08:00Z --until 2026-03-01T09:00Z ...
 
 With `--output`, each application's documents are written as JSON lines under
 `<output>/<application_id>/` and dead letters under `<output>/dead_letters/`,
 in place of the configured sinks; without it, documents go to the configured
 sinks and dead letters to `--dead-letters`. Message ids are a pure function
 of the input, so two replays of the same input deliver the same ids.
+
+`--archive` reads the raw archive (`archive_layout`) instead of `--input`
+files: only the hour folders of the selected sources and receive times are
+listed and opened. The files are matched before the job starts; a replay
+that finds none says so and ends with an empty summary.
 
 `selection` (an `EnvelopeFilter`: `--source`, `--vin`, `--from`, `--until`)
 replays only some envelopes; the others are counted as skipped. `only`
@@ -16,17 +22,23 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
+import time
 from typing import Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from apache_beam.io.filesystems import FileSystems
+
+from fleetstream.io.archive_layout import archive_patterns
 from fleetstream.io.base import Batching, ConfigError
-from fleetstream.io.envelope_files import UNREADABLE, ReadEnvelopes
+from fleetstream.io.envelope_files import (UNREADABLE, EnvelopeFile, ReadEnvelopes,
+                                           match_envelope_files)
 from fleetstream.io.file_sink import FileSink
 from fleetstream.pipelines.accounting import Accounting
 from fleetstream.pipelines.fleet import DeliverFleet, OrderSettings
-from fleetstream.pipelines.progress import ReportProgress
+from fleetstream.mappers import MAPPERS
 from fleetstream.schemas.config import Application, Config
 from fleetstream.schemas.dead_letter import to_json_line
 from fleetstream.transforms.filter_envelopes import EnvelopeFilter, FilterEnvelopes
@@ -60,26 +72,50 @@ def check_sinks(applications: Sequence[Application]) -> None:
         app.sink().check()
 
 
-def run_replay(input_pattern: str, config: Config, *, output: str | None = None,
-               dead_letters: str | None = None, order: OrderSettings = OrderSettings(),
+def replay_files(input_pattern: str | None, archive: str | None,
+                 selection: EnvelopeFilter) -> list[EnvelopeFile]:
+    """The files a replay reads: those matching `input_pattern`, or the archive's folders
+    that `selection` needs (its sources, or every mapper's; its receive-time range)."""
+    if (input_pattern is None) == (archive is None):
+        raise ValueError("give either --input (files or a glob) or --archive (an archive root)")
+    if archive is None:
+        files = match_envelope_files([input_pattern])
+        if not files:
+            raise ValueError(f"--input: no file matches {input_pattern!r}")
+        return files
+    patterns = archive_patterns(archive, selection.sources or MAPPERS, selection.from_ms,
+                                selection.until_ms, now_ms=int(time.time() * 1000))
+    return match_envelope_files(patterns, only_archive_files=True)
+
+
+def run_replay(input_pattern: str | None, config: Config, *, archive: str | None = None,
+               output: str | None = None, dead_letters: str | None = None,
+               order: OrderSettings = OrderSettings(),
                selection: EnvelopeFilter = EnvelopeFilter(), only: Sequence[str] = (),
                beam_args: Sequence[str] = ()) -> Accounting:
-    """Run the replay to completion and return its accounting."""
+    """Run the replay to completion and return its accounting (empty when no file matches)."""
     applications = select_applications(
         output_applications(config, output) if output else config.applications, only)
     check_sinks(applications)
     dead_letter_dir = os.path.join(output, "dead_letters") if output else (
         dead_letters or "dead_letters")
     options = PipelineOptions(list(beam_args))
+    FileSystems.set_options(options)
+    files = replay_files(input_pattern, archive, selection)
+    if not files:
+        print(f"replay: the archive {archive} holds no files for the selected sources and "
+              f"times; nothing to replay", file=sys.stderr)
+        return Accounting()
+    print(f"replay: {len(files):,} files, {sum(f.size for f in files) / 1e6:,.1f} MB to read",
+          file=sys.stderr)
     pipeline = beam.Pipeline(options=options)
-    read = pipeline | "ReadEnvelopes" >> ReadEnvelopes(input_pattern)
+    read = pipeline | "ReadEnvelopes" >> ReadEnvelopes(files)
     table = (pipeline | "Activations" >> beam.Create(config.activations)
              | "ActivationTable" >> ActivationTable())
     envelopes = read.envelopes
     if not selection.keeps_everything():
         envelopes = envelopes | "FilterEnvelopes" >> FilterEnvelopes(selection)
     dead = (envelopes
-            | "ReportProgress" >> ReportProgress("replay: envelopes read")
             | "DeliverFleet" >> DeliverFleet(
                 applications, PermitByActivation(applications, table), order)).dead_letters
     ((dead, read[UNREADABLE]) | "DeadLetters" >> beam.Flatten()
