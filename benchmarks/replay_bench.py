@@ -1,13 +1,19 @@
 """Replay benchmark: one million simulated raw messages through `replay` on the DirectRunner,
 against a plain Python loop over the same mappers and permission filter, in one run.
 
-    python benchmarks/replay_bench.py [--messages 1000000] [--workers 1 2] [--write docs/benchmarks.md]
+    python benchmarks/replay_bench.py [--messages 1000000] [--workers 1 2] [--archive-s3]
+                                      [--write docs/benchmarks.md]
 
 The plain loop parses each envelope, maps it with its source's mapper, filters it
 per application by activation and permissions and serialises each document:
 everything the pipeline does per message except ordering, batching and writing
 files. Rates are messages per second of wall time; the ratio compares the two
 in the same run, since absolute numbers move with the machine's load.
+
+With `--archive-s3` the same envelopes are also put in a raw archive
+(`raw/<source>/yyyy/mm/dd/HH/`, gzip JSON lines, one file per source and
+minute) in a local S3 server (moto, started if it is not running), and
+`replay --archive` reads them back from there with each worker count.
 """
 from __future__ import annotations
 
@@ -20,11 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import boto3
 import orjson
 import yaml
 
 from report import publish
 
+from fleetstream.io.archive_format import encode_archive
+from fleetstream.io.archive_layout import archive_file
+from fleetstream.local.moto import MotoService
 from fleetstream.mappers import MAPPERS
 from fleetstream.mappers.base import FAILED, IGNORED
 from fleetstream.pipelines.replay import run_replay
@@ -93,16 +103,43 @@ def plain_loop(raw: Path, config_path: Path) -> tuple[float, int]:
     return time.perf_counter() - started, documents
 
 
-def pipeline(raw: Path, config_path: Path, workers: int) -> tuple[float, int]:
-    """Seconds and documents for `replay` on the DirectRunner with `workers` processes."""
+def fill_s3_archive(raw: Path, moto: MotoService) -> tuple[str, list[str]]:
+    """Put `raw`'s envelopes in a raw archive on the local S3 server: its root and the
+    replay's S3 options."""
+    bucket = "fleetstream-bench-archive"
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto.endpoint_url,
+                      aws_access_key_id="test", aws_secret_access_key="test")
+    s3.create_bucket(Bucket=bucket)
+    files: dict[tuple[str, int], list] = {}
+    with open(raw, "rb") as lines:
+        for line in lines:
+            envelope = parse_envelope_line(line)
+            files.setdefault((envelope.source, envelope.received_at_ms // 60_000),
+                             []).append(envelope)
+    started = time.perf_counter()
+    for (source, minute), envelopes in files.items():
+        window = (minute * 60_000, (minute + 1) * 60_000)
+        name = archive_file("archive", source, window[0], window, 0, "jsonl.gz")
+        s3.put_object(Bucket=bucket, Key=name, Body=encode_archive(envelopes, "jsonl.gz", name))
+    print(f"archived {len(files)} files to s3://{bucket}/archive in "
+          f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return f"s3://{bucket}/archive", [
+        f"--s3_endpoint_url={moto.endpoint_url}", "--s3_region_name=us-east-1",
+        "--s3_access_key_id=test", "--s3_secret_access_key=test"]
+
+
+def pipeline(raw: Path, config_path: Path, workers: int, archive: str | None = None,
+             options: list[str] = ()) -> tuple[float, int]:
+    """Seconds and documents for `replay` on the DirectRunner with `workers` processes,
+    of `raw` or, when given, of the archive at `archive`."""
     out = Path(tempfile.mkdtemp(prefix="fleetstream-bench-"))
-    args = ["--runner=DirectRunner"]
+    args = ["--runner=DirectRunner", *options]
     if workers > 1:
         args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     try:
         started = time.perf_counter()
-        accounting = run_replay(str(raw), load_config(config_path), output=str(out),
-                                beam_args=args)
+        accounting = run_replay(None if archive else str(raw), load_config(config_path),
+                                archive=archive, output=str(out), beam_args=args)
         elapsed = time.perf_counter() - started
         return elapsed, sum(accounting.get(f"app/{a['id']}", "delivered") for a in APPLICATIONS)
     finally:
@@ -115,6 +152,8 @@ def main() -> None:
     parser.add_argument("--vehicles", type=int, default=2_000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="DirectRunner worker counts to measure")
+    parser.add_argument("--archive-s3", action="store_true",
+                        help="also replay the envelopes from a raw archive on local S3 (moto)")
     parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "fleetstream-bench"))
     parser.add_argument("--write", help="append the results as a Markdown table to this file")
     args = parser.parse_args()
@@ -126,12 +165,20 @@ def main() -> None:
     loop_rate = args.messages / loop_s
     rows = [("plain Python loop (1 core)", loop_s, loop_rate, loop_docs, 1.0)]
     print(f"plain loop: {loop_rate:,.0f} messages/s ({loop_docs:,} documents)", file=sys.stderr)
-    for workers in args.workers:
-        seconds, docs = pipeline(raw, config, workers)
+    runs = [(f"replay, DirectRunner, {workers} worker(s)", workers, None, [])
+            for workers in args.workers]
+    if args.archive_s3:
+        moto = MotoService()
+        if not moto.running():
+            moto.start()
+        archive, options = fill_s3_archive(raw, moto)
+        runs += [(f"replay --archive from local S3, {workers} worker(s)", workers, archive,
+                  options) for workers in args.workers]
+    for name, workers, archive, options in runs:
+        seconds, docs = pipeline(raw, config, workers, archive, options)
         rate = args.messages / seconds
-        rows.append((f"replay, DirectRunner, {workers} worker(s)", seconds, rate, docs,
-                     rate / loop_rate))
-        print(f"pipeline x{workers}: {rate:,.0f} messages/s ({docs:,} documents), "
+        rows.append((name, seconds, rate, docs, rate / loop_rate))
+        print(f"{name}: {rate:,.0f} messages/s ({docs:,} documents), "
               f"{rate / loop_rate:.0%} of the plain loop", file=sys.stderr)
 
     table = [f"Replay benchmark, {args.messages:,} messages from {args.vehicles:,} simulated "

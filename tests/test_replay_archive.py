@@ -16,7 +16,8 @@ import yaml
 from apache_beam.io.aws.s3filesystem import S3FileSystem
 from apache_beam.io.filesystems import FileSystems
 
-from fleetstream.io.archive_format import encode_archive
+from fleetstream.io.archive_format import encode_archive, read_archive
+from fleetstream.io.envelope_files import EnvelopeFile, file_parts
 from fleetstream.io.archive_layout import HOUR_MS, archive_file, archive_patterns, hour_folder
 from fleetstream.pipelines.cli import main
 from fleetstream.schemas.envelope import RawEnvelope
@@ -182,3 +183,18 @@ def test_damaged_files_and_bad_lines_become_dead_letters(
     with gzip.open(files / "cut.jsonl.gz") as partial:
         with pytest.raises(EOFError):
             partial.read()
+
+
+@pytest.mark.parametrize("part_bytes", [1, 37, 100, 1000, 10**6])
+def test_parts_of_a_plain_file_read_every_line_once(tmp_path: Path, part_bytes: int) -> None:
+    envelopes = simulated(hours=1, seed=7)[:60]
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b"".join(e.to_json_line() + b"\n" for e in envelopes) + b"\n")
+    size = path.stat().st_size
+    parts = file_parts([EnvelopeFile(str(path), size)], part_bytes)
+    assert len(parts) == (1 if size <= part_bytes else -(-size // part_bytes))
+    read = []
+    for name, start, end in parts:
+        with open(name, "rb") as stream:
+            read += list(read_archive(stream, name, start, end))
+    assert read == envelopes

@@ -56,8 +56,13 @@ def encode_archive(envelopes: Iterable[RawEnvelope], archive_format: str, name: 
     return out.getvalue()
 
 
-def read_archive(stream: BinaryIO, path: str) -> Iterator[RawEnvelope | BadLine]:
-    """The envelopes (and bad lines) of one archive file; its kind comes from `path`."""
+def read_archive(stream: BinaryIO, path: str, start: int = 0, end: int | None = None
+                 ) -> Iterator[RawEnvelope | BadLine]:
+    """The envelopes (and bad lines) of one archive file; its kind comes from `path`.
+
+    For plain JSON lines, `start` and `end` select the lines that begin in
+    that byte range, so a large file can be read in parts.
+    """
     if path.endswith(".avro"):
         for record in fastavro.reader(stream):
             received = record["received_at"]
@@ -65,7 +70,8 @@ def read_archive(stream: BinaryIO, path: str) -> Iterator[RawEnvelope | BadLine]
                 received = (received - _EPOCH) // _MILLISECOND
             yield RawEnvelope(record["source"], received, record["payload"])
         return
-    lines = gzip.GzipFile(fileobj=stream) if path.endswith(".gz") else stream
+    lines = gzip.GzipFile(fileobj=stream) if path.endswith(".gz") else _lines_from(
+        stream, start, end)
     for line in lines:
         if not line.strip():
             continue
@@ -74,3 +80,16 @@ def read_archive(stream: BinaryIO, path: str) -> Iterator[RawEnvelope | BadLine]
         except EnvelopeError as error:
             yield BadLine(line.rstrip(b"\r\n"), str(error))
 
+
+
+def _lines_from(stream: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
+    """The lines of `stream` that begin at or after byte `start` and before byte `end`."""
+    position = start
+    if start:
+        stream.seek(start - 1)
+        position += len(stream.readline()) - 1  # the rest of the line begun before `start`
+    for line in stream:
+        if end is not None and position >= end:
+            return
+        position += len(line)
+        yield line

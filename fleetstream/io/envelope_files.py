@@ -7,7 +7,8 @@
 Files are JSON lines (`.gz` read as gzip) or the raw archive's Avro files
 (`.avro`, see `archive_format`). They are matched before the job starts, so
 the caller knows what will be read (and can say so when nothing matches),
-then spread over the workers one file at a time. The main output holds
+then spread over the workers one file at a time (large plain JSON-lines
+files in 64 MB parts). The main output holds
 `RawEnvelope`s; `unreadable` holds a dead letter (stage `ingest`) for every
 line that is not an envelope, with the line kept whole as its payload, and
 one for every file that breaks off (corrupt gzip, truncated Avro): that dead
@@ -38,6 +39,8 @@ UNREADABLE = "unreadable"  # tag of the dead-letter output and counter scope
 #: counters of whole files: `fleetstream:replay.files` read, `replay.broken_files` cut short
 FILES_READ = f"{REPLAY_SCOPE}.files"
 BROKEN_FILES = f"{REPLAY_SCOPE}.broken_files"
+#: plain JSON lines files larger than this are read in parts of this size, in parallel
+PART_BYTES = 64 << 20
 #: what a damaged file raises while it is read
 _FILE_ERRORS = (OSError, EOFError, zlib.error, ValueError)
 
@@ -66,25 +69,40 @@ def match_envelope_files(patterns: Sequence[str], only_archive_files: bool = Fal
             if not only_archive_files or is_archive_file(path)]
 
 
+def file_parts(files: Sequence[EnvelopeFile], part_bytes: int = PART_BYTES
+               ) -> list[tuple[str, int, int | None]]:
+    """(path, start, end) parts to read: plain JSON lines files in `part_bytes` ranges,
+    every other file whole (gzip and Avro cannot start mid-file)."""
+    parts: list[tuple[str, int, int | None]] = []
+    for path, size in files:
+        if path.endswith(".gz") or path.endswith(".avro") or size <= part_bytes:
+            parts.append((path, 0, None))
+        else:
+            parts += [(path, start, min(start + part_bytes, size))
+                      for start in range(0, size, part_bytes)]
+    return parts
+
+
 class ReadEnvelopes(beam.PTransform):
     """Envelope files -> RawEnvelopes, plus dead letters for unreadable lines and files."""
 
     def __init__(self, files: Sequence[EnvelopeFile], label: str = "replay") -> None:
         super().__init__()
-        self._files = [file.path for file in files]
+        self._parts = file_parts(files)
         self._label = label
 
     def expand(self, begin: beam.pvalue.PBegin) -> pvalue.DoOutputsTuple:
         return (begin
-                | "Files" >> beam.Create(self._files, reshuffle=False)
-                | "SpreadFiles" >> beam.Reshuffle()
-                | "ReadFiles" >> beam.ParDo(_ReadEnvelopeFileFn(len(self._files), self._label))
+                | "FileParts" >> beam.Create(self._parts, reshuffle=False)
+                | "SpreadFileParts" >> beam.Reshuffle()
+                | "ReadFileParts" >> beam.ParDo(_ReadEnvelopeFileFn(len(self._parts),
+                                                                     self._label))
                 .with_outputs(UNREADABLE, main="envelopes"))
 
 
 class _ReadEnvelopeFileFn(beam.DoFn):
-    def __init__(self, total_files: int, label: str) -> None:
-        self._total_files = total_files
+    def __init__(self, total_parts: int, label: str) -> None:
+        self._total_parts = total_parts
         self._label = label
         self._counts = BundleCounts()
 
@@ -93,11 +111,13 @@ class _ReadEnvelopeFileFn(beam.DoFn):
         self._started = time.monotonic()
         self._last_report = 0.0
 
-    def process(self, path: str) -> Iterable[RawEnvelope | pvalue.TaggedOutput]:
+    def process(self, part: tuple[str, int, int | None]
+                ) -> Iterable[RawEnvelope | pvalue.TaggedOutput]:
+        path, start, end = part
         read = 0
         try:
             with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-                for item in read_archive(stream, path):
+                for item in read_archive(stream, path, start, end):
                     if isinstance(item, BadLine):
                         self._counts.add(f"{UNREADABLE}.read")
                         self._counts.add(f"{UNREADABLE}.failed")
@@ -115,19 +135,20 @@ class _ReadEnvelopeFileFn(beam.DoFn):
                     "reason": f"{path} could not be read to the end after {read} envelopes: "
                               f"{type(error).__name__}: {error}"}],
                 path.encode("utf-8"), None))
-        self._counts.add(FILES_READ)
+        if end is None or start == 0:
+            self._counts.add(FILES_READ)
         self._report(read)
 
     def _report(self, read: int) -> None:
         self._files += 1
         self._envelopes += read
         now = time.monotonic()
-        if now - self._last_report < 2.0 and self._files < self._total_files:
+        if now - self._last_report < 2.0 and self._files < self._total_parts:
             return
         self._last_report = now
         rate = self._envelopes / max(now - self._started, 1e-9)
-        print(f"{self._label}: this worker has read {self._files:,} of {self._total_files:,} "
-              f"files, {self._envelopes:,} envelopes ({rate:,.0f}/s)", file=sys.stderr,
+        print(f"{self._label}: this worker has read {self._files:,} of {self._total_parts:,} "
+              f"file parts, {self._envelopes:,} envelopes ({rate:,.0f}/s)", file=sys.stderr,
               flush=True)
 
     def finish_bundle(self) -> None:

@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--start", metavar="earliest|latest|TIME",
                         help="where to start reading when not restored from a savepoint "
                              "(overrides kafka.start; TIME is ISO-8601 or epoch ms)")
+    stream.add_argument("--consumer-group", metavar="NAME",
+                        help="Kafka consumer group of the raw reads (overrides "
+                             "kafka.consumer_group), e.g. a fresh one to reprocess with --start")
     stream.add_argument("--savepoint", metavar="PATH",
                         help="restore the job from this savepoint or retained checkpoint")
     stream.add_argument("--wait", action="store_true",
@@ -291,9 +294,13 @@ def _stream(args: argparse.Namespace) -> int:
 
     from fleetstream.pipelines.stream import load_stream_settings, parse_start, submit_stream
     settings = load_stream_settings(args.config)
+    overrides = {}
     if args.start:
-        settings = dataclasses.replace(settings, kafka=dataclasses.replace(
-            settings.kafka, start=parse_start(args.start, "--start")))
+        overrides["start"] = parse_start(args.start, "--start")
+    if args.consumer_group:
+        overrides["consumer_group"] = args.consumer_group
+    settings = dataclasses.replace(settings, kafka=dataclasses.replace(settings.kafka,
+                                                                       **overrides))
     if args.savepoint:
         settings = settings.restored_from(args.savepoint)
     result = submit_stream(settings, args.beam_option)
