@@ -1,24 +1,30 @@
 """Dead letters: list them, and resend map-stage ones after a mapper fix."""
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
+from confluent_kafka import Producer
 
 from fleetstream import mappers
+from fleetstream.local.topics import Topic, create_topics
 from fleetstream.mappers.base import OK, MapPayload, MapResult
 from fleetstream.pipelines.cli import main
 from fleetstream.pipelines.dead_letters import (
     DeadLetterFilter, DeadLetterSummary, is_resendable, read_dead_letters, resend_dead_letters)
 from fleetstream.pipelines.replay import run_replay
 from fleetstream.schemas.config import load_config
-from fleetstream.schemas.dead_letter import delivery_dead_letter
+from fleetstream.schemas.dead_letter import MAP_STAGE, dead_letter, delivery_dead_letter
 from fleetstream.schemas.document import message_id
 from fleetstream.schemas.timestamps import iso_ms, to_epoch_ms
 from fleetstream.simulator import simulate, write_envelopes
 from fleetstream.transforms.filter_envelopes import EnvelopeFilter
 from tests.test_replay import read_jsonl
+
+pytest_plugins = ["fleetstream.local.pytest_plugin"]
 
 FIXED_VIN = "5YJSA1E24RN000001"
 APP = "fleet"
@@ -140,3 +146,23 @@ def test_cli_resend_prints_what_it_did(dead_letters: Path, tmp_path: Path,
     assert "balanced" in out
     assert main(["dead-letters", "list", "--input", str(tmp_path / "none-*.jsonl")]) == 2
     assert {r["stage"] for r in read_jsonl(str(tmp_path / "dead_letters" / "*.jsonl"))} == {"map"}
+
+
+def test_dead_letters_are_listed_from_a_kafka_topic(
+        kafka_service, capsys: pytest.CaptureFixture[str]) -> None:
+    topic = f"dead-letters-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_service.bootstrap, [Topic(topic, 2)])
+    records = [dead_letter("bmw", 1_772_352_000_000 + i, "failed", MAP_STAGE,
+                           [{"field": "odometer", "reason": f"reason {i % 3}"}], b"{}", None)
+               for i in range(30)]
+    producer = Producer({"bootstrap.servers": kafka_service.bootstrap})
+    for i, record in enumerate(records):
+        producer.produce(topic, key=str(i % 5).encode(), value=orjson.dumps(record))
+    producer.flush(30)
+    url = f"kafka://{kafka_service.bootstrap}/{topic}"
+    assert sorted(read_dead_letters(url), key=lambda r: r["received_at"]) == records
+    assert main(["dead-letters", "list", "--input", url, "--reason", "reason 1"]) == 0
+    assert capsys.readouterr().out.startswith("10 dead letters, 10 of them map-stage")
+    assert main(["dead-letters", "list", "--input", f"kafka://{kafka_service.bootstrap}/none-"
+                 f"{uuid.uuid4().hex[:6]}"]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -218,7 +218,8 @@ def _add_dead_letters_parser(commands: argparse._SubParsersAction) -> None:
                     "not resent by this command.")
     for parser in (listing, resend):
         parser.add_argument("--input", required=True,
-                            help="file or glob of dead letters (JSON lines, local or s3://)")
+                            help="file or glob of dead letters (JSON lines, local or s3://), "
+                                 "or a topic: kafka://HOST:PORT/TOPIC")
         _receipt_arguments(parser).add_argument(
             "--reason", default="", metavar="TEXT",
             help="only dead letters with TEXT in an error reason (any case)")

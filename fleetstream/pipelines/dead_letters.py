@@ -3,6 +3,10 @@
     fleetstream dead-letters list --input 'out/dead_letters/*.jsonl' --reason latitude
     fleetstream dead-letters resend --input 'out/dead_letters/*.jsonl' \\
         --config config.yaml --output resent/
+    fleetstream dead-letters list --input kafka://127.0.0.1:9092/dead-letters
+
+`--input` is files (a glob, local or `s3://`) or the streaming job's
+dead-letter topic, read from its start to its end at the time of the call.
 
 `list` prints how many dead letters there are per source, stage and outcome,
 and their most common reasons. `resend` turns every selected map-stage dead
@@ -33,6 +37,7 @@ import orjson
 from apache_beam.io.filesystems import FileSystems
 
 from fleetstream.io.base import ConfigError
+from fleetstream.io.kafka_topic_reader import KAFKA_SCHEME, parse_topic_url, read_topic
 from fleetstream.pipelines.accounting import Accounting
 from fleetstream.pipelines.fleet import OrderSettings
 from fleetstream.pipelines.replay import run_replay
@@ -69,20 +74,29 @@ def _received_at_ms(record: dict[str, Any]) -> int | None:
 
 
 def read_dead_letters(pattern: str) -> Iterator[dict[str, Any]]:
-    """Every dead letter in the files matching `pattern` (local or `s3://`, `.gz` allowed)."""
+    """Every dead letter in the files matching `pattern` (local or `s3://`, `.gz` allowed),
+    or in the topic `kafka://HOST:PORT/TOPIC` as it is now."""
+    if pattern.startswith(KAFKA_SCHEME):
+        yield from _parsed(pattern, enumerate(read_topic(*parse_topic_url(pattern)), 1))
+        return
     paths = [metadata.path for match in FileSystems.match([pattern])
              for metadata in match.metadata_list]
     if not paths:
         raise ConfigError(f"--input: no dead-letter files match {pattern!r}")
     for path in sorted(paths):
         with FileSystems.open(path) as lines:
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield orjson.loads(line)
-                except orjson.JSONDecodeError as error:
-                    raise ConfigError(f"{path}:{number}: not a dead letter: {error}") from None
+            yield from _parsed(path, enumerate(lines, 1))
+
+
+def _parsed(where: str, numbered: Iterable[tuple[int, bytes]]) -> Iterator[dict[str, Any]]:
+    """Dead letters from numbered JSON lines or record values; ConfigError at the first bad one."""
+    for number, line in numbered:
+        if not line.strip():
+            continue
+        try:
+            yield orjson.loads(line)
+        except orjson.JSONDecodeError as error:
+            raise ConfigError(f"{where}:{number}: not a dead letter: {error}") from None
 
 
 def select_dead_letters(pattern: str, selection: DeadLetterFilter) -> Iterator[dict[str, Any]]:

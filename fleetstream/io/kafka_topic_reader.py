@@ -1,0 +1,68 @@
+"""Read a Kafka topic once, from its first record to its end at the time of the call.
+
+    for value in read_topic("127.0.0.1:9092", "dead-letters"):
+        ...
+
+For tools that look at what a topic holds now (`fleetstream dead-letters
+list|resend --input kafka://HOST:PORT/dead-letters`), not for the streaming
+job: no consumer group is joined and no offset is committed, so reading
+changes nothing for anyone else.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+KAFKA_SCHEME = "kafka://"
+
+
+class TopicReadError(ValueError):
+    """The broker or the topic cannot be read; the message says which and why."""
+
+
+def parse_topic_url(url: str) -> tuple[str, str]:
+    """`kafka://HOST:PORT/TOPIC` -> (bootstrap servers, topic); ValueError otherwise."""
+    bootstrap, _, topic = url.removeprefix(KAFKA_SCHEME).partition("/")
+    if not url.startswith(KAFKA_SCHEME) or not bootstrap or not topic:
+        raise ValueError(f"expected kafka://HOST:PORT/TOPIC, got {url!r}")
+    return bootstrap, topic
+
+
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 10.0) -> Iterator[bytes]:
+    """Every record value of `topic`, partition by partition, up to each partition's end
+    when the call began. Raises TopicReadError when the broker or the topic is not there."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "fleetstream-reader",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+    try:
+        try:
+            metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        except KafkaException as error:
+            raise TopicReadError(f"cannot reach Kafka at {bootstrap}: {error}") from None
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            raise TopicReadError(f"topic {topic!r} does not exist on {bootstrap}")
+        for partition in sorted(metadata.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                       timeout=timeout_s)
+            if high <= low:
+                continue
+            consumer.assign([TopicPartition(topic, partition, low)])
+            yield from _values_until(consumer, high, timeout_s)
+    finally:
+        consumer.close()
+
+
+def _values_until(consumer: Consumer, end: int, timeout_s: float) -> Iterator[bytes]:
+    """Values of the assigned partition up to (not including) offset `end`."""
+    while True:
+        message = consumer.poll(timeout_s)
+        if message is None:
+            raise TopicReadError(f"no record within {timeout_s} s before offset {end}")
+        if message.error() is not None:
+            if message.error().code() == KafkaError._PARTITION_EOF:
+                return
+            raise TopicReadError(str(message.error()))
+        if message.value() is not None:
+            yield message.value()
+        if message.offset() + 1 >= end:
+            return
