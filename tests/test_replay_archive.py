@@ -18,6 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from fleetstream.io.archive_format import encode_archive, read_archive
 from fleetstream.io.envelope_files import EnvelopeFile, file_parts
+from fleetstream.io.s3_objects import S3Objects
 from fleetstream.io.archive_layout import HOUR_MS, archive_file, archive_patterns, hour_folder
 from fleetstream.pipelines.cli import main
 from fleetstream.schemas.envelope import RawEnvelope
@@ -85,7 +86,12 @@ def s3_archive(moto_service) -> Iterator[tuple[str, list[RawEnvelope], list[str]
     s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_service.endpoint_url,
                       aws_access_key_id="test", aws_secret_access_key="test")
     s3.create_bucket(Bucket=bucket)
-    for name, body in archive_files(envelopes).items():
+    # three kinds of file: gzip JSON lines, Avro (smartcar) and plain JSON lines (mercedes)
+    files = {**archive_files([e for e in envelopes if e.source != "smartcar"]),
+             **archive_files([e for e in envelopes if e.source == "smartcar"], "avro")}
+    for name, body in files.items():
+        if "/mercedes/" in name:
+            name, body = name.removesuffix(".gz"), gzip.decompress(body)
         s3.put_object(Bucket=bucket, Key=f"fleet/{name}", Body=body)
     for hour in (0, 2):
         folder = hour_folder("fleet", "bmw", START_MS + hour * HOUR_MS)
@@ -101,11 +107,13 @@ def test_one_hour_replay_lists_and_opens_only_that_hour(
     root, envelopes, s3_options = s3_archive
     listed: list[str] = []
     opened: list[str] = []
-    real_list, real_open = S3FileSystem._list, FileSystems.open
+    real_list, real_open, real_get = S3FileSystem._list, FileSystems.open, S3Objects.open
     monkeypatch.setattr(S3FileSystem, "_list", lambda fs, prefix: (
         listed.append(prefix), real_list(fs, prefix))[1])
     monkeypatch.setattr(FileSystems, "open", staticmethod(lambda path, *a, **k: (
         opened.append(path), real_open(path, *a, **k))[1]))
+    monkeypatch.setattr(S3Objects, "open", lambda objects, path: (
+        opened.append(path), real_get(objects, path))[1])
     start, end = START_MS + HOUR_MS, START_MS + 2 * HOUR_MS
     code = main(["replay", "--archive", root, "--from", str(start), "--until", str(end),
                  "--config", str(write_config(tmp_path)), "--output", str(tmp_path / "out"),

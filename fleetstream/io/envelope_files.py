@@ -30,6 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from fleetstream.io.archive_format import BadLine, read_archive
 from fleetstream.io.archive_layout import is_archive_file
+from fleetstream.io.s3_objects import S3Objects
 from fleetstream.schemas.dead_letter import INGEST_STAGE, dead_letter
 from fleetstream.schemas.envelope import RawEnvelope
 from fleetstream.transforms.counters import BundleCounts
@@ -107,6 +108,7 @@ class _ReadEnvelopeFileFn(beam.DoFn):
         self._counts = BundleCounts()
 
     def setup(self) -> None:
+        self._s3 = S3Objects()
         self._files = self._envelopes = 0
         self._started = time.monotonic()
         self._last_report = 0.0
@@ -115,8 +117,10 @@ class _ReadEnvelopeFileFn(beam.DoFn):
                 ) -> Iterable[RawEnvelope | pvalue.TaggedOutput]:
         path, start, end = part
         read = 0
+        s3 = self._s3.for_path(path) if end is None else None  # parts need a seekable stream
         try:
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+            with (s3.open(path) if s3 else FileSystems.open(
+                    path, compression_type=CompressionTypes.UNCOMPRESSED)) as stream:
                 for item in read_archive(stream, path, start, end):
                     if isinstance(item, BadLine):
                         self._counts.add(f"{UNREADABLE}.read")

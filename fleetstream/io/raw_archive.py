@@ -66,7 +66,6 @@ from dataclasses import dataclass, fields
 from typing import Any, Iterable, Mapping
 
 import apache_beam as beam
-from apache_beam.io.aws.s3io import parse_s3_path
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import FixedWindows, IntervalWindow
@@ -74,6 +73,7 @@ from apache_beam.transforms.window import FixedWindows, IntervalWindow
 from fleetstream.io.archive_format import encode_archive
 from fleetstream.io.archive_layout import ARCHIVE_FORMATS, HOUR_MS, archive_file
 from fleetstream.io.base import ConfigError
+from fleetstream.io.s3_objects import S3Objects
 from fleetstream.schemas.envelope import RawEnvelope
 from fleetstream.transforms.counters import BundleCounts
 
@@ -203,25 +203,21 @@ class WholeFileWriter:
     """Writes whole files so that a reader sees the old file or the new one, never part of one.
 
     `s3://` paths are one PUT request each (S3 stores an object whole or not at
-    all), through one boto3 client built from Beam's S3 options
-    (`--s3_endpoint_url`, ...) and kept for all files: Beam's S3 file system
-    builds a new client for every file (about 0.5 s each) and uploads in three
-    requests. Other paths go through Beam's `FileSystems`: directly where an
-    upload is atomic (`gs://`, `azfs://`), elsewhere to a temporary file in the
-    same folder that is then renamed over the final name.
+    all) through one client per worker (`S3Objects`). Other paths go through
+    Beam's `FileSystems`: directly where an upload is atomic (`gs://`,
+    `azfs://`), elsewhere to a temporary file in the same folder that is then
+    renamed over the final name.
     """
 
     def __init__(self) -> None:
-        self._s3: Any = None
+        self._s3 = S3Objects()
 
     def write(self, path: str, body: bytes, mime_type: str) -> None:
-        scheme = FileSystems.get_scheme(path)
-        # the options Beam gave its file systems, set on every worker
-        options = FileSystems._pipeline_options  # pylint: disable=protected-access
-        if scheme == "s3" and options is not None:
-            self._put_s3(path, body, mime_type, options)
+        s3 = self._s3.for_path(path)
+        if s3 is not None:
+            s3.put(path, body, mime_type)
             return
-        if scheme in ATOMIC_PUT_SCHEMES:
+        if FileSystems.get_scheme(path) in ATOMIC_PUT_SCHEMES:
             target = path
         else:
             folder, name = FileSystems.split(path)
@@ -231,10 +227,3 @@ class WholeFileWriter:
             out.write(body)
         if target != path:
             FileSystems.rename([target], [path])
-
-    def _put_s3(self, path: str, body: bytes, mime_type: str, options: Any) -> None:
-        if self._s3 is None:
-            from apache_beam.io.aws.clients.s3.boto3_client import Client  # needs boto3
-            self._s3 = Client(options=options).client
-        bucket, key = parse_s3_path(path)
-        self._s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=mime_type)
