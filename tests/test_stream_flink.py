@@ -6,11 +6,12 @@ mappers and permission rule, and compared with what the job delivered.
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -18,8 +19,11 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from fleetstream.io.archive_format import read_archive
+from fleetstream.io.archive_layout import hour_folder
 from fleetstream.io.kafka_producer import produce_envelopes
 from fleetstream.io.kafka_topics import KafkaSettings
+from fleetstream.io.raw_archive import ArchiveSettings
 from fleetstream.mappers import MAPPERS
 from fleetstream.mappers.base import FAILED, IGNORED, PARTIAL
 from fleetstream.pipelines import flink_jobs
@@ -39,6 +43,7 @@ VEHICLES = 12
 APPS = ("fleet", "insurer")
 SEED = 9
 REVOCATION_LIMIT_S = 10.0
+ARCHIVE_WINDOW_S = 10
 
 
 class StreamEnv:
@@ -71,7 +76,8 @@ class StreamEnv:
                           checkpointing_interval_ms=2000),
             KafkaSettings(bootstrap, f"test-{run}", "earliest", cluster.expansion_service),
             self.raw_topics, self.activations_topic, self.dead_letters_topic, None,
-            OrderSettings(reorder_window_s=0.5, dedupe_horizon_s=600))
+            OrderSettings(reorder_window_s=0.5, dedupe_horizon_s=600),
+            archive=ArchiveSettings(str(out / "archive"), window_s=ARCHIVE_WINDOW_S))
         ensure_topics(self.settings)
         self.sent: list[dict] = []     # every envelope produced, with its produce time
 
@@ -259,3 +265,48 @@ def test_a_kafka_broker_restart_mid_stream_loses_nothing(env: StreamEnv) -> None
     documents, _ = expected(env.sent, env.approved, env.config, cut)
     wait_for(lambda: documents <= delivered_ids(env), timeout_s=300,
              what="documents after the broker restart")
+
+
+def archived(root: Path) -> Counter:
+    """(source, payload) of every envelope in the archive under `root`, checking its folder."""
+    found: Counter = Counter()
+    for path in glob.glob(str(root / "raw" / "**" / "*.jsonl.gz"), recursive=True):
+        with open(path, "rb") as stream:
+            for envelope in read_archive(stream, path):
+                assert os.path.dirname(path) == hour_folder(
+                    str(root), envelope.source, envelope.received_at_ms), path
+                found[envelope.source, envelope.payload] += 1
+    return found
+
+
+def test_the_raw_archive_holds_every_envelope_produced(env: StreamEnv) -> None:
+    sent = Counter((e["source"], e["payload"].encode()) for e in env.sent)
+    wait_for(lambda: not sent - archived(env.out / "archive"), timeout_s=120,
+             what="every produced envelope in the raw archive")
+    copies = archived(env.out / "archive") - sent
+    print(f"archive: {sum(sent.values())} envelopes produced, {sum(copies.values())} archived "
+          f"twice across the restore and the broker restart")
+
+
+def test_a_job_started_from_a_time_reads_only_records_from_then_on(
+        env: StreamEnv, kafka_service, flink_cluster, tmp_path: Path) -> None:
+    for job in flink_jobs.running_jobs():     # free the task slots for a job of its own
+        flink_jobs.cancel(job)
+    fresh = StreamEnv(kafka_service.bootstrap, flink_cluster, tmp_path)
+    fresh.produce(simulate_keyed(VEHICLES, messages=60, rate=1.0, seed=SEED + 1,
+                                 start_ms=int(time.time() * 1000)))
+    time.sleep(2)
+    start_ms = int(time.time() * 1000)
+    time.sleep(1)
+    before = len(fresh.sent)
+    fresh.produce(simulate_keyed(VEHICLES, messages=60, rate=1.0, seed=SEED + 2,
+                                 start_ms=int(time.time() * 1000)))
+    fresh.settings = dataclasses.replace(fresh.settings, kafka=dataclasses.replace(
+        fresh.settings.kafka, start=start_ms))
+    fresh.submit()
+    documents, _ = expected(fresh.sent[before:], fresh.approved, fresh.config)
+    earlier, _ = expected(fresh.sent[:before], fresh.approved, fresh.config)
+    assert documents and earlier
+    wait_for(lambda: documents <= delivered_ids(fresh), what="the documents after the start")
+    time.sleep(5)
+    assert delivered_ids(fresh) == documents      # nothing from before the start time

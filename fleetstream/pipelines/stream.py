@@ -6,14 +6,15 @@
 job goes (Beam's Flink job server, the SDK worker pool, parallelism,
 checkpointing), how it reaches Kafka, and where the applications'
 configuration is. The job reads each source's raw topic with KafkaIO, keeps
-per-vehicle order in keyed state, joins activation events from the
-compacted `activations` topic (the configuration's own are published there
-at submission), and
-delivers through each application's sink; dead letters (mapping, ingest,
-delivery) go to the `dead-letters` topic and, optionally, every document to
-the `delivered` topic. Offsets are committed to Kafka when Flink completes a
-checkpoint, so a job restarted from its last checkpoint or savepoint loses
-nothing; documents it sends twice carry the same `message_id`.
+per-vehicle order in keyed state, joins activation events from the compacted
+`activations` topic (the configuration's own are published there at
+submission), and delivers through each application's sink. Dead letters
+(mapping, ingest, delivery) go to the `dead-letters` topic and, optionally,
+every document to the `delivered` topic. With an `archive:` section the job
+also writes every raw envelope to the raw archive (`ArchiveRawEnvelopes`).
+Read positions live in Flink's checkpoints (see `kafka_topics`), so a job
+restarted from its last checkpoint or savepoint loses nothing; documents it
+sends twice carry the same `message_id`.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from fleetstream.io.base import ConfigError
+from fleetstream.io.raw_archive import ArchiveRawEnvelopes, ArchiveSettings
 from fleetstream.mappers import MAPPERS
 from fleetstream.io.kafka_producer import publish_activations
 from fleetstream.local.topics import Topic, create_topics
@@ -68,6 +70,7 @@ class StreamSettings:
     delivered_topic: str | None = "delivered"
     order: OrderSettings = field(default_factory=OrderSettings)
     permissions: str = "keyed_state"
+    archive: ArchiveSettings | None = None
 
     def restored_from(self, savepoint_path: str) -> "StreamSettings":
         """These settings, for a job restored from a savepoint or retained checkpoint."""
@@ -98,7 +101,7 @@ def load_stream_settings(path: str | Path) -> StreamSettings:
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     where = str(path)
-    _only(raw, {"applications", "flink", "kafka", "pipeline"}, where)
+    _only(raw, {"applications", "flink", "kafka", "pipeline", "archive"}, where)
     if not isinstance(raw.get("applications"), str):
         raise ConfigError(f"{where}: `applications:` must name the applications' configuration "
                           f"file (DATA-CONTRACTS §6)")
@@ -120,11 +123,13 @@ def load_stream_settings(path: str | Path) -> StreamSettings:
     raw_topics = topics.get("raw_topics", DEFAULT_RAW_TOPICS)
     if not isinstance(raw_topics, dict) or not raw_topics:
         raise ConfigError(f"{where}: kafka.raw_topics must map each source to its topic")
+    archive = (ArchiveSettings.from_options(f"{where}: archive", raw["archive"])
+               if raw.get("archive") is not None else None)
     return StreamSettings(
         config, flink, KafkaSettings(**kafka_raw), dict(raw_topics),
         topics.get("activations_topic", "activations"),
         topics.get("dead_letters_topic", "dead-letters"),
-        topics.get("delivered_topic"), OrderSettings(**pipeline), permissions)
+        topics.get("delivered_topic"), OrderSettings(**pipeline), permissions, archive)
 
 
 def _section(raw: dict, name: str, cls: Any, where: str) -> dict:
@@ -171,6 +176,8 @@ def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> 
                      accumulation_mode=beam.trigger.AccumulationMode.ACCUMULATING)
                  | "ActivationTable" >> ActivationTable())
         permit = PermitByActivation(config.applications, table)
+    if settings.archive:
+        _ = raw.envelopes | "ArchiveRaw" >> ArchiveRawEnvelopes(settings.archive)
     fleet = raw.envelopes | "DeliverFleet" >> DeliverFleet(
         config.applications, permit, settings.order, bounded=False)
     if settings.delivered_topic:

@@ -1,0 +1,58 @@
+"""flink-runner.yaml: the repository's own file loads, and every bad entry is refused by name."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fleetstream.io.base import ConfigError
+from fleetstream.io.raw_archive import ArchiveSettings
+from fleetstream.pipelines.cli import main
+from fleetstream.pipelines.stream import load_stream_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def settings_file(folder: Path, **sections) -> Path:
+    (folder / "config.yaml").write_text((ROOT / "examples" / "config.yaml").read_text())
+    path = folder / "flink-runner.yaml"
+    path.write_text(yaml.safe_dump({"applications": "config.yaml", **sections}))
+    return path
+
+
+def test_the_repository_settings_load() -> None:
+    settings = load_stream_settings(ROOT / "flink-runner.yaml")
+    assert settings.flink.parallelism == 2 and settings.kafka.start == "earliest"
+    assert settings.raw_topics["tesla"] == "raw.tesla" and settings.archive is None
+    assert settings.config.applications
+
+
+def test_archive_section_and_start_time_are_read(tmp_path: Path) -> None:
+    settings = load_stream_settings(settings_file(
+        tmp_path, archive={"path": "s3://bucket/fleet", "format": "avro", "window_s": 600},
+        kafka={"start": "2026-03-01T08:00:00Z"}))
+    assert settings.archive == ArchiveSettings("s3://bucket/fleet", "avro", 600)
+    assert settings.kafka.start == 1772352000000
+
+
+@pytest.mark.parametrize("sections, named", [
+    ({"archive": {"path": "s3://b/f", "window_s": 7}}, "archive.window_s"),
+    ({"archive": {"path": "s3://b/f", "compress": True}}, "unknown key(s) compress"),
+    ({"archive": {"format": "avro"}}, "archive.path"),
+    ({"kafka": {"start": "yesterday"}}, "kafka.start"),
+    ({"pipeline": {"permissions": "acl"}}, "pipeline.permissions"),
+    ({"flink": {"paralelism": 2}}, "unknown key(s) paralelism"),
+    ({"sinks": {}}, "unknown key(s) sinks"),
+])
+def test_bad_settings_are_refused_naming_the_entry(tmp_path: Path, sections: dict,
+                                                   named: str) -> None:
+    with pytest.raises(ConfigError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        load_stream_settings(settings_file(tmp_path, **sections))
+
+
+def test_stream_command_exits_2_on_bad_settings(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    path = settings_file(tmp_path, archive={"path": "s3://b/f", "shards": 0})
+    assert main(["stream", "--config", str(path)]) == 2
+    assert "archive.shards" in capsys.readouterr().err
