@@ -206,3 +206,25 @@ def test_parts_of_a_plain_file_read_every_line_once(tmp_path: Path, part_bytes: 
         with open(name, "rb") as stream:
             read += list(read_archive(stream, name, start, end))
     assert read == envelopes
+
+
+def test_archived_then_replayed_delivers_the_ids_of_the_original_files(
+        archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(archive / "config.yaml")
+    root = tmp_path / "archive"
+    assert main(["archive", "--input", str(archive / "raw-1.jsonl.gz"), "--to", str(root),
+                 "--format", "avro", "--window", "60"]) == 0
+    archived_line = capsys.readouterr().out
+    assert main(["replay", "--input", str(archive / "raw-1.jsonl.gz"), "--config", config,
+                 "--output", str(tmp_path / "direct")]) == 0
+    direct = capsys.readouterr().out
+    assert main(["replay", "--archive", str(root), "--config", config,
+                 "--output", str(tmp_path / "replayed")]) == 0
+    replayed = capsys.readouterr().out
+    read = re.search(r"^read (\d+) = ", direct, re.MULTILINE).group(1)
+    assert f"archived {read} envelopes" in archived_line
+    assert re.search(r"^read (\d+) = ", replayed, re.MULTILINE).group(1) == read
+    for app in ("fleet", "insurer"):
+        ids = [{d["message_id"] for d in read_jsonl(str(tmp_path / out / app / "*.jsonl"))}
+               for out in ("direct", "replayed")]
+        assert ids[0] and ids[0] == ids[1]
