@@ -16,11 +16,21 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, NamedTuple, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, NamedTuple, Sequence
 
 
 class ConfigError(ValueError):
     """A configuration entry is wrong; the message names the entry and the fix."""
+
+
+def refuse_unknown(where: str, given: Iterable[Any], accepted: Iterable[str],
+                   what: str = "key", context: str = "") -> None:
+    """ConfigError naming the entries of `given` not in `accepted`, and listing those accepted."""
+    accepted = set(accepted)
+    unknown = sorted(str(name) for name in set(given) - accepted)
+    if unknown:
+        raise ConfigError(f"{where}: unknown {what}(s) {', '.join(unknown)}{context}; "
+                          f"accepted: {', '.join(sorted(accepted))}")
 
 
 @dataclass(frozen=True, slots=True)

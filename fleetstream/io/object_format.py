@@ -44,7 +44,7 @@ from typing import Any, BinaryIO, Iterator, Mapping
 import fastavro
 import orjson
 
-from fleetstream.io.base import Batch, ConfigError, PermanentWriteError, Sink
+from fleetstream.io.base import Batch, ConfigError, PermanentWriteError, Sink, refuse_unknown
 
 DEFAULT_PATH_TEMPLATE = "{application_id}/{yyyy}/{mm}/{dd}/{HH}/{batch_id}"
 PATH_FIELDS = frozenset({"application_id", "yyyy", "mm", "dd", "HH", "batch_id"})
@@ -168,10 +168,7 @@ def _check_template(where: str, template: Any) -> None:
         fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as error:
         raise ConfigError(f"{where}: {error} in {template!r}") from None
-    unknown = sorted(fields - PATH_FIELDS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; "
-                          f"known: {', '.join(sorted(PATH_FIELDS))}")
+    refuse_unknown(where, fields, PATH_FIELDS, what="field")
     if "batch_id" not in fields:
         raise ConfigError(f"{where}: must contain {{batch_id}} so that every batch gets "
                           f"its own object and a retried batch overwrites itself")

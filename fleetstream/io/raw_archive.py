@@ -72,7 +72,7 @@ from apache_beam.transforms.window import FixedWindows, IntervalWindow
 
 from fleetstream.io.archive_format import encode_archive
 from fleetstream.io.archive_layout import ARCHIVE_FORMATS, HOUR_MS, archive_file
-from fleetstream.io.base import ConfigError
+from fleetstream.io.base import ConfigError, refuse_unknown
 from fleetstream.io.s3_objects import S3Objects
 from fleetstream.schemas.envelope import RawEnvelope
 from fleetstream.transforms.counters import BundleCounts
@@ -103,10 +103,7 @@ class ArchiveSettings:
         if not isinstance(options, Mapping):
             raise ConfigError(f"{where}: expected a mapping with `path` and optionally "
                               f"{', '.join(_OPTIONAL)}")
-        unknown = sorted(map(str, set(options) - set(_FIELDS)))
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
-                              f"accepted: {', '.join(sorted(_FIELDS))}")
+        refuse_unknown(where, options, _FIELDS)
         if "path" not in options:
             raise ConfigError(f"{where}.path: missing; the archive root, a folder or "
                               f"s3://bucket/prefix")

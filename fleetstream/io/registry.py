@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from fleetstream.io.base import Batching, ConfigError, Sink
+from fleetstream.io.base import Batching, ConfigError, Sink, refuse_unknown
 from fleetstream.io.azure_blob_sink import AzureBlobSink
 from fleetstream.io.file_sink import FileSink
 from fleetstream.io.kinesis_sink import KinesisSink
@@ -39,11 +39,8 @@ def build_sink(application_id: str, options: Mapping[str, Any]) -> tuple[Sink, B
     missing = sorted(cls.REQUIRED - given)
     if missing:
         raise ConfigError(f"{where}: sink type {kind!r} needs {', '.join(missing)}")
-    unknown = sorted(given - cls.REQUIRED - cls.OPTIONAL)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)} for sink type {kind!r}; "
-            f"accepted: {', '.join(sorted(cls.REQUIRED | cls.OPTIONAL | set(BATCHING_KEYS)))}")
+    refuse_unknown(where, set(options) - {"type"}, {*cls.REQUIRED, *cls.OPTIONAL, *BATCHING_KEYS},
+                   context=f" for sink type {kind!r}")
     sink_options = {k: v for k, v in options.items() if k in given}
     return cls(application_id, sink_options), _batching(where, options, cls.DEFAULT_BATCHING)
 

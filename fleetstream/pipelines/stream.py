@@ -28,7 +28,7 @@ import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
-from fleetstream.io.base import ConfigError
+from fleetstream.io.base import ConfigError, refuse_unknown
 from fleetstream.io.raw_archive import ArchiveRawEnvelopes, ArchiveSettings
 from fleetstream.mappers import MAPPERS
 from fleetstream.io.kafka_producer import publish_activations
@@ -101,7 +101,7 @@ def load_stream_settings(path: str | Path) -> StreamSettings:
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     where = str(path)
-    _only(raw, {"applications", "flink", "kafka", "pipeline", "archive"}, where)
+    refuse_unknown(where, raw, {"applications", "flink", "kafka", "pipeline", "archive"})
     if not isinstance(raw.get("applications"), str):
         raise ConfigError(f"{where}: `applications:` must name the applications' configuration "
                           f"file (DATA-CONTRACTS §6)")
@@ -113,13 +113,13 @@ def load_stream_settings(path: str | Path) -> StreamSettings:
               if k in kafka_raw}
     if "start" in kafka_raw:
         kafka_raw["start"] = parse_start(kafka_raw["start"], where)
-    _only(kafka_raw, set(KafkaSettings.__dataclass_fields__), f"{where}: kafka")
+    refuse_unknown(f"{where}: kafka", kafka_raw, set(KafkaSettings.__dataclass_fields__))
     pipeline = _section(raw, "pipeline", None, where)
     permissions = pipeline.pop("permissions", "keyed_state")
     if permissions not in PERMISSION_MODES:
         raise ConfigError(f"{where}: pipeline.permissions must be one of "
                           f"{', '.join(PERMISSION_MODES)}, got {permissions!r}")
-    _only(pipeline, set(OrderSettings.__dataclass_fields__), f"{where}: pipeline")
+    refuse_unknown(f"{where}: pipeline", pipeline, set(OrderSettings.__dataclass_fields__))
     raw_topics = topics.get("raw_topics", DEFAULT_RAW_TOPICS)
     if not isinstance(raw_topics, dict) or not raw_topics:
         raise ConfigError(f"{where}: kafka.raw_topics must map each source to its topic")
@@ -137,15 +137,8 @@ def _section(raw: dict, name: str, cls: Any, where: str) -> dict:
     if not isinstance(section, dict):
         raise ConfigError(f"{where}: `{name}:` must be a mapping")
     if cls is not None:
-        _only(section, set(cls.__dataclass_fields__), f"{where}: {name}")
+        refuse_unknown(f"{where}: {name}", section, set(cls.__dataclass_fields__))
     return dict(section)
-
-
-def _only(section: dict, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(section) - allowed)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
-                          f"accepted: {', '.join(sorted(allowed))}")
 
 
 def parse_start(value: Any, where: str) -> str | int:

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping
 import orjson
 import yaml
 
-from fleetstream.io.base import Batching, ConfigError, Sink
+from fleetstream.io.base import Batching, ConfigError, Sink, refuse_unknown
 from fleetstream.io.registry import build_sink
 from fleetstream.schemas.catalogue import expand_permission
 from fleetstream.schemas.timestamps import to_epoch_ms
@@ -125,10 +125,7 @@ def _application(index: int, entry: Any, base_dir: Path) -> Application:
     if not isinstance(app_id, str) or not _APPLICATION_ID.match(app_id):
         raise ConfigError(f"{where}.id: expected 1-63 letters, digits, '.', '_' or '-', "
                           f"got {app_id!r}")
-    unknown = sorted(set(entry) - {"id", "permissions", "sink"})
-    if unknown:
-        raise ConfigError(f"applications[{app_id}]: unknown key(s) {', '.join(unknown)}; "
-                          f"expected id, permissions, sink")
+    refuse_unknown(f"applications[{app_id}]", entry, {"id", "permissions", "sink"})
     permissions = entry.get("permissions")
     if not isinstance(permissions, list) or not permissions \
             or not all(isinstance(p, str) for p in permissions):
