@@ -109,3 +109,56 @@ def test_batch_sorts_each_vehicle_and_drops_duplicates() -> None:
                | beam.MapTuple(lambda vin, ms: (vin, [(m.newest_ms, m.late) for m in ms])))
         assert_that(out, equal_to([("V1", [(100, False), (200, False), (300, False)]),
                                    ("V2", [(7, False)])]))
+
+
+def test_ordering_and_keyed_join_in_one_step_order_late_duplicates_and_revocation() -> None:
+    """OrderAndPermitKeyed (the streaming job's keyed step) keeps both rules."""
+    import orjson
+
+    from fleetstream.schemas.config import ActivationEvent, parse_config
+    from fleetstream.transforms.permit_by_activation import OrderAndPermitKeyed
+
+    config = parse_config({"applications": [
+        {"id": "insurer", "permissions": ["diagnostics.odometer"],
+         "sink": {"type": "file", "path": "unused"}}]})
+    t0 = 1_000
+
+    def at(seconds: float, msg):
+        return TimestampedValue(("V", msg), t0 + seconds)
+
+    stream = (TestStream(output_tags={"messages", "events"})
+              .advance_watermark_to(t0, tag="messages").advance_watermark_to(t0, tag="events")
+              .add_elements([TimestampedValue(ActivationEvent("V", "insurer", "approved", 1), t0)],
+                            tag="events")
+              .advance_watermark_to(t0 + 0.1, tag="events")
+              .add_elements([at(0.1, message(300, received_ms=1)),
+                             at(0.5, message(100, received_ms=2)),
+                             at(1.0, message(200, received_ms=3)),
+                             at(1.2, message(300, received_ms=1))],  # duplicate
+                            tag="messages")
+              .advance_watermark_to(t0 + 5, tag="messages")
+              .advance_watermark_to(t0 + 5, tag="events")
+              .add_elements([at(5.0, message(150, received_ms=4)),   # late
+                             at(5.1, message(400, received_ms=5))], tag="messages")
+              .advance_watermark_to(t0 + 10, tag="messages")
+              .advance_watermark_to(t0 + 8, tag="events")  # 400 leaves (arrived 5.1, window 2)
+              .add_elements([TimestampedValue(ActivationEvent("V", "insurer", "revoked", 2),
+                                              t0 + 10)], tag="events")
+              .advance_watermark_to(t0 + 11, tag="events")
+              .add_elements([at(11.0, message(500, received_ms=6))], tag="messages")
+              .advance_watermark_to_infinity(tag="messages")
+              .advance_watermark_to_infinity(tag="events"))
+    _COLLECTED.clear()
+    with TestPipeline(options=_streaming_options()) as pipeline:
+        streams = pipeline | stream
+        _ = (streams["messages"]
+             | OrderAndPermitKeyed(config.applications, streams["events"], reorder_window_s=2.0)
+             | beam.Map(_collect))
+    documents = [(app, orjson.loads(record.document)) for app, record in _COLLECTED]
+    # in order within the window, the duplicate dropped, 150 late (300 had left), nothing
+    # after the revocation (500)
+    assert [(app, record.event_ms, doc.get("late", False))
+            for (app, doc), (_, record) in zip(documents, _COLLECTED)] == [
+        ("insurer", 100, False), ("insurer", 200, False), ("insurer", 300, False),
+        ("insurer", 150, True), ("insurer", 400, False)]
+    assert all(set(doc["data"]) == {"diagnostics"} for _, doc in documents)

@@ -2,12 +2,13 @@
 
 Input and output: `(vin, MappedMessage)`, keyed by VIN.
 
-Streaming (unbounded input): keyed state and an event-time timer per VIN. The
+Streaming (unbounded input): keyed state and two flush timers per VIN. The
 element timestamp is the message's arrival (the streaming job reads Kafka with
-processing-time timestamps). A message waits until the watermark passes its
-arrival plus `reorder_window_s`
-(default 2 s) for older ones that arrive after it; messages leave in non-decreasing order of their newest entry
-timestamp. A message older than one that has already left is still delivered
+processing-time timestamps). A message waits `reorder_window_s` (default 2 s)
+after its arrival for older ones that arrive after it: until the wall clock
+(processing-time timer) or the watermark (event-time timer) passes arrival plus
+window, whichever comes first; messages leave in non-decreasing order of their
+newest entry timestamp. A message older than one that has already left is still delivered
 at once, with `late=True` (its document says `"late": true`); nothing is
 dropped but exact duplicates: a message with the same source and payload as
 one seen within `dedupe_horizon_s` (by receive time) is dropped and counted
@@ -19,7 +20,8 @@ and nothing is held back for a window.
 """
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple, Sequence
+import time
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import apache_beam as beam
 from apache_beam.coders import coders
@@ -123,7 +125,7 @@ class _SortVehicleFn(beam.DoFn):
         self._counts.flush()
 
 
-class _VehicleOrder(NamedTuple):
+class VehicleOrder(NamedTuple):
     """All of one vehicle's ordering state, kept as one value: one state read per event."""
 
     buffered: list[Arrival]
@@ -132,49 +134,148 @@ class _VehicleOrder(NamedTuple):
     timer_at: int | None
 
 
+def empty_order() -> VehicleOrder:
+    return VehicleOrder([], None, {}, None)
+
+
+class VehicleOrderCoder(coders.Coder):
+    """VehicleOrder as plain tuples (FastPrimitivesCoder), not pickled."""
+
+    def __init__(self) -> None:
+        self._plain = coders.FastPrimitivesCoder()
+
+    def encode(self, order: VehicleOrder) -> bytes:
+        return self._plain.encode(_plain_order(order))
+
+    def decode(self, encoded: bytes) -> VehicleOrder:
+        return _order_from_plain(self._plain.decode(encoded))
+
+    def is_deterministic(self) -> bool:
+        return False
+
+
+def _plain_order(order: VehicleOrder) -> tuple:
+    return ([(arrived, tuple(message)) for arrived, message in order.buffered],
+            order.last_sent, order.seen, order.timer_at)
+
+
+def _order_from_plain(plain: tuple) -> VehicleOrder:
+    buffered, last_sent, seen, timer_at = plain
+    return VehicleOrder([(arrived, MappedMessage._make(fields)) for arrived, fields in buffered],
+                        tuple(last_sent) if last_sent is not None else None, seen, timer_at)
+
+
+class Reorder:
+    """The streaming ordering rule on one vehicle's VehicleOrder, shared by the keyed steps.
+
+    `accept` takes an arriving message; `flush` releases what is due at `now_ms`.
+    Both return the new state and, when the vehicle's flush time changed, the
+    time (ms) to set the flush timers to.
+    """
+
+    def __init__(self, window_ms: int, horizon_ms: int, counts: BundleCounts) -> None:
+        self.window_ms = window_ms
+        self.horizon_ms = horizon_ms
+        self._counts = counts
+
+    def accept(self, order: VehicleOrder, message: MappedMessage, arrived_ms: int
+               ) -> tuple[VehicleOrder, MappedMessage | None, int | None]:
+        """(new state, message to send at once (late) or None, new timer time or None)."""
+        if not drop_duplicates([message], order.seen, self.horizon_ms):
+            self._counts.add(f"{message.source}.duplicate")
+            return order, None, None
+        if order.last_sent is not None and order_key(message) < order.last_sent:
+            self._counts.add(f"{message.source}.late")
+            return order, message._replace(late=True), None
+        order.buffered.append((arrived_ms, message))
+        if order.timer_at is None or arrived_ms + self.window_ms < order.timer_at:
+            timer_at = arrived_ms + self.window_ms
+            return order._replace(timer_at=timer_at), None, timer_at
+        return order, None, None
+
+    def flush(self, order: VehicleOrder, now_ms: int
+              ) -> tuple[VehicleOrder, list[MappedMessage], int | None]:
+        """(new state, messages released in order, new timer time or None)."""
+        released, kept = release_due(order.buffered, now_ms, self.window_ms)
+        if not released:
+            return order, [], None
+        timer_at = min(a for a, _ in kept) + self.window_ms if kept else None
+        return (order._replace(buffered=kept, timer_at=timer_at,
+                               last_sent=order_key(released[-1])),
+                released, timer_at)
+
+
+def set_flush_timers(timer_at: int, *timers) -> None:
+    """Set every given flush timer (event time and processing time) to `timer_at` ms."""
+    when = Timestamp(micros=timer_at * 1000)
+    for timer in timers:
+        timer.set(when)
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
 class _ReorderVehicleFn(beam.DoFn):
-    STATE = ReadModifyWriteStateSpec("vehicle", coders.PickleCoder())
+    """Keyed state per VIN; a message leaves when either flush timer finds it due.
+
+    The event-time timer (`FLUSH`) fires when the watermark passes arrival +
+    window; the processing-time timer (`FLUSH_NOW`) fires when the wall clock
+    does. On Flink the element timestamp is the Kafka read time, so both mean
+    the same instant, but the watermark lags wall time by seconds across
+    bundles: the processing-time timer keeps that lag out of the latency. The
+    event-time timer keeps the rule exact where processing time is not real
+    (TestStream) and flushes everything when the watermark reaches the end.
+    """
+
+    STATE = ReadModifyWriteStateSpec("vehicle", VehicleOrderCoder())
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
+    FLUSH_NOW = TimerSpec("flush_now", TimeDomain.REAL_TIME)
 
     def __init__(self, window_ms: int, horizon_ms: int) -> None:
         self._window_ms = window_ms
         self._horizon_ms = horizon_ms
         self._counts = BundleCounts()
 
+    def setup(self) -> None:
+        self._reorder = Reorder(self._window_ms, self._horizon_ms, self._counts)
+
     def process(self, element: Keyed, state=beam.DoFn.StateParam(STATE),
                 flush=beam.DoFn.TimerParam(FLUSH),
+                flush_now=beam.DoFn.TimerParam(FLUSH_NOW),
                 timestamp=beam.DoFn.TimestampParam) -> Iterable[Keyed]:
         vin, message = element
-        order = state.read() or _VehicleOrder([], None, {}, None)
-        if not drop_duplicates([message], order.seen, self._horizon_ms):
-            self._counts.add(f"{message.source}.duplicate")
-            return
-        if order.last_sent is not None and order_key(message) < order.last_sent:
-            self._counts.add(f"{message.source}.late")
-            state.write(order)
-            yield vin, message._replace(late=True)
-            return
-        arrived_ms = timestamp.micros // 1000
-        order.buffered.append((arrived_ms, message))
-        timer_at = order.timer_at
-        if timer_at is None or arrived_ms + self._window_ms < timer_at:
-            timer_at = arrived_ms + self._window_ms
-            flush.set(Timestamp(micros=timer_at * 1000))
-        state.write(order._replace(timer_at=timer_at))
+        order, now, timer_at = self._reorder.accept(state.read() or empty_order(), message,
+                                                    timestamp.micros // 1000)
+        state.write(order)
+        if timer_at is not None:
+            set_flush_timers(timer_at, flush, flush_now)
+        if now is not None:
+            yield vin, now
 
     @on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE),
                  flush=beam.DoFn.TimerParam(FLUSH),
+                 flush_now=beam.DoFn.TimerParam(FLUSH_NOW),
                  fired=beam.DoFn.TimestampParam) -> Iterable[Keyed]:
-        order = state.read() or _VehicleOrder([], None, {}, None)
-        released, kept = release_due(order.buffered, fired.micros // 1000, self._window_ms)
-        timer_at = None
-        if kept:
-            timer_at = min(a for a, _ in kept) + self._window_ms
-            flush.set(Timestamp(micros=timer_at * 1000))
-        state.write(order._replace(buffered=kept, timer_at=timer_at,
-                                   last_sent=order_key(released[-1]) if released
-                                   else order.last_sent))
+        yield from self._flush(key, state, fired.micros // 1000, flush, flush_now)
+
+    @on_timer(FLUSH_NOW)
+    def on_flush_now(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE),
+                     flush=beam.DoFn.TimerParam(FLUSH),
+                     flush_now=beam.DoFn.TimerParam(FLUSH_NOW)) -> Iterable[Keyed]:
+        yield from self._flush(key, state, wall_ms(), flush, flush_now)
+
+    def _flush(self, key: str, state: Any, now_ms: int, *timers: Any) -> Iterable[Keyed]:
+        order = state.read()
+        if not order or not order.buffered:
+            return
+        order, released, timer_at = self._reorder.flush(order, now_ms)
+        if not released:
+            return
+        state.write(order)
+        if timer_at is not None:
+            set_flush_timers(timer_at, *timers)
         for message in released:
             yield key, message
         self._counts.flush()

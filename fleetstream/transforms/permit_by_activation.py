@@ -14,11 +14,13 @@ source message (delivered to at least one application, or to none).
 """
 from __future__ import annotations
 
-from typing import Any, Container, Iterable, Mapping, Sequence
+from typing import Any, Container, Iterable, Mapping, NamedTuple, Sequence
 
 import apache_beam as beam
 from apache_beam.coders import FastPrimitivesCoder
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.coders import coders as coders_module
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 
 from fleetstream.io.base import Record
 from fleetstream.mappers.base import Data
@@ -26,6 +28,8 @@ from fleetstream.schemas.config import APPROVED, ActivationEvent, Application
 from fleetstream.schemas.document import document_json, message_id
 from fleetstream.transforms import coders  # noqa: F401 - registers the NamedTuple coders
 from fleetstream.transforms.counters import APP_SCOPE, BundleCounts
+from fleetstream.transforms.order_per_vehicle import (Reorder, VehicleOrder, VehicleOrderCoder,
+                                                      empty_order, set_flush_timers, wall_ms)
 from fleetstream.schemas.mapped import MappedMessage
 
 ActivationTableType = Mapping[str, frozenset[str]]
@@ -159,6 +163,13 @@ def _documents(vin: str, message: MappedMessage, approved: Container[str],
 _MESSAGE, _EVENT = 0, 1
 
 
+class _AppView(NamedTuple):
+    """What the keyed steps need of an Application."""
+
+    id: str
+    permitted: Mapping[str, frozenset[str]]
+
+
 class PermitByActivationKeyed(beam.PTransform):
     """The same rule for streaming jobs, with activations joined in keyed state per VIN.
 
@@ -186,6 +197,11 @@ class PermitByActivationKeyed(beam.PTransform):
                 | "PermitKeyed" >> beam.ParDo(_PermitKeyedFn(self._applications))
                 .with_input_types(tagged_type).with_output_types(tuple[str, Record]))
 
+    def ordered(self, reorder_window_s: float, dedupe_horizon_s: float) -> "OrderAndPermitKeyed":
+        """This join with OrderPerVehicle's ordering in the same keyed step."""
+        return OrderAndPermitKeyed([_AppView(i, p) for i, p in self._applications],
+                                   self._events, reorder_window_s, dedupe_horizon_s)
+
 
 class _PermitKeyedFn(beam.DoFn):
     NEWEST = ReadModifyWriteStateSpec("newest", FastPrimitivesCoder())
@@ -208,3 +224,133 @@ class _PermitKeyedFn(beam.DoFn):
 
     def finish_bundle(self) -> None:
         self._counts.flush()
+
+
+class OrderAndPermitKeyed(beam.PTransform):
+    """OrderPerVehicle and PermitByActivationKeyed as one stateful step keyed by VIN.
+
+    The streaming job's ordering and activation join both keep per-VIN state;
+    as two steps each message crossed two shuffles and two keyed stages (two
+    state reads and a state write, and the Python worker round trips of two
+    bundles). Here one state value per vehicle holds both the ordering buffer
+    and the vehicle's newest activation per application: a message is ordered
+    as OrderPerVehicle orders it (same window, late marking and duplicates,
+    `Reorder`) and, when it leaves, permitted against the activations read so
+    far, as PermitByActivationKeyed does.
+    """
+
+    def __init__(self, applications: Sequence[Application],
+                 activation_events: beam.PCollection[ActivationEvent],
+                 reorder_window_s: float = 2.0, dedupe_horizon_s: float = 600.0) -> None:
+        super().__init__()
+        if reorder_window_s < 0 or dedupe_horizon_s < 0:
+            raise ValueError("reorder_window_s and dedupe_horizon_s must be >= 0")
+        self._applications = tuple((a.id, a.permitted) for a in applications)
+        self._events = activation_events
+        self._window_ms = int(reorder_window_s * 1000)
+        self._horizon_ms = int(dedupe_horizon_s * 1000)
+
+    def expand(self, messages: beam.PCollection[tuple[str, MappedMessage]]
+               ) -> beam.PCollection[tuple[str, Record]]:
+        tagged_type = tuple[str, tuple[int, Any]]
+        events = self._events | "KeyEventsByVin" >> beam.Map(
+            lambda e: (e.vin, (_EVENT, e))).with_output_types(tagged_type)
+        tagged = messages | "TagMessages" >> beam.MapTuple(
+            lambda vin, m: (vin, (_MESSAGE, m))).with_output_types(tagged_type)
+        return ((tagged, events)
+                | "MessagesAndEvents" >> beam.Flatten().with_output_types(tagged_type)
+                | "OrderAndPermit" >> beam.ParDo(_OrderAndPermitFn(
+                    self._applications, self._window_ms, self._horizon_ms))
+                .with_input_types(tagged_type).with_output_types(tuple[str, Record]))
+
+
+class VehicleStateCoder(coders_module.Coder):
+    """(VehicleOrder, Newest) as plain tuples."""
+
+    def __init__(self) -> None:
+        self._order = VehicleOrderCoder()
+        self._plain = FastPrimitivesCoder()
+
+    def encode(self, value: tuple[VehicleOrder, Newest]) -> bytes:
+        order, newest = value
+        return self._plain.encode((self._order.encode(order), list(newest.items())))
+
+    def decode(self, encoded: bytes) -> tuple[VehicleOrder, Newest]:
+        order, newest = self._plain.decode(encoded)
+        return self._order.decode(order), {tuple(k): tuple(v) for k, v in newest}
+
+    def is_deterministic(self) -> bool:
+        return False
+
+
+class _OrderAndPermitFn(beam.DoFn):
+    STATE = ReadModifyWriteStateSpec("vehicle", VehicleStateCoder())
+    FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
+    FLUSH_NOW = TimerSpec("flush_now", TimeDomain.REAL_TIME)
+
+    def __init__(self, applications: tuple[tuple[str, Mapping[str, frozenset[str]]], ...],
+                 window_ms: int, horizon_ms: int) -> None:
+        self._applications = applications
+        self._window_ms = window_ms
+        self._horizon_ms = horizon_ms
+        self._counts = BundleCounts()
+
+    def setup(self) -> None:
+        self._reorder = Reorder(self._window_ms, self._horizon_ms, self._counts)
+
+    def process(self, element: tuple[str, tuple[int, Any]],
+                state=beam.DoFn.StateParam(STATE),
+                flush=beam.DoFn.TimerParam(FLUSH),
+                flush_now=beam.DoFn.TimerParam(FLUSH_NOW),
+                timestamp=beam.DoFn.TimestampParam) -> Iterable[tuple[str, Record]]:
+        vin, (kind, item) = element
+        order, newest = state.read() or (empty_order(), {})
+        if kind == _EVENT:
+            offer_activation(newest, (vin, item.application_id),
+                             (item.at_ms, item.status == APPROVED))
+            state.write((order, newest))
+            return
+        order, now, timer_at = self._reorder.accept(order, item, timestamp.micros // 1000)
+        state.write((order, newest))
+        if timer_at is not None:
+            set_flush_timers(timer_at, flush, flush_now)
+        if now is not None:
+            yield from _documents(vin, now, _approved(newest), self._applications, self._counts)
+
+    @on_timer(FLUSH)
+    def on_flush(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE),
+                 flush=beam.DoFn.TimerParam(FLUSH),
+                 flush_now=beam.DoFn.TimerParam(FLUSH_NOW),
+                 fired=beam.DoFn.TimestampParam) -> Iterable[tuple[str, Record]]:
+        yield from self._flush(key, state, fired.micros // 1000, flush, flush_now)
+
+    @on_timer(FLUSH_NOW)
+    def on_flush_now(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE),
+                     flush=beam.DoFn.TimerParam(FLUSH),
+                     flush_now=beam.DoFn.TimerParam(FLUSH_NOW)
+                     ) -> Iterable[tuple[str, Record]]:
+        yield from self._flush(key, state, wall_ms(), flush, flush_now)
+
+    def _flush(self, vin: str, state: Any, now_ms: int, *timers: Any
+               ) -> Iterable[tuple[str, Record]]:
+        value = state.read()
+        if not value or not value[0].buffered:
+            return
+        order, newest = value
+        order, released, timer_at = self._reorder.flush(order, now_ms)
+        if not released:
+            return
+        state.write((order, newest))
+        if timer_at is not None:
+            set_flush_timers(timer_at, *timers)
+        approved = _approved(newest)
+        for message in released:
+            yield from _documents(vin, message, approved, self._applications, self._counts)
+        self._counts.flush()
+
+    def finish_bundle(self) -> None:
+        self._counts.flush()
+
+
+def _approved(newest: Newest) -> set[str]:
+    return {app for (_, app), (_, ok) in newest.items() if ok}
