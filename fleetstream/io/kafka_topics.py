@@ -13,13 +13,17 @@ time the job read the record: a watermark from record timestamps would stall
 on any partition that has no data yet.
 
 Read positions live in Flink's checkpoints: a job restored from its last
-checkpoint or savepoint resumes exactly where it stopped. Offsets are not
-committed to the consumer group: KafkaIO's commit-on-finalize step fails on
-Beam 2.62's portable Flink runner once a checkpoint completes ("State backend
-must be locked when retrieving the current key", see docs/runtime.md), and
-auto-commit could skip records that were read but not yet processed. A job
-started afresh without a savepoint therefore reads from `start` (default: the
-earliest records, so nothing is missed and repeats carry the same message ids).
+checkpoint or savepoint resumes exactly where it stopped. The raw topics' read
+positions are also committed to the consumer group each time Flink completes a
+checkpoint (`commit_offsets`, default on: KafkaIO's `commit_offset_in_finalize`,
+which the unbounded-source read used here, `use_deprecated_read` on the
+expansion service, runs in the source's checkpoint finalisation), so a job
+started afresh without a savepoint resumes at the last checkpointed offsets of
+its consumer group; `start` applies to partitions the group has no offset for
+(an epoch-ms `start` always seeks by time). Auto-commit stays off: it could skip
+records read but not yet processed. The activations topic is never committed:
+every job instance reads the whole compacted topic, since its keyed state starts
+empty without a savepoint.
 """
 from __future__ import annotations
 
@@ -50,6 +54,8 @@ class KafkaSettings:
     #: at or after it)
     start: str | int = "earliest"
     expansion_service: str = "localhost:8088"
+    #: commit the raw topics' offsets to the consumer group when a checkpoint completes
+    commit_offsets: bool = True
 
     def consumer_config(self, group_suffix: str = "") -> dict[str, str]:
         reset = "latest" if self.start == "latest" else "earliest"
@@ -57,11 +63,13 @@ class KafkaSettings:
                 "group.id": self.consumer_group + group_suffix,
                 "auto.offset.reset": reset, "enable.auto.commit": "false"}
 
-    def read(self, topics: Iterable[str], group_suffix: str = "") -> ReadFromKafka:
+    def read(self, topics: Iterable[str], group_suffix: str = "",
+             commit_offsets: bool = False) -> ReadFromKafka:
+        """KafkaIO's read; `commit_offsets` commits read positions on completed checkpoints."""
         start_ms = self.start if isinstance(self.start, int) else None
         return ReadFromKafka(
             consumer_config=self.consumer_config(group_suffix), topics=sorted(topics),
-            with_metadata=True, commit_offset_in_finalize=False,
+            with_metadata=True, commit_offset_in_finalize=commit_offsets,
             timestamp_policy=ReadFromKafka.processing_time_policy, start_read_time=start_ms,
             expansion_service=self.expansion_service)
 
@@ -76,7 +84,8 @@ class ReadRawFromKafka(beam.PTransform):
 
     def expand(self, begin: pvalue.PBegin) -> pvalue.DoOutputsTuple:
         return (begin
-                | "ReadRawTopics" >> self._kafka.read(self._source_of_topic)
+                | "ReadRawTopics" >> self._kafka.read(self._source_of_topic,
+                                                      commit_offsets=self._kafka.commit_offsets)
                 | "ToEnvelopes" >> beam.ParDo(_ToEnvelopeFn(self._source_of_topic))
                 .with_outputs(INVALID, main="envelopes"))
 
