@@ -236,7 +236,10 @@ class OrderAndPermitKeyed(beam.PTransform):
     and the vehicle's newest activation per application: a message is ordered
     as OrderPerVehicle orders it (same window, late marking and duplicates,
     `Reorder`) and, when it leaves, permitted against the activations read so
-    far, as PermitByActivationKeyed does.
+    far, as PermitByActivationKeyed does. A vehicle for which no activation event has
+    been read yet is released only by the event-time timer (the watermark includes the
+    activations read), so a cold start does not filter messages whose approval is still
+    unread; vehicles with activations leave on the processing-time timer.
     """
 
     def __init__(self, applications: Sequence[Application],
@@ -329,14 +332,20 @@ class _OrderAndPermitFn(beam.DoFn):
                      flush=beam.DoFn.TimerParam(FLUSH),
                      flush_now=beam.DoFn.TimerParam(FLUSH_NOW)
                      ) -> Iterable[tuple[str, Record]]:
-        yield from self._flush(key, state, wall_ms(), flush, flush_now)
+        yield from self._flush(key, state, wall_ms(), flush, flush_now, known_only=True)
 
-    def _flush(self, vin: str, state: Any, now_ms: int, *timers: Any
-               ) -> Iterable[tuple[str, Record]]:
+    def _flush(self, vin: str, state: Any, now_ms: int, *timers: Any,
+               known_only: bool = False) -> Iterable[tuple[str, Record]]:
         value = state.read()
         if not value or not value[0].buffered:
             return
         order, newest = value
+        if known_only and not newest:
+            # No activation event read for this vehicle yet: at a cold start the raw topics
+            # and the activations topic are read concurrently, so its approval may still be
+            # on the way. Leave it to the event-time timer: the watermark passes the
+            # message's arrival only once the activations read has too.
+            return
         order, released, timer_at = self._reorder.flush(order, now_ms)
         if not released:
             return
