@@ -54,6 +54,9 @@ class FlinkSettings:
     environment_config: str = "localhost:50000"
     parallelism: int = 2
     checkpointing_interval_ms: int = 10_000
+    #: how long a bundle may collect elements; each of the job's fused stages adds up to this
+    #: much latency (Beam's default, 1000, gave a 4.5 s floor; docs/benchmarks.md)
+    max_bundle_time_ms: int = 100
     savepoint_path: str | None = None
 
 
@@ -84,6 +87,8 @@ class StreamSettings:
                 f"--environment_config={self.flink.environment_config}",
                 f"--parallelism={self.flink.parallelism}", "--streaming",
                 f"--checkpointing_interval={self.flink.checkpointing_interval_ms}",
+                # the Flink runner's spelling; `--max_bundle_time_millis` is silently ignored
+                f"--max_bundle_time_mills={self.flink.max_bundle_time_ms}",
                 "--externalized_checkpoints_enabled",
                 "--retain_externalized_checkpoints_on_cancellation"]
         if self.flink.savepoint_path:
