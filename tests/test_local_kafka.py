@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import uuid
 
-from confluent_kafka import Consumer, Producer
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from fleetstream.io.kafka_offsets import reset_group_offsets
+from fleetstream.io.kafka_topic_reader import TopicReadError
 from fleetstream.local.kafka import Kafka
 from fleetstream.local.topics import FLEETSTREAM_TOPICS, Topic, create_topics
 
@@ -45,3 +48,31 @@ def test_keyed_records_round_trip(kafka_service: Kafka) -> None:
     finally:
         consumer.close()
     assert received == sent
+
+
+def test_group_offsets_reset_to_a_time_start_and_end(kafka_service: Kafka) -> None:
+    topic = f"reset-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_service.bootstrap, [Topic(topic, 2)])
+    producer = Producer({"bootstrap.servers": kafka_service.bootstrap})
+    t0 = 1_772_352_000_000
+    for i in range(10):   # partition 0 gets times t0..t0+9 s; partition 1 only the first five
+        producer.produce(topic, value=b"x", partition=0, timestamp=t0 + i * 1000)
+        if i < 5:
+            producer.produce(topic, value=b"y", partition=1, timestamp=t0 + i * 1000)
+    producer.flush(10)
+    group = f"group-{uuid.uuid4().hex[:6]}"
+    at_time = reset_group_offsets(kafka_service.bootstrap, group, [topic], t0 + 7000)
+    # partition 1 has nothing that late: it starts at its end, where KafkaIO's own
+    # start_read_time fails the job
+    assert at_time == {(topic, 0): 7, (topic, 1): 5}
+    consumer = Consumer({"bootstrap.servers": kafka_service.bootstrap, "group.id": group})
+    committed = consumer.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)],
+                                   timeout=10)
+    consumer.close()
+    assert [p.offset for p in committed] == [7, 5]
+    assert reset_group_offsets(kafka_service.bootstrap, group, [topic], "earliest") == {
+        (topic, 0): 0, (topic, 1): 0}
+    assert reset_group_offsets(kafka_service.bootstrap, group, [topic], "latest") == {
+        (topic, 0): 10, (topic, 1): 5}
+    with pytest.raises(TopicReadError, match="does not exist"):
+        reset_group_offsets(kafka_service.bootstrap, group, [f"{topic}-missing"], "earliest")

@@ -19,8 +19,9 @@ checkpoint (`commit_offsets`, default on: KafkaIO's `commit_offset_in_finalize`,
 which the unbounded-source read used here, `use_deprecated_read` on the
 expansion service, runs in the source's checkpoint finalisation), so a job
 started afresh without a savepoint resumes at the last checkpointed offsets of
-its consumer group; `start` applies to partitions the group has no offset for
-(an epoch-ms `start` always seeks by time). Auto-commit stays off: it could skip
+its consumer group; `start` applies to partitions the group has no offset for,
+and `fleetstream stream --start earliest|latest|TIME` moves the group's offsets
+before submitting (`kafka_offsets`). Auto-commit stays off: it could skip
 records read but not yet processed. The activations topic is never committed:
 every job instance reads the whole compacted topic, since its keyed state starts
 empty without a savepoint.
@@ -49,28 +50,29 @@ class KafkaSettings:
 
     bootstrap_servers: str = "127.0.0.1:9092"
     consumer_group: str = "fleetstream"
-    #: where a job that is not restored from a savepoint starts: "earliest",
-    #: "latest", or an epoch-ms receive time (every partition must hold a record
-    #: at or after it)
+    #: where a job that is not restored from a savepoint starts: "earliest" or
+    #: "latest" where the group has no committed offset; an epoch-ms receive time
+    #: moves the group's offsets there before the job is submitted (`submit_stream`)
     start: str | int = "earliest"
     expansion_service: str = "localhost:8088"
     #: commit the raw topics' offsets to the consumer group when a checkpoint completes
     commit_offsets: bool = True
 
-    def consumer_config(self, group_suffix: str = "") -> dict[str, str]:
-        reset = "latest" if self.start == "latest" else "earliest"
+    def consumer_config(self, group_suffix: str = "", reset: str | None = None
+                        ) -> dict[str, str]:
+        reset = reset or ("latest" if self.start == "latest" else "earliest")
         return {"bootstrap.servers": self.bootstrap_servers,
                 "group.id": self.consumer_group + group_suffix,
                 "auto.offset.reset": reset, "enable.auto.commit": "false"}
 
     def read(self, topics: Iterable[str], group_suffix: str = "",
-             commit_offsets: bool = False) -> ReadFromKafka:
-        """KafkaIO's read; `commit_offsets` commits read positions on completed checkpoints."""
-        start_ms = self.start if isinstance(self.start, int) else None
+             commit_offsets: bool = False, reset: str | None = None) -> ReadFromKafka:
+        """KafkaIO's read from the group's committed offsets (else `reset`, else `start`);
+        `commit_offsets` commits read positions on completed checkpoints."""
         return ReadFromKafka(
-            consumer_config=self.consumer_config(group_suffix), topics=sorted(topics),
+            consumer_config=self.consumer_config(group_suffix, reset), topics=sorted(topics),
             with_metadata=True, commit_offset_in_finalize=commit_offsets,
-            timestamp_policy=ReadFromKafka.processing_time_policy, start_read_time=start_ms,
+            timestamp_policy=ReadFromKafka.processing_time_policy,
             expansion_service=self.expansion_service)
 
 
@@ -123,7 +125,8 @@ class ReadActivationsFromKafka(beam.PTransform):
     def expand(self, begin: pvalue.PBegin) -> pvalue.DoOutputsTuple:
         # Its own consumer group: every job instance reads the whole compacted topic.
         return (begin
-                | "ReadActivations" >> self._kafka.read([self._topic], "-activations")
+                | "ReadActivations" >> self._kafka.read([self._topic], "-activations",
+                                                       reset="earliest")
                 | "ParseActivations" >> beam.ParDo(_ParseActivationFn())
                 .with_outputs(INVALID, main="events"))
 

@@ -198,8 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--config", default="flink-runner.yaml",
                         help="stream settings (default %(default)s)")
     stream.add_argument("--start", metavar="earliest|latest|TIME",
-                        help="where to start reading when not restored from a savepoint "
-                             "(overrides kafka.start; TIME is ISO-8601 or epoch ms)")
+                        help="move the consumer group's raw-topic offsets here before "
+                             "submitting, to reprocess (ignored with --savepoint; TIME is "
+                             "ISO-8601 or epoch ms: each partition's first record at or "
+                             "after it). Without it the job resumes from the group's "
+                             "committed offsets, or kafka.start where it has none")
     stream.add_argument("--consumer-group", metavar="NAME",
                         help="Kafka consumer group of the raw reads (overrides "
                              "kafka.consumer_group), e.g. a fresh one to reprocess with --start")
@@ -334,7 +337,7 @@ def _stream(args: argparse.Namespace) -> int:
                                                                        **overrides))
     if args.savepoint:
         settings = settings.restored_from(args.savepoint)
-    result = submit_stream(settings, args.beam_option)
+    result = submit_stream(settings, args.beam_option, reset_offsets=bool(args.start))
     print(f"fleetstream stream: job submitted to {settings.flink.job_endpoint} "
           f"(state {result.state})", file=sys.stderr)
     if args.wait:

@@ -31,6 +31,7 @@ from apache_beam.runners.runner import PipelineResult
 from fleetstream.io.base import ConfigError, refuse_unknown
 from fleetstream.io.raw_archive import ArchiveRawEnvelopes, ArchiveSettings
 from fleetstream.mappers import MAPPERS
+from fleetstream.io.kafka_offsets import reset_group_offsets
 from fleetstream.io.kafka_producer import publish_activations
 from fleetstream.local.topics import Topic, create_topics
 from fleetstream.io.kafka_topics import (INVALID, KafkaSettings, ReadActivationsFromKafka,
@@ -196,16 +197,23 @@ def ensure_topics(settings: StreamSettings) -> None:
         *(Topic(t) for t in (settings.dead_letters_topic, settings.delivered_topic) if t)])
 
 
-def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str, ...] = ()
-                  ) -> PipelineResult:
+def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str, ...] = (),
+                  reset_offsets: bool = False) -> PipelineResult:
     """Check the sinks, create missing topics, seed the configuration's activations, submit.
 
     The configuration's activation events go to the activations topic (keyed
     `vin/application`, compacted; the newest `at` wins), so the job has one
     source of activations and a restart re-reads them with everything else.
+    Unless the job is restored from a savepoint, the consumer group's offsets
+    on the raw topics are first moved to `kafka.start` when `reset_offsets` is
+    set or `kafka.start` is a time.
     """
     check_sinks(settings.config.applications)
     ensure_topics(settings)
+    kafka = settings.kafka
+    if not settings.flink.savepoint_path and (reset_offsets or isinstance(kafka.start, int)):
+        reset_group_offsets(kafka.bootstrap_servers, kafka.consumer_group,
+                            settings.raw_topics.values(), kafka.start)
     publish_activations(settings.kafka.bootstrap_servers, settings.activations_topic,
                         settings.config.activations)
     pipeline = beam.Pipeline(options=settings.pipeline_options(extra_options))

@@ -1,0 +1,63 @@
+"""Move a consumer group's committed offsets to the start, the end, or a point in time.
+
+    reset_group_offsets("127.0.0.1:9092", "fleetstream", ["raw.tesla", "raw.bmw"], "earliest")
+
+What `kafka-consumer-groups.sh --reset-offsets --to-earliest|--to-latest|--to-datetime`
+does, for the streaming job's raw topics before it is submitted: the job then
+reads from the group's committed offsets. For a time, each partition starts at
+its first record whose timestamp is at or after it, or at its end when it has
+none (KafkaIO's own `start_read_time` fails the job instead). The group must
+have no active members (the streaming job reads with assigned partitions, so a
+stopped job leaves none).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from fleetstream.io.kafka_topic_reader import TopicReadError
+
+
+def reset_group_offsets(bootstrap: str, group: str, topics: Iterable[str],
+                        start: str | int, timeout_s: float = 10.0) -> dict[tuple[str, int], int]:
+    """Commit, for every partition of `topics`, the offset `start` names; those offsets.
+
+    `start` is "earliest", "latest" or an epoch-ms time. Raises TopicReadError
+    when the broker or a topic cannot be read.
+    """
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "enable.auto.commit": False})
+    try:
+        partitions = _partitions(consumer, bootstrap, sorted(set(topics)), timeout_s)
+        ends = {(p.topic, p.partition): consumer.get_watermark_offsets(p, timeout=timeout_s)
+                for p in partitions}
+        if isinstance(start, int):
+            found = consumer.offsets_for_times(
+                [TopicPartition(p.topic, p.partition, start) for p in partitions],
+                timeout=timeout_s)
+            offsets = {(p.topic, p.partition): p.offset if p.offset >= 0
+                       else ends[p.topic, p.partition][1] for p in found}
+        else:
+            side = 0 if start == "earliest" else 1
+            offsets = {key: bounds[side] for key, bounds in ends.items()}
+        consumer.commit(offsets=[TopicPartition(topic, partition, offset)
+                                 for (topic, partition), offset in offsets.items()],
+                        asynchronous=False)
+        return offsets
+    except KafkaException as error:
+        raise TopicReadError(f"cannot reset the offsets of group {group!r} on {bootstrap}: "
+                             f"{error}") from None
+    finally:
+        consumer.close()
+
+
+def _partitions(consumer: Consumer, bootstrap: str, topics: list[str],
+                timeout_s: float) -> list[TopicPartition]:
+    partitions = []
+    for topic in topics:
+        metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            raise TopicReadError(f"topic {topic!r} does not exist on {bootstrap}")
+        partitions += [TopicPartition(topic, p) for p in sorted(metadata.partitions)]
+    return partitions
