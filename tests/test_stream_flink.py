@@ -293,14 +293,14 @@ def test_a_job_started_from_a_time_reads_only_records_from_then_on(
     for job in flink_jobs.running_jobs():     # free the task slots for a job of its own
         flink_jobs.cancel(job)
     fresh = StreamEnv(kafka_service.bootstrap, flink_cluster, tmp_path)
-    fresh.produce(simulate_keyed(VEHICLES, messages=60, rate=1.0, seed=SEED + 1,
+    fresh.produce(simulate_keyed(VEHICLES, messages=60, rate=1.0, seed=SEED,
                                  start_ms=int(time.time() * 1000)))
     time.sleep(2)
     start_ms = int(time.time() * 1000)
     time.sleep(1)
     before = len(fresh.sent)
-    fresh.produce(simulate_keyed(VEHICLES, messages=60, rate=1.0, seed=SEED + 2,
-                                 start_ms=int(time.time() * 1000)))
+    fresh.produce(simulate_keyed(VEHICLES, messages=60, rate=1.0, seed=SEED,   # other payloads
+                                 start_ms=int(time.time() * 1000) + 3_600_000))
     fresh.settings = dataclasses.replace(fresh.settings, kafka=dataclasses.replace(
         fresh.settings.kafka, start=start_ms))
     fresh.submit()
