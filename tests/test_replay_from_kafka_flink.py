@@ -1,0 +1,43 @@
+"""Reprocessing from Kafka: a streaming job started from a time reads only what came after it.
+
+Its own module, so that it runs on a cluster that has not yet served the long
+test_stream_flink job (restores, a broker restart); the helpers are that module's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from fleetstream.pipelines import flink_jobs
+from fleetstream.simulator import simulate_keyed
+from tests.test_stream_flink import (SEED, VEHICLES, StreamEnv, delivered_ids, expected,
+                                     wait_for)
+
+pytest_plugins = ["fleetstream.local.pytest_plugin"]
+
+
+def test_a_job_started_from_a_time_reads_only_records_from_then_on(
+        kafka_service, flink_cluster, tmp_path: Path) -> None:
+    for job in flink_jobs.running_jobs():     # free the task slots for a job of its own
+        flink_jobs.cancel(job)
+    fresh = StreamEnv(kafka_service.bootstrap, flink_cluster, tmp_path)
+    fresh.produce(simulate_keyed(VEHICLES, messages=60, rate=1.0, seed=SEED,
+                                 start_ms=int(time.time() * 1000)))
+    time.sleep(2)
+    start_ms = int(time.time() * 1000)
+    time.sleep(1)
+    before = len(fresh.sent)
+    fresh.produce(simulate_keyed(VEHICLES, messages=60, rate=1.0, seed=SEED,   # other payloads
+                                 start_ms=int(time.time() * 1000) + 3_600_000))
+    fresh.settings = dataclasses.replace(fresh.settings, kafka=dataclasses.replace(
+        fresh.settings.kafka, start=start_ms))
+    fresh.submit()
+    documents, _ = expected(fresh.sent[before:], fresh.approved, fresh.config)
+    earlier, _ = expected(fresh.sent[:before], fresh.approved, fresh.config)
+    assert documents and earlier
+    wait_for(lambda: documents <= delivered_ids(fresh),
+             what=lambda: f"the documents after the start ({len(documents & delivered_ids(fresh))}"
+                          f" of {len(documents)} delivered)")
+    time.sleep(5)
+    assert delivered_ids(fresh) == documents      # nothing from before the start time
