@@ -32,12 +32,16 @@ def test_a_job_started_from_a_time_reads_only_records_from_then_on(
                                  start_ms=int(time.time() * 1000) + 3_600_000))
     fresh.settings = dataclasses.replace(fresh.settings, kafka=dataclasses.replace(
         fresh.settings.kafka, start=start_ms))
-    fresh.submit()
-    documents, _ = expected(fresh.sent[before:], fresh.approved, fresh.config)
-    earlier, _ = expected(fresh.sent[:before], fresh.approved, fresh.config)
-    assert documents and earlier
-    wait_for(lambda: documents <= delivered_ids(fresh),
-             what=lambda: f"the documents after the start ({len(documents & delivered_ids(fresh))}"
-                          f" of {len(documents)} delivered)")
-    time.sleep(5)
-    assert delivered_ids(fresh) == documents      # nothing from before the start time
+    job = fresh.submit()
+    try:
+        documents, _ = expected(fresh.sent[before:], fresh.approved, fresh.config)
+        earlier, _ = expected(fresh.sent[:before], fresh.approved, fresh.config)
+        assert documents and earlier
+        wait_for(lambda: documents <= delivered_ids(fresh),
+                 what=lambda: f"the documents after the start "
+                              f"({len(documents & delivered_ids(fresh))} of {len(documents)} "
+                              f"delivered)")
+        time.sleep(5)
+        assert delivered_ids(fresh) == documents      # nothing from before the start time
+    finally:
+        flink_jobs.cancel(job)                         # the next module needs the task slots
