@@ -187,20 +187,29 @@ class PermitByActivationKeyed(beam.PTransform):
 
     def expand(self, messages: beam.PCollection[tuple[str, MappedMessage]]
                ) -> beam.PCollection[tuple[str, Record]]:
-        tagged_type = tuple[str, tuple[int, Any]]
-        events = self._events | "KeyEventsByVin" >> beam.Map(
-            lambda e: (e.vin, (_EVENT, e))).with_output_types(tagged_type)
-        tagged = messages | "TagMessages" >> beam.MapTuple(
-            lambda vin, m: (vin, (_MESSAGE, m))).with_output_types(tagged_type)
-        return ((tagged, events)
-                | "MessagesAndEvents" >> beam.Flatten().with_output_types(tagged_type)
+        return (_messages_and_events(messages, self._events)
                 | "PermitKeyed" >> beam.ParDo(_PermitKeyedFn(self._applications))
-                .with_input_types(tagged_type).with_output_types(tuple[str, Record]))
+                .with_input_types(_TAGGED).with_output_types(tuple[str, Record]))
 
     def ordered(self, reorder_window_s: float, dedupe_horizon_s: float) -> "OrderAndPermitKeyed":
         """This join with OrderPerVehicle's ordering in the same keyed step."""
         return OrderAndPermitKeyed([_AppView(i, p) for i, p in self._applications],
                                    self._events, reorder_window_s, dedupe_horizon_s)
+
+
+#: a message or an activation event keyed by VIN, tagged with its kind (_MESSAGE or _EVENT)
+_TAGGED = tuple[str, tuple[int, Any]]
+
+
+def _messages_and_events(messages: beam.PCollection[tuple[str, MappedMessage]],
+                         events: beam.PCollection[ActivationEvent]) -> beam.PCollection[_TAGGED]:
+    """Messages and activation events in one PCollection keyed by VIN, each tagged."""
+    keyed_events = events | "KeyEventsByVin" >> beam.Map(
+        lambda e: (e.vin, (_EVENT, e))).with_output_types(_TAGGED)
+    tagged = messages | "TagMessages" >> beam.MapTuple(
+        lambda vin, m: (vin, (_MESSAGE, m))).with_output_types(_TAGGED)
+    return (tagged, keyed_events) | "MessagesAndEvents" >> beam.Flatten().with_output_types(
+        _TAGGED)
 
 
 class _PermitKeyedFn(beam.DoFn):
@@ -255,16 +264,10 @@ class OrderAndPermitKeyed(beam.PTransform):
 
     def expand(self, messages: beam.PCollection[tuple[str, MappedMessage]]
                ) -> beam.PCollection[tuple[str, Record]]:
-        tagged_type = tuple[str, tuple[int, Any]]
-        events = self._events | "KeyEventsByVin" >> beam.Map(
-            lambda e: (e.vin, (_EVENT, e))).with_output_types(tagged_type)
-        tagged = messages | "TagMessages" >> beam.MapTuple(
-            lambda vin, m: (vin, (_MESSAGE, m))).with_output_types(tagged_type)
-        return ((tagged, events)
-                | "MessagesAndEvents" >> beam.Flatten().with_output_types(tagged_type)
+        return (_messages_and_events(messages, self._events)
                 | "OrderAndPermit" >> beam.ParDo(_OrderAndPermitFn(
                     self._applications, self._window_ms, self._horizon_ms))
-                .with_input_types(tagged_type).with_output_types(tuple[str, Record]))
+                .with_input_types(_TAGGED).with_output_types(tuple[str, Record]))
 
 
 class VehicleStateCoder(coders_module.Coder):
