@@ -5,6 +5,7 @@ from typing import NamedTuple
 
 import orjson
 
+from fleetstream.io.kafka_producer import READ_MARK_KEY
 from fleetstream.io.kafka_topics import _ParseActivationFn, _ToEnvelopeFn
 from fleetstream.schemas.config import ActivationEvent
 from fleetstream.schemas.envelope import RawEnvelope
@@ -16,6 +17,7 @@ class KafkaRow(NamedTuple):
     topic: str
     value: bytes
     timestamp: int
+    key: bytes | None = None
 
 
 def run(fn, row: KafkaRow) -> list:
@@ -50,3 +52,9 @@ def test_activation_events_are_parsed_and_bad_ones_dead_lettered() -> None:
         [tagged] = run(_ParseActivationFn(), KafkaRow("activations", bad, 1))
         assert tagged.tag == "invalid" and reason in tagged.value["errors"][0]["reason"]
         assert tagged.value["payload"] == bad.decode()
+
+
+def test_a_read_mark_on_the_activations_topic_is_neither_an_event_nor_a_dead_letter() -> None:
+    assert run(_ParseActivationFn(), KafkaRow("activations", b"", 1, READ_MARK_KEY)) == []
+    [tagged] = run(_ParseActivationFn(), KafkaRow("activations", b"", 1, b"V/a"))
+    assert tagged.tag == "invalid"        # an empty value under any other key is invalid

@@ -4,10 +4,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from fleetstream.io.kafka_offsets import reset_group_offsets
+from fleetstream.io.kafka_producer import mark_partitions
 from fleetstream.io.kafka_topic_reader import TopicReadError
 from fleetstream.local.kafka import Kafka
 from fleetstream.local.topics import FLEETSTREAM_TOPICS, Topic, create_topics
@@ -76,3 +77,19 @@ def test_group_offsets_reset_to_a_time_start_and_end(kafka_service: Kafka) -> No
         (topic, 0): 10, (topic, 1): 5}
     with pytest.raises(TopicReadError, match="does not exist"):
         reset_group_offsets(kafka_service.bootstrap, group, [f"{topic}-missing"], "earliest")
+
+
+def test_every_activations_partition_gets_one_read_mark(kafka_service: Kafka) -> None:
+    topic = f"marks-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_service.bootstrap, [Topic(topic, 3, {"cleanup.policy": "compact"})])
+    assert mark_partitions(kafka_service.bootstrap, topic) == 3
+    consumer = Consumer({"bootstrap.servers": kafka_service.bootstrap, "group.id": topic})
+    try:
+        for partition in range(3):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                       timeout=10)
+            assert high - low == 1, partition
+    finally:
+        consumer.close()
+    with pytest.raises(KafkaException, match="does not exist"):
+        mark_partitions(kafka_service.bootstrap, f"{topic}-missing", timeout_s=5)

@@ -152,7 +152,8 @@ def test_ordering_and_keyed_join_in_one_step_order_late_duplicates_and_revocatio
     with TestPipeline(options=_streaming_options()) as pipeline:
         streams = pipeline | stream
         _ = (streams["messages"]
-             | OrderAndPermitKeyed(config.applications, streams["events"], reorder_window_s=2.0)
+             | OrderAndPermitKeyed(config.applications, streams["events"], reorder_window_s=2.0,
+                                   cold_start_hold_s=0)
              | beam.Map(_collect))
     documents = [(app, orjson.loads(record.document)) for app, record in _COLLECTED]
     # in order within the window, the duplicate dropped, 150 late (300 had left), nothing
@@ -162,3 +163,33 @@ def test_ordering_and_keyed_join_in_one_step_order_late_duplicates_and_revocatio
         ("insurer", 100, False), ("insurer", 200, False), ("insurer", 300, False),
         ("insurer", 150, True), ("insurer", 400, False)]
     assert all(set(doc["data"]) == {"diagnostics"} for _, doc in documents)
+
+
+def test_a_vehicle_whose_approval_comes_after_its_first_messages_is_still_delivered() -> None:
+    """At a cold start an approval can reach the keyed step after the reorder window."""
+    from fleetstream.schemas.config import ActivationEvent, parse_config
+    from fleetstream.transforms.permit_by_activation import (COLD_START_HOLD_S,
+                                                             OrderAndPermitKeyed)
+
+    config = parse_config({"applications": [
+        {"id": "insurer", "permissions": ["diagnostics.odometer"],
+         "sink": {"type": "file", "path": "unused"}}]})
+    t0, late_approval_s = 1_000, 2.0 + COLD_START_HOLD_S - 1
+    stream = (TestStream(output_tags={"messages", "events"})
+              .advance_watermark_to(t0, tag="messages").advance_watermark_to(t0, tag="events")
+              .add_elements([TimestampedValue(("V", message(100)), t0 + 0.1),
+                             TimestampedValue(("W", message(100)), t0 + 0.1)], tag="messages")
+              .advance_watermark_to(t0 + late_approval_s, tag="messages")
+              .advance_watermark_to(t0 + late_approval_s, tag="events")
+              .add_elements([TimestampedValue(ActivationEvent("V", "insurer", "approved", 1),
+                                              t0 + late_approval_s)], tag="events")
+              .advance_watermark_to_infinity(tag="messages")
+              .advance_watermark_to_infinity(tag="events"))
+    _COLLECTED.clear()
+    with TestPipeline(options=_streaming_options()) as pipeline:
+        streams = pipeline | stream
+        _ = (streams["messages"]
+             | OrderAndPermitKeyed(config.applications, streams["events"], reorder_window_s=2.0)
+             | beam.Map(_collect))
+    # V's approval came 4 s after its window closed: still delivered; W was never approved
+    assert [(app, record.vin) for app, record in _COLLECTED] == [("insurer", "V")]

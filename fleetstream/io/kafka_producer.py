@@ -80,3 +80,28 @@ def publish_activations(bootstrap: str, topic: str, events: Iterable[ActivationE
     if producer.flush(30):
         raise KafkaException(f"activations not all delivered to {topic} within 30 s")
     return count
+
+
+#: key of the record `mark_partitions` writes to each activations partition (not an event)
+READ_MARK_KEY = b"fleetstream/read-mark"
+
+
+def mark_partitions(bootstrap: str, topic: str, timeout_s: float = 30.0) -> int:
+    """Write one read mark, timestamped now, to every partition of `topic`; the partitions.
+
+    The streaming job reads activations with record-time timestamps, and KafkaIO holds
+    that read's watermark back until every partition has served a record and been read
+    to its end: a partition that never held one would stall it for good. The mark keeps
+    every partition non-empty (one per partition survives compaction, same key) and
+    moves the watermark to the submission time once everything before it is read.
+    """
+    producer = Producer({"bootstrap.servers": bootstrap})
+    metadata = producer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    if metadata is None or metadata.error is not None or not metadata.partitions:
+        raise KafkaException(f"topic {topic!r} does not exist on {bootstrap}")
+    for partition in sorted(metadata.partitions):
+        producer.produce(topic, key=READ_MARK_KEY, value=b"", partition=partition)
+    if producer.flush(timeout_s):
+        raise KafkaException(f"read marks not all delivered to {topic} within {timeout_s:.0f} s")
+    return len(metadata.partitions)
+

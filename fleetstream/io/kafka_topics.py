@@ -10,7 +10,10 @@ OEM payload as the record value and the receive time as the record timestamp
 (DATA-CONTRACTS §1); each topic names its source. The envelope's receive time
 is the record timestamp; the element timestamp (and so the watermark) is the
 time the job read the record: a watermark from record timestamps would stall
-on any partition that has no data yet.
+on any partition that has no data yet. The activations topic is read with
+record-time timestamps instead, so its watermark passes a moment only once
+every event published before it has been read; `mark_partitions` (at
+submission) writes a read mark to each of its partitions so none is empty.
 
 Read positions live in Flink's checkpoints: a job restored from its last
 checkpoint or savepoint resumes exactly where it stopped. The raw topics' read
@@ -36,6 +39,7 @@ import orjson
 from apache_beam import pvalue
 from apache_beam.io.kafka import ReadFromKafka, WriteToKafka
 
+from fleetstream.io.kafka_producer import READ_MARK_KEY
 from fleetstream.schemas.config import ActivationEvent, parse_activation
 from fleetstream.schemas.dead_letter import INGEST_STAGE, dead_letter
 from fleetstream.schemas.envelope import RawEnvelope
@@ -66,13 +70,17 @@ class KafkaSettings:
                 "auto.offset.reset": reset, "enable.auto.commit": "false"}
 
     def read(self, topics: Iterable[str], group_suffix: str = "",
-             commit_offsets: bool = False, reset: str | None = None) -> ReadFromKafka:
+             commit_offsets: bool = False, reset: str | None = None,
+             record_time: bool = False) -> ReadFromKafka:
         """KafkaIO's read from the group's committed offsets (else `reset`, else `start`);
-        `commit_offsets` commits read positions on completed checkpoints."""
+        `commit_offsets` commits read positions on completed checkpoints. Element
+        timestamps are the read time, or with `record_time` the record timestamps (the
+        watermark then waits for every partition to be read to its end)."""
         return ReadFromKafka(
             consumer_config=self.consumer_config(group_suffix, reset), topics=sorted(topics),
             with_metadata=True, commit_offset_in_finalize=commit_offsets,
-            timestamp_policy=ReadFromKafka.processing_time_policy,
+            timestamp_policy=(ReadFromKafka.create_time_policy if record_time
+                              else ReadFromKafka.processing_time_policy),
             expansion_service=self.expansion_service)
 
 
@@ -123,16 +131,21 @@ class ReadActivationsFromKafka(beam.PTransform):
         self._topic = topic
 
     def expand(self, begin: pvalue.PBegin) -> pvalue.DoOutputsTuple:
-        # Its own consumer group: every job instance reads the whole compacted topic.
+        # Its own consumer group: every job instance reads the whole compacted topic. Record
+        # time, so that the watermark passes a moment only once the events published before
+        # it are read (the keyed join holds unknown vehicles until then: see
+        # OrderAndPermitKeyed); `mark_partitions` keeps empty partitions from stalling it.
         return (begin
                 | "ReadActivations" >> self._kafka.read([self._topic], "-activations",
-                                                       reset="earliest")
+                                                       reset="earliest", record_time=True)
                 | "ParseActivations" >> beam.ParDo(_ParseActivationFn())
                 .with_outputs(INVALID, main="events"))
 
 
 class _ParseActivationFn(beam.DoFn):
     def process(self, record: Any) -> Iterable[ActivationEvent | pvalue.TaggedOutput]:
+        if record.key is not None and bytes(record.key) == READ_MARK_KEY:
+            return
         payload = bytes(record.value or b"")
         try:
             yield parse_activation(orjson.loads(payload))

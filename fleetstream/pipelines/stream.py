@@ -32,7 +32,7 @@ from fleetstream.io.base import ConfigError, refuse_unknown
 from fleetstream.io.raw_archive import ArchiveRawEnvelopes, ArchiveSettings
 from fleetstream.mappers import MAPPERS
 from fleetstream.io.kafka_offsets import reset_group_offsets
-from fleetstream.io.kafka_producer import publish_activations
+from fleetstream.io.kafka_producer import mark_partitions, publish_activations
 from fleetstream.local.topics import Topic, create_topics
 from fleetstream.io.kafka_topics import (INVALID, KafkaSettings, ReadActivationsFromKafka,
                                          ReadRawFromKafka, WriteJsonToKafka)
@@ -216,6 +216,7 @@ def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str
                             settings.raw_topics.values(), kafka.start)
     publish_activations(settings.kafka.bootstrap_servers, settings.activations_topic,
                         settings.config.activations)
+    mark_partitions(settings.kafka.bootstrap_servers, settings.activations_topic)
     pipeline = beam.Pipeline(options=settings.pipeline_options(extra_options))
     build_stream_pipeline(pipeline, settings)
     return pipeline.run()

@@ -235,6 +235,13 @@ class _PermitKeyedFn(beam.DoFn):
         self._counts.flush()
 
 
+#: how long after its reorder window (in event time) a vehicle's first release after the
+#: job starts waits, so that activation events read before the watermark passed also
+#: crossed the pipeline to the keyed step (without it, one of two cold starts on the local
+#: cluster filtered a message whose approval the watermark had already passed)
+COLD_START_HOLD_S = 5.0
+
+
 class OrderAndPermitKeyed(beam.PTransform):
     """OrderPerVehicle and PermitByActivationKeyed as one stateful step keyed by VIN.
 
@@ -245,45 +252,62 @@ class OrderAndPermitKeyed(beam.PTransform):
     and the vehicle's newest activation per application: a message is ordered
     as OrderPerVehicle orders it (same window, late marking and duplicates,
     `Reorder`) and, when it leaves, permitted against the activations read so
-    far, as PermitByActivationKeyed does. A vehicle for which no activation event has
-    been read yet is released only by the event-time timer (the watermark includes the
-    activations read), so a cold start does not filter messages whose approval is still
-    unread; vehicles with activations leave on the processing-time timer.
+    far, as PermitByActivationKeyed does. At a cold start the raw topics and the
+    activations topic are read concurrently, so a vehicle's first messages can come
+    before its approvals: each vehicle's first release therefore waits for the
+    event-time timer, `cold_start_hold_s` after its window (the streaming job reads
+    activations with record-time timestamps, so the watermark passes a moment only once
+    the activation events published before it are read). From then on the vehicle is
+    settled and its messages leave on the processing-time timer.
     """
 
     def __init__(self, applications: Sequence[Application],
                  activation_events: beam.PCollection[ActivationEvent],
-                 reorder_window_s: float = 2.0, dedupe_horizon_s: float = 600.0) -> None:
+                 reorder_window_s: float = 2.0, dedupe_horizon_s: float = 600.0,
+                 cold_start_hold_s: float = COLD_START_HOLD_S) -> None:
         super().__init__()
-        if reorder_window_s < 0 or dedupe_horizon_s < 0:
-            raise ValueError("reorder_window_s and dedupe_horizon_s must be >= 0")
+        if min(reorder_window_s, dedupe_horizon_s, cold_start_hold_s) < 0:
+            raise ValueError("reorder_window_s, dedupe_horizon_s and cold_start_hold_s must "
+                             "be >= 0")
         self._applications = tuple((a.id, a.permitted) for a in applications)
         self._events = activation_events
         self._window_ms = int(reorder_window_s * 1000)
         self._horizon_ms = int(dedupe_horizon_s * 1000)
+        self._hold_ms = int(cold_start_hold_s * 1000)
 
     def expand(self, messages: beam.PCollection[tuple[str, MappedMessage]]
                ) -> beam.PCollection[tuple[str, Record]]:
         return (_messages_and_events(messages, self._events)
                 | "OrderAndPermit" >> beam.ParDo(_OrderAndPermitFn(
-                    self._applications, self._window_ms, self._horizon_ms))
+                    self._applications, self._window_ms, self._horizon_ms, self._hold_ms))
                 .with_input_types(_TAGGED).with_output_types(tuple[str, Record]))
 
 
+class VehicleState(NamedTuple):
+    """One vehicle's state in OrderAndPermitKeyed."""
+
+    order: VehicleOrder
+    newest: Newest
+    #: the watermark has passed one of its releases: every activation event published
+    #: before that is in `newest`, so later releases may go on processing time
+    settled: bool
+
+
 class VehicleStateCoder(coders_module.Coder):
-    """(VehicleOrder, Newest) as plain tuples."""
+    """VehicleState as plain tuples."""
 
     def __init__(self) -> None:
         self._order = VehicleOrderCoder()
         self._plain = FastPrimitivesCoder()
 
-    def encode(self, value: tuple[VehicleOrder, Newest]) -> bytes:
-        order, newest = value
-        return self._plain.encode((self._order.encode(order), list(newest.items())))
+    def encode(self, value: VehicleState) -> bytes:
+        return self._plain.encode((self._order.encode(value.order), list(value.newest.items()),
+                                   value.settled))
 
-    def decode(self, encoded: bytes) -> tuple[VehicleOrder, Newest]:
-        order, newest = self._plain.decode(encoded)
-        return self._order.decode(order), {tuple(k): tuple(v) for k, v in newest}
+    def decode(self, encoded: bytes) -> VehicleState:
+        order, newest, settled = self._plain.decode(encoded)
+        return VehicleState(self._order.decode(order), {tuple(k): tuple(v) for k, v in newest},
+                            settled)
 
     def is_deterministic(self) -> bool:
         return False
@@ -295,10 +319,11 @@ class _OrderAndPermitFn(beam.DoFn):
     FLUSH_NOW = TimerSpec("flush_now", TimeDomain.REAL_TIME)
 
     def __init__(self, applications: tuple[tuple[str, Mapping[str, frozenset[str]]], ...],
-                 window_ms: int, horizon_ms: int) -> None:
+                 window_ms: int, horizon_ms: int, hold_ms: int) -> None:
         self._applications = applications
         self._window_ms = window_ms
         self._horizon_ms = horizon_ms
+        self._hold_ms = hold_ms
         self._counts = BundleCounts()
 
     def setup(self) -> None:
@@ -310,52 +335,56 @@ class _OrderAndPermitFn(beam.DoFn):
                 flush_now=beam.DoFn.TimerParam(FLUSH_NOW),
                 timestamp=beam.DoFn.TimestampParam) -> Iterable[tuple[str, Record]]:
         vin, (kind, item) = element
-        order, newest = state.read() or (empty_order(), {})
+        vehicle = state.read() or VehicleState(empty_order(), {}, False)
         if kind == _EVENT:
-            offer_activation(newest, (vin, item.application_id),
+            offer_activation(vehicle.newest, (vin, item.application_id),
                              (item.at_ms, item.status == APPROVED))
-            state.write((order, newest))
+            state.write(vehicle)
             return
-        order, now, timer_at = self._reorder.accept(order, item, timestamp.micros // 1000)
-        state.write((order, newest))
+        order, now, timer_at = self._reorder.accept(vehicle.order, item,
+                                                    timestamp.micros // 1000)
+        state.write(vehicle._replace(order=order))
         if timer_at is not None:
             set_flush_timers(timer_at, flush, flush_now)
         if now is not None:
-            yield from _documents(vin, now, _approved(newest), self._applications, self._counts)
+            yield from _documents(vin, now, _approved(vehicle.newest), self._applications,
+                                  self._counts)
 
     @on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE),
                  flush=beam.DoFn.TimerParam(FLUSH),
                  flush_now=beam.DoFn.TimerParam(FLUSH_NOW),
                  fired=beam.DoFn.TimestampParam) -> Iterable[tuple[str, Record]]:
-        yield from self._flush(key, state, fired.micros // 1000, flush, flush_now)
+        vehicle = state.read()
+        if vehicle and vehicle.order.buffered and not vehicle.settled:
+            hold_until = min(arrived for arrived, _ in vehicle.order.buffered) \
+                + self._window_ms + self._hold_ms
+            if fired.micros // 1000 < hold_until:
+                set_flush_timers(hold_until, flush)
+                return
+            vehicle = vehicle._replace(settled=True)
+        yield from self._flush(key, state, vehicle, fired.micros // 1000, flush, flush_now)
 
     @on_timer(FLUSH_NOW)
     def on_flush_now(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE),
                      flush=beam.DoFn.TimerParam(FLUSH),
                      flush_now=beam.DoFn.TimerParam(FLUSH_NOW)
                      ) -> Iterable[tuple[str, Record]]:
-        yield from self._flush(key, state, wall_ms(), flush, flush_now, known_only=True)
+        vehicle = state.read()
+        if vehicle and vehicle.settled:    # else the event-time timer releases it
+            yield from self._flush(key, state, vehicle, wall_ms(), flush, flush_now)
 
-    def _flush(self, vin: str, state: Any, now_ms: int, *timers: Any,
-               known_only: bool = False) -> Iterable[tuple[str, Record]]:
-        value = state.read()
-        if not value or not value[0].buffered:
+    def _flush(self, vin: str, state: Any, vehicle: VehicleState | None, now_ms: int,
+               *timers: Any) -> Iterable[tuple[str, Record]]:
+        if not vehicle or not vehicle.order.buffered:
             return
-        order, newest = value
-        if known_only and not newest:
-            # No activation event read for this vehicle yet: at a cold start the raw topics
-            # and the activations topic are read concurrently, so its approval may still be
-            # on the way. Leave it to the event-time timer: the watermark passes the
-            # message's arrival only once the activations read has too.
-            return
-        order, released, timer_at = self._reorder.flush(order, now_ms)
+        order, released, timer_at = self._reorder.flush(vehicle.order, now_ms)
         if not released:
             return
-        state.write((order, newest))
+        state.write(vehicle._replace(order=order))
         if timer_at is not None:
             set_flush_timers(timer_at, *timers)
-        approved = _approved(newest)
+        approved = _approved(vehicle.newest)
         for message in released:
             yield from _documents(vin, message, approved, self._applications, self._counts)
         self._counts.flush()
