@@ -50,7 +50,7 @@ APP = "fleet"
 
 
 def settings_for(run: str, vehicles: int, reorder_window_s: float, out: str,
-                 permissions: str = "keyed_state") -> StreamSettings:
+                 permissions: str = "keyed_state", delivery_shards: int = 1) -> StreamSettings:
     config = parse_config({
         "applications": [{"id": APP, "permissions": ["diagnostics.*", "charging.*",
                                                      "vehicle_location.*", "doors.*"],
@@ -62,7 +62,7 @@ def settings_for(run: str, vehicles: int, reorder_window_s: float, out: str,
         KafkaSettings(BOOTSTRAP, f"bench-{run}", "earliest"),
         {source: f"{run}.raw.{source}" for source in SOURCES}, f"{run}.activations",
         f"{run}.dead-letters", f"{run}.delivered", OrderSettings(reorder_window_s, 600),
-        permissions)
+        permissions, delivery_shards=delivery_shards)
 
 
 def produce(settings: StreamSettings, vehicles: int, messages: int, rate: float | None,
@@ -153,11 +153,14 @@ def main() -> None:
                         help="messages/s for the latency phase (default: half the throughput)")
     parser.add_argument("--permissions", choices=("keyed_state", "side_input"),
                         default="keyed_state", help="how the job joins activations")
+    parser.add_argument("--delivery-shards", type=int, default=1,
+                        help="Deliver's batching keys per application")
     parser.add_argument("--write", help="append the results to this Markdown file")
     args = parser.parse_args()
     run = uuid.uuid4().hex[:8]
     settings = settings_for(run, args.vehicles, args.reorder_window,
-                            f"/tmp/fleetstream-stream-bench-{run}", args.permissions)
+                            f"/tmp/fleetstream-stream-bench-{run}", args.permissions,
+                            args.delivery_shards)
     sent_at: dict[str, float] = {}
     ensure_topics(settings)
     consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"bench-reader-{run}",
@@ -200,6 +203,7 @@ def main() -> None:
              f"`python benchmarks/stream_bench.py --backlog {args.backlog} --seconds "
              f"{args.seconds:g} --vehicles {args.vehicles} --permissions {args.permissions}"
              f"{f' --latency-rate {args.latency_rate:g}' if args.latency_rate else ''}"
+             f"{f' --delivery-shards {args.delivery_shards}' if args.delivery_shards > 1 else ''}"
              f"{''.join(' --beam-option=' + o for o in args.beam_option)}`:", "",
              "| measure | value |", "|---|---:|",
              f"| sustained throughput (backlog of {args.backlog:,}) | {rate:,.0f} messages/s |",

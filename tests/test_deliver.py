@@ -147,3 +147,27 @@ def test_backoff_grows_and_is_capped() -> None:
     waits = [policy.backoff_s(n) for n in range(1, 7)]
     assert all(0.5 * min(8, 2 ** (n - 1)) <= w <= min(8, 2 ** (n - 1))
                for n, w in enumerate(waits, 1))
+
+
+def test_shards_split_an_application_by_vehicle_keeping_each_vehicles_order() -> None:
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    vins = [f"V{n}" for n in range(8)]
+    stream = (TestStream()
+              .add_elements([record(i, vins[i % 8]) for i in range(40)])
+              .advance_watermark_to_infinity())
+    with TestPipeline(options=options) as pipeline:
+        _ = pipeline | stream | Deliver(applications(max_records=100, max_delay=10),
+                                        FAST_RETRY, clock=lambda: 0.0, shards=4)
+    assert 1 < len(WRITTEN) <= 4                      # one batch per shard that had data
+    ids = [r.message_id for b in WRITTEN for r in b.records]
+    assert sorted(ids) == [f"m{i:03d}" for i in range(40)]       # each once
+    shard_of = {}
+    for number, b in enumerate(WRITTEN):
+        for vin in {r.vin for r in b.records}:
+            assert shard_of.setdefault(vin, number) == number     # a vehicle in one shard
+        for vin in vins:
+            mine = [r.message_id for r in b.records if r.vin == vin]
+            assert mine == sorted(mine)                           # in its order
+    with pytest.raises(ValueError, match="shards"):
+        Deliver(applications(), shards=0)

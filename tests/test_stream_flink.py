@@ -75,7 +75,7 @@ class StreamEnv:
                           checkpointing_interval_ms=2000),
             KafkaSettings(bootstrap, f"test-{run}", "earliest", cluster.expansion_service),
             self.raw_topics, self.activations_topic, self.dead_letters_topic, None,
-            OrderSettings(reorder_window_s=0.5, dedupe_horizon_s=600),
+            OrderSettings(reorder_window_s=0.5, dedupe_horizon_s=600), delivery_shards=2,
             archive=ArchiveSettings(str(out / "archive"), window_s=ARCHIVE_WINDOW_S))
         ensure_topics(self.settings)
         self.sent: list[dict] = []     # every envelope produced, with its produce time

@@ -28,12 +28,15 @@ def test_the_repository_settings_load() -> None:
     assert settings.config.applications
 
 
-def test_archive_section_and_start_time_are_read(tmp_path: Path) -> None:
+def test_archive_section_start_time_and_delivery_shards_are_read(tmp_path: Path) -> None:
     settings = load_stream_settings(settings_file(
         tmp_path, archive={"path": "s3://bucket/fleet", "format": "avro", "window_s": 600},
         kafka={"start": "2026-03-01T08:00:00Z"}))
     assert settings.archive == ArchiveSettings("s3://bucket/fleet", "avro", 600)
     assert settings.kafka.start == 1772352000000
+    assert settings.delivery_shards == 1
+    assert load_stream_settings(settings_file(tmp_path, pipeline={"delivery_shards": 8})
+                                ).delivery_shards == 8
 
 
 @pytest.mark.parametrize("sections, named", [
@@ -42,6 +45,8 @@ def test_archive_section_and_start_time_are_read(tmp_path: Path) -> None:
     ({"archive": {"format": "avro"}}, "archive.path"),
     ({"kafka": {"start": "yesterday"}}, "kafka.start"),
     ({"pipeline": {"permissions": "acl"}}, "pipeline.permissions"),
+    ({"pipeline": {"delivery_shards": 0}}, "pipeline.delivery_shards"),
+    ({"pipeline": {"delivery_shards": "many"}}, "pipeline.delivery_shards"),
     ({"flink": {"paralelism": 2}}, "unknown key(s) paralelism"),
     ({"sinks": {}}, "unknown key(s) sinks"),
 ])

@@ -42,8 +42,9 @@ class DeliverFleet(beam.PTransform):
 
     def __init__(self, applications: Sequence[Application], permit: beam.PTransform,
                  order: OrderSettings = OrderSettings(), retry: RetryPolicy = RetryPolicy(),
-                 bounded: bool | None = None) -> None:
+                 bounded: bool | None = None, delivery_shards: int = 1) -> None:
         super().__init__()
+        self._delivery_shards = delivery_shards
         self._applications = tuple(applications)
         self._permit = permit
         self._order = order
@@ -63,6 +64,7 @@ class DeliverFleet(beam.PTransform):
                                                               self._order.dedupe_horizon_s,
                                                               self._bounded)
                        | "PermitByActivation" >> self._permit)
-        delivery_dead_letters = records | "Deliver" >> Deliver(self._applications, self._retry)
+        delivery_dead_letters = records | "Deliver" >> Deliver(
+            self._applications, self._retry, shards=self._delivery_shards)
         return FleetOutputs(records, (mapped[DEAD_LETTERS], delivery_dead_letters)
                             | "AllDeadLetters" >> beam.Flatten())

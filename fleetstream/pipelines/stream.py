@@ -75,6 +75,9 @@ class StreamSettings:
     order: OrderSettings = field(default_factory=OrderSettings)
     permissions: str = "keyed_state"
     archive: ArchiveSettings | None = None
+    #: batching keys per application in Deliver (see Deliver): more spread one
+    #: application's batching over more task slots, each shard writing its own batches
+    delivery_shards: int = 1
 
     def restored_from(self, savepoint_path: str) -> "StreamSettings":
         """These settings, for a job restored from a savepoint or retained checkpoint."""
@@ -125,6 +128,10 @@ def load_stream_settings(path: str | Path) -> StreamSettings:
     if permissions not in PERMISSION_MODES:
         raise ConfigError(f"{where}: pipeline.permissions must be one of "
                           f"{', '.join(PERMISSION_MODES)}, got {permissions!r}")
+    shards = pipeline.pop("delivery_shards", 1)
+    if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
+        raise ConfigError(f"{where}: pipeline.delivery_shards must be a whole number >= 1, "
+                          f"got {shards!r}")
     refuse_unknown(f"{where}: pipeline", pipeline, set(OrderSettings.__dataclass_fields__))
     raw_topics = topics.get("raw_topics", DEFAULT_RAW_TOPICS)
     if not isinstance(raw_topics, dict) or not raw_topics:
@@ -135,7 +142,7 @@ def load_stream_settings(path: str | Path) -> StreamSettings:
         config, flink, KafkaSettings(**kafka_raw), dict(raw_topics),
         topics.get("activations_topic", "activations"),
         topics.get("dead_letters_topic", "dead-letters"),
-        topics.get("delivered_topic"), OrderSettings(**pipeline), permissions, archive)
+        topics.get("delivered_topic"), OrderSettings(**pipeline), permissions, archive, shards)
 
 
 def _section(raw: dict, name: str, cls: Any, where: str) -> dict:
@@ -178,7 +185,8 @@ def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> 
     if settings.archive:
         _ = raw.envelopes | "ArchiveRaw" >> ArchiveRawEnvelopes(settings.archive)
     fleet = raw.envelopes | "DeliverFleet" >> DeliverFleet(
-        config.applications, permit, settings.order, bounded=False)
+        config.applications, permit, settings.order, bounded=False,
+        delivery_shards=settings.delivery_shards)
     if settings.delivered_topic:
         _ = (fleet.records
              | "DeliveredRecords" >> beam.MapTuple(lambda app, r: (r.vin, r.document))

@@ -10,8 +10,11 @@ flush when any of its knobs is reached:
   (streaming jobs; a batch job has all its data and flushes at its end);
 - the end of the bundle (batch jobs) or of the window.
 
-Streaming jobs batch with keyed state and timers per application, so they
-behave the same on the DirectRunner and on Flink; batch jobs (bounded input)
+Streaming jobs batch with keyed state and timers per application and delivery
+shard (`shards`: a vehicle's documents always go to the same shard, so per-vehicle
+order holds; more shards spread one application's batching over more workers, at
+the cost of up to that many times the writes), so they behave the same on the
+DirectRunner and on Flink; batch jobs (bounded input)
 batch within each bundle and flush at its end, with no state or shuffle. A failed write is retried with exponential
 backoff and jitter until `RetryPolicy.max_elapsed_s`; past that, or at once
 for a `PermanentWriteError`, the batch goes to the returned delivery
@@ -28,6 +31,7 @@ import hashlib
 import logging
 import random
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -77,19 +81,31 @@ class Deliver(beam.PTransform):
     """Batch per application, write to its sink; returns the delivery dead letters."""
 
     def __init__(self, applications: Sequence[Application], retry: RetryPolicy = RetryPolicy(),
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, shards: int = 1) -> None:
         super().__init__()
+        if shards < 1:
+            raise ValueError(f"shards must be >= 1, got {shards}")
         self._applications = tuple(applications)
         self._retry = retry
         self._clock = clock
+        self._shards = shards
 
     def expand(self, records: beam.PCollection[tuple[str, Record]]) -> beam.PCollection[dict]:
         batching = {a.id: a.batching for a in self._applications}
-        batch_fn = (_BundleBatchFn(batching) if records.is_bounded
-                    else _TimedBatchFn(batching, self._clock))
-        written = (records
-                   | "BatchPerApplication" >> beam.ParDo(batch_fn).with_input_types(
-                       tuple[str, Record]).with_output_types(Batch)
+        if records.is_bounded:
+            batches = records | "BatchPerApplication" >> beam.ParDo(
+                _BundleBatchFn(batching)).with_input_types(tuple[str, Record]).with_output_types(
+                    Batch)
+        else:
+            shards = self._shards
+            batches = (records
+                       | "KeyByApplicationAndShard" >> beam.MapTuple(
+                           lambda app, record: ((app, zlib.crc32(record.vin.encode()) % shards),
+                                                record)).with_output_types(_Sharded)
+                       | "BatchPerApplication" >> beam.ParDo(
+                           _TimedBatchFn(batching, self._clock)).with_input_types(
+                               _Sharded).with_output_types(Batch))
+        written = (batches
                    | "WriteToSink" >> beam.ParDo(
                        _WriteFn(self._applications, self._retry)).with_outputs(
                            DEAD_LETTERS, main="written"))
@@ -128,8 +144,12 @@ class _BundleBatchFn(beam.DoFn):
         self._pending = {}
 
 
+#: ((application_id, delivery shard), Record)
+_Sharded = tuple[tuple[str, int], Record]
+
+
 class _TimedBatchFn(beam.DoFn):
-    """Streaming: keyed state per application, a processing-time timer for `max_delay`."""
+    """Streaming: keyed state per application and shard, a processing-time timer for `max_delay`."""
 
     RECORDS = BagStateSpec("records", RecordCoder())
     SIZE = ReadModifyWriteStateSpec("size", coders.FastPrimitivesCoder())  # (records, bytes)
@@ -140,13 +160,13 @@ class _TimedBatchFn(beam.DoFn):
         self._batching = dict(batching)
         self._clock = clock
 
-    def process(self, element: tuple[str, Record],
+    def process(self, element: _Sharded,
                 records=beam.DoFn.StateParam(RECORDS),
                 size=beam.DoFn.StateParam(SIZE),
                 delay=beam.DoFn.TimerParam(DELAY),
                 end=beam.DoFn.TimerParam(END),
                 window=beam.DoFn.WindowParam) -> Iterable[Batch]:
-        application_id, record = element
+        (application_id, _), record = element
         knobs = self._batching[application_id]
         count, nbytes = size.read() or (0, 0)
         if count == 0:
@@ -164,13 +184,13 @@ class _TimedBatchFn(beam.DoFn):
     def on_delay(self, key=beam.DoFn.KeyParam, records=beam.DoFn.StateParam(RECORDS),
                  size=beam.DoFn.StateParam(SIZE),
                  delay=beam.DoFn.TimerParam(DELAY)) -> Iterable[Batch]:
-        yield from _flush(key, records, size, delay)
+        yield from _flush(key[0], records, size, delay)
 
     @on_timer(END)
     def on_end(self, key=beam.DoFn.KeyParam, records=beam.DoFn.StateParam(RECORDS),
                size=beam.DoFn.StateParam(SIZE),
                delay=beam.DoFn.TimerParam(DELAY)) -> Iterable[Batch]:
-        yield from _flush(key, records, size, delay)
+        yield from _flush(key[0], records, size, delay)
 
 
 def _flush(application_id: str, records: Any, size: Any, delay: Any) -> Iterable[Batch]:
