@@ -237,8 +237,8 @@ class _PermitKeyedFn(beam.DoFn):
 
 #: how long after its reorder window (in event time) a vehicle's first release after the
 #: job starts waits, so that activation events read before the watermark passed also
-#: crossed the pipeline to the keyed step (without it, one of two cold starts on the local
-#: cluster filtered a message whose approval the watermark had already passed)
+#: crossed the pipeline to the keyed step (without it, a cold start on the local cluster
+#: filtered a message whose approval the watermark had already passed; docs/runtime.md)
 COLD_START_HOLD_S = 5.0
 
 
