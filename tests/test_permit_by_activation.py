@@ -110,28 +110,34 @@ def _keep_keyed(element) -> None:
 def test_keyed_join_applies_approvals_and_revocations_to_later_messages() -> None:
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
     from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms.window import TimestampedValue
 
-    from fleetstream.transforms.permit_by_activation import PermitByActivationKeyed
+    from fleetstream.transforms.permit_by_activation import OrderAndPermitKeyed
+
+    def at(seconds: int, name: str) -> TimestampedValue:
+        return TimestampedValue(("V", _message(name, DATA)), seconds)
 
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
     stream = (TestStream(output_tags={"messages", "events"})
               .advance_watermark_to(10, tag="messages").advance_watermark_to(10, tag="events")
-              .add_elements([("V", _message("before-approval", DATA))], tag="messages")
+              .add_elements([at(10, "before-approval")], tag="messages")
+              .advance_watermark_to(15, tag="messages").advance_watermark_to(15, tag="events")
               .add_elements([event("V", "insurer", "approved", 1)], tag="events")
-              .advance_watermark_to(20, tag="messages")
-              .add_elements([("V", _message("approved", DATA))], tag="messages")
+              .add_elements([at(20, "approved")], tag="messages")
+              .advance_watermark_to(25, tag="messages").advance_watermark_to(25, tag="events")
               .add_elements([event("V", "insurer", "revoked", 2),
                              event("V", "insurer", "approved", 0)],  # older: ignored
                             tag="events")
-              .advance_watermark_to(30, tag="messages")
-              .add_elements([("V", _message("after-revocation", DATA))], tag="messages")
-              .advance_watermark_to_infinity())
+              .add_elements([at(30, "after-revocation")], tag="messages")
+              .advance_watermark_to_infinity(tag="messages")
+              .advance_watermark_to_infinity(tag="events"))
     _KEYED_OUT.clear()
     with TestPipeline(options=options) as pipeline:
         streams = pipeline | stream
         _ = (streams["messages"]
-             | PermitByActivationKeyed(CONFIG.applications, streams["events"])
+             | OrderAndPermitKeyed(CONFIG.applications, streams["events"], reorder_window_s=0,
+                                   cold_start_hold_s=0)
              | beam.MapTuple(lambda app, r: (app, orjson.loads(r.document)["message_id"]))
              | beam.Map(_keep_keyed))
     # Before the approval nothing; while approved, the insurer only; after the revocation nothing.

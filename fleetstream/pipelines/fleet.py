@@ -1,8 +1,8 @@
 """The stages composed once, for every job: map -> order -> permit -> deliver.
 
 `DeliverFleet` takes raw envelopes and a permit step (the side-input table of
-a batch job, or the keyed-state join of the streaming job, which then also
-does the ordering in the same keyed step: `OrderAndPermitKeyed`) and returns the
+a batch job, `PermitByActivation`, or the keyed-state join of the streaming job,
+`OrderAndPermitKeyed`, which also does the ordering in the same keyed step) and returns the
 permitted documents and every dead letter (mapping and delivery); the batch
 replay, the embedded demo and the streaming job differ only in where envelopes
 and activations come from and where the outputs go.
@@ -19,7 +19,7 @@ from fleetstream.schemas.envelope import RawEnvelope
 from fleetstream.transforms.deliver import Deliver, RetryPolicy
 from fleetstream.transforms.map_to_autoapi import DEAD_LETTERS, MapToAutoApi
 from fleetstream.transforms.order_per_vehicle import OrderPerVehicle
-from fleetstream.transforms.permit_by_activation import PermitByActivationKeyed
+from fleetstream.transforms.permit_by_activation import OrderAndPermitKeyed
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,8 @@ class DeliverFleet(beam.PTransform):
 
     def expand(self, envelopes: beam.PCollection[RawEnvelope]) -> FleetOutputs:
         mapped = envelopes | "MapToAutoApi" >> MapToAutoApi()
-        bounded = mapped.mapped.is_bounded if self._bounded is None else self._bounded
-        if isinstance(self._permit, PermitByActivationKeyed) and not bounded:
-            # streaming with the keyed join: ordering and permissions in one keyed step
-            records = mapped.mapped | "OrderAndPermit" >> self._permit.ordered(
-                self._order.reorder_window_s, self._order.dedupe_horizon_s)
+        if isinstance(self._permit, OrderAndPermitKeyed):   # orders as it permits
+            records = mapped.mapped | "OrderAndPermit" >> self._permit
         else:
             records = (mapped.mapped
                        | "OrderPerVehicle" >> OrderPerVehicle(self._order.reorder_window_s,

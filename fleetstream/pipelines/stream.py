@@ -41,7 +41,7 @@ from fleetstream.pipelines.replay import check_sinks
 from fleetstream.schemas.config import Config, load_config
 from fleetstream.schemas.timestamps import to_epoch_ms
 from fleetstream.transforms.permit_by_activation import (ActivationTable, PermitByActivation,
-                                                         PermitByActivationKeyed)
+                                                         OrderAndPermitKeyed)
 
 PERMISSION_MODES = ("keyed_state", "side_input")
 #: source -> its raw topic, unless kafka.raw_topics says otherwise
@@ -173,7 +173,9 @@ def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> 
         kafka, settings.activations_topic)
     events = live.events
     if settings.permissions == "keyed_state":
-        permit = PermitByActivationKeyed(config.applications, events)
+        permit = OrderAndPermitKeyed(config.applications, events,
+                                     settings.order.reorder_window_s,
+                                     settings.order.dedupe_horizon_s)
     else:
         table = (events
                  | "RefreshActivations" >> beam.WindowInto(

@@ -5,7 +5,7 @@
 Pipelines reach it with `--environment_type=EXTERNAL --environment_config=HOST:50000`
 (locally, or as a sidecar of each Flink TaskManager). Beam's own
 `apache_beam.runners.worker.worker_pool_main` starts every worker with no state
-cache, so each keyed-state read of OrderPerVehicle, PermitByActivationKeyed and
+cache, so each keyed-state read of OrderPerVehicle, OrderAndPermitKeyed and
 Deliver became a round trip to Flink: a 60,000-message backlog spent minutes on
 state reads. This entry point is the same servicer with a cache, and it starts
 each worker through `fleetstream.pipelines.sdk_worker`, which sizes cached state

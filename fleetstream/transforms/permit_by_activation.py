@@ -163,40 +163,6 @@ def _documents(vin: str, message: MappedMessage, approved: Container[str],
 _MESSAGE, _EVENT = 0, 1
 
 
-class _AppView(NamedTuple):
-    """What the keyed steps need of an Application."""
-
-    id: str
-    permitted: Mapping[str, frozenset[str]]
-
-
-class PermitByActivationKeyed(beam.PTransform):
-    """The same rule for streaming jobs, with activations joined in keyed state per VIN.
-
-    Activation events and messages meet in one stateful step keyed by VIN, so
-    an approval or revocation applies to every message of that vehicle
-    processed after it, with no side-input refresh interval; state grows with
-    the number of (vehicle, application) pairs, partitioned like the data.
-    """
-
-    def __init__(self, applications: Sequence[Application],
-                 activation_events: beam.PCollection[ActivationEvent]) -> None:
-        super().__init__()
-        self._applications = tuple((a.id, a.permitted) for a in applications)
-        self._events = activation_events
-
-    def expand(self, messages: beam.PCollection[tuple[str, MappedMessage]]
-               ) -> beam.PCollection[tuple[str, Record]]:
-        return (_messages_and_events(messages, self._events)
-                | "PermitKeyed" >> beam.ParDo(_PermitKeyedFn(self._applications))
-                .with_input_types(_TAGGED).with_output_types(tuple[str, Record]))
-
-    def ordered(self, reorder_window_s: float, dedupe_horizon_s: float) -> "OrderAndPermitKeyed":
-        """This join with OrderPerVehicle's ordering in the same keyed step."""
-        return OrderAndPermitKeyed([_AppView(i, p) for i, p in self._applications],
-                                   self._events, reorder_window_s, dedupe_horizon_s)
-
-
 #: a message or an activation event keyed by VIN, tagged with its kind (_MESSAGE or _EVENT)
 _TAGGED = tuple[str, tuple[int, Any]]
 
@@ -212,29 +178,6 @@ def _messages_and_events(messages: beam.PCollection[tuple[str, MappedMessage]],
         _TAGGED)
 
 
-class _PermitKeyedFn(beam.DoFn):
-    NEWEST = ReadModifyWriteStateSpec("newest", FastPrimitivesCoder())
-
-    def __init__(self, applications: tuple[tuple[str, Mapping[str, frozenset[str]]], ...]) -> None:
-        self._applications = applications
-        self._counts = BundleCounts()
-
-    def process(self, element: tuple[str, tuple[int, Any]],
-                newest_state=beam.DoFn.StateParam(NEWEST)) -> Iterable[tuple[str, Record]]:
-        vin, (kind, item) = element
-        newest: Newest = newest_state.read() or {}
-        if kind == _EVENT:
-            offer_activation(newest, (vin, item.application_id),
-                             (item.at_ms, item.status == APPROVED))
-            newest_state.write(newest)
-            return
-        approved = {app for (_, app), (_, ok) in newest.items() if ok}
-        yield from _documents(vin, item, approved, self._applications, self._counts)
-
-    def finish_bundle(self) -> None:
-        self._counts.flush()
-
-
 #: how long after its reorder window (in event time) a vehicle's first release after the
 #: job starts waits, so that activation events read before the watermark passed also
 #: crossed the pipeline to the keyed step (without it, a cold start on the local cluster
@@ -243,22 +186,25 @@ COLD_START_HOLD_S = 5.0
 
 
 class OrderAndPermitKeyed(beam.PTransform):
-    """OrderPerVehicle and PermitByActivationKeyed as one stateful step keyed by VIN.
+    """OrderPerVehicle and PermitByActivation for streaming jobs, in one stateful step keyed by VIN.
 
-    The streaming job's ordering and activation join both keep per-VIN state;
-    as two steps each message crossed two shuffles and two keyed stages (two
-    state reads and a state write, and the Python worker round trips of two
-    bundles). Here one state value per vehicle holds both the ordering buffer
-    and the vehicle's newest activation per application: a message is ordered
-    as OrderPerVehicle orders it (same window, late marking and duplicates,
-    `Reorder`) and, when it leaves, permitted against the activations read so
-    far, as PermitByActivationKeyed does. At a cold start the raw topics and the
-    activations topic are read concurrently, so a vehicle's first messages can come
-    before its approvals: each vehicle's first release therefore waits for the
-    event-time timer, `cold_start_hold_s` after its window (the streaming job reads
-    activations with record-time timestamps, so the watermark passes a moment only once
-    the activation events published before it are read). From then on the vehicle is
-    settled and its messages leave on the processing-time timer.
+    Activation events and messages meet in keyed state per VIN, so an approval
+    or revocation applies to every message of that vehicle released after it,
+    with no side-input refresh interval; state grows with the number of
+    vehicles, partitioned like the data. One state value per vehicle holds the
+    ordering buffer and the vehicle's newest activation per application (as
+    two steps each message crossed two shuffles and two keyed stages): a
+    message is ordered as OrderPerVehicle orders it (same window, late marking
+    and duplicates, `Reorder`) and, when it leaves, permitted against the
+    activations read so far, as PermitByActivation permits it.
+
+    At a cold start the raw topics and the activations topic are read
+    concurrently, so a vehicle's first messages can come before its approvals:
+    each vehicle's first release therefore waits for the event-time timer,
+    `cold_start_hold_s` after its window (the streaming job reads activations
+    with record-time timestamps, so the watermark passes a moment only once the
+    activation events published before it are read). From then on the vehicle
+    is settled and its messages leave on the processing-time timer.
     """
 
     def __init__(self, applications: Sequence[Application],
