@@ -115,12 +115,8 @@ def test_ordering_and_keyed_join_in_one_step_order_late_duplicates_and_revocatio
     """OrderAndPermitKeyed (the streaming job's keyed step) keeps both rules."""
     import orjson
 
-    from fleetstream.schemas.config import ActivationEvent, parse_config
-    from fleetstream.transforms.permit_by_activation import OrderAndPermitKeyed
+    from fleetstream.schemas.config import ActivationEvent
 
-    config = parse_config({"applications": [
-        {"id": "insurer", "permissions": ["diagnostics.odometer"],
-         "sink": {"type": "file", "path": "unused"}}]})
     t0 = 1_000
 
     def at(seconds: float, msg):
@@ -148,18 +144,12 @@ def test_ordering_and_keyed_join_in_one_step_order_late_duplicates_and_revocatio
               .add_elements([at(11.0, message(500, received_ms=6))], tag="messages")
               .advance_watermark_to_infinity(tag="messages")
               .advance_watermark_to_infinity(tag="events"))
-    _COLLECTED.clear()
-    with TestPipeline(options=_streaming_options()) as pipeline:
-        streams = pipeline | stream
-        _ = (streams["messages"]
-             | OrderAndPermitKeyed(config.applications, streams["events"], reorder_window_s=2.0,
-                                   cold_start_hold_s=0)
-             | beam.Map(_collect))
-    documents = [(app, orjson.loads(record.document)) for app, record in _COLLECTED]
+    collected = _insurer_documents(stream, cold_start_hold_s=0)
+    documents = [(app, orjson.loads(record.document)) for app, record in collected]
     # in order within the window, the duplicate dropped, 150 late (300 had left), nothing
     # after the revocation (500)
     assert [(app, record.event_ms, doc.get("late", False))
-            for (app, doc), (_, record) in zip(documents, _COLLECTED)] == [
+            for (app, doc), (_, record) in zip(documents, collected)] == [
         ("insurer", 100, False), ("insurer", 200, False), ("insurer", 300, False),
         ("insurer", 150, True), ("insurer", 400, False)]
     assert all(set(doc["data"]) == {"diagnostics"} for _, doc in documents)
@@ -167,13 +157,9 @@ def test_ordering_and_keyed_join_in_one_step_order_late_duplicates_and_revocatio
 
 def test_a_vehicle_whose_approval_comes_after_its_first_messages_is_still_delivered() -> None:
     """At a cold start an approval can reach the keyed step after the reorder window."""
-    from fleetstream.schemas.config import ActivationEvent, parse_config
-    from fleetstream.transforms.permit_by_activation import (COLD_START_HOLD_S,
-                                                             OrderAndPermitKeyed)
+    from fleetstream.schemas.config import ActivationEvent
+    from fleetstream.transforms.permit_by_activation import COLD_START_HOLD_S
 
-    config = parse_config({"applications": [
-        {"id": "insurer", "permissions": ["diagnostics.odometer"],
-         "sink": {"type": "file", "path": "unused"}}]})
     t0, late_approval_s = 1_000, 2.0 + COLD_START_HOLD_S - 1
     stream = (TestStream(output_tags={"messages", "events"})
               .advance_watermark_to(t0, tag="messages").advance_watermark_to(t0, tag="events")
@@ -185,11 +171,24 @@ def test_a_vehicle_whose_approval_comes_after_its_first_messages_is_still_delive
                                               t0 + late_approval_s)], tag="events")
               .advance_watermark_to_infinity(tag="messages")
               .advance_watermark_to_infinity(tag="events"))
+    # V's approval came 4 s after its window closed: still delivered; W was never approved
+    assert [(app, record.vin) for app, record in _insurer_documents(stream)] == [
+        ("insurer", "V")]
+
+
+def _insurer_documents(stream: TestStream, **knobs: float) -> list:
+    """What OrderAndPermitKeyed (2 s window) releases to an insurer seeing the odometer."""
+    from fleetstream.schemas.config import parse_config
+    from fleetstream.transforms.permit_by_activation import OrderAndPermitKeyed
+
+    config = parse_config({"applications": [
+        {"id": "insurer", "permissions": ["diagnostics.odometer"],
+         "sink": {"type": "file", "path": "unused"}}]})
     _COLLECTED.clear()
     with TestPipeline(options=_streaming_options()) as pipeline:
         streams = pipeline | stream
         _ = (streams["messages"]
-             | OrderAndPermitKeyed(config.applications, streams["events"], reorder_window_s=2.0)
+             | OrderAndPermitKeyed(config.applications, streams["events"], reorder_window_s=2.0,
+                                   **knobs)
              | beam.Map(_collect))
-    # V's approval came 4 s after its window closed: still delivered; W was never approved
-    assert [(app, record.vin) for app, record in _COLLECTED] == [("insurer", "V")]
+    return list(_COLLECTED)
