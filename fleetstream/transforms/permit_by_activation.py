@@ -20,7 +20,8 @@ import apache_beam as beam
 from apache_beam.coders import FastPrimitivesCoder
 from apache_beam.coders import coders as coders_module
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec, TimerSpec,
+                                              on_timer)
 
 from fleetstream.io.base import Record
 from fleetstream.mappers.base import Data
@@ -193,7 +194,10 @@ class OrderAndPermitKeyed(beam.PTransform):
     with no side-input refresh interval; state grows with the number of
     vehicles, partitioned like the data. One state value per vehicle holds the
     ordering buffer and the vehicle's newest activation per application (as
-    two steps each message crossed two shuffles and two keyed stages): a
+    two steps each message crossed two shuffles and two keyed stages); an
+    activation event is appended to a bag without reading anything (a cold
+    start reads the whole activations topic) and folded in when a message of
+    the vehicle needs the state: a
     message is ordered as OrderPerVehicle orders it (same window, late marking
     and duplicates, `Reorder`) and, when it leaves, permitted against the
     activations read so far, as PermitByActivation permits it.
@@ -261,6 +265,9 @@ class VehicleStateCoder(coders_module.Coder):
 
 class _OrderAndPermitFn(beam.DoFn):
     STATE = ReadModifyWriteStateSpec("vehicle", VehicleStateCoder())
+    #: activation events not yet folded into STATE, as (application_id, at_ms, approved):
+    #: an event is a blind append (no state read), folded in when a message needs the state
+    EVENTS = BagStateSpec("activations", FastPrimitivesCoder())
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
     FLUSH_NOW = TimerSpec("flush_now", TimeDomain.REAL_TIME)
 
@@ -277,16 +284,15 @@ class _OrderAndPermitFn(beam.DoFn):
 
     def process(self, element: tuple[str, tuple[int, Any]],
                 state=beam.DoFn.StateParam(STATE),
+                events=beam.DoFn.StateParam(EVENTS),
                 flush=beam.DoFn.TimerParam(FLUSH),
                 flush_now=beam.DoFn.TimerParam(FLUSH_NOW),
                 timestamp=beam.DoFn.TimestampParam) -> Iterable[tuple[str, Record]]:
         vin, (kind, item) = element
-        vehicle = state.read() or VehicleState(empty_order(), {}, False)
         if kind == _EVENT:
-            offer_activation(vehicle.newest, (vin, item.application_id),
-                             (item.at_ms, item.status == APPROVED))
-            state.write(vehicle)
+            events.add((item.application_id, item.at_ms, item.status == APPROVED))
             return
+        vehicle = _vehicle(vin, state, events) or VehicleState(empty_order(), {}, False)
         order, now, timer_at = self._reorder.accept(vehicle.order, item,
                                                     timestamp.micros // 1000)
         state.write(vehicle._replace(order=order))
@@ -298,10 +304,11 @@ class _OrderAndPermitFn(beam.DoFn):
 
     @on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE),
+                 events=beam.DoFn.StateParam(EVENTS),
                  flush=beam.DoFn.TimerParam(FLUSH),
                  flush_now=beam.DoFn.TimerParam(FLUSH_NOW),
                  fired=beam.DoFn.TimestampParam) -> Iterable[tuple[str, Record]]:
-        vehicle = state.read()
+        vehicle = _vehicle(key, state, events)
         if vehicle and vehicle.order.buffered and not vehicle.settled:
             hold_until = min(arrived for arrived, _ in vehicle.order.buffered) \
                 + self._window_ms + self._hold_ms
@@ -313,10 +320,11 @@ class _OrderAndPermitFn(beam.DoFn):
 
     @on_timer(FLUSH_NOW)
     def on_flush_now(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE),
+                     events=beam.DoFn.StateParam(EVENTS),
                      flush=beam.DoFn.TimerParam(FLUSH),
                      flush_now=beam.DoFn.TimerParam(FLUSH_NOW)
                      ) -> Iterable[tuple[str, Record]]:
-        vehicle = state.read()
+        vehicle = _vehicle(key, state, events)
         if vehicle and vehicle.settled:    # else the event-time timer releases it
             yield from self._flush(key, state, vehicle, wall_ms(), flush, flush_now)
 
@@ -337,6 +345,19 @@ class _OrderAndPermitFn(beam.DoFn):
 
     def finish_bundle(self) -> None:
         self._counts.flush()
+
+
+def _vehicle(vin: str, state: Any, events: Any) -> VehicleState | None:
+    """The vehicle's state with the activation events appended since, folded in (and saved)."""
+    vehicle = state.read()
+    pending = list(events.read())
+    if pending:
+        vehicle = vehicle or VehicleState(empty_order(), {}, False)
+        for application_id, at_ms, approved in pending:
+            offer_activation(vehicle.newest, (vin, application_id), (at_ms, approved))
+        events.clear()
+        state.write(vehicle)
+    return vehicle
 
 
 def _approved(newest: Newest) -> set[str]:
