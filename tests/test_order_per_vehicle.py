@@ -192,3 +192,17 @@ def _insurer_documents(stream: TestStream, **knobs: float) -> list:
                                    **knobs)
              | beam.Map(_collect))
     return list(_COLLECTED)
+
+
+def test_vehicle_state_round_trips_and_reads_the_state_saved_before_the_settled_flag() -> None:
+    from apache_beam.coders import FastPrimitivesCoder
+
+    from fleetstream.transforms.order_per_vehicle import VehicleOrderCoder, empty_order
+    from fleetstream.transforms.permit_by_activation import VehicleState, VehicleStateCoder
+
+    coder = VehicleStateCoder()
+    state = VehicleState(empty_order(), {("V", "fleet"): (1, True)}, False)
+    assert coder.decode(coder.encode(state)) == state
+    older = FastPrimitivesCoder().encode((VehicleOrderCoder().encode(empty_order()),
+                                          [(("V", "fleet"), (1, True))]))
+    assert coder.decode(older) == state._replace(settled=True)

@@ -255,9 +255,10 @@ class VehicleStateCoder(coders_module.Coder):
                                    value.settled))
 
     def decode(self, encoded: bytes) -> VehicleState:
-        order, newest, settled = self._plain.decode(encoded)
+        # (order, newest) without the flag: a savepoint of a job that had been running
+        order, newest, *settled = self._plain.decode(encoded)
         return VehicleState(self._order.decode(order), {tuple(k): tuple(v) for k, v in newest},
-                            settled)
+                            settled[0] if settled else True)
 
     def is_deterministic(self) -> bool:
         return False
