@@ -58,3 +58,16 @@ def test_a_read_mark_on_the_activations_topic_is_neither_an_event_nor_a_dead_let
     assert run(_ParseActivationFn(), KafkaRow("activations", b"", 1, READ_MARK_KEY)) == []
     [tagged] = run(_ParseActivationFn(), KafkaRow("activations", b"", 1, b"V/a"))
     assert tagged.tag == "invalid"        # an empty value under any other key is invalid
+
+
+def test_a_write_the_broker_does_not_acknowledge_fails_the_bundle() -> None:
+    import pytest
+    from confluent_kafka import KafkaException
+
+    from fleetstream.io.kafka_topics import _ProduceFn
+
+    fn = _ProduceFn("127.0.0.1:1", "dead-letters", None, flush_timeout_s=1.0)  # nothing there
+    fn.setup()
+    fn.process(("V", {"n": 1}))
+    with pytest.raises(KafkaException, match="1 record\\(s\\) not written to 'dead-letters'"):
+        fn.finish_bundle()

@@ -93,3 +93,33 @@ def test_every_activations_partition_gets_one_read_mark(kafka_service: Kafka) ->
         consumer.close()
     with pytest.raises(KafkaException, match="does not exist"):
         mark_partitions(kafka_service.bootstrap, f"{topic}-missing", timeout_s=5)
+
+
+def test_write_json_to_kafka_writes_pairs_and_keyed_dicts(kafka_service: Kafka) -> None:
+    import apache_beam as beam
+    import orjson
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    from fleetstream.io.kafka_topics import KafkaSettings, WriteJsonToKafka
+
+    topic = f"write-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_service.bootstrap, [Topic(topic, 2)])
+    kafka = KafkaSettings(kafka_service.bootstrap)
+    with TestPipeline() as pipeline:
+        _ = (pipeline | "Pairs" >> beam.Create([("V1", b'{"a":1}'), ("V2", {"b": 2})])
+             | "WritePairs" >> WriteJsonToKafka(kafka, topic))
+        _ = (pipeline | "Dicts" >> beam.Create([{"source": "tesla", "n": 3}])
+             | "WriteDicts" >> WriteJsonToKafka(kafka, topic, key_field="source"))
+    consumer = Consumer({"bootstrap.servers": kafka_service.bootstrap, "group.id": topic,
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    received = {}
+    try:
+        for _ in range(30):
+            for message in consumer.consume(num_messages=10, timeout=1.0):
+                received[message.key()] = orjson.loads(message.value())
+            if len(received) == 3:
+                break
+    finally:
+        consumer.close()
+    assert received == {b"V1": {"a": 1}, b"V2": {"b": 2}, b"tesla": {"source": "tesla", "n": 3}}

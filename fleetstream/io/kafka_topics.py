@@ -1,4 +1,4 @@
-"""Kafka topics in and out of the streaming job, through Beam's cross-language KafkaIO.
+"""Kafka topics in and out of the streaming job: KafkaIO reads them, a Python producer writes.
 
     envelopes, unreadable = pipeline | ReadRawFromKafka(kafka, {"tesla": "raw.tesla", ...})
     events, bad = pipeline | ReadActivationsFromKafka(kafka, "activations")
@@ -37,7 +37,8 @@ from typing import Any, Iterable, Mapping
 import apache_beam as beam
 import orjson
 from apache_beam import pvalue
-from apache_beam.io.kafka import ReadFromKafka, WriteToKafka
+from apache_beam.io.kafka import ReadFromKafka
+from confluent_kafka import KafkaException, Producer
 
 from fleetstream.io.kafka_producer import READ_MARK_KEY
 from fleetstream.schemas.config import ActivationEvent, parse_activation
@@ -157,7 +158,14 @@ class _ParseActivationFn(beam.DoFn):
 
 
 class WriteJsonToKafka(beam.PTransform):
-    """Write (key, JSON-serialisable value) pairs or dicts to a topic."""
+    """Write (key, JSON-serialisable value) pairs or dicts to a topic.
+
+    A Python producer in the step that makes the records (no hand-over to
+    KafkaIO's Java writer): records are sent as they come, and the bundle
+    finishes only once the broker has acknowledged all of them, so a failed
+    send fails the bundle and Beam retries it (at least once; a retried record
+    keeps its message id).
+    """
 
     def __init__(self, kafka: KafkaSettings, topic: str, key_field: str | None = None) -> None:
         super().__init__()
@@ -165,14 +173,49 @@ class WriteJsonToKafka(beam.PTransform):
         self._topic = topic
         self._key_field = key_field
 
-    def expand(self, items: beam.PCollection) -> beam.pvalue.PDone:
-        key_field = self._key_field
-        return (items
-                | "ToKafkaRecord" >> beam.Map(_to_kafka_record, key_field)
-                .with_output_types(tuple[bytes, bytes])
-                | "WriteTopic" >> WriteToKafka(
-                    producer_config={"bootstrap.servers": self._kafka.bootstrap_servers},
-                    topic=self._topic, expansion_service=self._kafka.expansion_service))
+    def expand(self, items: beam.PCollection) -> beam.PCollection:
+        return items | "WriteTopic" >> beam.ParDo(_ProduceFn(
+            self._kafka.bootstrap_servers, self._topic, self._key_field))
+
+
+class _ProduceFn(beam.DoFn):
+    def __init__(self, bootstrap: str, topic: str, key_field: str | None,
+                 flush_timeout_s: float = 60.0) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._key_field = key_field
+        self._flush_timeout_s = flush_timeout_s
+
+    def setup(self) -> None:
+        self._producer = Producer({"bootstrap.servers": self._bootstrap, "linger.ms": 5,
+                                   "enable.idempotence": True, "compression.type": "lz4"})
+        self._failures: list[str] = []
+
+    def process(self, item: Any) -> None:
+        key, value = _to_kafka_record(item, self._key_field)
+        while True:
+            try:
+                self._producer.produce(self._topic, key=key, value=value,
+                                       on_delivery=self._delivered)
+                break
+            except BufferError:      # local queue full: let the broker catch up
+                self._producer.poll(0.1)
+        self._producer.poll(0)
+
+    def _delivered(self, error: Any, _message: Any) -> None:
+        if error is not None:
+            self._failures.append(str(error))
+
+    def finish_bundle(self) -> None:
+        left = self._producer.flush(self._flush_timeout_s)
+        failures, self._failures = self._failures, []
+        if left or failures:
+            raise KafkaException(f"{len(failures) + left} record(s) not written to "
+                                 f"{self._topic!r} on {self._bootstrap}: "
+                                 f"{failures[0] if failures else 'flush timed out'}")
+
+    def teardown(self) -> None:
+        self._producer.flush(self._flush_timeout_s)
 
 
 def _to_kafka_record(item: Any, key_field: str | None) -> tuple[bytes, bytes]:
