@@ -71,3 +71,4 @@ def test_a_write_the_broker_does_not_acknowledge_fails_the_bundle() -> None:
     fn.process(("V", {"n": 1}))
     with pytest.raises(KafkaException, match="1 record\\(s\\) not written to 'dead-letters'"):
         fn.finish_bundle()
+    fn.teardown()

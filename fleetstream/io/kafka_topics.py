@@ -216,6 +216,7 @@ class _ProduceFn(beam.DoFn):
 
     def teardown(self) -> None:
         self._producer.flush(self._flush_timeout_s)
+        del self._producer      # closes its connections
 
 
 def _to_kafka_record(item: Any, key_field: str | None) -> tuple[bytes, bytes]:
