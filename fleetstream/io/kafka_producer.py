@@ -24,33 +24,52 @@ from fleetstream.schemas.timestamps import iso_ms
 Envelope = Mapping[str, str]
 
 
+class AckedProducer:
+    """A Kafka producer that waits out a full local queue and keeps what the broker refused."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                                   "enable.idempotence": True, "compression.type": "lz4"})
+        failures: list[str] = []
+
+        # the callback holds the list, not self: no cycle keeps a dropped producer alive
+        def delivered(error, _message) -> None:
+            if error is not None:
+                failures.append(str(error))
+
+        self._failures, self._delivered = failures, delivered
+
+    def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Queue one record, waiting for room when the local queue is full."""
+        while True:
+            try:
+                self._producer.produce(topic, key=key, value=value, on_delivery=self._delivered)
+                break
+            except BufferError:  # local queue full: let the broker catch up
+                self._producer.poll(0.1)
+        self._producer.poll(0)
+
+    def flush(self, timeout_s: float) -> tuple[int, list[str]]:
+        """Wait for every queued record: (records still unsent, errors since the last flush)."""
+        left = self._producer.flush(timeout_s)
+        failures = self._failures[:]
+        self._failures.clear()
+        return left, failures
+
+
 def produce_envelopes(bootstrap: str, keyed_envelopes: Iterable[tuple[str, Envelope]],
                       messages_per_s: float | None = None,
                       topic_of_source: Mapping[str, str] | None = None,
                       progress_every_s: float = 5.0) -> int:
     """Send the envelopes; the count sent. Raises KafkaException if any record failed."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
-                         "enable.idempotence": True, "compression.type": "lz4"})
-    failures: list[str] = []
-
-    def delivered(error, _message) -> None:
-        if error is not None:
-            failures.append(str(error))
-
+    producer = AckedProducer(bootstrap)
     started = last_report = time.monotonic()
     sent = 0
     for vin, envelope in keyed_envelopes:
         source = envelope["source"]
-        topic = (topic_of_source or {}).get(source, f"raw.{source}")
-        while True:
-            try:
-                producer.produce(topic, key=vin.encode(), value=envelope["payload"].encode(),
-                                 on_delivery=delivered)
-                break
-            except BufferError:  # local queue full: let the broker catch up
-                producer.poll(0.1)
+        producer.send((topic_of_source or {}).get(source, f"raw.{source}"), vin.encode(),
+                      envelope["payload"].encode())
         sent += 1
-        producer.poll(0)
         if messages_per_s:
             ahead_s = sent / messages_per_s - (time.monotonic() - started)
             if ahead_s > 0:
@@ -60,10 +79,10 @@ def produce_envelopes(bootstrap: str, keyed_envelopes: Iterable[tuple[str, Envel
             print(f"produced {sent:,} records ({sent / (now - started):,.0f}/s)",
                   file=sys.stderr, flush=True)
             last_report = now
-    producer.flush(60)
-    if failures:
-        raise KafkaException(f"{len(failures)} of {sent} records were not delivered; "
-                             f"first error: {failures[0]}")
+    left, failures = producer.flush(60)
+    if left or failures:
+        raise KafkaException(f"{left + len(failures)} of {sent} records were not delivered; "
+                             f"first error: {failures[0] if failures else 'flush timed out'}")
     return sent
 
 

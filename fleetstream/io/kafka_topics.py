@@ -38,9 +38,9 @@ import apache_beam as beam
 import orjson
 from apache_beam import pvalue
 from apache_beam.io.kafka import ReadFromKafka
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaException
 
-from fleetstream.io.kafka_producer import READ_MARK_KEY
+from fleetstream.io.kafka_producer import READ_MARK_KEY, AckedProducer
 from fleetstream.schemas.config import ActivationEvent, parse_activation
 from fleetstream.schemas.dead_letter import INGEST_STAGE, dead_letter
 from fleetstream.schemas.envelope import RawEnvelope
@@ -187,28 +187,13 @@ class _ProduceFn(beam.DoFn):
         self._flush_timeout_s = flush_timeout_s
 
     def setup(self) -> None:
-        self._producer = Producer({"bootstrap.servers": self._bootstrap, "linger.ms": 5,
-                                   "enable.idempotence": True, "compression.type": "lz4"})
-        self._failures: list[str] = []
+        self._producer = AckedProducer(self._bootstrap)
 
     def process(self, item: Any) -> None:
-        key, value = _to_kafka_record(item, self._key_field)
-        while True:
-            try:
-                self._producer.produce(self._topic, key=key, value=value,
-                                       on_delivery=self._delivered)
-                break
-            except BufferError:      # local queue full: let the broker catch up
-                self._producer.poll(0.1)
-        self._producer.poll(0)
-
-    def _delivered(self, error: Any, _message: Any) -> None:
-        if error is not None:
-            self._failures.append(str(error))
+        self._producer.send(self._topic, *_to_kafka_record(item, self._key_field))
 
     def finish_bundle(self) -> None:
-        left = self._producer.flush(self._flush_timeout_s)
-        failures, self._failures = self._failures, []
+        left, failures = self._producer.flush(self._flush_timeout_s)
         if left or failures:
             raise KafkaException(f"{len(failures) + left} record(s) not written to "
                                  f"{self._topic!r} on {self._bootstrap}: "
