@@ -16,7 +16,7 @@ from typing import Iterable
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from fleetstream.io.kafka_topic_reader import TopicReadError
+from fleetstream.io.kafka_topic_reader import TopicReadError, topic_partitions
 
 
 def reset_group_offsets(bootstrap: str, group: str, topics: Iterable[str],
@@ -29,7 +29,8 @@ def reset_group_offsets(bootstrap: str, group: str, topics: Iterable[str],
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                          "enable.auto.commit": False})
     try:
-        partitions = _partitions(consumer, bootstrap, sorted(set(topics)), timeout_s)
+        partitions = [TopicPartition(topic, partition) for topic in sorted(set(topics))
+                      for partition in topic_partitions(consumer, bootstrap, topic, timeout_s)]
         ends = {(p.topic, p.partition): consumer.get_watermark_offsets(p, timeout=timeout_s)
                 for p in partitions}
         if isinstance(start, int):
@@ -51,13 +52,3 @@ def reset_group_offsets(bootstrap: str, group: str, topics: Iterable[str],
     finally:
         consumer.close()
 
-
-def _partitions(consumer: Consumer, bootstrap: str, topics: list[str],
-                timeout_s: float) -> list[TopicPartition]:
-    partitions = []
-    for topic in topics:
-        metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        if metadata is None or metadata.error is not None or not metadata.partitions:
-            raise TopicReadError(f"topic {topic!r} does not exist on {bootstrap}")
-        partitions += [TopicPartition(topic, p) for p in sorted(metadata.partitions)]
-    return partitions

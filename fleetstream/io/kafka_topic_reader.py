@@ -29,19 +29,25 @@ def parse_topic_url(url: str) -> tuple[str, str]:
     return bootstrap, topic
 
 
+def topic_partitions(client: Consumer, bootstrap: str, topic: str,
+                     timeout_s: float = 10.0) -> list[int]:
+    """The partition numbers of `topic`; TopicReadError when the broker or topic is not there."""
+    try:
+        metadata = client.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    except KafkaException as error:
+        raise TopicReadError(f"cannot reach Kafka at {bootstrap}: {error}") from None
+    if metadata is None or metadata.error is not None or not metadata.partitions:
+        raise TopicReadError(f"topic {topic!r} does not exist on {bootstrap}")
+    return sorted(metadata.partitions)
+
+
 def read_topic(bootstrap: str, topic: str, timeout_s: float = 10.0) -> Iterator[bytes]:
     """Every record value of `topic`, partition by partition, up to each partition's end
     when the call began. Raises TopicReadError when the broker or the topic is not there."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "fleetstream-reader",
                          "enable.auto.commit": False, "enable.partition.eof": True})
     try:
-        try:
-            metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        except KafkaException as error:
-            raise TopicReadError(f"cannot reach Kafka at {bootstrap}: {error}") from None
-        if metadata is None or metadata.error is not None or not metadata.partitions:
-            raise TopicReadError(f"topic {topic!r} does not exist on {bootstrap}")
-        for partition in sorted(metadata.partitions):
+        for partition in topic_partitions(consumer, bootstrap, topic, timeout_s):
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
                                                        timeout=timeout_s)
             if high <= low:
