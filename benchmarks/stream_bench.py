@@ -43,6 +43,7 @@ from fleetstream.pipelines.stream import (FlinkSettings, StreamSettings, ensure_
 from fleetstream.schemas.config import parse_config
 from fleetstream.schemas.document import message_id
 from fleetstream.schemas.envelope import source_message_id
+from fleetstream.transforms.permit_by_activation import DEFAULT_VEHICLE_SHARDS
 from fleetstream.simulator import SOURCES, fleet_vins, simulate_keyed
 
 BOOTSTRAP = "127.0.0.1:9092"
@@ -50,7 +51,8 @@ APP = "fleet"
 
 
 def settings_for(run: str, vehicles: int, reorder_window_s: float, out: str,
-                 permissions: str = "keyed_state", delivery_shards: int = 1) -> StreamSettings:
+                 permissions: str = "keyed_state", delivery_shards: int = 1,
+                 vehicle_shards: int = DEFAULT_VEHICLE_SHARDS) -> StreamSettings:
     config = parse_config({
         "applications": [{"id": APP, "permissions": ["diagnostics.*", "charging.*",
                                                      "vehicle_location.*", "doors.*"],
@@ -62,7 +64,7 @@ def settings_for(run: str, vehicles: int, reorder_window_s: float, out: str,
         KafkaSettings(BOOTSTRAP, f"bench-{run}", "earliest"),
         {source: f"{run}.raw.{source}" for source in SOURCES}, f"{run}.activations",
         f"{run}.dead-letters", f"{run}.delivered", OrderSettings(reorder_window_s, 600),
-        permissions, delivery_shards=delivery_shards)
+        permissions, delivery_shards=delivery_shards, vehicle_shards=vehicle_shards)
 
 
 def produce(settings: StreamSettings, vehicles: int, messages: int, rate: float | None,
@@ -155,12 +157,14 @@ def main() -> None:
                         default="keyed_state", help="how the job joins activations")
     parser.add_argument("--delivery-shards", type=int, default=1,
                         help="Deliver's batching keys per application")
+    parser.add_argument("--vehicle-shards", type=int, default=DEFAULT_VEHICLE_SHARDS,
+                        help="keys of the ordering and activation step")
     parser.add_argument("--write", help="append the results to this Markdown file")
     args = parser.parse_args()
     run = uuid.uuid4().hex[:8]
     settings = settings_for(run, args.vehicles, args.reorder_window,
                             f"/tmp/fleetstream-stream-bench-{run}", args.permissions,
-                            args.delivery_shards)
+                            args.delivery_shards, args.vehicle_shards)
     sent_at: dict[str, float] = {}
     ensure_topics(settings)
     consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"bench-reader-{run}",
@@ -204,6 +208,7 @@ def main() -> None:
              f"{args.seconds:g} --vehicles {args.vehicles} --permissions {args.permissions}"
              f"{f' --latency-rate {args.latency_rate:g}' if args.latency_rate else ''}"
              f"{f' --delivery-shards {args.delivery_shards}' if args.delivery_shards > 1 else ''}"
+             f" --vehicle-shards {args.vehicle_shards}"
              f"{''.join(' --beam-option=' + o for o in args.beam_option)}`:", "",
              "| measure | value |", "|---|---:|",
              f"| sustained throughput (backlog of {args.backlog:,}) | {rate:,.0f} messages/s |",

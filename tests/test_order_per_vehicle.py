@@ -194,15 +194,13 @@ def _insurer_documents(stream: TestStream, **knobs: float) -> list:
     return list(_COLLECTED)
 
 
-def test_vehicle_state_round_trips_and_reads_the_state_saved_before_the_settled_flag() -> None:
-    from apache_beam.coders import FastPrimitivesCoder
+def test_a_shards_vehicles_round_trip_through_their_state_coder() -> None:
+    from fleetstream.transforms.counters import BundleCounts
+    from fleetstream.transforms.order_per_vehicle import Reorder, empty_order
+    from fleetstream.transforms.permit_by_activation import VehicleState, VehiclesCoder
 
-    from fleetstream.transforms.order_per_vehicle import VehicleOrderCoder, empty_order
-    from fleetstream.transforms.permit_by_activation import VehicleState, VehicleStateCoder
-
-    coder = VehicleStateCoder()
-    state = VehicleState(empty_order(), {("V", "fleet"): (1, True)}, False)
-    assert coder.decode(coder.encode(state)) == state
-    older = FastPrimitivesCoder().encode((VehicleOrderCoder().encode(empty_order()),
-                                          [(("V", "fleet"), (1, True))]))
-    assert coder.decode(older) == state._replace(settled=True)
+    order, _, _ = Reorder(2_000, 600_000, BundleCounts()).accept(empty_order(), message(300), 5)
+    vehicles = {"V": VehicleState(order, {("V", "fleet"): (1, True)}, False),
+                "W": VehicleState(empty_order(), {("W", "fleet"): (2, False)}, True)}
+    coder = VehiclesCoder()
+    assert coder.decode(coder.encode(vehicles)) == vehicles

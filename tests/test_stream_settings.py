@@ -35,8 +35,9 @@ def test_archive_section_start_time_and_delivery_shards_are_read(tmp_path: Path)
     assert settings.archive == ArchiveSettings("s3://bucket/fleet", "avro", 600)
     assert settings.kafka.start == 1772352000000
     assert settings.delivery_shards == 1
-    assert load_stream_settings(settings_file(tmp_path, pipeline={"delivery_shards": 8})
-                                ).delivery_shards == 8
+    shards = load_stream_settings(settings_file(
+        tmp_path, pipeline={"delivery_shards": 8, "vehicle_shards": 256}))
+    assert (shards.delivery_shards, shards.vehicle_shards) == (8, 256)
 
 
 @pytest.mark.parametrize("sections, named", [
@@ -47,6 +48,7 @@ def test_archive_section_start_time_and_delivery_shards_are_read(tmp_path: Path)
     ({"pipeline": {"permissions": "acl"}}, "pipeline.permissions"),
     ({"pipeline": {"delivery_shards": 0}}, "pipeline.delivery_shards"),
     ({"pipeline": {"delivery_shards": "many"}}, "pipeline.delivery_shards"),
+    ({"pipeline": {"vehicle_shards": -1}}, "pipeline.vehicle_shards"),
     ({"flink": {"paralelism": 2}}, "unknown key(s) paralelism"),
     ({"sinks": {}}, "unknown key(s) sinks"),
 ])

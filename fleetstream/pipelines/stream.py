@@ -40,8 +40,9 @@ from fleetstream.pipelines.fleet import DeliverFleet, OrderSettings
 from fleetstream.pipelines.replay import check_sinks
 from fleetstream.schemas.config import Config, load_config
 from fleetstream.schemas.timestamps import to_epoch_ms
-from fleetstream.transforms.permit_by_activation import (ActivationTable, PermitByActivation,
-                                                         OrderAndPermitKeyed)
+from fleetstream.transforms.permit_by_activation import (DEFAULT_VEHICLE_SHARDS, ActivationTable,
+                                                         OrderAndPermitKeyed,
+                                                         PermitByActivation)
 
 PERMISSION_MODES = ("keyed_state", "side_input")
 #: source -> its raw topic, unless kafka.raw_topics says otherwise
@@ -78,6 +79,9 @@ class StreamSettings:
     #: batching keys per application in Deliver (see Deliver): more spread one
     #: application's batching over more task slots, each shard writing its own batches
     delivery_shards: int = 1
+    #: keys of the ordering and activation step (OrderAndPermitKeyed): a bundle's
+    #: messages of one shard cross to it together; about 1,000 vehicles per shard or fewer
+    vehicle_shards: int = DEFAULT_VEHICLE_SHARDS
 
     def restored_from(self, savepoint_path: str) -> "StreamSettings":
         """These settings, for a job restored from a savepoint or retained checkpoint."""
@@ -128,10 +132,9 @@ def load_stream_settings(path: str | Path) -> StreamSettings:
     if permissions not in PERMISSION_MODES:
         raise ConfigError(f"{where}: pipeline.permissions must be one of "
                           f"{', '.join(PERMISSION_MODES)}, got {permissions!r}")
-    shards = pipeline.pop("delivery_shards", 1)
-    if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
-        raise ConfigError(f"{where}: pipeline.delivery_shards must be a whole number >= 1, "
-                          f"got {shards!r}")
+    shards = {name: _whole_number(where, name, pipeline.pop(name, default))
+              for name, default in (("delivery_shards", 1),
+                                    ("vehicle_shards", DEFAULT_VEHICLE_SHARDS))}
     refuse_unknown(f"{where}: pipeline", pipeline, set(OrderSettings.__dataclass_fields__))
     raw_topics = topics.get("raw_topics", DEFAULT_RAW_TOPICS)
     if not isinstance(raw_topics, dict) or not raw_topics:
@@ -142,7 +145,15 @@ def load_stream_settings(path: str | Path) -> StreamSettings:
         config, flink, KafkaSettings(**kafka_raw), dict(raw_topics),
         topics.get("activations_topic", "activations"),
         topics.get("dead_letters_topic", "dead-letters"),
-        topics.get("delivered_topic"), OrderSettings(**pipeline), permissions, archive, shards)
+        topics.get("delivered_topic"), OrderSettings(**pipeline), permissions, archive,
+        **shards)
+
+
+def _whole_number(where: str, name: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{where}: pipeline.{name} must be a whole number >= 1, "
+                          f"got {value!r}")
+    return value
 
 
 def _section(raw: dict, name: str, cls: Any, where: str) -> dict:
@@ -175,7 +186,8 @@ def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> 
     if settings.permissions == "keyed_state":
         permit = OrderAndPermitKeyed(config.applications, events,
                                      settings.order.reorder_window_s,
-                                     settings.order.dedupe_horizon_s)
+                                     settings.order.dedupe_horizon_s,
+                                     shards=settings.vehicle_shards)
     else:
         table = (events
                  | "RefreshActivations" >> beam.WindowInto(

@@ -21,6 +21,7 @@ and nothing is held back for a window.
 from __future__ import annotations
 
 import time
+import zlib
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import apache_beam as beam
@@ -145,21 +146,21 @@ class VehicleOrderCoder(coders.Coder):
         self._plain = coders.FastPrimitivesCoder()
 
     def encode(self, order: VehicleOrder) -> bytes:
-        return self._plain.encode(_plain_order(order))
+        return self._plain.encode(plain_order(order))
 
     def decode(self, encoded: bytes) -> VehicleOrder:
-        return _order_from_plain(self._plain.decode(encoded))
+        return order_from_plain(self._plain.decode(encoded))
 
     def is_deterministic(self) -> bool:
         return False
 
 
-def _plain_order(order: VehicleOrder) -> tuple:
+def plain_order(order: VehicleOrder) -> tuple:
     return ([(arrived, tuple(message)) for arrived, message in order.buffered],
             order.last_sent, order.seen, order.timer_at)
 
 
-def _order_from_plain(plain: tuple) -> VehicleOrder:
+def order_from_plain(plain: tuple) -> VehicleOrder:
     buffered, last_sent, seen, timer_at = plain
     return VehicleOrder([(arrived, MappedMessage._make(fields)) for arrived, fields in buffered],
                         tuple(last_sent) if last_sent is not None else None, seen, timer_at)
@@ -210,6 +211,11 @@ def set_flush_timers(timer_at: int, *timers) -> None:
     when = Timestamp(micros=timer_at * 1000)
     for timer in timers:
         timer.set(when)
+
+
+def vehicle_shard(vin: str, shards: int) -> int:
+    """The shard (0 .. shards-1) a vehicle's keyed work goes to: the same for all its data."""
+    return zlib.crc32(vin.encode()) % shards
 
 
 def wall_ms() -> int:

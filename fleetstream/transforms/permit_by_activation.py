@@ -20,8 +20,7 @@ import apache_beam as beam
 from apache_beam.coders import FastPrimitivesCoder
 from apache_beam.coders import coders as coders_module
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec, TimerSpec,
-                                              on_timer)
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 
 from fleetstream.io.base import Record
 from fleetstream.mappers.base import Data
@@ -29,8 +28,10 @@ from fleetstream.schemas.config import APPROVED, ActivationEvent, Application
 from fleetstream.schemas.document import document_json, message_id
 from fleetstream.transforms import coders  # noqa: F401 - registers the NamedTuple coders
 from fleetstream.transforms.counters import APP_SCOPE, BundleCounts
-from fleetstream.transforms.order_per_vehicle import (Reorder, VehicleOrder, VehicleOrderCoder,
-                                                      empty_order, set_flush_timers, wall_ms)
+from fleetstream.transforms.group_in_bundle import GroupInBundle
+from fleetstream.transforms.order_per_vehicle import (Reorder, VehicleOrder, empty_order,
+                                                      order_from_plain, plain_order,
+                                                      set_flush_timers, vehicle_shard, wall_ms)
 from fleetstream.schemas.mapped import MappedMessage
 
 ActivationTableType = Mapping[str, frozenset[str]]
@@ -161,50 +162,45 @@ def _documents(vin: str, message: MappedMessage, approved: Container[str],
     counts.add(f"{message.source}.{'delivered' if delivered else 'filtered'}")
 
 
-_MESSAGE, _EVENT = 0, 1
-
-
-#: a message or an activation event keyed by VIN, tagged with its kind (_MESSAGE or _EVENT)
-_TAGGED = tuple[str, tuple[int, Any]]
-
-
-def _messages_and_events(messages: beam.PCollection[tuple[str, MappedMessage]],
-                         events: beam.PCollection[ActivationEvent]) -> beam.PCollection[_TAGGED]:
-    """Messages and activation events in one PCollection keyed by VIN, each tagged."""
-    keyed_events = events | "KeyEventsByVin" >> beam.Map(
-        lambda e: (e.vin, (_EVENT, e))).with_output_types(_TAGGED)
-    tagged = messages | "TagMessages" >> beam.MapTuple(
-        lambda vin, m: (vin, (_MESSAGE, m))).with_output_types(_TAGGED)
-    return (tagged, keyed_events) | "MessagesAndEvents" >> beam.Flatten().with_output_types(
-        _TAGGED)
-
-
 #: how long after its reorder window (in event time) a vehicle's first release after the
 #: job starts waits, so that activation events read before the watermark passed also
 #: crossed the pipeline to the keyed step (without it, a cold start on the local cluster
 #: filtered a message whose approval the watermark had already passed; docs/runtime.md)
 COLD_START_HOLD_S = 5.0
+#: vehicle shards of OrderAndPermitKeyed unless the job says otherwise
+DEFAULT_VEHICLE_SHARDS = 64
+
+_MESSAGE, _EVENT = 0, 1
+#: what crosses to the keyed step, as plain tuples (no pickling):
+#: (_MESSAGE, vin, arrival ms, MappedMessage fields) or
+#: (_EVENT, vin, 0, (application_id, at_ms, approved))
+_Item = tuple[int, str, int, tuple]
 
 
 class OrderAndPermitKeyed(beam.PTransform):
-    """OrderPerVehicle and PermitByActivation for streaming jobs, in one stateful step keyed by VIN.
+    """OrderPerVehicle and PermitByActivation for streaming jobs, in one stateful step.
 
-    Activation events and messages meet in keyed state per VIN, so an approval
-    or revocation applies to every message of that vehicle released after it,
+    Activation events and messages meet in keyed state, so an approval or
+    revocation applies to every message of that vehicle released after it,
     with no side-input refresh interval; state grows with the number of
-    vehicles, partitioned like the data. One state value per vehicle holds the
-    ordering buffer and the vehicle's newest activation per application (as
-    two steps each message crossed two shuffles and two keyed stages); an
-    activation event is appended to a bag without reading anything (a cold
-    start reads the whole activations topic) and folded in when a message of
-    the vehicle needs the state: a
-    message is ordered as OrderPerVehicle orders it (same window, late marking
-    and duplicates, `Reorder`) and, when it leaves, permitted against the
-    activations read so far, as PermitByActivation permits it.
+    vehicles, partitioned like the data. A message is ordered as
+    OrderPerVehicle orders it (same window, late marking and duplicates,
+    `Reorder`) and, when it leaves, permitted against the activations read so
+    far, as PermitByActivation permits it.
+
+    The step is keyed by vehicle shard (`vehicle_shard`, `shards` of them), not
+    by VIN: each bundle's messages and events of one shard cross to it as one
+    list (`GroupInBundle`), and its state holds the shard's vehicles, so the
+    runner's per-element cost (hand-over to the Python worker, shuffle, state
+    and timer requests) is paid per shard and bundle, not per message. Each
+    vehicle keeps its own order buffer, activations and timers' due times; the
+    shard's two timers fire at the earliest of them. More shards mean smaller
+    state values (each bundle rewrites a touched shard's value whole) but
+    shorter lists; about 1,000 vehicles per shard or fewer (docs/runtime.md).
 
     At a cold start the raw topics and the activations topic are read
     concurrently, so a vehicle's first messages can come before its approvals:
-    each vehicle's first release therefore waits for the event-time timer,
+    each vehicle's first release therefore waits for the watermark to pass
     `cold_start_hold_s` after its window (the streaming job reads activations
     with record-time timestamps, so the watermark passes a moment only once the
     activation events published before it are read). From then on the vehicle
@@ -214,23 +210,38 @@ class OrderAndPermitKeyed(beam.PTransform):
     def __init__(self, applications: Sequence[Application],
                  activation_events: beam.PCollection[ActivationEvent],
                  reorder_window_s: float = 2.0, dedupe_horizon_s: float = 600.0,
-                 cold_start_hold_s: float = COLD_START_HOLD_S) -> None:
+                 cold_start_hold_s: float = COLD_START_HOLD_S,
+                 shards: int = DEFAULT_VEHICLE_SHARDS) -> None:
         super().__init__()
         if min(reorder_window_s, dedupe_horizon_s, cold_start_hold_s) < 0:
             raise ValueError("reorder_window_s, dedupe_horizon_s and cold_start_hold_s must "
                              "be >= 0")
+        if shards < 1:
+            raise ValueError(f"shards must be >= 1, got {shards}")
         self._applications = tuple((a.id, a.permitted) for a in applications)
         self._events = activation_events
         self._window_ms = int(reorder_window_s * 1000)
         self._horizon_ms = int(dedupe_horizon_s * 1000)
         self._hold_ms = int(cold_start_hold_s * 1000)
+        self._shards = shards
 
     def expand(self, messages: beam.PCollection[tuple[str, MappedMessage]]
                ) -> beam.PCollection[tuple[str, Record]]:
-        return (_messages_and_events(messages, self._events)
+        shards = self._shards
+        keyed_events = self._events | "KeyEventsByShard" >> beam.Map(
+            lambda e: (vehicle_shard(e.vin, shards),
+                       (_EVENT, e.vin, 0, (e.application_id, e.at_ms, e.status == APPROVED)))
+        ).with_output_types(tuple[int, _Item])
+        keyed_messages = messages | "KeyMessagesByShard" >> beam.Map(
+            lambda vm, t=beam.DoFn.TimestampParam: (
+                vehicle_shard(vm[0], shards), (_MESSAGE, vm[0], t.micros // 1000, tuple(vm[1])))
+        ).with_output_types(tuple[int, _Item])
+        return ((keyed_messages, keyed_events)
+                | "MessagesAndEvents" >> beam.Flatten().with_output_types(tuple[int, _Item])
+                | "GroupInBundle" >> GroupInBundle()
                 | "OrderAndPermit" >> beam.ParDo(_OrderAndPermitFn(
                     self._applications, self._window_ms, self._horizon_ms, self._hold_ms))
-                .with_input_types(_TAGGED).with_output_types(tuple[str, Record]))
+                .with_input_types(tuple[int, list[_Item]]).with_output_types(tuple[str, Record]))
 
 
 class VehicleState(NamedTuple):
@@ -243,33 +254,40 @@ class VehicleState(NamedTuple):
     settled: bool
 
 
-class VehicleStateCoder(coders_module.Coder):
-    """VehicleState as plain tuples."""
+def new_vehicle() -> VehicleState:
+    return VehicleState(empty_order(), {}, False)
+
+
+#: a shard's vehicles: vin -> VehicleState
+Vehicles = dict[str, VehicleState]
+
+
+class VehiclesCoder(coders_module.Coder):
+    """A shard's vehicles as plain tuples."""
 
     def __init__(self) -> None:
-        self._order = VehicleOrderCoder()
         self._plain = FastPrimitivesCoder()
 
-    def encode(self, value: VehicleState) -> bytes:
-        return self._plain.encode((self._order.encode(value.order), list(value.newest.items()),
-                                   value.settled))
+    def encode(self, vehicles: Vehicles) -> bytes:
+        return self._plain.encode([
+            (vin, plain_order(v.order), list(v.newest.items()), v.settled)
+            for vin, v in vehicles.items()])
 
-    def decode(self, encoded: bytes) -> VehicleState:
-        # (order, newest) without the flag: a savepoint of a job that had been running
-        order, newest, *settled = self._plain.decode(encoded)
-        return VehicleState(self._order.decode(order), {tuple(k): tuple(v) for k, v in newest},
-                            settled[0] if settled else True)
+    def decode(self, encoded: bytes) -> Vehicles:
+        return {vin: VehicleState(order_from_plain(order), {tuple(k): tuple(a) for k, a in newest},
+                                  settled)
+                for vin, order, newest, settled in self._plain.decode(encoded)}
 
     def is_deterministic(self) -> bool:
         return False
 
 
 class _OrderAndPermitFn(beam.DoFn):
-    STATE = ReadModifyWriteStateSpec("vehicle", VehicleStateCoder())
-    #: activation events not yet folded into STATE, as (application_id, at_ms, approved):
-    #: an event is a blind append (no state read), folded in when a message needs the state
-    EVENTS = BagStateSpec("activations", FastPrimitivesCoder())
+    VEHICLES = ReadModifyWriteStateSpec("vehicles", VehiclesCoder())
+    #: the watermark passing the earliest due time: a settled vehicle's window, or an
+    #: unsettled one's window + cold-start hold
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
+    #: the wall clock passing the earliest window of a settled vehicle
     FLUSH_NOW = TimerSpec("flush_now", TimeDomain.REAL_TIME)
 
     def __init__(self, applications: tuple[tuple[str, Mapping[str, frozenset[str]]], ...],
@@ -283,82 +301,87 @@ class _OrderAndPermitFn(beam.DoFn):
     def setup(self) -> None:
         self._reorder = Reorder(self._window_ms, self._horizon_ms, self._counts)
 
-    def process(self, element: tuple[str, tuple[int, Any]],
-                state=beam.DoFn.StateParam(STATE),
-                events=beam.DoFn.StateParam(EVENTS),
+    def process(self, element: tuple[int, list[_Item]],
+                state=beam.DoFn.StateParam(VEHICLES),
                 flush=beam.DoFn.TimerParam(FLUSH),
-                flush_now=beam.DoFn.TimerParam(FLUSH_NOW),
-                timestamp=beam.DoFn.TimestampParam) -> Iterable[tuple[str, Record]]:
-        vin, (kind, item) = element
-        if kind == _EVENT:
-            events.add((item.application_id, item.at_ms, item.status == APPROVED))
-            return
-        vehicle = _vehicle(vin, state, events) or VehicleState(empty_order(), {}, False)
-        order, now, timer_at = self._reorder.accept(vehicle.order, item,
-                                                    timestamp.micros // 1000)
-        state.write(vehicle._replace(order=order))
-        if timer_at is not None:
-            set_flush_timers(timer_at, flush, flush_now)
-        if now is not None:
-            yield from _documents(vin, now, _approved(vehicle.newest), self._applications,
-                                  self._counts)
+                flush_now=beam.DoFn.TimerParam(FLUSH_NOW)) -> Iterable[tuple[str, Record]]:
+        vehicles: Vehicles = state.read() or {}
+        for kind, vin, arrived_ms, fields in element[1]:
+            vehicle = vehicles.get(vin) or new_vehicle()
+            if kind == _EVENT:
+                application_id, at_ms, approved = fields
+                offer_activation(vehicle.newest, (vin, application_id), (at_ms, approved))
+                vehicles[vin] = vehicle
+                continue
+            order, now, _ = self._reorder.accept(vehicle.order, MappedMessage._make(fields),
+                                                 arrived_ms)
+            vehicles[vin] = vehicle._replace(order=order)
+            if now is not None:
+                yield from _documents(vin, now, _approved(vehicle.newest), self._applications,
+                                      self._counts)
+        state.write(vehicles)
+        self._set_timers(vehicles, flush, flush_now)
 
     @on_timer(FLUSH)
-    def on_flush(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE),
-                 events=beam.DoFn.StateParam(EVENTS),
+    def on_flush(self, state=beam.DoFn.StateParam(VEHICLES),
                  flush=beam.DoFn.TimerParam(FLUSH),
                  flush_now=beam.DoFn.TimerParam(FLUSH_NOW),
                  fired=beam.DoFn.TimestampParam) -> Iterable[tuple[str, Record]]:
-        vehicle = _vehicle(key, state, events)
-        if vehicle and vehicle.order.buffered and not vehicle.settled:
-            hold_until = min(arrived for arrived, _ in vehicle.order.buffered) \
-                + self._window_ms + self._hold_ms
-            if fired.micros // 1000 < hold_until:
-                set_flush_timers(hold_until, flush)
-                return
-            vehicle = vehicle._replace(settled=True)
-        yield from self._flush(key, state, vehicle, fired.micros // 1000, flush, flush_now)
+        yield from self._release(state, fired.micros // 1000, True, flush, flush_now)
 
     @on_timer(FLUSH_NOW)
-    def on_flush_now(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE),
-                     events=beam.DoFn.StateParam(EVENTS),
+    def on_flush_now(self, state=beam.DoFn.StateParam(VEHICLES),
                      flush=beam.DoFn.TimerParam(FLUSH),
-                     flush_now=beam.DoFn.TimerParam(FLUSH_NOW)
-                     ) -> Iterable[tuple[str, Record]]:
-        vehicle = _vehicle(key, state, events)
-        if vehicle and vehicle.settled:    # else the event-time timer releases it
-            yield from self._flush(key, state, vehicle, wall_ms(), flush, flush_now)
+                     flush_now=beam.DoFn.TimerParam(FLUSH_NOW)) -> Iterable[tuple[str, Record]]:
+        yield from self._release(state, wall_ms(), False, flush, flush_now)
 
-    def _flush(self, vin: str, state: Any, vehicle: VehicleState | None, now_ms: int,
-               *timers: Any) -> Iterable[tuple[str, Record]]:
-        if not vehicle or not vehicle.order.buffered:
-            return
-        order, released, timer_at = self._reorder.flush(vehicle.order, now_ms)
-        if not released:
-            return
-        state.write(vehicle._replace(order=order))
-        if timer_at is not None:
-            set_flush_timers(timer_at, *timers)
-        approved = _approved(vehicle.newest)
-        for message in released:
-            yield from _documents(vin, message, approved, self._applications, self._counts)
+    def _release(self, state: Any, now_ms: int, watermark: bool, flush: Any, flush_now: Any
+                 ) -> Iterable[tuple[str, Record]]:
+        """Send what is due at `now_ms`: settled vehicles always, unsettled ones on the
+        watermark once their hold has passed (which settles them)."""
+        vehicles: Vehicles = state.read() or {}
+        changed = False
+        for vin, vehicle in list(vehicles.items()):
+            if not vehicle.order.buffered:
+                continue
+            if not vehicle.settled:
+                if not watermark or now_ms < self._hold_until(vehicle):
+                    continue
+                vehicle = vehicle._replace(settled=True)
+            order, released, _ = self._reorder.flush(vehicle.order, now_ms)
+            vehicles[vin] = vehicle._replace(order=order)
+            changed = True
+            approved = _approved(vehicle.newest)
+            for message in released:
+                yield from _documents(vin, message, approved, self._applications, self._counts)
+        if changed:
+            state.write(vehicles)
+        self._set_timers(vehicles, flush, flush_now)
         self._counts.flush()
+
+    def _hold_until(self, vehicle: VehicleState) -> int:
+        return min(arrived for arrived, _ in vehicle.order.buffered) + self._window_ms \
+            + self._hold_ms
+
+    def _set_timers(self, vehicles: Vehicles, flush: Any, flush_now: Any) -> None:
+        """Each timer at the earliest due time of the vehicles it serves (if any)."""
+        event_due = wall_due = None
+        for vehicle in vehicles.values():
+            if not vehicle.order.buffered:
+                continue
+            window_due = min(arrived for arrived, _ in vehicle.order.buffered) + self._window_ms
+            if vehicle.settled:
+                wall_due = window_due if wall_due is None else min(wall_due, window_due)
+            else:
+                window_due += self._hold_ms
+            event_due = window_due if event_due is None else min(event_due, window_due)
+        if event_due is not None:
+            set_flush_timers(event_due, flush)
+        if wall_due is not None:
+            set_flush_timers(wall_due, flush_now)
 
     def finish_bundle(self) -> None:
         self._counts.flush()
-
-
-def _vehicle(vin: str, state: Any, events: Any) -> VehicleState | None:
-    """The vehicle's state with the activation events appended since, folded in (and saved)."""
-    vehicle = state.read()
-    pending = list(events.read())
-    if pending:
-        vehicle = vehicle or VehicleState(empty_order(), {}, False)
-        for application_id, at_ms, approved in pending:
-            offer_activation(vehicle.newest, (vin, application_id), (at_ms, approved))
-        events.clear()
-        state.write(vehicle)
-    return vehicle
 
 
 def _approved(newest: Newest) -> set[str]:
