@@ -31,17 +31,26 @@ _SHARED = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType
 #: objects visited at most per value; past that the rest is not counted (the
 #: cache then under-weighs a huge value, which the LRU still bounds by count)
 MAX_OBJECTS = 200_000
+#: containers larger than this are weighed by a sample of SAMPLE items
+SAMPLE_ABOVE = 16
+SAMPLE = 8
 
 
 def deep_size(*objs: Any) -> int:
-    """Approximate deep size in bytes of `objs` (shared objects excluded); at least 8."""
+    """Approximate deep size in bytes of `objs` (shared objects excluded); at least 8.
+
+    A container of more than SAMPLE_ABOVE items is weighed by SAMPLE of them,
+    scaled up: a keyed step's state of thousands of entries (a vehicle shard's
+    order buffers and duplicate windows) is sized in bounded time, not walked
+    whole on every cache write.
+    """
     getsizeof = sys.getsizeof
     seen: set[int] = set()
-    pending = list(objs)
-    total = 0
+    pending: list[tuple[Any, float]] = [(obj, 1.0) for obj in objs]
+    total = 0.0
     visited = 0
     while pending and visited < MAX_OBJECTS:
-        obj = pending.pop()
+        obj, weight = pending.pop()
         ident = id(obj)
         if ident in seen:
             continue
@@ -49,24 +58,35 @@ def deep_size(*objs: Any) -> int:
         visited += 1
         kind = type(obj)
         if kind in _ATOMIC:
-            total += getsizeof(obj)
+            total += getsizeof(obj) * weight
             continue
         if kind in _CONTAINERS or isinstance(obj, tuple):
-            total += getsizeof(obj)
-            pending.extend(obj)
+            total += getsizeof(obj) * weight
+            _push_items(pending, obj, weight)
         elif kind is dict:
-            total += getsizeof(obj)
-            pending.extend(obj.keys())
-            pending.extend(obj.values())
+            total += getsizeof(obj) * weight
+            _push_items(pending, obj.keys(), weight)
+            _push_items(pending, obj.values(), weight)
         elif isinstance(obj, _SHARED):
             continue
         else:
             try:
-                total += getsizeof(obj)
+                total += getsizeof(obj) * weight
             except Exception:  # noqa: BLE001 - some extension objects refuse
-                total += 64
-            pending.extend(gc.get_referents(obj))
-    return max(total, 8)
+                total += 64 * weight
+            _push_items(pending, gc.get_referents(obj), weight)
+    return max(int(total), 8)
+
+
+def _push_items(pending: list[tuple[Any, float]], items: Any, weight: float) -> None:
+    """Queue a container's items, or for a large one an evenly spaced sample, scaled."""
+    count = len(items)
+    if count <= SAMPLE_ABOVE:
+        pending.extend((item, weight) for item in items)
+        return
+    sequence = items if isinstance(items, (list, tuple)) else list(items)
+    step = count / SAMPLE
+    pending.extend((sequence[int(i * step)], weight * step) for i in range(SAMPLE))
 
 
 def install_fast_state_cache_sizing() -> None:
