@@ -52,7 +52,8 @@ APP = "fleet"
 
 def settings_for(run: str, vehicles: int, reorder_window_s: float, out: str,
                  permissions: str = "keyed_state", delivery_shards: int = 1,
-                 vehicle_shards: int = DEFAULT_VEHICLE_SHARDS) -> StreamSettings:
+                 vehicle_shards: int = DEFAULT_VEHICLE_SHARDS,
+                 bundle_ms: int = FlinkSettings.max_bundle_time_ms) -> StreamSettings:
     config = parse_config({
         "applications": [{"id": APP, "permissions": ["diagnostics.*", "charging.*",
                                                      "vehicle_location.*", "doors.*"],
@@ -60,7 +61,8 @@ def settings_for(run: str, vehicles: int, reorder_window_s: float, out: str,
         "activations": [{"vin": vin, "application_id": APP, "status": "approved", "at": 1}
                         for vin in fleet_vins(vehicles, seed=3)]})
     return StreamSettings(
-        config, FlinkSettings(parallelism=2, checkpointing_interval_ms=10_000),
+        config, FlinkSettings(parallelism=2, checkpointing_interval_ms=10_000,
+                                max_bundle_time_ms=bundle_ms),
         KafkaSettings(BOOTSTRAP, f"bench-{run}", "earliest"),
         {source: f"{run}.raw.{source}" for source in SOURCES}, f"{run}.activations",
         f"{run}.dead-letters", f"{run}.delivered", OrderSettings(reorder_window_s, 600),
@@ -159,12 +161,14 @@ def main() -> None:
                         help="Deliver's batching keys per application")
     parser.add_argument("--vehicle-shards", type=int, default=DEFAULT_VEHICLE_SHARDS,
                         help="keys of the ordering and activation step")
+    parser.add_argument("--bundle-ms", type=int, default=FlinkSettings.max_bundle_time_ms,
+                        help="the job's flink.max_bundle_time_ms")
     parser.add_argument("--write", help="append the results to this Markdown file")
     args = parser.parse_args()
     run = uuid.uuid4().hex[:8]
     settings = settings_for(run, args.vehicles, args.reorder_window,
                             f"/tmp/fleetstream-stream-bench-{run}", args.permissions,
-                            args.delivery_shards, args.vehicle_shards)
+                            args.delivery_shards, args.vehicle_shards, args.bundle_ms)
     sent_at: dict[str, float] = {}
     ensure_topics(settings)
     consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"bench-reader-{run}",
@@ -208,7 +212,7 @@ def main() -> None:
              f"{args.seconds:g} --vehicles {args.vehicles} --permissions {args.permissions}"
              f"{f' --latency-rate {args.latency_rate:g}' if args.latency_rate else ''}"
              f"{f' --delivery-shards {args.delivery_shards}' if args.delivery_shards > 1 else ''}"
-             f" --vehicle-shards {args.vehicle_shards}"
+             f" --vehicle-shards {args.vehicle_shards} --bundle-ms {args.bundle_ms}"
              f"{''.join(' --beam-option=' + o for o in args.beam_option)}`:", "",
              "| measure | value |", "|---|---:|",
              f"| sustained throughput (backlog of {args.backlog:,}) | {rate:,.0f} messages/s |",
