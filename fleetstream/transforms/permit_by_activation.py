@@ -345,7 +345,7 @@ class _OrderAndPermitFn(beam.DoFn):
             if not vehicle.order.buffered:
                 continue
             if not vehicle.settled:
-                if not watermark or now_ms < self._hold_until(vehicle):
+                if not watermark or now_ms < self._due(vehicle):
                     continue
                 vehicle = vehicle._replace(settled=True)
             order, released, _ = self._reorder.flush(vehicle.order, now_ms)
@@ -359,9 +359,10 @@ class _OrderAndPermitFn(beam.DoFn):
         self._set_timers(vehicles, flush, flush_now)
         self._counts.flush()
 
-    def _hold_until(self, vehicle: VehicleState) -> int:
-        return min(arrived for arrived, _ in vehicle.order.buffered) + self._window_ms \
-            + self._hold_ms
+    def _due(self, vehicle: VehicleState) -> int:
+        """When a vehicle with buffered messages is next due: its oldest arrival's window
+        end (`Reorder` keeps it as `timer_at`), plus the cold-start hold until settled."""
+        return vehicle.order.timer_at + (0 if vehicle.settled else self._hold_ms)
 
     def _set_timers(self, vehicles: Vehicles, flush: Any, flush_now: Any) -> None:
         """Each timer at the earliest due time of the vehicles it serves (if any)."""
@@ -369,12 +370,10 @@ class _OrderAndPermitFn(beam.DoFn):
         for vehicle in vehicles.values():
             if not vehicle.order.buffered:
                 continue
-            window_due = min(arrived for arrived, _ in vehicle.order.buffered) + self._window_ms
+            due = self._due(vehicle)
             if vehicle.settled:
-                wall_due = window_due if wall_due is None else min(wall_due, window_due)
-            else:
-                window_due += self._hold_ms
-            event_due = window_due if event_due is None else min(event_due, window_due)
+                wall_due = due if wall_due is None else min(wall_due, due)
+            event_due = due if event_due is None else min(event_due, due)
         if event_due is not None:
             set_flush_timers(event_due, flush)
         if wall_due is not None:
