@@ -38,8 +38,8 @@ from fleetstream.mappers import MAPPERS
 from fleetstream.mappers.base import FAILED, IGNORED
 from fleetstream.pipelines import flink_jobs
 from fleetstream.pipelines.fleet import OrderSettings
-from fleetstream.pipelines.stream import (FlinkSettings, StreamSettings, ensure_topics,
-                                          submit_stream)
+from fleetstream.pipelines.stream import (RAW_READERS, FlinkSettings, StreamSettings,
+                                          ensure_topics, submit_stream)
 from fleetstream.schemas.config import parse_config
 from fleetstream.schemas.document import message_id
 from fleetstream.schemas.envelope import source_message_id
@@ -53,7 +53,8 @@ APP = "fleet"
 def settings_for(run: str, vehicles: int, reorder_window_s: float, out: str,
                  permissions: str = "keyed_state", delivery_shards: int = 1,
                  vehicle_shards: int = DEFAULT_VEHICLE_SHARDS,
-                 bundle_ms: int = FlinkSettings.max_bundle_time_ms) -> StreamSettings:
+                 bundle_ms: int = FlinkSettings.max_bundle_time_ms,
+                 raw_reader: str = KafkaSettings.raw_reader) -> StreamSettings:
     config = parse_config({
         "applications": [{"id": APP, "permissions": ["diagnostics.*", "charging.*",
                                                      "vehicle_location.*", "doors.*"],
@@ -63,7 +64,7 @@ def settings_for(run: str, vehicles: int, reorder_window_s: float, out: str,
     return StreamSettings(
         config, FlinkSettings(parallelism=2, checkpointing_interval_ms=10_000,
                                 max_bundle_time_ms=bundle_ms),
-        KafkaSettings(BOOTSTRAP, f"bench-{run}", "earliest"),
+        KafkaSettings(BOOTSTRAP, f"bench-{run}", "earliest", raw_reader=raw_reader),
         {source: f"{run}.raw.{source}" for source in SOURCES}, f"{run}.activations",
         f"{run}.dead-letters", f"{run}.delivered", OrderSettings(reorder_window_s, 600),
         permissions, delivery_shards=delivery_shards, vehicle_shards=vehicle_shards)
@@ -163,12 +164,15 @@ def main() -> None:
                         help="keys of the ordering and activation step")
     parser.add_argument("--bundle-ms", type=int, default=FlinkSettings.max_bundle_time_ms,
                         help="the job's flink.max_bundle_time_ms")
+    parser.add_argument("--raw-reader", choices=RAW_READERS, default=KafkaSettings.raw_reader,
+                        help="what reads the raw topics (kafka.raw_reader)")
     parser.add_argument("--write", help="append the results to this Markdown file")
     args = parser.parse_args()
     run = uuid.uuid4().hex[:8]
     settings = settings_for(run, args.vehicles, args.reorder_window,
                             f"/tmp/fleetstream-stream-bench-{run}", args.permissions,
-                            args.delivery_shards, args.vehicle_shards, args.bundle_ms)
+                            args.delivery_shards, args.vehicle_shards, args.bundle_ms,
+                            args.raw_reader)
     sent_at: dict[str, float] = {}
     ensure_topics(settings)
     consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"bench-reader-{run}",
@@ -213,6 +217,7 @@ def main() -> None:
              f"{f' --latency-rate {args.latency_rate:g}' if args.latency_rate else ''}"
              f"{f' --delivery-shards {args.delivery_shards}' if args.delivery_shards > 1 else ''}"
              f" --vehicle-shards {args.vehicle_shards} --bundle-ms {args.bundle_ms}"
+             f" --raw-reader {args.raw_reader}"
              f"{''.join(' --beam-option=' + o for o in args.beam_option)}`:", "",
              "| measure | value |", "|---|---:|",
              f"| sustained throughput (backlog of {args.backlog:,}) | {rate:,.0f} messages/s |",

@@ -36,6 +36,18 @@ def test_drop_duplicates_within_horizon_only() -> None:
     assert drop_duplicates([much_later], seen, horizon_ms=5_000) == [much_later]
 
 
+def test_drop_duplicates_keeps_only_ids_within_the_horizon_of_the_newest() -> None:
+    seen: dict[str, int] = {}
+    for i in range(100):
+        drop_duplicates([message(1, smid=f"m{i}", received_ms=i * 1_000)], seen, 10_000)
+    assert list(seen) == [f"m{i}" for i in range(89, 100)]
+    # an id seen again past the horizon moves last, so it does not hold older ids back
+    seen = {}
+    for smid, at in (("a", 0), ("b", 1_000), ("a", 6_000), ("c", 7_000)):
+        drop_duplicates([message(1, smid=smid, received_ms=at)], seen, 5_000)
+    assert seen == {"a": 6_000, "c": 7_000} and list(seen) == ["a", "c"]
+
+
 def _streaming_options() -> PipelineOptions:
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True

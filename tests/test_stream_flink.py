@@ -48,7 +48,7 @@ ARCHIVE_WINDOW_S = 10
 class StreamEnv:
     """One streaming job and everything it reads and writes, isolated by a run id."""
 
-    def __init__(self, bootstrap: str, cluster, out: Path) -> None:
+    def __init__(self, bootstrap: str, cluster, out: Path, raw_reader: str) -> None:
         run = uuid.uuid4().hex[:8]
         self.out = out
         self.raw_topics = {source: f"{run}.raw.{source}" for source in SOURCES}
@@ -73,7 +73,8 @@ class StreamEnv:
             FlinkSettings(job_endpoint=cluster.job_endpoint,
                           environment_config=cluster.worker_pool, parallelism=2,
                           checkpointing_interval_ms=2000),
-            KafkaSettings(bootstrap, f"test-{run}", "earliest", cluster.expansion_service),
+            KafkaSettings(bootstrap, f"test-{run}", "earliest", cluster.expansion_service,
+                          raw_reader=raw_reader),
             self.raw_topics, self.activations_topic, self.dead_letters_topic, None,
             OrderSettings(reorder_window_s=0.5, dedupe_horizon_s=600), delivery_shards=2,
             archive=ArchiveSettings(str(out / "archive"), window_s=ARCHIVE_WINDOW_S))
@@ -163,10 +164,13 @@ def delivered_ids(env: StreamEnv) -> set[tuple[str, str]]:
     return {(app, d["message_id"]) for app, docs in env.documents().items() for d in docs}
 
 
-@pytest.fixture(scope="module")
-def env(kafka_service, flink_cluster, tmp_path_factory: pytest.TempPathFactory
+@pytest.fixture(scope="module", params=["kafkaio", "python"])
+def env(request, kafka_service, flink_cluster, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[StreamEnv]:
-    stream = StreamEnv(kafka_service.bootstrap, flink_cluster, tmp_path_factory.mktemp("stream"))
+    """The job, once with each raw-topic reader (kafka.raw_reader)."""
+    stream = StreamEnv(kafka_service.bootstrap, flink_cluster, tmp_path_factory.mktemp("stream"),
+                       request.param)
+    stream.raw_reader = request.param
     stream.kafka = kafka_service
     stream.job = stream.submit()
     yield stream
@@ -287,3 +291,25 @@ def test_the_raw_archive_holds_every_envelope_produced(env: StreamEnv) -> None:
     print(f"archive: {sum(sent.values())} envelopes produced, {sum(copies.values())} archived "
           f"twice across the restore and the broker restart")
 
+
+
+def _checkpointed_bytes(job: str) -> list[int]:
+    """State size of the job's completed checkpoints, oldest first (Flink REST)."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://localhost:8081/jobs/{job}/checkpoints") as response:
+        history = json.load(response)["history"]
+    return [c["state_size"] for c in reversed(history) if c["status"] == "COMPLETED"]
+
+
+def test_checkpoints_of_an_idle_job_do_not_grow(env: StreamEnv) -> None:
+    """The Python reader hands each partition back to Flink many times a second; Beam 2.62
+    kept a new keyed state for each of those until the TaskManager ran out of memory
+    (apache/beam#27648, mended by fleetstream.local.beam_patch)."""
+    time.sleep(10)              # whatever the earlier tests sent is through
+    before = _checkpointed_bytes(env.job)[-1]
+    time.sleep(30)              # 15 checkpoints, hundreds of polls of idle partitions
+    after = _checkpointed_bytes(env.job)[-1]
+    print(f"{env.raw_reader}: checkpoint {before:,} -> {after:,} bytes in 30 s")
+    assert after <= before * 1.1 + 10_000, (before, after)

@@ -26,6 +26,7 @@ def test_the_repository_settings_load() -> None:
     assert settings.flink.parallelism == 2 and settings.kafka.start == "earliest"
     assert settings.raw_topics["tesla"] == "raw.tesla" and settings.archive is None
     assert settings.config.applications
+    assert settings.kafka.raw_reader == "kafkaio"
 
 
 def test_archive_section_start_time_and_delivery_shards_are_read(tmp_path: Path) -> None:
@@ -38,6 +39,8 @@ def test_archive_section_start_time_and_delivery_shards_are_read(tmp_path: Path)
     shards = load_stream_settings(settings_file(
         tmp_path, pipeline={"delivery_shards": 8, "vehicle_shards": 256}))
     assert (shards.delivery_shards, shards.vehicle_shards) == (8, 256)
+    python = load_stream_settings(settings_file(tmp_path, kafka={"raw_reader": "python"}))
+    assert python.kafka.raw_reader == "python"
 
 
 @pytest.mark.parametrize("sections, named", [
@@ -45,6 +48,7 @@ def test_archive_section_start_time_and_delivery_shards_are_read(tmp_path: Path)
     ({"archive": {"path": "s3://b/f", "compress": True}}, "unknown key(s) compress"),
     ({"archive": {"format": "avro"}}, "archive.path"),
     ({"kafka": {"start": "yesterday"}}, "kafka.start"),
+    ({"kafka": {"raw_reader": "java"}}, "kafka.raw_reader must be one of kafkaio, python"),
     ({"pipeline": {"permissions": "acl"}}, "pipeline.permissions"),
     ({"pipeline": {"delivery_shards": 0}}, "pipeline.delivery_shards"),
     ({"pipeline": {"delivery_shards": "many"}}, "pipeline.delivery_shards"),

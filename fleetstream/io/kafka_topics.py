@@ -40,6 +40,7 @@ from apache_beam import pvalue
 from apache_beam.io.kafka import ReadFromKafka
 from confluent_kafka import KafkaException
 
+from fleetstream.io.kafka_partition_reader import KafkaRecord, ReadKafkaPartitions
 from fleetstream.io.kafka_producer import READ_MARK_KEY, AckedProducer
 from fleetstream.schemas.config import ActivationEvent, parse_activation
 from fleetstream.schemas.dead_letter import INGEST_STAGE, dead_letter
@@ -62,10 +63,18 @@ class KafkaSettings:
     expansion_service: str = "localhost:8088"
     #: commit the raw topics' offsets to the consumer group when a checkpoint completes
     commit_offsets: bool = True
+    #: what reads the raw topics: "kafkaio" (Beam's KafkaIO, which hands records to the
+    #: Python workers one at a time) or "python" (`ReadKafkaPartitions`: Python consumers,
+    #: a poll's records cross as one element; docs/benchmarks.md compares them)
+    raw_reader: str = "kafkaio"
+
+    def reset(self) -> str:
+        """Where a partition without a committed offset starts: earliest or latest."""
+        return "latest" if self.start == "latest" else "earliest"
 
     def consumer_config(self, group_suffix: str = "", reset: str | None = None
                         ) -> dict[str, str]:
-        reset = reset or ("latest" if self.start == "latest" else "earliest")
+        reset = reset or self.reset()
         return {"bootstrap.servers": self.bootstrap_servers,
                 "group.id": self.consumer_group + group_suffix,
                 "auto.offset.reset": reset, "enable.auto.commit": "false"}
@@ -94,33 +103,52 @@ class ReadRawFromKafka(beam.PTransform):
         self._source_of_topic = {topic: source for source, topic in topics.items()}
 
     def expand(self, begin: pvalue.PBegin) -> pvalue.DoOutputsTuple:
-        return (begin
-                | "ReadRawTopics" >> self._kafka.read(self._source_of_topic,
-                                                      commit_offsets=self._kafka.commit_offsets)
-                | "ToEnvelopes" >> beam.ParDo(_ToEnvelopeFn(self._source_of_topic))
-                .with_outputs(INVALID, main="envelopes"))
+        kafka = self._kafka
+        if kafka.raw_reader == "python":
+            records = begin | "ReadRawTopics" >> ReadKafkaPartitions(
+                kafka.bootstrap_servers, list(self._source_of_topic), kafka.consumer_group,
+                kafka.reset(), kafka.commit_offsets)
+            to_envelopes = _PollToEnvelopesFn(self._source_of_topic)
+        else:
+            records = begin | "ReadRawTopics" >> kafka.read(
+                self._source_of_topic, commit_offsets=kafka.commit_offsets)
+            to_envelopes = _ToEnvelopeFn(self._source_of_topic)
+        return records | "ToEnvelopes" >> beam.ParDo(to_envelopes).with_outputs(
+            INVALID, main="envelopes")
 
 
 class _ToEnvelopeFn(beam.DoFn):
+    """A KafkaIO record -> RawEnvelope, or a dead letter when no source reads its topic."""
+
     def __init__(self, source_of_topic: Mapping[str, str]) -> None:
         self._source_of_topic = dict(source_of_topic)
         self._counts = BundleCounts()
 
     def process(self, record: Any) -> Iterable[Any]:
-        payload = bytes(record.value or b"")
-        source = self._source_of_topic.get(record.topic)
+        yield self._envelope(record.topic, int(record.timestamp), bytes(record.value or b""))
+
+    def _envelope(self, topic: str, timestamp_ms: int, payload: bytes) -> Any:
+        source = self._source_of_topic.get(topic)
         if source is None:
             self._counts.add("unreadable.read")
             self._counts.add("unreadable.failed")
-            yield pvalue.TaggedOutput(INVALID, dead_letter(
-                None, record.timestamp, "failed", INGEST_STAGE,
-                [{"field": "topic", "reason": f"no source reads topic {record.topic!r}"}],
+            return pvalue.TaggedOutput(INVALID, dead_letter(
+                None, timestamp_ms, "failed", INGEST_STAGE,
+                [{"field": "topic", "reason": f"no source reads topic {topic!r}"}],
                 payload, None))
-            return
-        yield RawEnvelope(source, int(record.timestamp), payload)
+        return RawEnvelope(source, timestamp_ms, payload)
 
     def finish_bundle(self) -> None:
         self._counts.flush()
+
+
+class _PollToEnvelopesFn(_ToEnvelopeFn):
+    """A poll of ReadKafkaPartitions (a list of KafkaRecords) -> RawEnvelopes."""
+
+    def process(self, records: list[KafkaRecord]) -> Iterable[Any]:
+        envelope = self._envelope
+        return [envelope(topic, timestamp_ms, payload)
+                for topic, timestamp_ms, payload in records]
 
 
 class ReadActivationsFromKafka(beam.PTransform):

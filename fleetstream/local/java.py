@@ -82,7 +82,8 @@ def jar_bundle(name: str, coordinates: Sequence[str], exclusions: Sequence[str] 
     return lib
 
 
-def java_command(lib: Path, main_class: str, *args: str,
-                 jvm_options: Sequence[str] = ()) -> list[str]:
-    """`java <jvm_options> -cp '<lib>/*' <main_class> <args>`."""
-    return [java_bin(), *jvm_options, "-cp", f"{lib}/*", main_class, *args]
+def java_command(lib: Path, main_class: str, *args: str, jvm_options: Sequence[str] = (),
+                 jars_first: Sequence[Path] = ()) -> list[str]:
+    """`java <jvm_options> -cp '<jars_first>:<lib>/*' <main_class> <args>`."""
+    classpath = os.pathsep.join([*map(str, jars_first), f"{lib}/*"])
+    return [java_bin(), *jvm_options, "-cp", classpath, main_class, *args]

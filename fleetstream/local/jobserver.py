@@ -11,6 +11,7 @@ classpath). Pipelines reach it with:
 from __future__ import annotations
 
 from fleetstream.local.beam import beam_jars
+from fleetstream.local.beam_patch import patched_jar
 from fleetstream.local.java import JAVA17_OPENS, java_command
 from fleetstream.local.service import Service
 
@@ -31,7 +32,7 @@ class FlinkJobServer(Service):
         self.flink_rest_port = flink_rest_port
 
     def install(self) -> None:
-        beam_jars()
+        patched_jar(beam_jars())
 
     def command(self) -> list[str]:
         return java_command(
@@ -40,4 +41,6 @@ class FlinkJobServer(Service):
             f"--artifact-port={self.artifact_port}", f"--expansion-port={self.expansion_port}",
             f"--flink-master=127.0.0.1:{self.flink_rest_port}",
             f"--artifacts-dir={self.data_dir / 'artifacts'}",
-            jvm_options=["-Xmx1g", *JAVA17_OPENS])
+            jvm_options=["-Xmx1g", *JAVA17_OPENS],
+            # first, so that Flink loads the rebuilt runner classes from it (beam_patch)
+            jars_first=[patched_jar(beam_jars())])

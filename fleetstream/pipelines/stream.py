@@ -5,7 +5,8 @@
 `flink-runner.yaml` (validated at start-up, `StreamSettings`) says where the
 job goes (Beam's Flink job server, the SDK worker pool, parallelism,
 checkpointing), how it reaches Kafka, and where the applications'
-configuration is. The job reads each source's raw topic with KafkaIO, keeps
+configuration is. The job reads each source's raw topic (with Python consumers,
+`ReadKafkaPartitions`, or KafkaIO), keeps
 per-vehicle order in keyed state, joins activation events from the compacted
 `activations` topic (the configuration's own are published there at
 submission), and delivers through each application's sink. Dead letters
@@ -45,6 +46,7 @@ from fleetstream.transforms.permit_by_activation import (DEFAULT_VEHICLE_SHARDS,
                                                          PermitByActivation)
 
 PERMISSION_MODES = ("keyed_state", "side_input")
+RAW_READERS = ("kafkaio", "python")
 #: source -> its raw topic, unless kafka.raw_topics says otherwise
 DEFAULT_RAW_TOPICS: Mapping[str, str] = {source: f"raw.{source}" for source in MAPPERS}
 
@@ -127,6 +129,9 @@ def load_stream_settings(path: str | Path) -> StreamSettings:
     if "start" in kafka_raw:
         kafka_raw["start"] = parse_start(kafka_raw["start"], where)
     refuse_unknown(f"{where}: kafka", kafka_raw, set(KafkaSettings.__dataclass_fields__))
+    if kafka_raw.get("raw_reader", KafkaSettings.raw_reader) not in RAW_READERS:
+        raise ConfigError(f"{where}: kafka.raw_reader must be one of {', '.join(RAW_READERS)}, "
+                          f"got {kafka_raw['raw_reader']!r}")
     pipeline = _section(raw, "pipeline", None, where)
     permissions = pipeline.pop("permissions", "keyed_state")
     if permissions not in PERMISSION_MODES:

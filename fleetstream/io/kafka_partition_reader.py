@@ -1,0 +1,179 @@
+"""Read Kafka topics in the Python workers: one unbounded splittable DoFn per partition.
+
+    batches = pipeline | ReadKafkaPartitions(kafka, ["raw.tesla", "raw.bmw"])
+    # -> lists of (topic, record timestamp ms, value bytes), one list per poll
+
+KafkaIO (Java) hands every record to the Python workers one by one, as a
+Beam row: on this machine that hand-over alone capped a read at ~15k records/s
+and cost more CPU than the whole Python job after it (docs/benchmarks.md).
+Here each partition is a restriction (an offset range open at the end) that a
+Python consumer reads in polls of up to `max_records`; a poll's records go
+downstream as one element, so the runner's per-element work is paid per poll.
+
+* **Positions** are the restriction: Flink keeps it in its checkpoints, so a
+  job restored from a checkpoint or savepoint resumes at the next unread offset
+  of every partition. A fresh job starts at the consumer group's committed
+  offset, else at `start` (earliest or latest).
+* **Offsets are committed** to the consumer group when Flink completes the
+  checkpoint that follows a poll (bundle finalisation), so the group's offsets
+  show the job's progress and a fresh job resumes near where the last stopped.
+* **Timestamps** are the read time, and the watermark is the wall clock (a
+  record-time watermark would stall on a partition with no data).
+* The partitions are listed when the pipeline is built: a partition added
+  later is read after the job is restarted.
+
+On Beam 2.62's Flink runner each self-checkpoint of such a reader leaked keyed
+state until the TaskManager ran out of memory; the local job server runs with
+the fix (`fleetstream.local.beam_patch`), which a production job server needs too.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Iterable, Iterator, Sequence
+
+import apache_beam as beam
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import WalltimeWatermarkEstimator
+from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Duration, Timestamp
+from confluent_kafka import OFFSET_INVALID, Consumer, TopicPartition
+
+from fleetstream.io.kafka_topic_reader import topic_partitions
+
+#: (topic, record timestamp in epoch ms, value)
+KafkaRecord = tuple[str, int, bytes]
+#: a restriction's end: partitions are read for ever
+_NO_END = sys.maxsize
+
+
+class ReadKafkaPartitions(beam.PTransform):
+    """PBegin -> lists of KafkaRecord: every partition of `topics`, read by Python consumers."""
+
+    def __init__(self, bootstrap: str, topics: Sequence[str], group: str,
+                 start: str = "earliest", commit_offsets: bool = True,
+                 max_records: int = 1000, max_read_s: float = 0.1) -> None:
+        super().__init__()
+        if start not in ("earliest", "latest"):
+            raise ValueError(f"start must be earliest or latest, got {start!r}")
+        self._bootstrap = bootstrap
+        self._group = group
+        self._topics = sorted(topics)
+        self._read = _ReadPartitionFn(bootstrap, group, start, commit_offsets, max_records,
+                                      max_read_s)
+
+    def expand(self, begin: beam.pvalue.PBegin) -> beam.PCollection:
+        return (begin
+                | "Partitions" >> beam.Create(self._partitions())
+                | "ReadPartitions" >> beam.ParDo(self._read))
+
+    def _partitions(self) -> list[tuple[str, int]]:
+        consumer = Consumer(_consumer_config(self._bootstrap, self._group))
+        try:
+            return [(topic, partition) for topic in self._topics
+                    for partition in topic_partitions(consumer, self._bootstrap, topic)]
+        finally:
+            consumer.close()
+
+
+class _PartitionOffsets(RestrictionProvider):
+    """A partition's restriction: [the offset to read next, no end)."""
+
+    def __init__(self, bootstrap: str, group: str, start: str) -> None:
+        self._bootstrap = bootstrap
+        self._group = group
+        self._start = start
+
+    def initial_restriction(self, partition: tuple[str, int]) -> OffsetRange:
+        consumer = Consumer(_consumer_config(self._bootstrap, self._group))
+        try:
+            where = TopicPartition(*partition)
+            committed = consumer.committed([where], timeout=10)[0].offset
+            if committed == OFFSET_INVALID:
+                low, high = consumer.get_watermark_offsets(where, timeout=10)
+                committed = low if self._start == "earliest" else high
+        finally:
+            consumer.close()
+        return OffsetRange(committed, _NO_END)
+
+    def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
+        return OffsetRestrictionTracker(restriction)
+
+    def restriction_size(self, partition: tuple[str, int], restriction: OffsetRange) -> float:
+        return 1.0      # unknown backlog; one restriction per partition, never split
+
+    def split(self, partition: tuple[str, int],
+              restriction: OffsetRange) -> Iterator[OffsetRange]:
+        yield restriction
+
+    def truncate(self, partition: tuple[str, int], restriction: OffsetRange) -> None:
+        return None     # a drained job stops reading
+
+
+class _ReadPartitionFn(beam.DoFn, _PartitionOffsets):
+    """Poll one partition until it is caught up or `max_read_s` passed, then hand back."""
+
+    def __init__(self, bootstrap: str, group: str, start: str, commit_offsets: bool,
+                 max_records: int, max_read_s: float) -> None:
+        _PartitionOffsets.__init__(self, bootstrap, group, start)
+        self._commit_offsets = commit_offsets
+        self._max_records = max_records
+        self._max_read_s = max_read_s
+
+    def setup(self) -> None:
+        #: (topic, partition) -> (consumer, the offset its next poll returns)
+        self._consumers: dict[tuple[str, int], tuple[Consumer, int]] = {}
+
+    @beam.DoFn.unbounded_per_element()
+    def process(self, partition: tuple[str, int],
+                # before the tracker: Beam passes a finalizer by position, a tracker by name
+                finalizer=beam.DoFn.BundleFinalizerParam,
+                tracker: OffsetRestrictionTracker = beam.DoFn.RestrictionParam(),
+                _watermark=beam.DoFn.WatermarkEstimatorParam(
+                    WalltimeWatermarkEstimator.default_provider())
+                ) -> Iterable[TimestampedValue]:
+        first = position = tracker.current_restriction().start
+        consumer = self._consumer(partition, position)
+        deadline = time.monotonic() + self._max_read_s
+        finished = False
+        try:
+            while True:
+                records = [record for record in consumer.consume(self._max_records, timeout=0.01)
+                           if record.error() is None]
+                if records and not tracker.try_claim(records[-1].offset()):
+                    return      # the restriction was truncated (drain)
+                if records:
+                    position = records[-1].offset() + 1
+                    yield TimestampedValue(
+                        [(record.topic(), record.timestamp()[1], record.value() or b"")
+                         for record in records], Timestamp.now())
+                if len(records) < self._max_records or time.monotonic() > deadline:
+                    finished = True
+                    break
+        finally:
+            # a poll cut short leaves the consumer's position unknown: seek again next time
+            self._consumers[partition] = (consumer, position if finished else -1)
+        if self._commit_offsets and position > first:
+            finalizer.register(lambda: consumer.commit(
+                offsets=[TopicPartition(*partition, position)], asynchronous=True))
+        tracker.defer_remainder(Duration(0))
+
+    def _consumer(self, partition: tuple[str, int], position: int) -> Consumer:
+        consumer, next_offset = self._consumers.pop(partition, (None, -1))
+        if consumer is None:
+            consumer = Consumer({**_consumer_config(self._bootstrap, self._group),
+                                 "fetch.wait.max.ms": 10,
+                                 "queued.max.messages.kbytes": 8192})
+        if next_offset != position:
+            consumer.assign([TopicPartition(*partition, position)])
+        return consumer
+
+    def teardown(self) -> None:
+        for consumer, _ in self._consumers.values():
+            consumer.close()
+        self._consumers.clear()
+
+
+def _consumer_config(bootstrap: str, group: str) -> dict[str, object]:
+    return {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}

@@ -1,0 +1,118 @@
+"""Beam 2.62's Flink runner, with the fix for its SDF checkpoint leak (apache/beam#27648).
+
+In Beam 2.62 every self-checkpoint of a splittable DoFn on the portable Flink
+runner (`tracker.defer_remainder()`, which a polling reader does several times
+a second) registers a new keyed state named after the checkpoint and never
+clears it: checkpoints grow until the TaskManager runs out of heap (measured
+here: about four minutes for a Kafka reader, docs/runtime.md). Later Beam
+keeps all residuals in one map state and removes each when it is resumed; this
+module rebuilds the two classes concerned the same way, from Beam's own 2.62
+sources (fetched through Maven), and the job server puts the jar first on its
+classpath, so Flink loads these classes from it. Built once, on first use.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from pathlib import Path
+
+from fleetstream.local import versions
+from fleetstream.local.java import java_bin
+from fleetstream.local.service import ServiceError, home
+
+_HANDLERS = "org/apache/beam/runners/fnexecution/control/BundleCheckpointHandlers.java"
+_OPERATOR = ("org/apache/beam/runners/flink/translation/wrappers/streaming/"
+             "ExecutableStageDoFnOperator.java")
+
+#: source file -> (the Maven artifact holding it, [(text, replacement), ...])
+EDITS: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    _HANDLERS: ("beam-runners-java-fn-execution", [
+        ("import org.apache.beam.sdk.coders.Coder;\n",
+         "import org.apache.beam.sdk.coders.Coder;\n"
+         "import org.apache.beam.sdk.coders.StringUtf8Coder;\n"
+         "import org.apache.beam.runners.core.StateTag;\n"
+         "import org.apache.beam.sdk.state.MapState;\n"),
+        ("    @Override\n    public void onCheckpoint(",
+         "    /** One map state per key and window holds every residual, by checkpoint id. */\n"
+         "    public static <T> StateTag<MapState<String, WindowedValue<T>>> residualStateTag(\n"
+         "        Coder<WindowedValue<T>> residualCoder) {\n"
+         "      return StateTags.map(\"sdf_checkpoint_residuals\", StringUtf8Coder.of(),"
+         " residualCoder);\n"
+         "    }\n\n"
+         "    @Override\n    public void onCheckpoint("),
+        (".state(stateNamespace, StateTags.value(tag, residualCoder))\n                .write(",
+         ".state(stateNamespace, residualStateTag(residualCoder))\n                .put(tag, "),
+    ]),
+    _OPERATOR: ("beam-runners-flink-" + versions.FLINK_MINOR, [
+        # a build-time annotation whose jar is not among the runtime jars
+        ("import edu.umd.cs.findbugs.annotations.SuppressFBWarnings;\n", ""),
+        ('@SuppressFBWarnings("SE_TRANSIENT_FIELD_NOT_RESTORED")\n', ""),
+        ("import org.apache.beam.sdk.state.BagState;\n",
+         "import org.apache.beam.sdk.state.BagState;\n"
+         "import org.apache.beam.sdk.state.MapState;\n"),
+        ("        WindowedValue stateValue =\n            keyedStateInternals.state(namespace, "
+         "StateTags.value(timerId, residualCoder)).read();\n",
+         "        MapState<String, WindowedValue<InputT>> residuals =\n"
+         "            keyedStateInternals.state(\n                namespace, "
+         "StateAndTimerBundleCheckpointHandler.residualStateTag(residualCoder));\n"
+         "        WindowedValue stateValue = residuals.get(timerId).read();\n"
+         "        residuals.remove(timerId);\n"),
+    ]),
+}
+
+
+def patched_jar(beam_lib: Path) -> Path:
+    """The jar of the two rebuilt classes, compiled against the jars in `beam_lib`."""
+    jar = home() / "java" / f"beam-{versions.BEAM}-patches" / "sdf-residual-state.jar"
+    if jar.exists():
+        return jar
+    with tempfile.TemporaryDirectory() as work:
+        sources = [_patched_source(Path(work) / "src", path, artifact, edits)
+                   for path, (artifact, edits) in EDITS.items()]
+        classes = Path(work) / "classes"
+        javac = Path(java_bin()).with_name("javac")
+        _run([str(javac), "-nowarn", "-proc:none", "-cp", f"{beam_lib}/*", "-d", str(classes),
+              *map(str, sources)], "compile the patched Beam classes (a JDK with javac is needed)")
+        jar.parent.mkdir(parents=True, exist_ok=True)
+        partial = jar.with_suffix(".partial")
+        with zipfile.ZipFile(partial, "w") as archive:
+            for compiled in sorted(classes.rglob("*.class")):
+                archive.write(compiled, compiled.relative_to(classes).as_posix())
+        partial.replace(jar)
+    return jar
+
+
+def _patched_source(root: Path, path: str, artifact: str,
+                    edits: list[tuple[str, str]]) -> Path:
+    text = _source(artifact, path)
+    for old, new in edits:
+        if text.count(old) != 1:
+            raise ServiceError(f"cannot patch {path} of Beam {versions.BEAM}: expected text "
+                               f"not found once: {old.strip()[:80]!r}")
+        text = text.replace(old, new)
+    target = root / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    return target
+
+
+def _source(artifact: str, path: str) -> str:
+    """One file of `org.apache.beam:<artifact>:<BEAM>`'s sources jar, fetched through Maven."""
+    coordinates = f"org.apache.beam:{artifact}:{versions.BEAM}:jar:sources"
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise ServiceError("mvn was not found: install Maven (`apt-get install -y maven`)")
+    _run([mvn, "-q", "-B", "dependency:get", f"-Dartifact={coordinates}", "-Dtransitive=false"],
+         f"fetch {coordinates} through Maven")
+    jar = (Path.home() / ".m2" / "repository" / "org" / "apache" / "beam" / artifact /
+           versions.BEAM / f"{artifact}-{versions.BEAM}-sources.jar")
+    with zipfile.ZipFile(jar) as archive:
+        return archive.read(path).decode()
+
+
+def _run(command: list[str], what: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ServiceError(f"could not {what}:\n{(result.stdout + result.stderr)[-2000:]}")
