@@ -1,11 +1,14 @@
-"""Kafka topics in and out of the streaming job: KafkaIO reads them, a Python producer writes.
+"""Kafka topics in and out of the streaming job: KafkaIO (or Python consumers) read, a Python
+producer writes.
 
     envelopes, unreadable = pipeline | ReadRawFromKafka(kafka, {"tesla": "raw.tesla", ...})
     events, bad = pipeline | ReadActivationsFromKafka(kafka, "activations")
     dead_letters | WriteJsonToKafka(kafka, "dead-letters")
 
-`KafkaSettings` holds the bootstrap servers, consumer group, where to start
-and the expansion service (the Java side of KafkaIO). Raw topics carry the
+`KafkaSettings` holds the bootstrap servers, consumer group, where to start,
+the expansion service (the Java side of KafkaIO) and what reads the raw topics
+(`raw_reader`: KafkaIO, or `ReadKafkaPartitions` in the Python workers, which
+keeps its positions and commits its offsets the same way; see its module). Raw topics carry the
 OEM payload as the record value and the receive time as the record timestamp
 (DATA-CONTRACTS §1); each topic names its source. The envelope's receive time
 is the record timestamp; the element timestamp (and so the watermark) is the

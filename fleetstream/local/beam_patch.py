@@ -86,16 +86,20 @@ def patched_jar(beam_lib: Path) -> Path:
 
 def _patched_source(root: Path, path: str, artifact: str,
                     edits: list[tuple[str, str]]) -> Path:
-    text = _source(artifact, path)
+    target = root / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(apply_edits(path, _source(artifact, path), edits))
+    return target
+
+
+def apply_edits(path: str, text: str, edits: list[tuple[str, str]]) -> str:
+    """`text` with each (old, new) applied; ServiceError unless each old occurs exactly once."""
     for old, new in edits:
         if text.count(old) != 1:
             raise ServiceError(f"cannot patch {path} of Beam {versions.BEAM}: expected text "
                                f"not found once: {old.strip()[:80]!r}")
         text = text.replace(old, new)
-    target = root / path
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text)
-    return target
+    return text
 
 
 def _source(artifact: str, path: str) -> str:
