@@ -29,8 +29,9 @@ the fix (`fleetstream.local.beam_patch`), which a production job server needs to
 from __future__ import annotations
 
 import sys
+import threading
 import time
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
@@ -115,15 +116,16 @@ class _ReadPartitionFn(beam.DoFn, _PartitionOffsets):
     """Poll one partition until it is caught up or `max_read_s` passed, then hand back."""
 
     def __init__(self, bootstrap: str, group: str, start: str, commit_offsets: bool,
-                 max_records: int, max_read_s: float) -> None:
+                 max_records: int, max_read_s: float, commit_every_s: float = 2.0) -> None:
         _PartitionOffsets.__init__(self, bootstrap, group, start)
         self._commit_offsets = commit_offsets
         self._max_records = max_records
         self._max_read_s = max_read_s
+        self._commit_every_s = commit_every_s
 
     def setup(self) -> None:
-        #: (topic, partition) -> (consumer, the offset its next poll returns)
-        self._consumers: dict[tuple[str, int], tuple[Consumer, int]] = {}
+        self._pool = _POOLS.setdefault((self._bootstrap, self._group), _ConsumerPool(
+            self._bootstrap, self._group))
 
     @beam.DoFn.unbounded_per_element()
     def process(self, partition: tuple[str, int],
@@ -133,8 +135,8 @@ class _ReadPartitionFn(beam.DoFn, _PartitionOffsets):
                 _watermark=beam.DoFn.WatermarkEstimatorParam(
                     WalltimeWatermarkEstimator.default_provider())
                 ) -> Iterable[TimestampedValue]:
-        first = position = tracker.current_restriction().start
-        consumer = self._consumer(partition, position)
+        position = tracker.current_restriction().start
+        consumer = self._pool.take(partition, position)
         deadline = time.monotonic() + self._max_read_s
         finished = False
         try:
@@ -153,26 +155,61 @@ class _ReadPartitionFn(beam.DoFn, _PartitionOffsets):
                     break
         finally:
             # a poll cut short leaves the consumer's position unknown: seek again next time
-            self._consumers[partition] = (consumer, position if finished else -1)
-        if self._commit_offsets and position > first:
-            finalizer.register(lambda: consumer.commit(
-                offsets=[TopicPartition(*partition, position)], asynchronous=True))
+            self._pool.give_back(partition, consumer, position if finished else -1)
+        if self._commit_offsets:
+            self._pool.commit_after_checkpoint(finalizer, self._commit_every_s)
         tracker.defer_remainder(Duration(0))
 
-    def _consumer(self, partition: tuple[str, int], position: int) -> Consumer:
-        consumer, next_offset = self._consumers.pop(partition, (None, -1))
+
+class _ConsumerPool:
+    """A worker process's consumers, one per partition, and the positions they handed on.
+
+    Shared by every instance of the reader in the process: the SDK worker keeps a bundle's
+    DoFn instances aside until the checkpoint after it completes when the bundle registered
+    a finalisation callback, so per-instance consumers would multiply. For the same reason
+    offsets are committed through at most one callback per `every_s`, which commits the
+    positions handed on up to its own bundle (all of them inside that checkpoint).
+    """
+
+    def __init__(self, bootstrap: str, group: str) -> None:
+        self._config = {**_consumer_config(bootstrap, group), "fetch.wait.max.ms": 10,
+                        "queued.max.messages.kbytes": 8192}
+        self._lock = threading.Lock()
+        #: partition -> (idle consumer, the offset its next poll returns, or -1)
+        self._idle: dict[tuple[str, int], tuple[Consumer, int]] = {}
+        #: partition -> offset after the last record handed on (what a commit would store)
+        self._handed_on: dict[tuple[str, int], int] = {}
+        self._committer: Consumer | None = None
+        self._last_commit_at = 0.0
+
+    def take(self, partition: tuple[str, int], position: int) -> Consumer:
+        with self._lock:
+            consumer, next_offset = self._idle.pop(partition, (None, -1))
         if consumer is None:
-            consumer = Consumer({**_consumer_config(self._bootstrap, self._group),
-                                 "fetch.wait.max.ms": 10,
-                                 "queued.max.messages.kbytes": 8192})
+            consumer = Consumer(self._config)
         if next_offset != position:
             consumer.assign([TopicPartition(*partition, position)])
         return consumer
 
-    def teardown(self) -> None:
-        for consumer, _ in self._consumers.values():
-            consumer.close()
-        self._consumers.clear()
+    def give_back(self, partition: tuple[str, int], consumer: Consumer, position: int) -> None:
+        with self._lock:
+            self._idle[partition] = (consumer, position)
+            if position >= 0:
+                self._handed_on[partition] = position
+
+    def commit_after_checkpoint(self, finalizer: Any, every_s: float) -> None:
+        with self._lock:
+            if time.monotonic() - self._last_commit_at < every_s or not self._handed_on:
+                return
+            self._last_commit_at = time.monotonic()
+            offsets = [TopicPartition(*partition, offset)
+                       for partition, offset in self._handed_on.items()]
+            committer = self._committer = self._committer or Consumer(self._config)
+        finalizer.register(lambda: committer.commit(offsets=offsets, asynchronous=True))
+
+
+#: (bootstrap, group) -> the consumers of this worker process
+_POOLS: dict[tuple[str, str], _ConsumerPool] = {}
 
 
 def _consumer_config(bootstrap: str, group: str) -> dict[str, object]:
