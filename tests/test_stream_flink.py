@@ -48,7 +48,7 @@ ARCHIVE_WINDOW_S = 10
 class StreamEnv:
     """One streaming job and everything it reads and writes, isolated by a run id."""
 
-    def __init__(self, bootstrap: str, cluster, out: Path, raw_reader: str) -> None:
+    def __init__(self, bootstrap: str, cluster, out: Path, raw_reader: str = "kafkaio") -> None:
         run = uuid.uuid4().hex[:8]
         self.out = out
         self.raw_topics = {source: f"{run}.raw.{source}" for source in SOURCES}

@@ -1,11 +1,12 @@
 """Read Kafka topics in the Python workers: one unbounded splittable DoFn per partition.
 
-    batches = pipeline | ReadKafkaPartitions(kafka, ["raw.tesla", "raw.bmw"])
+    batches = pipeline | ReadKafkaPartitions("127.0.0.1:9092", ["raw.tesla", "raw.bmw"], "fleetstream")
     # -> lists of (topic, record timestamp ms, value bytes), one list per poll
 
 KafkaIO (Java) hands every record to the Python workers one by one, as a
 Beam row: on this machine that hand-over alone capped a read at ~15k records/s
-and cost more CPU than the whole Python job after it (docs/benchmarks.md).
+(this reader: ~86k/s) and costs the TaskManager about 0.1 ms per record
+(docs/benchmarks.md, fourth series).
 Here each partition is a restriction (an offset range open at the end) that a
 Python consumer reads in polls of up to `max_records`; a poll's records go
 downstream as one element, so the runner's per-element work is paid per poll.
@@ -15,8 +16,9 @@ downstream as one element, so the runner's per-element work is paid per poll.
   of every partition. A fresh job starts at the consumer group's committed
   offset, else at `start` (earliest or latest).
 * **Offsets are committed** to the consumer group when Flink completes the
-  checkpoint that follows a poll (bundle finalisation), so the group's offsets
-  show the job's progress and a fresh job resumes near where the last stopped.
+  checkpoint that follows a poll (bundle finalisation, at most every 2 s per
+  worker process: see `_ConsumerPool`), so the group's offsets show the job's
+  progress and a fresh job resumes near where the last stopped.
 * **Timestamps** are the read time, and the watermark is the wall clock (a
   record-time watermark would stall on a partition with no data).
 * The partitions are listed when the pipeline is built: a partition added
@@ -205,7 +207,12 @@ class _ConsumerPool:
             offsets = [TopicPartition(*partition, offset)
                        for partition, offset in self._handed_on.items()]
             committer = self._committer = self._committer or Consumer(self._config)
-        finalizer.register(lambda: committer.commit(offsets=offsets, asynchronous=True))
+        finalizer.register(lambda: _commit(committer, offsets))
+
+
+def _commit(committer: Consumer, offsets: list[TopicPartition]) -> None:
+    committer.poll(0)       # serve the results of earlier commits (else they pile up)
+    committer.commit(offsets=offsets, asynchronous=True)
 
 
 #: (bootstrap, group) -> the consumers of this worker process

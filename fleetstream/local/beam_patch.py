@@ -12,6 +12,7 @@ classpath, so Flink loads these classes from it. Built once, on first use.
 """
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import tempfile
@@ -65,7 +66,9 @@ EDITS: dict[str, tuple[str, list[tuple[str, str]]]] = {
 
 def patched_jar(beam_lib: Path) -> Path:
     """The jar of the two rebuilt classes, compiled against the jars in `beam_lib`."""
-    jar = home() / "java" / f"beam-{versions.BEAM}-patches" / "sdf-residual-state.jar"
+    # named after the edits, so that changed edits build a new jar
+    digest = hashlib.sha256(repr(sorted(EDITS.items())).encode()).hexdigest()[:8]
+    jar = home() / "java" / f"beam-{versions.BEAM}-patches" / f"sdf-residual-state-{digest}.jar"
     if jar.exists():
         return jar
     with tempfile.TemporaryDirectory() as work:

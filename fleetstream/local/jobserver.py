@@ -3,7 +3,8 @@
 Runs `org.apache.beam.runners.flink.FlinkJobServerDriver` from the jar folder
 of `beam.beam_jars()` with Beam's default ports: job service 8099, artifact
 staging 8098, expansion 8097 (which also expands KafkaIO, being on its
-classpath). Pipelines reach it with:
+classpath), with Beam 2.62's SDF checkpoint leak mended (`beam_patch`: its jar
+goes first on the classpath). Pipelines reach it with:
 
     --runner=PortableRunner --job_endpoint=localhost:8099
     --environment_type=EXTERNAL --environment_config=localhost:50000

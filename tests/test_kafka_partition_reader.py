@@ -1,0 +1,95 @@
+"""ReadKafkaPartitions' parts that need no runner, against the real local broker.
+
+Where each partition starts (committed offset, else earliest or latest) and which offsets
+the commit callback stores. The whole reader runs on Flink in tests/test_stream_flink.py
+and tests/test_kafka_offsets_flink.py (`kafka.raw_reader: python`).
+"""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from fleetstream.io.kafka_partition_reader import (ReadKafkaPartitions, _ConsumerPool,
+                                                   _PartitionOffsets)
+from fleetstream.local.kafka import Kafka
+from fleetstream.local.topics import Topic, create_topics
+
+pytest_plugins = ["fleetstream.local.pytest_plugin"]
+
+
+
+@pytest.fixture
+def topic(kafka_service: Kafka) -> str:
+    """A fresh 2-partition topic with 5 records in partition 0 and 3 in partition 1."""
+    name = f"reader-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_service.bootstrap, [Topic(name, 2)])
+    producer = Producer({"bootstrap.servers": kafka_service.bootstrap})
+    for partition, count in ((0, 5), (1, 3)):
+        for i in range(count):
+            producer.produce(name, value=f"{partition}-{i}".encode(), partition=partition)
+    assert producer.flush(10) == 0
+    return name
+
+
+class _Finalizer:
+    def __init__(self) -> None:
+        self.callbacks: list = []
+
+    def register(self, callback) -> None:
+        self.callbacks.append(callback)
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> list[int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        found = consumer.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)],
+                                   timeout=10)
+        return [tp.offset for tp in found]
+    finally:
+        consumer.close()
+
+
+def test_a_partition_starts_at_the_committed_offset_else_where_start_says(
+        kafka_service: Kafka, topic: str) -> None:
+    bootstrap, group = kafka_service.bootstrap, f"g-{uuid.uuid4().hex[:6]}"
+    earliest = _PartitionOffsets(bootstrap, group, "earliest")
+    latest = _PartitionOffsets(bootstrap, group, "latest")
+    assert earliest.initial_restriction((topic, 0)).start == 0
+    assert latest.initial_restriction((topic, 0)).start == 5
+    assert latest.initial_restriction((topic, 1)).start == 3
+    committer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    committer.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
+    committer.close()
+    assert earliest.initial_restriction((topic, 0)).start == 2
+    assert latest.initial_restriction((topic, 0)).start == 2
+    assert earliest.initial_restriction((topic, 0)).stop > 10 ** 18    # read for ever
+
+
+def test_the_commit_callback_stores_what_was_handed_on_before_it_at_most_every_interval(
+        kafka_service: Kafka, topic: str) -> None:
+    bootstrap, group = kafka_service.bootstrap, f"g-{uuid.uuid4().hex[:6]}"
+    pool = _ConsumerPool(bootstrap, group)
+    consumer = pool.take((topic, 0), 1)
+    records = consumer.consume(10, timeout=10)
+    assert [r.value() for r in records][:1] == [b"0-1"]            # assigned at offset 1
+    pool.give_back((topic, 0), consumer, 5)
+    assert pool.take((topic, 0), 5) is consumer                    # kept, no seek needed
+    pool.give_back((topic, 0), consumer, 5)
+    finalizer = _Finalizer()
+    pool.commit_after_checkpoint(finalizer, every_s=60)
+    pool.give_back((topic, 1), pool.take((topic, 1), 0), 3)       # after the callback
+    pool.commit_after_checkpoint(finalizer, every_s=60)            # too soon: no second one
+    assert len(finalizer.callbacks) == 1
+    assert _committed(bootstrap, group, topic) == [-1001, -1001]   # nothing before the checkpoint
+    finalizer.callbacks[0]()
+    committer = pool._committer
+    committer.poll(5)                                              # serve the async commit
+    committed = _committed(bootstrap, group, topic)
+    assert committed == [5, -1001], committed                      # partition 1 came later
+
+
+def test_unknown_start_is_refused() -> None:
+    with pytest.raises(ValueError, match="start must be earliest or latest"):
+        ReadKafkaPartitions("127.0.0.1:9092", ["t"], "g", start="yesterday")
