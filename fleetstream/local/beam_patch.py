@@ -75,9 +75,8 @@ def patched_jar(beam_lib: Path) -> Path:
         sources = [_patched_source(Path(work) / "src", path, artifact, edits)
                    for path, (artifact, edits) in EDITS.items()]
         classes = Path(work) / "classes"
-        javac = Path(java_bin()).with_name("javac")
-        _run([str(javac), "-nowarn", "-proc:none", "-cp", f"{beam_lib}/*", "-d", str(classes),
-              *map(str, sources)], "compile the patched Beam classes (a JDK with javac is needed)")
+        _run([_javac(), "-nowarn", "-proc:none", "-cp", f"{beam_lib}/*", "-d", str(classes),
+              *map(str, sources)], "compile the patched Beam classes")
         jar.parent.mkdir(parents=True, exist_ok=True)
         partial = jar.with_suffix(".partial")
         with zipfile.ZipFile(partial, "w") as archive:
@@ -117,6 +116,17 @@ def _source(artifact: str, path: str) -> str:
            versions.BEAM / f"{artifact}-{versions.BEAM}-sources.jar")
     with zipfile.ZipFile(jar) as archive:
         return archive.read(path).decode()
+
+
+def _javac() -> str:
+    """The JDK compiler beside the `java` servers run with, else the one on PATH."""
+    beside = Path(java_bin()).resolve().with_name("javac")
+    found = str(beside) if beside.exists() else shutil.which("javac")
+    if found is None:
+        raise ServiceError("javac was not found: the job server's patched Beam classes are "
+                           "compiled here; install a JDK 17 (`apt-get install -y "
+                           "openjdk-17-jdk-headless`) or set JAVA_HOME to one")
+    return found
 
 
 def _run(command: list[str], what: str) -> None:
