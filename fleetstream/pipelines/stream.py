@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import apache_beam as beam
 import yaml
@@ -129,14 +129,11 @@ def load_stream_settings(path: str | Path) -> StreamSettings:
     if "start" in kafka_raw:
         kafka_raw["start"] = parse_start(kafka_raw["start"], where)
     refuse_unknown(f"{where}: kafka", kafka_raw, set(KafkaSettings.__dataclass_fields__))
-    if kafka_raw.get("raw_reader", KafkaSettings.raw_reader) not in RAW_READERS:
-        raise ConfigError(f"{where}: kafka.raw_reader must be one of {', '.join(RAW_READERS)}, "
-                          f"got {kafka_raw['raw_reader']!r}")
+    _one_of(where, "kafka.raw_reader", kafka_raw.get("raw_reader", KafkaSettings.raw_reader),
+            RAW_READERS)
     pipeline = _section(raw, "pipeline", None, where)
-    permissions = pipeline.pop("permissions", "keyed_state")
-    if permissions not in PERMISSION_MODES:
-        raise ConfigError(f"{where}: pipeline.permissions must be one of "
-                          f"{', '.join(PERMISSION_MODES)}, got {permissions!r}")
+    permissions = _one_of(where, "pipeline.permissions",
+                          pipeline.pop("permissions", "keyed_state"), PERMISSION_MODES)
     shards = {name: _whole_number(where, name, pipeline.pop(name, default))
               for name, default in (("delivery_shards", 1),
                                     ("vehicle_shards", DEFAULT_VEHICLE_SHARDS))}
@@ -152,6 +149,12 @@ def load_stream_settings(path: str | Path) -> StreamSettings:
         topics.get("dead_letters_topic", "dead-letters"),
         topics.get("delivered_topic"), OrderSettings(**pipeline), permissions, archive,
         **shards)
+
+
+def _one_of(where: str, name: str, value: Any, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{where}: {name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def _whole_number(where: str, name: str, value: Any) -> int:
