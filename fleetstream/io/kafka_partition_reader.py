@@ -170,7 +170,10 @@ class _ConsumerPool:
     DoFn instances aside until the checkpoint after it completes when the bundle registered
     a finalisation callback, so per-instance consumers would multiply. For the same reason
     offsets are committed through at most one callback per `every_s`, which commits the
-    positions handed on up to its own bundle (all of them inside that checkpoint).
+    positions handed on when it was registered. Flink runs it once a checkpoint completes;
+    Beam's runner then finalises every bundle finished by that moment, so a commit can be
+    ahead of the last completed checkpoint by what was read since its barrier (a restore
+    from the checkpoint is exact; a fresh start from the group's offsets may skip that).
     """
 
     def __init__(self, bootstrap: str, group: str) -> None:
