@@ -40,6 +40,20 @@ def test_a_record_from_an_unknown_topic_is_a_dead_letter_with_its_payload() -> N
     assert letter["payload_b64"] == "/wA="          # not UTF-8: kept whole as base64
 
 
+def test_a_poll_becomes_one_list_of_envelopes_and_a_dead_letter_per_unknown_topic() -> None:
+    from fleetstream.io.kafka_topics import _PollToEnvelopesFn
+
+    fn = _PollToEnvelopesFn({"raw.tesla": "tesla", "raw.bmw": "bmw"})
+    outputs = list(fn.process([("raw.tesla", 1, b"a"), ("raw.volvo", 2, b"b"),
+                               ("raw.bmw", 3, b"c")]))
+    fn.finish_bundle()
+    [tagged, envelopes] = outputs
+    assert tagged.tag == "invalid" and "raw.volvo" in tagged.value["errors"][0]["reason"]
+    assert envelopes == [RawEnvelope("tesla", 1, b"a"), RawEnvelope("bmw", 3, b"c")]
+    [only] = fn.process([("raw.volvo", 2, b"b")])          # and no empty list
+    assert only.tag == "invalid"
+
+
 def test_activation_events_are_parsed_and_bad_ones_dead_lettered() -> None:
     good = orjson.dumps({"vin": "V", "application_id": "a", "status": "revoked",
                          "at": "2026-03-01T08:00:00Z"})
@@ -66,9 +80,13 @@ def test_a_write_the_broker_does_not_acknowledge_fails_the_bundle() -> None:
 
     from fleetstream.io.kafka_topics import _ProduceFn
 
-    fn = _ProduceFn("127.0.0.1:1", "dead-letters", None, flush_timeout_s=1.0)  # nothing there
-    fn.setup()
-    fn.process(("V", {"n": 1}))
-    with pytest.raises(KafkaException, match="1 record\\(s\\) not written to 'dead-letters'"):
-        fn.finish_bundle()
-    fn.teardown()
+    for batches, element, count in ((False, ("V", {"n": 1}), 1),
+                                    (True, [("V", {"n": 1}), ("W", b"{}")], 2)):
+        fn = _ProduceFn("127.0.0.1:1", "dead-letters", None, batches,    # nothing there
+                        flush_timeout_s=1.0)
+        fn.setup()
+        fn.process(element)
+        with pytest.raises(KafkaException,
+                           match=f"{count} record\\(s\\) not written to 'dead-letters'"):
+            fn.finish_bundle()
+        fn.teardown()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
@@ -9,7 +10,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from fleetstream.transforms.order_per_vehicle import (OrderPerVehicle, drop_duplicates,
-                                                      release_due)
+                                                      merge_seen, release_due)
 from tests.helpers import message
 
 
@@ -34,6 +35,19 @@ def test_drop_duplicates_within_horizon_only() -> None:
     much_later = message(1, smid="a", received_ms=10_000)
     assert drop_duplicates([first, again], seen, horizon_ms=5_000) == [first]
     assert drop_duplicates([much_later], seen, horizon_ms=5_000) == [much_later]
+
+
+def test_older_seen_ids_count_as_seen_and_merge_within_the_horizon() -> None:
+    older = {"a": 1_000, "b": 9_000}
+    seen: dict[str, int] = {}
+    fresh = drop_duplicates([message(1, smid="a", received_ms=4_000),     # within 5 s of a
+                             message(1, smid="b", received_ms=15_000)],   # 6 s after b
+                            seen, 5_000, older)
+    assert [m.source_message_id for m in fresh] == ["b"] and seen == {"b": 15_000}
+    assert older == {"a": 1_000, "b": 9_000}          # read only
+    # merged: b's newer time wins; a is past the horizon of the newest (15 s - 5 s)
+    assert merge_seen(older, seen, 5_000) == {"b": 15_000}
+    assert merge_seen({}, {}, 5_000) == {}
 
 
 def test_drop_duplicates_keeps_only_ids_within_the_horizon_of_the_newest() -> None:
@@ -123,8 +137,11 @@ def test_batch_sorts_each_vehicle_and_drops_duplicates() -> None:
                                    ("V2", [(7, False)])]))
 
 
-def test_ordering_and_keyed_join_in_one_step_order_late_duplicates_and_revocation() -> None:
-    """OrderAndPermitKeyed (the streaming job's keyed step) keeps both rules."""
+@pytest.mark.parametrize("seen_merge_s", [0.0, 10.0])
+def test_ordering_and_keyed_join_in_one_step_order_late_duplicates_and_revocation(
+        seen_merge_s: float) -> None:
+    """OrderAndPermitKeyed (the streaming job's keyed step) keeps both rules, whether the
+    duplicate's first copy is among the recently seen ids or merged into the older ones."""
     import orjson
 
     from fleetstream.schemas.config import ActivationEvent
@@ -141,8 +158,9 @@ def test_ordering_and_keyed_join_in_one_step_order_late_duplicates_and_revocatio
               .advance_watermark_to(t0 + 0.1, tag="events")
               .add_elements([at(0.1, message(300, received_ms=1)),
                              at(0.5, message(100, received_ms=2)),
-                             at(1.0, message(200, received_ms=3)),
-                             at(1.2, message(300, received_ms=1))],  # duplicate
+                             at(1.0, message(200, received_ms=3))], tag="messages")
+              .advance_watermark_to(t0 + 1.1, tag="events")
+              .add_elements([at(1.2, message(300, received_ms=1))],  # duplicate, next bundle
                             tag="messages")
               .advance_watermark_to(t0 + 5, tag="messages")
               .advance_watermark_to(t0 + 5, tag="events")
@@ -156,7 +174,7 @@ def test_ordering_and_keyed_join_in_one_step_order_late_duplicates_and_revocatio
               .add_elements([at(11.0, message(500, received_ms=6))], tag="messages")
               .advance_watermark_to_infinity(tag="messages")
               .advance_watermark_to_infinity(tag="events"))
-    collected = _insurer_documents(stream, cold_start_hold_s=0)
+    collected = _insurer_documents(stream, cold_start_hold_s=0, seen_merge_s=seen_merge_s)
     documents = [(app, orjson.loads(record.document)) for app, record in collected]
     # in order within the window, the duplicate dropped, 150 late (300 had left), nothing
     # after the revocation (500)
@@ -188,8 +206,33 @@ def test_a_vehicle_whose_approval_comes_after_its_first_messages_is_still_delive
         ("insurer", "V")]
 
 
-def _insurer_documents(stream: TestStream, **knobs: float) -> list:
-    """What OrderAndPermitKeyed (2 s window) releases to an insurer seeing the odometer."""
+def test_the_keyed_step_takes_many_vehicles_messages_in_one_list() -> None:
+    """One list (a Kafka poll) holding two vehicles' messages out of order: each vehicle's
+    come out in order, with the list's timestamp as their arrival."""
+    from fleetstream.schemas.config import ActivationEvent
+
+    t0 = 1_000
+    approvals = [TimestampedValue(ActivationEvent(vin, "insurer", "approved", 1), t0)
+                 for vin in ("V", "W")]
+    poll = [("V", message(300, received_ms=1)), ("W", message(200, received_ms=2)),
+            ("V", message(100, received_ms=3)), ("W", message(100, received_ms=4))]
+    stream = (TestStream(output_tags={"messages", "events"})
+              .advance_watermark_to(t0, tag="messages").advance_watermark_to(t0, tag="events")
+              .add_elements(approvals, tag="events")
+              .advance_watermark_to(t0 + 0.1, tag="events")
+              .add_elements([TimestampedValue(poll, t0 + 0.1)], tag="messages")
+              .advance_watermark_to_infinity(tag="messages")
+              .advance_watermark_to_infinity(tag="events"))
+    documents = _insurer_documents(stream, cold_start_hold_s=0, lists=True)
+    assert [(r.vin, r.event_ms) for _, r in documents if r.vin == "V"] == [("V", 100),
+                                                                           ("V", 300)]
+    assert [(r.vin, r.event_ms) for _, r in documents if r.vin == "W"] == [("W", 100),
+                                                                           ("W", 200)]
+
+
+def _insurer_documents(stream: TestStream, lists: bool = False, **knobs: float) -> list:
+    """What OrderAndPermitKeyed (2 s window) releases to an insurer seeing the odometer;
+    the stream's messages are (vin, message) pairs, or lists of them with `lists`."""
     from fleetstream.schemas.config import parse_config
     from fleetstream.transforms.permit_by_activation import OrderAndPermitKeyed
 
@@ -199,9 +242,13 @@ def _insurer_documents(stream: TestStream, **knobs: float) -> list:
     _COLLECTED.clear()
     with TestPipeline(options=_streaming_options()) as pipeline:
         streams = pipeline | stream
-        _ = (streams["messages"]
+        messages = streams["messages"]
+        if not lists:
+            messages = messages | "AsLists" >> beam.Map(lambda pair: [pair])
+        _ = (messages
              | OrderAndPermitKeyed(config.applications, streams["events"], reorder_window_s=2.0,
                                    **knobs)
+             | "FromLists" >> beam.FlatMap(lambda pairs: pairs)
              | beam.Map(_collect))
     return list(_COLLECTED)
 

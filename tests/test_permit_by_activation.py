@@ -136,8 +136,10 @@ def test_keyed_join_applies_approvals_and_revocations_to_later_messages() -> Non
     with TestPipeline(options=options) as pipeline:
         streams = pipeline | stream
         _ = (streams["messages"]
+             | "AsLists" >> beam.Map(lambda pair: [pair])
              | OrderAndPermitKeyed(CONFIG.applications, streams["events"], reorder_window_s=0,
                                    cold_start_hold_s=0)
+             | "FromLists" >> beam.FlatMap(lambda pairs: pairs)
              | beam.MapTuple(lambda app, r: (app, orjson.loads(r.document)["message_id"]))
              | beam.Map(_keep_keyed))
     # Before the approval nothing; while approved, the insurer only; after the revocation nothing.

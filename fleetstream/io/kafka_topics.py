@@ -2,6 +2,7 @@
 producer writes.
 
     envelopes, unreadable = pipeline | ReadRawFromKafka(kafka, {"tesla": "raw.tesla", ...})
+    # envelopes: lists of RawEnvelope
     events, bad = pipeline | ReadActivationsFromKafka(kafka, "activations")
     dead_letters | WriteJsonToKafka(kafka, "dead-letters")
 
@@ -35,7 +36,7 @@ empty without a savepoint.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, NamedTuple
 
 import apache_beam as beam
 import orjson
@@ -49,6 +50,7 @@ from fleetstream.schemas.config import ActivationEvent, parse_activation
 from fleetstream.schemas.dead_letter import INGEST_STAGE, dead_letter
 from fleetstream.schemas.envelope import RawEnvelope
 from fleetstream.transforms.counters import BundleCounts
+from fleetstream.transforms.group_in_bundle import BatchInBundle
 
 INVALID = "invalid"  # tag of the dead-letter outputs
 
@@ -98,14 +100,19 @@ class KafkaSettings:
 
 
 class ReadRawFromKafka(beam.PTransform):
-    """Raw topics -> RawEnvelopes; a record from a topic with no source is a dead letter."""
+    """Raw topics -> lists of RawEnvelopes; a record from a topic with no source is a dead letter.
+
+    Envelopes come in lists (a poll's, or with KafkaIO a bundle's), so the job's
+    steps pay the runner's per-element cost per list; the element timestamp is
+    the read time (of the bundle's first record, with KafkaIO).
+    """
 
     def __init__(self, kafka: KafkaSettings, topics: Mapping[str, str]) -> None:
         super().__init__()
         self._kafka = kafka
         self._source_of_topic = {topic: source for source, topic in topics.items()}
 
-    def expand(self, begin: pvalue.PBegin) -> pvalue.DoOutputsTuple:
+    def expand(self, begin: pvalue.PBegin) -> "RawRead":
         kafka = self._kafka
         if kafka.raw_reader == "python":
             records = begin | "ReadRawTopics" >> ReadKafkaPartitions(
@@ -116,8 +123,19 @@ class ReadRawFromKafka(beam.PTransform):
             records = begin | "ReadRawTopics" >> kafka.read(
                 self._source_of_topic, commit_offsets=kafka.commit_offsets)
             to_envelopes = _ToEnvelopeFn(self._source_of_topic)
-        return records | "ToEnvelopes" >> beam.ParDo(to_envelopes).with_outputs(
+        read = records | "ToEnvelopes" >> beam.ParDo(to_envelopes).with_outputs(
             INVALID, main="envelopes")
+        envelopes = read.envelopes
+        if kafka.raw_reader != "python":
+            envelopes = envelopes | "BatchEnvelopes" >> BatchInBundle()
+        return RawRead(envelopes, read[INVALID])
+
+
+class RawRead(NamedTuple):
+    """What ReadRawFromKafka produces."""
+
+    envelopes: beam.PCollection   # lists of RawEnvelope
+    invalid: beam.PCollection     # dead letters: records of topics no source reads
 
 
 class _ToEnvelopeFn(beam.DoFn):
@@ -148,10 +166,16 @@ class _ToEnvelopeFn(beam.DoFn):
 class _PollToEnvelopesFn(_ToEnvelopeFn):
     """A poll of ReadKafkaPartitions (a list of KafkaRecords) -> RawEnvelopes."""
 
-    def process(self, records: list[KafkaRecord]) -> Iterable[Any]:
-        envelope = self._envelope
-        return [envelope(topic, timestamp_ms, payload)
-                for topic, timestamp_ms, payload in records]
+    def process(self, records: list[KafkaRecord]) -> Iterable[Any]:  # type: ignore[override]
+        envelope, envelopes = self._envelope, []
+        for topic, timestamp_ms, payload in records:
+            output = envelope(topic, timestamp_ms, payload)
+            if isinstance(output, RawEnvelope):
+                envelopes.append(output)
+            else:
+                yield output
+        if envelopes:
+            yield envelopes
 
 
 class ReadActivationsFromKafka(beam.PTransform):
@@ -189,7 +213,7 @@ class _ParseActivationFn(beam.DoFn):
 
 
 class WriteJsonToKafka(beam.PTransform):
-    """Write (key, JSON-serialisable value) pairs or dicts to a topic.
+    """Write (key, JSON-serialisable value) pairs or dicts -- or lists of them -- to a topic.
 
     A Python producer in the step that makes the records (no hand-over to
     KafkaIO's Java writer): records are sent as they come, and the bundle
@@ -198,30 +222,35 @@ class WriteJsonToKafka(beam.PTransform):
     keeps its message id).
     """
 
-    def __init__(self, kafka: KafkaSettings, topic: str, key_field: str | None = None) -> None:
+    def __init__(self, kafka: KafkaSettings, topic: str, key_field: str | None = None,
+                 batches: bool = False) -> None:
         super().__init__()
         self._kafka = kafka
         self._topic = topic
         self._key_field = key_field
+        self._batches = batches
 
     def expand(self, items: beam.PCollection) -> beam.PCollection:
         return items | "WriteTopic" >> beam.ParDo(_ProduceFn(
-            self._kafka.bootstrap_servers, self._topic, self._key_field))
+            self._kafka.bootstrap_servers, self._topic, self._key_field, self._batches))
 
 
 class _ProduceFn(beam.DoFn):
-    def __init__(self, bootstrap: str, topic: str, key_field: str | None,
+    def __init__(self, bootstrap: str, topic: str, key_field: str | None, batches: bool,
                  flush_timeout_s: float = 60.0) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
         self._key_field = key_field
+        self._batches = batches
         self._flush_timeout_s = flush_timeout_s
 
     def setup(self) -> None:
         self._producer = AckedProducer(self._bootstrap)
 
-    def process(self, item: Any) -> None:
-        self._producer.send(self._topic, *_to_kafka_record(item, self._key_field))
+    def process(self, element: Any) -> None:
+        send, topic, key_field = self._producer.send, self._topic, self._key_field
+        for item in (element if self._batches else (element,)):
+            send(topic, *_to_kafka_record(item, key_field))
 
     def finish_bundle(self) -> None:
         left, failures = self._producer.flush(self._flush_timeout_s)

@@ -17,6 +17,7 @@ import apache_beam as beam
 from fleetstream.schemas.config import Application
 from fleetstream.schemas.envelope import RawEnvelope
 from fleetstream.transforms.deliver import Deliver, RetryPolicy
+from fleetstream.transforms.group_in_bundle import BatchInBundle
 from fleetstream.transforms.map_to_autoapi import DEAD_LETTERS, MapToAutoApi
 from fleetstream.transforms.order_per_vehicle import OrderPerVehicle
 from fleetstream.transforms.permit_by_activation import OrderAndPermitKeyed
@@ -33,35 +34,53 @@ class OrderSettings:
 class FleetOutputs(NamedTuple):
     """What DeliverFleet produces besides the sinks' writes."""
 
-    records: beam.PCollection      # (application_id, Record): every document, before batching
+    #: (application_id, Record): every document, before batching (lists of them with batches)
+    records: beam.PCollection
     dead_letters: beam.PCollection  # dicts: mapping and delivery dead letters
 
 
 class DeliverFleet(beam.PTransform):
-    """Raw envelopes to every application's sink, through the given permit step."""
+    """Raw envelopes to every application's sink, through the given permit step.
+
+    With `batches=True` (the streaming job) envelopes come in lists and
+    documents leave in lists (`records`), so each step pays the runner's
+    per-element cost per list. The keyed step `OrderAndPermitKeyed` takes and
+    gives lists (so it needs `batches=True`); `PermitByActivation`'s side-input
+    path works per message in between.
+    """
 
     def __init__(self, applications: Sequence[Application], permit: beam.PTransform,
                  order: OrderSettings = OrderSettings(), retry: RetryPolicy = RetryPolicy(),
-                 bounded: bool | None = None, delivery_shards: int = 1) -> None:
+                 bounded: bool | None = None, delivery_shards: int = 1,
+                 batches: bool = False) -> None:
         super().__init__()
+        if isinstance(permit, OrderAndPermitKeyed) and not batches:
+            raise ValueError("OrderAndPermitKeyed takes lists of messages: use batches=True")
         self._delivery_shards = delivery_shards
         self._applications = tuple(applications)
         self._permit = permit
         self._order = order
         self._retry = retry
         self._bounded = bounded
+        self._batches = batches
 
-    def expand(self, envelopes: beam.PCollection[RawEnvelope]) -> FleetOutputs:
-        mapped = envelopes | "MapToAutoApi" >> MapToAutoApi()
+    def expand(self, envelopes: beam.PCollection) -> FleetOutputs:
+        mapped = envelopes | "MapToAutoApi" >> MapToAutoApi(batches=self._batches)
+        messages = mapped.mapped
         if isinstance(self._permit, OrderAndPermitKeyed):   # orders as it permits
-            records = mapped.mapped | "OrderAndPermit" >> self._permit
+            records = messages | "OrderAndPermit" >> self._permit
         else:
-            records = (mapped.mapped
+            if self._batches:
+                messages = messages | "Unbatch" >> beam.FlatMap(lambda pairs: pairs)
+            records = (messages
                        | "OrderPerVehicle" >> OrderPerVehicle(self._order.reorder_window_s,
                                                               self._order.dedupe_horizon_s,
                                                               self._bounded)
                        | "PermitByActivation" >> self._permit)
+            if self._batches:
+                records = records | "Batch" >> BatchInBundle()
         delivery_dead_letters = records | "Deliver" >> Deliver(
-            self._applications, self._retry, shards=self._delivery_shards)
+            self._applications, self._retry, shards=self._delivery_shards,
+            batches=self._batches)
         return FleetOutputs(records, (mapped[DEAD_LETTERS], delivery_dead_letters)
                             | "AllDeadLetters" >> beam.Flatten())

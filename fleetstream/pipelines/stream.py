@@ -205,15 +205,19 @@ def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> 
                  | "ActivationTable" >> ActivationTable())
         permit = PermitByActivation(config.applications, table)
     if settings.archive:
-        _ = raw.envelopes | "ArchiveRaw" >> ArchiveRawEnvelopes(settings.archive)
+        _ = (raw.envelopes
+             | "Unbatch" >> beam.FlatMap(lambda envelopes: envelopes)
+             | "ArchiveRaw" >> ArchiveRawEnvelopes(settings.archive))
     fleet = raw.envelopes | "DeliverFleet" >> DeliverFleet(
         config.applications, permit, settings.order, bounded=False,
-        delivery_shards=settings.delivery_shards)
+        delivery_shards=settings.delivery_shards, batches=True)
     if settings.delivered_topic:
         _ = (fleet.records
-             | "DeliveredRecords" >> beam.MapTuple(lambda app, r: (r.vin, r.document))
-             | "WriteDelivered" >> WriteJsonToKafka(kafka, settings.delivered_topic))
-    _ = ((fleet.dead_letters, raw[INVALID], live[INVALID])
+             | "DeliveredRecords" >> beam.Map(lambda pairs: [(r.vin, r.document)
+                                                             for _, r in pairs])
+             | "WriteDelivered" >> WriteJsonToKafka(kafka, settings.delivered_topic,
+                                                    batches=True))
+    _ = ((fleet.dead_letters, raw.invalid, live[INVALID])
          | "AllDeadLetters" >> beam.Flatten()
          | "WriteDeadLetters" >> WriteJsonToKafka(kafka, settings.dead_letters_topic,
                                                   key_field="source"))

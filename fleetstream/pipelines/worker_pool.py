@@ -24,7 +24,7 @@ from typing import Sequence
 from apache_beam.portability.api import beam_fn_api_pb2
 from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPoolServicer
 
-DEFAULT_STATE_CACHE_MB = 256
+DEFAULT_STATE_CACHE_MB = 1024
 
 
 class WorkerPoolServicer(BeamFnExternalWorkerPoolServicer):

@@ -1,6 +1,7 @@
 """Deliver: batch each application's documents and write them to its sink.
 
-Input: `(application_id, Record)`. Each application's sink (`sink.type` in its
+Input: `(application_id, Record)`, or lists of them with `batches=True` (the
+streaming job). Each application's sink (`sink.type` in its
 configuration, looked up in fleetstream/io/registry.py) receives batches that
 flush when any of its knobs is reached:
 
@@ -49,7 +50,7 @@ from fleetstream.schemas.config import Application
 from fleetstream.schemas.dead_letter import delivery_dead_letter
 from fleetstream.transforms.coders import RecordCoder
 from fleetstream.transforms.counters import APP_SCOPE, NAMESPACE, BundleCounts
-from fleetstream.transforms.group_in_bundle import GroupInBundle
+from fleetstream.transforms.group_in_bundle import GroupBatchesInBundle
 from fleetstream.transforms.order_per_vehicle import vehicle_shard
 
 DEAD_LETTERS = "dead_letters"
@@ -82,7 +83,8 @@ class Deliver(beam.PTransform):
     """Batch per application, write to its sink; returns the delivery dead letters."""
 
     def __init__(self, applications: Sequence[Application], retry: RetryPolicy = RetryPolicy(),
-                 clock: Callable[[], float] = time.time, shards: int = 1) -> None:
+                 clock: Callable[[], float] = time.time, shards: int = 1,
+                 batches: bool = False) -> None:
         super().__init__()
         if shards < 1:
             raise ValueError(f"shards must be >= 1, got {shards}")
@@ -90,20 +92,23 @@ class Deliver(beam.PTransform):
         self._retry = retry
         self._clock = clock
         self._shards = shards
+        self._batches = batches
 
-    def expand(self, records: beam.PCollection[tuple[str, Record]]) -> beam.PCollection[dict]:
+    def expand(self, records: beam.PCollection) -> beam.PCollection[dict]:
         batching = {a.id: a.batching for a in self._applications}
+        if self._batches and records.is_bounded:
+            records = records | "Unbatch" >> beam.FlatMap(lambda pairs: pairs)
         if records.is_bounded:
             batches = records | "BatchPerApplication" >> beam.ParDo(
                 _BundleBatchFn(batching)).with_input_types(tuple[str, Record]).with_output_types(
                     Batch)
         else:
             shards = self._shards
+            if not self._batches:
+                records = records | "AsLists" >> beam.Map(lambda pair: [pair])
             batches = (records
-                       | "KeyByApplicationAndShard" >> beam.MapTuple(
-                           lambda app, record: ((app, vehicle_shard(record.vin, shards)),
-                                                record)).with_output_types(_Sharded)
-                       | "GroupInBundle" >> GroupInBundle()
+                       | "GroupByApplicationAndShard" >> GroupBatchesInBundle(
+                           lambda pair: (pair[0], vehicle_shard(pair[1].vin, shards)))
                        | "BatchPerApplication" >> beam.ParDo(
                            _TimedBatchFn(batching, self._clock)).with_input_types(
                                _ShardedLists).with_output_types(Batch))
@@ -146,16 +151,15 @@ class _BundleBatchFn(beam.DoFn):
         self._pending = {}
 
 
-#: ((application_id, delivery shard), Record)
-_Sharded = tuple[tuple[str, int], Record]
-#: ((application_id, delivery shard), the shard's records in one bundle, in order)
-_ShardedLists = tuple[tuple[str, int], list[Record]]
+#: ((application_id, delivery shard), the shard's (application_id, Record) pairs in one
+#: bundle, in order)
+_ShardedLists = tuple[tuple[str, int], list[tuple[str, Record]]]
 
 
 class _TimedBatchFn(beam.DoFn):
     """Streaming: keyed state per application and shard, a processing-time timer for `max_delay`.
 
-    Takes each bundle's records of one key as one list (`GroupInBundle`), so the
+    Takes each bundle's records of one key as one list (`GroupBatchesInBundle`), so the
     runner's per-element cost is paid per list, not per document.
     """
 
@@ -177,7 +181,7 @@ class _TimedBatchFn(beam.DoFn):
         (application_id, _), arrived = element
         knobs = self._batching[application_id]
         count, nbytes = size.read() or (0, 0)
-        for record in arrived:
+        for _, record in arrived:
             if count == 0:
                 end.set(window.max_timestamp())
                 if knobs.max_delay_s > 0:

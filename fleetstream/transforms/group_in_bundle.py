@@ -1,20 +1,22 @@
-"""GroupInBundle: (key, value) -> (key, [values]), one element per key and window in each bundle.
+"""Collect what one bundle holds into lists: per key, or from batches regrouped by a key.
 
-    keyed_lists = pairs | GroupInBundle()
+    keyed_lists = pairs | GroupInBundle()                    # (key, v) -> (key, [v, ...])
+    shard_lists = batches | GroupBatchesInBundle(shard_of)   # [item, ...] -> (key, [item, ...])
+    batches = values | BatchInBundle()                       # v -> [v, ...]
 
 No shuffle, no state: the step fused after its producer collects what one
-bundle holds and emits each key's values, in arrival order, when the bundle
-finishes (stamped with the earliest of their timestamps, which the bundle's
-watermark hold keeps on time). A keyed step after it then pays the runner's
+bundle holds and emits each group, in arrival order, when the bundle finishes
+(stamped with the earliest of its elements' timestamps, which the bundle's
+watermark hold keeps on time). The steps after it then pay the runner's
 per-element cost (the hand-over between the runner and the Python worker,
-the shuffle, state and timer requests) once per key and bundle instead of
-once per value: on the streaming job, where that cost dominated, it is what
-moved throughput (docs/benchmarks.md). Keys should be few per bundle (e.g. a
-hash shard), or the lists stay short and nothing is saved.
+the shuffle, state and timer requests, each fused step's call) once per group
+and bundle instead of once per value: on the streaming job, where that cost
+dominated, it is what moved throughput (docs/benchmarks.md). Keys should be
+few per bundle (e.g. a hash shard), or the lists stay short and nothing is saved.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Hashable, Iterable
 
 import apache_beam as beam
 from apache_beam import typehints
@@ -33,23 +35,76 @@ class GroupInBundle(beam.PTransform):
             typehints.Tuple[key, typehints.List[value]])
 
 
-class _GroupInBundleFn(beam.DoFn):
+class GroupBatchesInBundle(beam.PTransform):
+    """Lists of items -> (key_of(item), every item of the bundle with that key, in order)."""
+
+    def __init__(self, key_of: Callable[[Any], Hashable]) -> None:
+        super().__init__()
+        self._key_of = key_of
+
+    def expand(self, batches: beam.PCollection[list]) -> beam.PCollection:
+        return batches | "RegroupPerKey" >> beam.ParDo(_RegroupFn(self._key_of))
+
+
+class BatchInBundle(beam.PTransform):
+    """Each bundle's values (per window) as one list, in arrival order."""
+
+    def expand(self, values: beam.PCollection) -> beam.PCollection:
+        return values | "CollectBatch" >> beam.ParDo(_BatchFn()).with_output_types(
+            typehints.List[values.element_type or Any])
+
+
+class _CollectInBundleFn(beam.DoFn):
+    """Lists per (window, key), emitted as (key, list) -- or the list alone -- at bundle end."""
+
+    KEYED = True
+
     def start_bundle(self) -> None:
         self._groups: dict[tuple[Any, Any], tuple[list[Timestamp], list[Any]]] = {}
 
-    def process(self, element: tuple[Any, Any], timestamp=beam.DoFn.TimestampParam,
-                window=beam.DoFn.WindowParam) -> None:
-        key, value = element
+    def _group(self, window: Any, key: Any, timestamp: Timestamp) -> list[Any]:
         group = self._groups.get((window, key))
         if group is None:
-            self._groups[(window, key)] = ([timestamp], [value])
-            return
+            values: list[Any] = []
+            self._groups[(window, key)] = ([timestamp], values)
+            return values
         earliest, values = group
-        values.append(value)
         if timestamp < earliest[0]:
             earliest[0] = timestamp
+        return values
 
     def finish_bundle(self) -> Iterable[WindowedValue]:
         groups, self._groups = self._groups, {}
         for (window, key), (earliest, values) in groups.items():
-            yield WindowedValue((key, values), earliest[0], [window])
+            yield WindowedValue((key, values) if self.KEYED else values, earliest[0], [window])
+
+
+class _GroupInBundleFn(_CollectInBundleFn):
+    def process(self, element: tuple[Any, Any], timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam) -> None:
+        key, value = element
+        self._group(window, key, timestamp).append(value)
+
+
+class _RegroupFn(_CollectInBundleFn):
+    def __init__(self, key_of: Callable[[Any], Hashable]) -> None:
+        self._key_of = key_of
+
+    def process(self, batch: list, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam) -> None:
+        key_of = self._key_of
+        lists: dict[Hashable, list[Any]] = {}
+        for item in batch:
+            key = key_of(item)
+            values = lists.get(key)
+            if values is None:
+                values = lists[key] = self._group(window, key, timestamp)
+            values.append(item)
+
+
+class _BatchFn(_CollectInBundleFn):
+    KEYED = False
+
+    def process(self, value: Any, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam) -> None:
+        self._group(window, None, timestamp).append(value)

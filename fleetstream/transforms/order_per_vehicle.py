@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import apache_beam as beam
 from apache_beam.coders import coders
@@ -58,19 +58,26 @@ def release_due(buffered: Sequence[Arrival], now_ms: int,
     return released, kept
 
 
+_NONE_OLDER: Mapping[str, int] = {}
+
+
 def drop_duplicates(messages: Iterable[MappedMessage], seen: dict[str, int],
-                    horizon_ms: int) -> list[MappedMessage]:
+                    horizon_ms: int, older: Mapping[str, int] = _NONE_OLDER
+                    ) -> list[MappedMessage]:
     """Messages not seen within the horizon (by receive time); updates and prunes `seen`.
 
     `seen` stays in insertion order, oldest first, so pruning stops at the first id
     still within the horizon: the cost per call is what it drops, not what it keeps
-    (a vehicle keeps horizon x rate ids: 6,000 at 10 messages/s and 600 s).
+    (a vehicle keeps horizon x rate ids: 6,000 at 10 messages/s and 600 s). `older`
+    holds ids seen before those in `seen` (read only here; see `merge_seen`).
     """
     fresh = []
     newest = None
     for message in messages:
         at = message.received_at_ms
         earlier = seen.get(message.source_message_id)
+        if earlier is None:
+            earlier = older.get(message.source_message_id)
         if earlier is not None and abs(at - earlier) <= horizon_ms:
             continue
         seen.pop(message.source_message_id, None)      # re-inserted last, in time order
@@ -86,6 +93,16 @@ def drop_duplicates(messages: Iterable[MappedMessage], seen: dict[str, int],
         for key in stale:
             del seen[key]
     return fresh
+
+
+def merge_seen(older: dict[str, int], recent: Mapping[str, int], horizon_ms: int
+               ) -> dict[str, int]:
+    """`older` with the ids of `recent`, less those past the horizon of the newest one."""
+    merged = {**older, **recent}
+    if not merged:
+        return merged
+    cutoff = max(recent.values(), default=max(merged.values())) - horizon_ms
+    return {smid: at for smid, at in merged.items() if at >= cutoff}
 
 
 class OrderPerVehicle(beam.PTransform):
@@ -192,10 +209,12 @@ class Reorder:
         self.horizon_ms = horizon_ms
         self._counts = counts
 
-    def accept(self, order: VehicleOrder, message: MappedMessage, arrived_ms: int
+    def accept(self, order: VehicleOrder, message: MappedMessage, arrived_ms: int,
+               older_seen: Mapping[str, int] = _NONE_OLDER
                ) -> tuple[VehicleOrder, MappedMessage | None, int | None]:
-        """(new state, message to send at once (late) or None, new timer time or None)."""
-        if not drop_duplicates([message], order.seen, self.horizon_ms):
+        """(new state, message to send at once (late) or None, new timer time or None);
+        `older_seen` holds ids seen before those in `order.seen` (see `drop_duplicates`)."""
+        if not drop_duplicates([message], order.seen, self.horizon_ms, older_seen):
             self._counts.add(f"{message.source}.duplicate")
             return order, None, None
         if order.last_sent is not None and order_key(message) < order.last_sent:

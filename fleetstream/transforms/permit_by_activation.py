@@ -28,9 +28,9 @@ from fleetstream.schemas.config import APPROVED, ActivationEvent, Application
 from fleetstream.schemas.document import document_json, message_id
 from fleetstream.transforms import coders  # noqa: F401 - registers the NamedTuple coders
 from fleetstream.transforms.counters import APP_SCOPE, BundleCounts
-from fleetstream.transforms.group_in_bundle import GroupInBundle
+from fleetstream.transforms.group_in_bundle import GroupBatchesInBundle
 from fleetstream.transforms.order_per_vehicle import (Reorder, VehicleOrder, empty_order,
-                                                      order_from_plain, plain_order,
+                                                      merge_seen, order_from_plain, plain_order,
                                                       set_flush_timers, vehicle_shard, wall_ms)
 from fleetstream.schemas.mapped import MappedMessage
 
@@ -169,6 +169,9 @@ def _documents(vin: str, message: MappedMessage, approved: Container[str],
 COLD_START_HOLD_S = 5.0
 #: vehicle shards of OrderAndPermitKeyed unless the job says otherwise
 DEFAULT_VEHICLE_SHARDS = 64
+#: how often (in arrival time) a shard's recently seen message ids join its older ones
+SEEN_MERGE_S = 10.0
+_NO_IDS: Mapping[str, int] = {}
 
 _MESSAGE, _EVENT = 0, 1
 #: what crosses to the keyed step, as plain tuples (no pickling):
@@ -188,9 +191,13 @@ class OrderAndPermitKeyed(beam.PTransform):
     `Reorder`) and, when it leaves, permitted against the activations read so
     far, as PermitByActivation permits it.
 
+    Input: lists of `(vin, MappedMessage)` (the element timestamp is their
+    arrival); output: lists of `(application_id, Record)`, so that the
+    runner's per-element cost is paid per list on either side.
+
     The step is keyed by vehicle shard (`vehicle_shard`, `shards` of them), not
     by VIN: each bundle's messages and events of one shard cross to it as one
-    list (`GroupInBundle`), and its state holds the shard's vehicles, so the
+    list (`GroupBatchesInBundle`), and its state holds the shard's vehicles, so the
     runner's per-element cost (hand-over to the Python worker, shuffle, state
     and timer requests) is paid per shard and bundle, not per message. Each
     vehicle keeps its own order buffer, activations and timers' due times; the
@@ -211,7 +218,8 @@ class OrderAndPermitKeyed(beam.PTransform):
                  activation_events: beam.PCollection[ActivationEvent],
                  reorder_window_s: float = 2.0, dedupe_horizon_s: float = 600.0,
                  cold_start_hold_s: float = COLD_START_HOLD_S,
-                 shards: int = DEFAULT_VEHICLE_SHARDS) -> None:
+                 shards: int = DEFAULT_VEHICLE_SHARDS,
+                 seen_merge_s: float = SEEN_MERGE_S) -> None:
         super().__init__()
         if min(reorder_window_s, dedupe_horizon_s, cold_start_hold_s) < 0:
             raise ValueError("reorder_window_s, dedupe_horizon_s and cold_start_hold_s must "
@@ -223,25 +231,27 @@ class OrderAndPermitKeyed(beam.PTransform):
         self._window_ms = int(reorder_window_s * 1000)
         self._horizon_ms = int(dedupe_horizon_s * 1000)
         self._hold_ms = int(cold_start_hold_s * 1000)
+        self._seen_merge_ms = int(seen_merge_s * 1000)
         self._shards = shards
 
-    def expand(self, messages: beam.PCollection[tuple[str, MappedMessage]]
-               ) -> beam.PCollection[tuple[str, Record]]:
+    def expand(self, messages: beam.PCollection[list[tuple[str, MappedMessage]]]
+               ) -> beam.PCollection[list[tuple[str, Record]]]:
         shards = self._shards
-        keyed_events = self._events | "KeyEventsByShard" >> beam.Map(
-            lambda e: (vehicle_shard(e.vin, shards),
-                       (_EVENT, e.vin, 0, (e.application_id, e.at_ms, e.status == APPROVED)))
-        ).with_output_types(tuple[int, _Item])
-        keyed_messages = messages | "KeyMessagesByShard" >> beam.Map(
-            lambda vm, t=beam.DoFn.TimestampParam: (
-                vehicle_shard(vm[0], shards), (_MESSAGE, vm[0], t.micros // 1000, tuple(vm[1])))
-        ).with_output_types(tuple[int, _Item])
-        return ((keyed_messages, keyed_events)
-                | "MessagesAndEvents" >> beam.Flatten().with_output_types(tuple[int, _Item])
-                | "GroupInBundle" >> GroupInBundle()
+        events = self._events | "EventItems" >> beam.Map(
+            lambda e: [(_EVENT, e.vin, 0, (e.application_id, e.at_ms, e.status == APPROVED))]
+        ).with_output_types(list[_Item])
+        arrivals = messages | "MessageItems" >> beam.Map(
+            lambda pairs, t=beam.DoFn.TimestampParam: [
+                (_MESSAGE, vin, t.micros // 1000, tuple(message)) for vin, message in pairs]
+        ).with_output_types(list[_Item])
+        return ((arrivals, events)
+                | "MessagesAndEvents" >> beam.Flatten().with_output_types(list[_Item])
+                | "GroupByShard" >> GroupBatchesInBundle(lambda item: vehicle_shard(item[1], shards))
                 | "OrderAndPermit" >> beam.ParDo(_OrderAndPermitFn(
-                    self._applications, self._window_ms, self._horizon_ms, self._hold_ms))
-                .with_input_types(tuple[int, list[_Item]]).with_output_types(tuple[str, Record]))
+                    self._applications, self._window_ms, self._horizon_ms, self._hold_ms,
+                    self._seen_merge_ms))
+                .with_input_types(tuple[int, list[_Item]])
+                .with_output_types(list[tuple[str, Record]]))
 
 
 class VehicleState(NamedTuple):
@@ -284,6 +294,10 @@ class VehiclesCoder(coders_module.Coder):
 
 class _OrderAndPermitFn(beam.DoFn):
     VEHICLES = ReadModifyWriteStateSpec("vehicles", VehiclesCoder())
+    #: (when last merged, vin -> {source message id: receive ms}): the shard's duplicate
+    #: window but for the ids seen since the last merge, which stay in each vehicle's
+    #: order state; rewritten once per `seen_merge_ms`, not with every bundle
+    OLDER_SEEN = ReadModifyWriteStateSpec("older_seen", FastPrimitivesCoder())
     #: the watermark passing the earliest due time: a settled vehicle's window, or an
     #: unsettled one's window + cold-start hold
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
@@ -291,11 +305,12 @@ class _OrderAndPermitFn(beam.DoFn):
     FLUSH_NOW = TimerSpec("flush_now", TimeDomain.REAL_TIME)
 
     def __init__(self, applications: tuple[tuple[str, Mapping[str, frozenset[str]]], ...],
-                 window_ms: int, horizon_ms: int, hold_ms: int) -> None:
+                 window_ms: int, horizon_ms: int, hold_ms: int, seen_merge_ms: int) -> None:
         self._applications = applications
         self._window_ms = window_ms
         self._horizon_ms = horizon_ms
         self._hold_ms = hold_ms
+        self._seen_merge_ms = seen_merge_ms
         self._counts = BundleCounts()
 
     def setup(self) -> None:
@@ -303,9 +318,13 @@ class _OrderAndPermitFn(beam.DoFn):
 
     def process(self, element: tuple[int, list[_Item]],
                 state=beam.DoFn.StateParam(VEHICLES),
+                older_state=beam.DoFn.StateParam(OLDER_SEEN),
                 flush=beam.DoFn.TimerParam(FLUSH),
-                flush_now=beam.DoFn.TimerParam(FLUSH_NOW)) -> Iterable[tuple[str, Record]]:
+                flush_now=beam.DoFn.TimerParam(FLUSH_NOW)) -> Iterable[list[tuple[str, Record]]]:
         vehicles: Vehicles = state.read() or {}
+        merged_at, older = older_state.read() or (None, {})
+        documents: list[tuple[str, Record]] = []
+        latest_ms = 0
         for kind, vin, arrived_ms, fields in element[1]:
             vehicle = vehicles.get(vin) or new_vehicle()
             if kind == _EVENT:
@@ -314,33 +333,39 @@ class _OrderAndPermitFn(beam.DoFn):
                 vehicles[vin] = vehicle
                 continue
             order, now, _ = self._reorder.accept(vehicle.order, MappedMessage._make(fields),
-                                                 arrived_ms)
+                                                 arrived_ms, older.get(vin, _NO_IDS))
             vehicles[vin] = vehicle._replace(order=order)
+            latest_ms = max(latest_ms, arrived_ms)
             if now is not None:
-                yield from _documents(vin, now, _approved(vehicle.newest), self._applications,
-                                      self._counts)
+                documents.extend(_documents(vin, now, _approved(vehicle.newest),
+                                            self._applications, self._counts))
+        if merged_at is None or latest_ms - merged_at >= self._seen_merge_ms:
+            older_state.write((latest_ms, self._merge_seen(vehicles, older)))
         state.write(vehicles)
         self._set_timers(vehicles, flush, flush_now)
+        if documents:
+            yield documents
 
     @on_timer(FLUSH)
     def on_flush(self, state=beam.DoFn.StateParam(VEHICLES),
                  flush=beam.DoFn.TimerParam(FLUSH),
                  flush_now=beam.DoFn.TimerParam(FLUSH_NOW),
-                 fired=beam.DoFn.TimestampParam) -> Iterable[tuple[str, Record]]:
+                 fired=beam.DoFn.TimestampParam) -> Iterable[list[tuple[str, Record]]]:
         yield from self._release(state, fired.micros // 1000, True, flush, flush_now)
 
     @on_timer(FLUSH_NOW)
     def on_flush_now(self, state=beam.DoFn.StateParam(VEHICLES),
                      flush=beam.DoFn.TimerParam(FLUSH),
-                     flush_now=beam.DoFn.TimerParam(FLUSH_NOW)) -> Iterable[tuple[str, Record]]:
+                     flush_now=beam.DoFn.TimerParam(FLUSH_NOW)) -> Iterable[list[tuple[str, Record]]]:
         yield from self._release(state, wall_ms(), False, flush, flush_now)
 
     def _release(self, state: Any, now_ms: int, watermark: bool, flush: Any, flush_now: Any
-                 ) -> Iterable[tuple[str, Record]]:
+                 ) -> Iterable[list[tuple[str, Record]]]:
         """Send what is due at `now_ms`: settled vehicles always, unsettled ones on the
         watermark once their hold has passed (which settles them)."""
         vehicles: Vehicles = state.read() or {}
         changed = False
+        documents: list[tuple[str, Record]] = []
         for vin, vehicle in list(vehicles.items()):
             if not vehicle.order.buffered:
                 continue
@@ -353,11 +378,24 @@ class _OrderAndPermitFn(beam.DoFn):
             changed = True
             approved = _approved(vehicle.newest)
             for message in released:
-                yield from _documents(vin, message, approved, self._applications, self._counts)
+                documents.extend(_documents(vin, message, approved, self._applications,
+                                            self._counts))
         if changed:
             state.write(vehicles)
         self._set_timers(vehicles, flush, flush_now)
         self._counts.flush()
+        if documents:
+            yield documents
+
+    def _merge_seen(self, vehicles: Vehicles, older: dict[str, dict[str, int]]
+                    ) -> dict[str, dict[str, int]]:
+        """Move every vehicle's recently seen ids into `older` (pruned to the horizon)."""
+        for vin, vehicle in vehicles.items():
+            recent = vehicle.order.seen
+            if recent:
+                older[vin] = merge_seen(older.get(vin, {}), recent, self._horizon_ms)
+                recent.clear()
+        return older
 
     def _due(self, vehicle: VehicleState) -> int:
         """When a vehicle with buffered messages is next due: its oldest arrival's window
