@@ -6,9 +6,12 @@
 1. Throughput: the job starts on fresh raw topics; once a few warm-up messages come out
    on the `delivered` topic (so the job has read the activations: a message the keyed
    join sees before its vehicle's activation is filtered, as the job's semantics say),
-   `--backlog` simulated messages are produced as fast as possible and the benchmark
-   times how long it takes until every expected document is on the `delivered` topic
-   (sustained messages/s: the clock starts at the first delivered backlog document).
+   `--backlog` simulated messages (made beforehand, so the simulator does not compete
+   with the job for CPU) are produced as fast as possible and the benchmark times how
+   long it takes until every expected document is on the `delivered` topic (sustained
+   messages/s: the clock starts at the first delivered backlog document). The job's
+   CPU per message (SDK workers and TaskManager) is compared with a plain Python loop
+   over the same messages (`plain_loop.py`), run after the job, in the same run.
 2. Latency: with the job caught up, messages are produced at half that rate for
    `--seconds`; latency is the `delivered` record's timestamp (when the job wrote the
    document) minus the raw record's produce time, per document: p50, p99, max. The
@@ -27,9 +30,11 @@ import statistics
 import sys
 import time
 import uuid
+from typing import Iterable, Iterator
 
 from confluent_kafka import Consumer
 
+from plain_loop import run_plain_loop
 from report import publish
 
 from fleetstream.io.kafka_producer import produce_envelopes
@@ -42,7 +47,7 @@ from fleetstream.pipelines.stream import (RAW_READERS, FlinkSettings, StreamSett
                                           ensure_topics, submit_stream)
 from fleetstream.schemas.config import parse_config
 from fleetstream.schemas.document import message_id
-from fleetstream.schemas.envelope import source_message_id
+from fleetstream.schemas.envelope import RawEnvelope, source_message_id
 from fleetstream.transforms.permit_by_activation import DEFAULT_VEHICLE_SHARDS
 from fleetstream.simulator import SOURCES, fleet_vins, simulate_keyed
 
@@ -70,20 +75,23 @@ def settings_for(run: str, vehicles: int, reorder_window_s: float, out: str,
         permissions, delivery_shards=delivery_shards, vehicle_shards=vehicle_shards)
 
 
-def produce(settings: StreamSettings, vehicles: int, messages: int, rate: float | None,
-            sent_at: dict[str, float]) -> int:
-    """Produce messages; remember each expected document id's produce time."""
-    def noted():
-        for vin, envelope in simulate_keyed(vehicles, messages=messages, seed=3, error_rate=0,
-                                            duplicate_rate=0,
-                                            start_ms=int(time.time() * 1000)):
-            payload = envelope["payload"].encode()
-            result = MAPPERS[envelope["source"]](payload, 0)
-            if result.outcome not in (FAILED, IGNORED) and result.data:
-                sent_at[message_id(source_message_id(envelope["source"], payload), APP)] = \
-                    time.time()
-            yield vin, envelope
-    return produce_envelopes(BOOTSTRAP, noted(), rate, topic_of_source=settings.raw_topics)
+def simulated(vehicles: int, messages: int, sent_at: dict[str, float]
+              ) -> Iterator[tuple[str, dict]]:
+    """Simulated (vin, envelope) pairs; notes each expected document id's time of making."""
+    for vin, envelope in simulate_keyed(vehicles, messages=messages, seed=3, error_rate=0,
+                                        duplicate_rate=0, start_ms=int(time.time() * 1000)):
+        payload = envelope["payload"].encode()
+        result = MAPPERS[envelope["source"]](payload, 0)
+        if result.outcome not in (FAILED, IGNORED) and result.data:
+            sent_at[message_id(source_message_id(envelope["source"], payload), APP)] = \
+                time.time()
+        yield vin, envelope
+
+
+def produce(settings: StreamSettings, pairs: Iterable[tuple[str, dict]],
+            rate: float | None) -> int:
+    """Produce (vin, envelope) pairs to the raw topics, at `rate` messages/s or at once."""
+    return produce_envelopes(BOOTSTRAP, pairs, rate, topic_of_source=settings.raw_topics)
 
 
 def delivered(consumer: Consumer, seen: dict[str, float], until: set[str],
@@ -135,7 +143,7 @@ def warm_up(settings: StreamSettings, vehicles: int, consumer: Consumer,
         if time.monotonic() > deadline:
             raise SystemExit(f"no document on {settings.delivered_topic} within {timeout_s:.0f} s")
         if time.monotonic() >= next_batch:
-            produce(settings, vehicles, 20, None, {})
+            produce(settings, simulated(vehicles, 20, {}), None)
             next_batch = time.monotonic() + 5
         for message in consumer.consume(1_000, timeout=0.5):
             if not message.error():
@@ -184,8 +192,11 @@ def main() -> None:
     seen: dict[str, float] = {}
     try:
         warm_up(settings, args.vehicles, consumer, seen)
+        # made before the clock starts, so that the simulator's Python does not take CPU
+        # from the job while it works through the backlog
+        backlog = list(simulated(args.vehicles, args.backlog, sent_at))
         cpu_before = cpu_seconds(*CPU_MARKERS)
-        produce(settings, args.vehicles, args.backlog, None, sent_at)
+        produce(settings, backlog, None)
         backlog_ids = set(sent_at)
         delivered(consumer, seen, backlog_ids, 900)
         cpu_after = cpu_seconds(*CPU_MARKERS)
@@ -198,12 +209,17 @@ def main() -> None:
         print(f"throughput: {rate:,.0f} messages/s", file=sys.stderr)
         live: dict[str, float] = {}
         live_rate = args.latency_rate or rate / 2
-        produce(settings, args.vehicles, int(live_rate * args.seconds), live_rate, live)
+        produce(settings, simulated(args.vehicles, int(live_rate * args.seconds), live),
+                live_rate)
         delivered(consumer, seen, set(live), 300)
         latencies = sorted(max(0.0, seen[i] - live[i]) for i in live)
     finally:
         flink_jobs.cancel(job)
         consumer.close()
+    loop_s, _ = run_plain_loop([RawEnvelope(envelope["source"], 0, envelope["payload"].encode())
+                                for _, envelope in backlog], settings.config)
+    loop_rate = args.backlog / loop_s
+    job_cpu_ms = cpu_ms[CPU_MARKERS[0]] + cpu_ms[CPU_MARKERS[1]]
     p50 = statistics.median(latencies)
     p99 = latencies[int(0.99 * (len(latencies) - 1))]
     table = [f"Streaming benchmark, {time.strftime('%Y-%m-%d')}, local Flink 1.19 (1 TaskManager, "
@@ -224,6 +240,11 @@ def main() -> None:
              f"| per core (2 cores) | {rate / 2:,.0f} messages/s |",
              f"| CPU per message, Python workers | {cpu_ms[CPU_MARKERS[0]]:.2f} ms |",
              f"| CPU per message, Flink TaskManager | {cpu_ms[CPU_MARKERS[1]]:.2f} ms |",
+             f"| messages per CPU second of the job (workers + TaskManager) | "
+             f"{1000 / job_cpu_ms:,.0f} |",
+             f"| plain Python loop over the same messages, one core | {loop_rate:,.0f} "
+             f"messages/s |",
+             f"| job per CPU second / plain loop | {1000 / job_cpu_ms / loop_rate:.2f} |",
              f"| latency at {live_rate:,.0f} messages/s, p50 | {p50 * 1000:,.0f} ms |",
              f"| latency p99 | {p99 * 1000:,.0f} ms |",
              f"| latency max | {latencies[-1] * 1000:,.0f} ms |",

@@ -28,6 +28,33 @@ def test_permitted_data_keeps_only_permitted_properties() -> None:
     assert permitted_data(DATA, {"doors": frozenset({"locks_state"})}) == {}
 
 
+def test_documents_from_prepared_data_are_the_documents_from_the_data() -> None:
+    """The keyed step's documents (data prepared per application before the shuffle) are
+    byte for byte those of PermitByActivation, with the same counts."""
+    from fleetstream.transforms.permit_by_activation import (_documents, _prepared_documents,
+                                                             prepare_data)
+
+    applications = tuple((a.id, a.permitted) for a in CONFIG.applications)
+    ids = [a.id for a in CONFIG.applications]
+    for message in (_message("m", DATA), _message("m", DATA)._replace(late=True),
+                    _message("m", {"doors": {"locks_state": ENTRY}})):
+        prepared = message._replace(data=prepare_data(message.data, applications))
+        for approved in (set(ids), {ids[0]}, set()):
+            counts, prepared_counts = _Counts(), _Counts()
+            assert list(_prepared_documents("V", prepared, approved, ids, prepared_counts)) \
+                == list(_documents("V", message, approved, applications, counts))
+            assert prepared_counts.seen == counts.seen
+    assert len(list(_documents("V", _message("m", DATA), set(ids), applications, _Counts()))) == 2
+
+
+class _Counts:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def add(self, name: str, n: int = 1) -> None:
+        self.seen.append(name)
+
+
 def event(vin: str, app: str, status: str, at: int) -> ActivationEvent:
     return ActivationEvent(vin, app, status, at)
 

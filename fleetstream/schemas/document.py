@@ -16,8 +16,11 @@ def message_id(source_message_id: str, application_id: str) -> str:
 
 
 def document_json(application_id: str, vin: str, brand: str, msg_id: str,
-                  data: dict[str, Any], late: bool = False) -> bytes:
-    """The serialised document; `"late": true` marks one delivered after a newer one."""
+                  data: dict[str, Any] | orjson.Fragment, late: bool = False) -> bytes:
+    """The serialised document; `"late": true` marks one delivered after a newer one.
+
+    `data` may come serialised already, as an `orjson.Fragment`.
+    """
     document: dict[str, Any] = {"version": VERSION, "message_id": msg_id,
                                 "application_id": application_id, "vin": vin,
                                 "brand": brand, "data": data}

@@ -108,7 +108,8 @@ class Deliver(beam.PTransform):
                 records = records | "AsLists" >> beam.Map(lambda pair: [pair])
             batches = (records
                        | "GroupByApplicationAndShard" >> GroupBatchesInBundle(
-                           lambda pair: (pair[0], vehicle_shard(pair[1].vin, shards)))
+                           lambda pair: (pair[0], vehicle_shard(pair[1].vin, shards)),
+                           tuple[str, int])
                        | "BatchPerApplication" >> beam.ParDo(
                            _TimedBatchFn(batching, self._clock)).with_input_types(
                                _ShardedLists).with_output_types(Batch))

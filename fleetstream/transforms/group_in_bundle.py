@@ -38,12 +38,17 @@ class GroupInBundle(beam.PTransform):
 class GroupBatchesInBundle(beam.PTransform):
     """Lists of items -> (key_of(item), every item of the bundle with that key, in order)."""
 
-    def __init__(self, key_of: Callable[[Any], Hashable]) -> None:
+    def __init__(self, key_of: Callable[[Any], Hashable], key_type: Any = Any) -> None:
         super().__init__()
         self._key_of = key_of
+        self._key_type = key_type
 
     def expand(self, batches: beam.PCollection[list]) -> beam.PCollection:
-        return batches | "RegroupPerKey" >> beam.ParDo(_RegroupFn(self._key_of))
+        hint = batches.element_type
+        item = (hint.inner_type if isinstance(hint, typehints.typehints.ListConstraint)
+                else Any)
+        return batches | "RegroupPerKey" >> beam.ParDo(_RegroupFn(self._key_of)).with_output_types(
+            typehints.Tuple[self._key_type, typehints.List[item]])
 
 
 class BatchInBundle(beam.PTransform):

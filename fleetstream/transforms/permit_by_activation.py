@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Container, Iterable, Mapping, NamedTuple, Sequence
 
 import apache_beam as beam
+import orjson
 from apache_beam.coders import FastPrimitivesCoder
 from apache_beam.coders import coders as coders_module
 from apache_beam.transforms.timeutil import TimeDomain
@@ -35,6 +36,8 @@ from fleetstream.transforms.order_per_vehicle import (Reorder, VehicleOrder, emp
 from fleetstream.schemas.mapped import MappedMessage
 
 ActivationTableType = Mapping[str, frozenset[str]]
+#: (application id, capability -> permitted property names) of each application
+Applications = tuple[tuple[str, Mapping[str, frozenset[str]]], ...]
 
 
 def permitted_data(data: Data, permitted: Mapping[str, frozenset[str]]) -> Data:
@@ -130,7 +133,7 @@ class PermitByActivation(beam.PTransform):
 
 
 class _PermitFn(beam.DoFn):
-    def __init__(self, applications: tuple[tuple[str, Mapping[str, frozenset[str]]], ...]) -> None:
+    def __init__(self, applications: Applications) -> None:
         self._applications = applications
         self._counts = BundleCounts()
 
@@ -143,13 +146,44 @@ class _PermitFn(beam.DoFn):
         self._counts.flush()
 
 
+#: each application's permitted part of a message's data, serialised, in the order of the
+#: applications (None where it may see nothing): what the keyed step keeps and documents hold
+PreparedData = tuple[bytes | None, ...]
+
+
+def prepare_data(data: Data, applications: Applications) -> PreparedData:
+    """Each application's permitted data as JSON (None where nothing is permitted)."""
+    prepared = []
+    for _, permitted in applications:
+        kept = permitted_data(data, permitted)
+        prepared.append(orjson.dumps(kept) if kept else None)
+    return tuple(prepared)
+
+
 def _documents(vin: str, message: MappedMessage, approved: Container[str],
-               applications: tuple[tuple[str, Mapping[str, frozenset[str]]], ...],
-               counts: BundleCounts) -> Iterable[tuple[str, Record]]:
+               applications: Applications, counts: BundleCounts
+               ) -> Iterable[tuple[str, Record]]:
     """One (application, Record) per approved application that may see part of the message."""
+    return _documents_of(vin, message, [
+        (application_id, permitted_data(message.data, permitted)
+         if application_id in approved else None)
+        for application_id, permitted in applications], counts)
+
+
+def _prepared_documents(vin: str, message: MappedMessage, approved: Container[str],
+                        application_ids: Sequence[str], counts: BundleCounts
+                        ) -> Iterable[tuple[str, Record]]:
+    """`_documents` of a message whose data is `PreparedData`."""
+    return _documents_of(vin, message, [
+        (application_id, orjson.Fragment(data)
+         if data is not None and application_id in approved else None)
+        for application_id, data in zip(application_ids, message.data)], counts)
+
+
+def _documents_of(vin: str, message: MappedMessage, data_per_application: list[tuple[str, Any]],
+                  counts: BundleCounts) -> Iterable[tuple[str, Record]]:
     delivered = False
-    for application_id, permitted in applications:
-        data = permitted_data(message.data, permitted) if application_id in approved else None
+    for application_id, data in data_per_application:
         if not data:
             counts.add(f"{APP_SCOPE}{application_id}.filtered")
             continue
@@ -175,7 +209,7 @@ _NO_IDS: Mapping[str, int] = {}
 
 _MESSAGE, _EVENT = 0, 1
 #: what crosses to the keyed step, as plain tuples (no pickling):
-#: (_MESSAGE, vin, arrival ms, MappedMessage fields) or
+#: (_MESSAGE, vin, arrival ms, MappedMessage fields with PreparedData as `data`) or
 #: (_EVENT, vin, 0, (application_id, at_ms, approved))
 _Item = tuple[int, str, int, tuple]
 
@@ -241,17 +275,26 @@ class OrderAndPermitKeyed(beam.PTransform):
             lambda e: [(_EVENT, e.vin, 0, (e.application_id, e.at_ms, e.status == APPROVED))]
         ).with_output_types(list[_Item])
         arrivals = messages | "MessageItems" >> beam.Map(
-            lambda pairs, t=beam.DoFn.TimestampParam: [
-                (_MESSAGE, vin, t.micros // 1000, tuple(message)) for vin, message in pairs]
-        ).with_output_types(list[_Item])
+            _message_items, self._applications).with_output_types(list[_Item])
         return ((arrivals, events)
                 | "MessagesAndEvents" >> beam.Flatten().with_output_types(list[_Item])
-                | "GroupByShard" >> GroupBatchesInBundle(lambda item: vehicle_shard(item[1], shards))
+                | "GroupByShard" >> GroupBatchesInBundle(
+                    lambda item: vehicle_shard(item[1], shards), int)
                 | "OrderAndPermit" >> beam.ParDo(_OrderAndPermitFn(
-                    self._applications, self._window_ms, self._horizon_ms, self._hold_ms,
+                    [application_id for application_id, _ in self._applications], self._window_ms, self._horizon_ms, self._hold_ms,
                     self._seen_merge_ms))
                 .with_input_types(tuple[int, list[_Item]])
                 .with_output_types(list[tuple[str, Record]]))
+
+
+def _message_items(pairs: list[tuple[str, MappedMessage]], applications: Applications,
+                   arrived=beam.DoFn.TimestampParam) -> list[_Item]:
+    """A list of messages as the keyed step's items, their data prepared for each application:
+    small byte strings cross the shuffle and sit in state, not nested dicts."""
+    arrived_ms = arrived.micros // 1000
+    return [(_MESSAGE, vin, arrived_ms, (*message[:4], prepare_data(message.data, applications),
+                                         *message[5:]))
+            for vin, message in pairs]
 
 
 class VehicleState(NamedTuple):
@@ -304,9 +347,9 @@ class _OrderAndPermitFn(beam.DoFn):
     #: the wall clock passing the earliest window of a settled vehicle
     FLUSH_NOW = TimerSpec("flush_now", TimeDomain.REAL_TIME)
 
-    def __init__(self, applications: tuple[tuple[str, Mapping[str, frozenset[str]]], ...],
-                 window_ms: int, horizon_ms: int, hold_ms: int, seen_merge_ms: int) -> None:
-        self._applications = applications
+    def __init__(self, application_ids: Sequence[str], window_ms: int, horizon_ms: int,
+                 hold_ms: int, seen_merge_ms: int) -> None:
+        self._application_ids = tuple(application_ids)
         self._window_ms = window_ms
         self._horizon_ms = horizon_ms
         self._hold_ms = hold_ms
@@ -337,8 +380,8 @@ class _OrderAndPermitFn(beam.DoFn):
             vehicles[vin] = vehicle._replace(order=order)
             latest_ms = max(latest_ms, arrived_ms)
             if now is not None:
-                documents.extend(_documents(vin, now, _approved(vehicle.newest),
-                                            self._applications, self._counts))
+                documents.extend(_prepared_documents(vin, now, _approved(vehicle.newest),
+                                                     self._application_ids, self._counts))
         if merged_at is None or latest_ms - merged_at >= self._seen_merge_ms:
             older_state.write((latest_ms, self._merge_seen(vehicles, older)))
         state.write(vehicles)
@@ -378,8 +421,8 @@ class _OrderAndPermitFn(beam.DoFn):
             changed = True
             approved = _approved(vehicle.newest)
             for message in released:
-                documents.extend(_documents(vin, message, approved, self._applications,
-                                            self._counts))
+                documents.extend(_prepared_documents(vin, message, approved,
+                                                     self._application_ids, self._counts))
         if changed:
             state.write(vehicles)
         self._set_timers(vehicles, flush, flush_now)
