@@ -11,10 +11,18 @@ goes first on the classpath). Pipelines reach it with:
 """
 from __future__ import annotations
 
+import yaml
+
 from fleetstream.local.beam import beam_jars
 from fleetstream.local.beam_patch import patched_jar
 from fleetstream.local.java import JAVA17_OPENS, java_command
 from fleetstream.local.service import Service
+
+
+#: Flink settings of the jobs it submits (the client side of the job): a network buffer
+#: leaves for the next task when full or after this long (Flink's default, 100 ms, added up
+#: to that much latency to each of the streaming job's shuffles at low rates)
+JOB_FLINK_CONFIG = {"execution.buffer-timeout.interval": "10 ms"}
 
 
 class FlinkJobServer(Service):
@@ -35,6 +43,11 @@ class FlinkJobServer(Service):
     def install(self) -> None:
         patched_jar(beam_jars())
 
+    def prepare(self) -> None:
+        folder = self.data_dir / "flink-conf"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.yaml").write_text(yaml.safe_dump(JOB_FLINK_CONFIG))
+
     def command(self) -> list[str]:
         return java_command(
             beam_jars(), "org.apache.beam.runners.flink.FlinkJobServerDriver",
@@ -42,6 +55,7 @@ class FlinkJobServer(Service):
             f"--artifact-port={self.artifact_port}", f"--expansion-port={self.expansion_port}",
             f"--flink-master=127.0.0.1:{self.flink_rest_port}",
             f"--artifacts-dir={self.data_dir / 'artifacts'}",
+            f"--flink-conf-dir={self.data_dir / 'flink-conf'}",
             jvm_options=["-Xmx1g", *JAVA17_OPENS],
             # first, so that Flink loads the rebuilt runner classes from it (beam_patch)
             jars_first=[patched_jar(beam_jars())])
