@@ -59,6 +59,7 @@ def settings_for(run: str, vehicles: int, reorder_window_s: float, out: str,
                  permissions: str = "keyed_state", delivery_shards: int = 1,
                  vehicle_shards: int = DEFAULT_VEHICLE_SHARDS,
                  bundle_ms: int = FlinkSettings.max_bundle_time_ms,
+                 checkpoint_ms: int = FlinkSettings.checkpointing_interval_ms,
                  raw_reader: str = KafkaSettings.raw_reader) -> StreamSettings:
     config = parse_config({
         "applications": [{"id": APP, "permissions": ["diagnostics.*", "charging.*",
@@ -67,7 +68,7 @@ def settings_for(run: str, vehicles: int, reorder_window_s: float, out: str,
         "activations": [{"vin": vin, "application_id": APP, "status": "approved", "at": 1}
                         for vin in fleet_vins(vehicles, seed=3)]})
     return StreamSettings(
-        config, FlinkSettings(parallelism=2, checkpointing_interval_ms=10_000,
+        config, FlinkSettings(parallelism=2, checkpointing_interval_ms=checkpoint_ms,
                                 max_bundle_time_ms=bundle_ms),
         KafkaSettings(BOOTSTRAP, f"bench-{run}", "earliest", raw_reader=raw_reader),
         {source: f"{run}.raw.{source}" for source in SOURCES}, f"{run}.activations",
@@ -172,6 +173,9 @@ def main() -> None:
                         help="keys of the ordering and activation step")
     parser.add_argument("--bundle-ms", type=int, default=FlinkSettings.max_bundle_time_ms,
                         help="the job's flink.max_bundle_time_ms")
+    parser.add_argument("--checkpoint-ms", type=int,
+                        default=FlinkSettings.checkpointing_interval_ms,
+                        help="the job's flink.checkpointing_interval_ms")
     parser.add_argument("--raw-reader", choices=RAW_READERS, default=KafkaSettings.raw_reader,
                         help="what reads the raw topics (kafka.raw_reader)")
     parser.add_argument("--write", help="append the results to this Markdown file")
@@ -180,6 +184,7 @@ def main() -> None:
     settings = settings_for(run, args.vehicles, args.reorder_window,
                             f"/tmp/fleetstream-stream-bench-{run}", args.permissions,
                             args.delivery_shards, args.vehicle_shards, args.bundle_ms,
+                            args.checkpoint_ms,
                             args.raw_reader)
     sent_at: dict[str, float] = {}
     ensure_topics(settings)
@@ -233,6 +238,7 @@ def main() -> None:
              f"{f' --latency-rate {args.latency_rate:g}' if args.latency_rate else ''}"
              f"{f' --delivery-shards {args.delivery_shards}' if args.delivery_shards > 1 else ''}"
              f" --vehicle-shards {args.vehicle_shards} --bundle-ms {args.bundle_ms}"
+             f" --checkpoint-ms {args.checkpoint_ms}"
              f" --raw-reader {args.raw_reader}"
              f"{''.join(' --beam-option=' + o for o in args.beam_option)}`:", "",
              "| measure | value |", "|---|---:|",
