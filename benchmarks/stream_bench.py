@@ -6,8 +6,8 @@
 1. Throughput: the job starts on fresh raw topics; once a few warm-up messages come out
    on the `delivered` topic (so the job has read the activations: a message the keyed
    join sees before its vehicle's activation is filtered, as the job's semantics say),
-   `--backlog` simulated messages (made beforehand, so the simulator does not compete
-   with the job for CPU) are produced as fast as possible and the benchmark times how
+   `--backlog` simulated messages (made beforehand, as in the latency phase, so the
+   simulator does not compete with the job for CPU) are produced as fast as possible and the benchmark times how
    long it takes until every expected document is on the `delivered` topic (sustained
    messages/s: the clock starts at the first delivered backlog document). The job's
    CPU per message (SDK workers and TaskManager) is compared with a plain Python loop
@@ -76,16 +76,25 @@ def settings_for(run: str, vehicles: int, reorder_window_s: float, out: str,
         permissions, delivery_shards=delivery_shards, vehicle_shards=vehicle_shards)
 
 
-def simulated(vehicles: int, messages: int, sent_at: dict[str, float]
-              ) -> Iterator[tuple[str, dict]]:
-    """Simulated (vin, envelope) pairs; notes each expected document id's time of making."""
+def simulated(vehicles: int, messages: int) -> list[tuple[str, dict, str | None]]:
+    """Simulated (vin, envelope, the id of the document it should make, if any)."""
+    made = []
     for vin, envelope in simulate_keyed(vehicles, messages=messages, seed=3, error_rate=0,
                                         duplicate_rate=0, start_ms=int(time.time() * 1000)):
         payload = envelope["payload"].encode()
         result = MAPPERS[envelope["source"]](payload, 0)
-        if result.outcome not in (FAILED, IGNORED) and result.data:
-            sent_at[message_id(source_message_id(envelope["source"], payload), APP)] = \
-                time.time()
+        expected = (message_id(source_message_id(envelope["source"], payload), APP)
+                    if result.outcome not in (FAILED, IGNORED) and result.data else None)
+        made.append((vin, envelope, expected))
+    return made
+
+
+def sent(made: list[tuple[str, dict, str | None]], sent_at: dict[str, float]
+         ) -> Iterator[tuple[str, dict]]:
+    """(vin, envelope) pairs to produce; notes each expected document's time of sending."""
+    for vin, envelope, expected in made:
+        if expected is not None:
+            sent_at[expected] = time.time()
         yield vin, envelope
 
 
@@ -144,7 +153,7 @@ def warm_up(settings: StreamSettings, vehicles: int, consumer: Consumer,
         if time.monotonic() > deadline:
             raise SystemExit(f"no document on {settings.delivered_topic} within {timeout_s:.0f} s")
         if time.monotonic() >= next_batch:
-            produce(settings, simulated(vehicles, 20, {}), None)
+            produce(settings, sent(simulated(vehicles, 20), {}), None)
             next_batch = time.monotonic() + 5
         for message in consumer.consume(1_000, timeout=0.5):
             if not message.error():
@@ -190,6 +199,12 @@ def main() -> None:
     ensure_topics(settings)
     consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"bench-reader-{run}",
                          "auto.offset.reset": "earliest"})
+    # made before the clock starts, so that the simulator's Python does not take CPU from
+    # the job while it works through the backlog; the plain loop runs while the job is idle
+    backlog = simulated(args.vehicles, args.backlog)
+    loop_s, _ = run_plain_loop([RawEnvelope(envelope["source"], 0, envelope["payload"].encode())
+                                for _, envelope, _ in backlog], settings.config)
+    loop_rate = args.backlog / loop_s
     known = tuple(flink_jobs.running_jobs())
     submit_stream(settings, args.beam_option)
     job = flink_jobs.wait_running(known=known)
@@ -197,11 +212,8 @@ def main() -> None:
     seen: dict[str, float] = {}
     try:
         warm_up(settings, args.vehicles, consumer, seen)
-        # made before the clock starts, so that the simulator's Python does not take CPU
-        # from the job while it works through the backlog
-        backlog = list(simulated(args.vehicles, args.backlog, sent_at))
         cpu_before = cpu_seconds(*CPU_MARKERS)
-        produce(settings, backlog, None)
+        produce(settings, sent(backlog, sent_at), None)
         backlog_ids = set(sent_at)
         delivered(consumer, seen, backlog_ids, 900)
         cpu_after = cpu_seconds(*CPU_MARKERS)
@@ -214,16 +226,13 @@ def main() -> None:
         print(f"throughput: {rate:,.0f} messages/s", file=sys.stderr)
         live: dict[str, float] = {}
         live_rate = args.latency_rate or rate / 2
-        produce(settings, simulated(args.vehicles, int(live_rate * args.seconds), live),
+        produce(settings, sent(simulated(args.vehicles, int(live_rate * args.seconds)), live),
                 live_rate)
         delivered(consumer, seen, set(live), 300)
         latencies = sorted(max(0.0, seen[i] - live[i]) for i in live)
     finally:
         flink_jobs.cancel(job)
         consumer.close()
-    loop_s, _ = run_plain_loop([RawEnvelope(envelope["source"], 0, envelope["payload"].encode())
-                                for _, envelope in backlog], settings.config)
-    loop_rate = args.backlog / loop_s
     job_cpu_ms = cpu_ms[CPU_MARKERS[0]] + cpu_ms[CPU_MARKERS[1]]
     p50 = statistics.median(latencies)
     p99 = latencies[int(0.99 * (len(latencies) - 1))]

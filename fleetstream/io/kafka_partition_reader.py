@@ -10,6 +10,10 @@ Beam row: on this machine that hand-over alone capped a read at ~15k records/s
 Here each partition is a restriction (an offset range open at the end) that a
 Python consumer reads in polls of up to `max_records`; a poll's records go
 downstream as one element, so the runner's per-element work is paid per poll.
+A partition that is caught up is polled again after `poll_interval_s` (50 ms: up to
+that much latency), one that is behind at once: resuming a partition costs a runner
+timer, state and a call into Python, which, paid for every record or two at a few
+thousand messages/s, was most of the job's capacity.
 
 * **Positions** are the restriction: Flink keeps it in its checkpoints, so a
   job restored from a checkpoint or savepoint resumes at the next unread offset
@@ -56,7 +60,8 @@ class ReadKafkaPartitions(beam.PTransform):
 
     def __init__(self, bootstrap: str, topics: Sequence[str], group: str,
                  start: str = "earliest", commit_offsets: bool = True,
-                 max_records: int = 1000, max_read_s: float = 0.1) -> None:
+                 max_records: int = 1000, max_read_s: float = 0.1,
+                 poll_interval_s: float = 0.05) -> None:
         super().__init__()
         if start not in ("earliest", "latest"):
             raise ValueError(f"start must be earliest or latest, got {start!r}")
@@ -64,7 +69,7 @@ class ReadKafkaPartitions(beam.PTransform):
         self._group = group
         self._topics = sorted(topics)
         self._read = _ReadPartitionFn(bootstrap, group, start, commit_offsets, max_records,
-                                      max_read_s)
+                                      max_read_s, poll_interval_s)
 
     def expand(self, begin: beam.pvalue.PBegin) -> beam.PCollection:
         return (begin
@@ -118,11 +123,13 @@ class _ReadPartitionFn(beam.DoFn, _PartitionOffsets):
     """Poll one partition until it is caught up or `max_read_s` passed, then hand back."""
 
     def __init__(self, bootstrap: str, group: str, start: str, commit_offsets: bool,
-                 max_records: int, max_read_s: float, commit_every_s: float = 2.0) -> None:
+                 max_records: int, max_read_s: float, poll_interval_s: float,
+                 commit_every_s: float = 2.0) -> None:
         _PartitionOffsets.__init__(self, bootstrap, group, start)
         self._commit_offsets = commit_offsets
         self._max_records = max_records
         self._max_read_s = max_read_s
+        self._poll_interval_s = poll_interval_s
         self._commit_every_s = commit_every_s
 
     def setup(self) -> None:
@@ -140,10 +147,11 @@ class _ReadPartitionFn(beam.DoFn, _PartitionOffsets):
         position = tracker.current_restriction().start
         consumer = self._pool.take(partition, position)
         deadline = time.monotonic() + self._max_read_s
-        finished = False
+        finished = caught_up = False
         try:
             while True:
-                records = [record for record in consumer.consume(self._max_records, timeout=0.01)
+                # what the consumer has fetched already (it fetches in the background)
+                records = [record for record in consumer.consume(self._max_records, timeout=0)
                            if record.error() is None]
                 if records and not tracker.try_claim(records[-1].offset()):
                     return      # the restriction was truncated (drain)
@@ -153,14 +161,17 @@ class _ReadPartitionFn(beam.DoFn, _PartitionOffsets):
                         [(record.topic(), record.timestamp()[1], record.value() or b"")
                          for record in records], Timestamp.now())
                 if len(records) < self._max_records or time.monotonic() > deadline:
-                    finished = True
+                    finished, caught_up = True, len(records) < self._max_records
                     break
         finally:
             # a poll cut short leaves the consumer's position unknown: seek again next time
             self._pool.give_back(partition, consumer, position if finished else -1)
         if self._commit_offsets:
             self._pool.commit_after_checkpoint(finalizer, self._commit_every_s)
-        tracker.defer_remainder(Duration(0))
+        # behind: read on at once; caught up: come back after `poll_interval_s`, so that a
+        # partition is not resumed (a runner timer, state and a call into Python) for each
+        # record or two
+        tracker.defer_remainder(Duration.of(self._poll_interval_s) if caught_up else Duration(0))
 
 
 class _ConsumerPool:
