@@ -1,6 +1,6 @@
 """Beam's Python SDK worker pool, with a state cache: the workers Flink hands Python steps to.
 
-    python -m fleetstream.pipelines.worker_pool --service_port 50000 [--state_cache_mb 256]
+    python -m fleetstream.pipelines.worker_pool --service_port 50000 [--state_cache_mb 1024]
 
 Pipelines reach it with `--environment_type=EXTERNAL --environment_config=HOST:50000`
 (locally, or as a sidecar of each Flink TaskManager). Beam's own
