@@ -90,6 +90,21 @@ def test_the_commit_callback_stores_what_was_handed_on_before_it_at_most_every_i
     assert committed == [5, -1001], committed                      # partition 1 came later
 
 
+def test_a_position_past_retention_reads_on_from_the_earliest_record_left(
+        kafka_service: Kafka, topic: str) -> None:
+    """Records deleted by retention under a restored position are skipped, not the rest."""
+    from confluent_kafka.admin import AdminClient
+
+    bootstrap = kafka_service.bootstrap
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    [done] = admin.delete_records([TopicPartition(topic, 0, 3)]).values()
+    assert done.result(timeout=10).offset == 3                     # 0-0 .. 0-2 are gone
+    consumer = _ConsumerPool(bootstrap, f"g-{uuid.uuid4().hex[:6]}").take((topic, 0), 1)
+    values = [r.value() for r in consumer.consume(10, timeout=10) if r.error() is None]
+    consumer.close()
+    assert values == [b"0-3", b"0-4"]
+
+
 def test_unknown_start_is_refused() -> None:
     with pytest.raises(ValueError, match="start must be earliest or latest"):
         ReadKafkaPartitions("127.0.0.1:9092", ["t"], "g", start="yesterday")

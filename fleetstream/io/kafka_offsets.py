@@ -16,7 +16,8 @@ from typing import Iterable
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from fleetstream.io.kafka_topic_reader import TopicReadError, topic_partitions
+from fleetstream.io.kafka_topic_reader import (TopicReadError, group_consumer_config,
+                                               topic_partitions)
 
 
 def reset_group_offsets(bootstrap: str, group: str, topics: Iterable[str],
@@ -26,8 +27,7 @@ def reset_group_offsets(bootstrap: str, group: str, topics: Iterable[str],
     `start` is "earliest", "latest" or an epoch-ms time. Raises TopicReadError
     when the broker or a topic cannot be read.
     """
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                         "enable.auto.commit": False})
+    consumer = Consumer(group_consumer_config(bootstrap, group))
     try:
         partitions = [TopicPartition(topic, partition) for topic in sorted(set(topics))
                       for partition in topic_partitions(consumer, bootstrap, topic, timeout_s)]

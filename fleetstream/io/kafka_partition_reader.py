@@ -37,6 +37,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import uuid
 from typing import Any, Iterable, Iterator, Sequence
 
 import apache_beam as beam
@@ -47,7 +48,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 from confluent_kafka import OFFSET_INVALID, Consumer, TopicPartition
 
-from fleetstream.io.kafka_topic_reader import topic_partitions
+from fleetstream.io.kafka_topic_reader import group_consumer_config, topic_partitions
 
 #: (topic, record timestamp in epoch ms, value)
 KafkaRecord = tuple[str, int, bytes]
@@ -77,7 +78,7 @@ class ReadKafkaPartitions(beam.PTransform):
                 | "ReadPartitions" >> beam.ParDo(self._read))
 
     def _partitions(self) -> list[tuple[str, int]]:
-        consumer = Consumer(_consumer_config(self._bootstrap, self._group))
+        consumer = Consumer(group_consumer_config(self._bootstrap, self._group))
         try:
             return [(topic, partition) for topic in self._topics
                     for partition in topic_partitions(consumer, self._bootstrap, topic)]
@@ -94,7 +95,7 @@ class _PartitionOffsets(RestrictionProvider):
         self._start = start
 
     def initial_restriction(self, partition: tuple[str, int]) -> OffsetRange:
-        consumer = Consumer(_consumer_config(self._bootstrap, self._group))
+        consumer = Consumer(group_consumer_config(self._bootstrap, self._group))
         try:
             where = TopicPartition(*partition)
             committed = consumer.committed([where], timeout=10)[0].offset
@@ -130,11 +131,14 @@ class _ReadPartitionFn(beam.DoFn, _PartitionOffsets):
         self._max_records = max_records
         self._max_read_s = max_read_s
         self._poll_interval_s = poll_interval_s
+        #: this reader's (so this job's) pool in each worker process: a worker process that
+        #: serves a later job must not commit positions the earlier one handed on
+        self._pool_key = uuid.uuid4().hex
         self._commit_every_s = commit_every_s
 
     def setup(self) -> None:
-        self._pool = _POOLS.setdefault((self._bootstrap, self._group), _ConsumerPool(
-            self._bootstrap, self._group))
+        self._pool = _POOLS.setdefault(self._pool_key, _ConsumerPool(self._bootstrap,
+                                                                      self._group))
 
     @beam.DoFn.unbounded_per_element()
     def process(self, partition: tuple[str, int],
@@ -177,18 +181,19 @@ class _ReadPartitionFn(beam.DoFn, _PartitionOffsets):
 class _ConsumerPool:
     """A worker process's consumers, one per partition, and the positions they handed on.
 
-    Shared by every instance of the reader in the process: the SDK worker keeps a bundle's
-    DoFn instances aside until the checkpoint after it completes when the bundle registered
-    a finalisation callback, so per-instance consumers would multiply. For the same reason
-    offsets are committed through at most one callback per `every_s`, which commits the
-    positions handed on when it was registered. Flink runs it once a checkpoint completes;
-    Beam's runner then finalises every bundle finished by that moment, so a commit can be
-    ahead of the last completed checkpoint by what was read since its barrier (a restore
-    from the checkpoint is exact; a fresh start from the group's offsets may skip that).
+    Shared by every instance of one job's reader in the process: the SDK worker keeps a
+    bundle's DoFn instances aside until the checkpoint after it completes when the bundle
+    registered a finalisation callback, so per-instance consumers would multiply. For the
+    same reason offsets are committed through at most one callback per `every_s`, which
+    commits the positions handed on when it was registered. Flink runs it once a checkpoint
+    completes; Beam's runner then finalises every bundle finished by that moment, so a
+    commit can be ahead of the last completed checkpoint by what was read since its barrier
+    (a restore from the checkpoint is exact; a fresh start from the group's offsets may skip
+    that).
     """
 
     def __init__(self, bootstrap: str, group: str) -> None:
-        self._config = {**_consumer_config(bootstrap, group), "fetch.wait.max.ms": 10,
+        self._config = {**group_consumer_config(bootstrap, group), "fetch.wait.max.ms": 10,
                         "queued.max.messages.kbytes": 8192}
         self._lock = threading.Lock()
         #: partition -> (idle consumer, the offset its next poll returns, or -1)
@@ -229,9 +234,5 @@ def _commit(committer: Consumer, offsets: list[TopicPartition]) -> None:
     committer.commit(offsets=offsets, asynchronous=True)
 
 
-#: (bootstrap, group) -> the consumers of this worker process
-_POOLS: dict[tuple[str, str], _ConsumerPool] = {}
-
-
-def _consumer_config(bootstrap: str, group: str) -> dict[str, object]:
-    return {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+#: reader (job) -> its consumers in this worker process
+_POOLS: dict[str, _ConsumerPool] = {}

@@ -29,6 +29,14 @@ def parse_topic_url(url: str) -> tuple[str, str]:
     return bootstrap, topic
 
 
+def group_consumer_config(bootstrap: str, group: str) -> dict[str, object]:
+    """A consumer of `group` that reads the partitions it is assigned and commits only when
+    told; an assigned offset that no longer exists (records past retention) reads from the
+    earliest one left, not from the end."""
+    return {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest"}
+
+
 def topic_partitions(client: Consumer, bootstrap: str, topic: str,
                      timeout_s: float = 10.0) -> list[int]:
     """The partition numbers of `topic`; TopicReadError when the broker or topic is not there."""

@@ -281,8 +281,8 @@ class OrderAndPermitKeyed(beam.PTransform):
                 | "GroupByShard" >> GroupBatchesInBundle(
                     lambda item: vehicle_shard(item[1], shards), int)
                 | "OrderAndPermit" >> beam.ParDo(_OrderAndPermitFn(
-                    [application_id for application_id, _ in self._applications], self._window_ms, self._horizon_ms, self._hold_ms,
-                    self._seen_merge_ms))
+                    [application_id for application_id, _ in self._applications],
+                    self._window_ms, self._horizon_ms, self._hold_ms, self._seen_merge_ms))
                 .with_input_types(tuple[int, list[_Item]])
                 .with_output_types(list[tuple[str, Record]]))
 
@@ -399,7 +399,8 @@ class _OrderAndPermitFn(beam.DoFn):
     @on_timer(FLUSH_NOW)
     def on_flush_now(self, state=beam.DoFn.StateParam(VEHICLES),
                      flush=beam.DoFn.TimerParam(FLUSH),
-                     flush_now=beam.DoFn.TimerParam(FLUSH_NOW)) -> Iterable[list[tuple[str, Record]]]:
+                     flush_now=beam.DoFn.TimerParam(FLUSH_NOW)
+                     ) -> Iterable[list[tuple[str, Record]]]:
         yield from self._release(state, wall_ms(), False, flush, flush_now)
 
     def _release(self, state: Any, now_ms: int, watermark: bool, flush: Any, flush_now: Any
