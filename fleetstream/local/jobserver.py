@@ -11,6 +11,8 @@ goes first on the classpath). Pipelines reach it with:
 """
 from __future__ import annotations
 
+import shutil
+
 import yaml
 
 from fleetstream.local.beam import beam_jars
@@ -47,6 +49,9 @@ class FlinkJobServer(Service):
         folder = self.data_dir / "flink-conf"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.yaml").write_text(yaml.safe_dump(JOB_FLINK_CONFIG))
+        # each submission stages ~155 MB of jars here; what an earlier run left is unused
+        # (Flink holds the running jobs' own copies), and it had filled the disk (60 GB)
+        shutil.rmtree(self.data_dir / "artifacts", ignore_errors=True)
 
     def command(self) -> list[str]:
         return java_command(
@@ -54,7 +59,7 @@ class FlinkJobServer(Service):
             "--job-host=127.0.0.1", f"--job-port={self.port}",
             f"--artifact-port={self.artifact_port}", f"--expansion-port={self.expansion_port}",
             f"--flink-master=127.0.0.1:{self.flink_rest_port}",
-            f"--artifacts-dir={self.data_dir / 'artifacts'}",
+            f"--artifacts-dir={self.data_dir / 'artifacts'}", "--clean-artifacts-per-job",
             f"--flink-conf-dir={self.data_dir / 'flink-conf'}",
             jvm_options=["-Xmx1g", *JAVA17_OPENS],
             # first, so that Flink loads the rebuilt runner classes from it (beam_patch)
