@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -190,8 +191,8 @@ def main() -> None:
     parser.add_argument("--write", help="append the results to this Markdown file")
     args = parser.parse_args()
     run = uuid.uuid4().hex[:8]
-    settings = settings_for(run, args.vehicles, args.reorder_window,
-                            f"/tmp/fleetstream-stream-bench-{run}", args.permissions,
+    out = f"/tmp/fleetstream-stream-bench-{run}"
+    settings = settings_for(run, args.vehicles, args.reorder_window, out, args.permissions,
                             args.delivery_shards, args.vehicle_shards, args.bundle_ms,
                             args.checkpoint_ms,
                             args.raw_reader)
@@ -233,6 +234,7 @@ def main() -> None:
     finally:
         flink_jobs.cancel(job)
         consumer.close()
+        shutil.rmtree(out, ignore_errors=True)       # the file sink's documents
     job_cpu_ms = cpu_ms[CPU_MARKERS[0]] + cpu_ms[CPU_MARKERS[1]]
     p50 = statistics.median(latencies)
     p99 = latencies[int(0.99 * (len(latencies) - 1))]
