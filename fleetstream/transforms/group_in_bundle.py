@@ -1,6 +1,5 @@
-"""Collect what one bundle holds into lists: per key, or from batches regrouped by a key.
+"""Collect what one bundle holds into lists: regrouped by a key, or one list per bundle.
 
-    keyed_lists = pairs | GroupInBundle()                    # (key, v) -> (key, [v, ...])
     shard_lists = batches | GroupBatchesInBundle(shard_of)   # [item, ...] -> (key, [item, ...])
     batches = values | BatchInBundle()                       # v -> [v, ...]
 
@@ -22,17 +21,6 @@ import apache_beam as beam
 from apache_beam import typehints
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
-
-
-class GroupInBundle(beam.PTransform):
-    """Each bundle's values per key (and window) as one list, in arrival order."""
-
-    def expand(self, pairs: beam.PCollection[tuple[Any, Any]]) -> beam.PCollection:
-        hint = pairs.element_type
-        key, value = (hint.tuple_types if isinstance(hint, typehints.typehints.TupleConstraint)
-                      and len(hint.tuple_types) == 2 else (Any, Any))
-        return pairs | "CollectPerKey" >> beam.ParDo(_GroupInBundleFn()).with_output_types(
-            typehints.Tuple[key, typehints.List[value]])
 
 
 class GroupBatchesInBundle(beam.PTransform):
@@ -82,13 +70,6 @@ class _CollectInBundleFn(beam.DoFn):
         groups, self._groups = self._groups, {}
         for (window, key), (earliest, values) in groups.items():
             yield WindowedValue((key, values) if self.KEYED else values, earliest[0], [window])
-
-
-class _GroupInBundleFn(_CollectInBundleFn):
-    def process(self, element: tuple[Any, Any], timestamp=beam.DoFn.TimestampParam,
-                window=beam.DoFn.WindowParam) -> None:
-        key, value = element
-        self._group(window, key, timestamp).append(value)
 
 
 class _RegroupFn(_CollectInBundleFn):
