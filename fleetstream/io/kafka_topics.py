@@ -50,7 +50,7 @@ from fleetstream.schemas.config import ActivationEvent, parse_activation
 from fleetstream.schemas.dead_letter import INGEST_STAGE, dead_letter
 from fleetstream.schemas.envelope import RawEnvelope
 from fleetstream.transforms.counters import BundleCounts
-from fleetstream.transforms.group_in_bundle import BatchInBundle
+from fleetstream.transforms.group_in_bundle import BatchInBundle, batch_main_outputs
 
 INVALID = "invalid"  # tag of the dead-letter outputs
 
@@ -167,15 +167,9 @@ class _PollToEnvelopesFn(_ToEnvelopeFn):
     """A poll of ReadKafkaPartitions (a list of KafkaRecords) -> RawEnvelopes."""
 
     def process(self, records: list[KafkaRecord]) -> Iterable[Any]:  # type: ignore[override]
-        envelope, envelopes = self._envelope, []
-        for topic, timestamp_ms, payload in records:
-            output = envelope(topic, timestamp_ms, payload)
-            if isinstance(output, RawEnvelope):
-                envelopes.append(output)
-            else:
-                yield output
-        if envelopes:
-            yield envelopes
+        envelope = self._envelope
+        return batch_main_outputs(envelope(topic, timestamp_ms, payload)
+                                  for topic, timestamp_ms, payload in records)
 
 
 class ReadActivationsFromKafka(beam.PTransform):

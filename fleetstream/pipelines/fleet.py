@@ -15,9 +15,8 @@ from typing import NamedTuple, Sequence
 import apache_beam as beam
 
 from fleetstream.schemas.config import Application
-from fleetstream.schemas.envelope import RawEnvelope
 from fleetstream.transforms.deliver import Deliver, RetryPolicy
-from fleetstream.transforms.group_in_bundle import BatchInBundle
+from fleetstream.transforms.group_in_bundle import BatchInBundle, Unbatch
 from fleetstream.transforms.map_to_autoapi import DEAD_LETTERS, MapToAutoApi
 from fleetstream.transforms.order_per_vehicle import OrderPerVehicle
 from fleetstream.transforms.permit_by_activation import OrderAndPermitKeyed
@@ -71,7 +70,7 @@ class DeliverFleet(beam.PTransform):
             records = messages | "OrderAndPermit" >> self._permit
         else:
             if self._batches:
-                messages = messages | "Unbatch" >> beam.FlatMap(lambda pairs: pairs)
+                messages = messages | "Unbatch" >> Unbatch()
             records = (messages
                        | "OrderPerVehicle" >> OrderPerVehicle(self._order.reorder_window_s,
                                                               self._order.dedupe_horizon_s,

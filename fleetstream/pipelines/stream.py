@@ -39,6 +39,7 @@ from fleetstream.io.kafka_topics import (INVALID, KafkaSettings, ReadActivations
                                          ReadRawFromKafka, WriteJsonToKafka)
 from fleetstream.pipelines.fleet import DeliverFleet, OrderSettings
 from fleetstream.pipelines.replay import check_sinks
+from fleetstream.transforms.group_in_bundle import Unbatch
 from fleetstream.schemas.config import Config, load_config
 from fleetstream.schemas.timestamps import to_epoch_ms
 from fleetstream.transforms.permit_by_activation import (DEFAULT_VEHICLE_SHARDS, ActivationTable,
@@ -210,7 +211,7 @@ def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> 
         permit = PermitByActivation(config.applications, table)
     if settings.archive:
         _ = (raw.envelopes
-             | "Unbatch" >> beam.FlatMap(lambda envelopes: envelopes)
+             | "Unbatch" >> Unbatch()
              | "ArchiveRaw" >> ArchiveRawEnvelopes(settings.archive))
     fleet = raw.envelopes | "DeliverFleet" >> DeliverFleet(
         config.applications, permit, settings.order, bounded=False,

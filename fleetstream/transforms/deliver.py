@@ -50,7 +50,7 @@ from fleetstream.schemas.config import Application
 from fleetstream.schemas.dead_letter import delivery_dead_letter
 from fleetstream.transforms.coders import RecordCoder
 from fleetstream.transforms.counters import APP_SCOPE, NAMESPACE, BundleCounts
-from fleetstream.transforms.group_in_bundle import GroupBatchesInBundle
+from fleetstream.transforms.group_in_bundle import GroupBatchesInBundle, Unbatch
 from fleetstream.transforms.order_per_vehicle import vehicle_shard
 
 DEAD_LETTERS = "dead_letters"
@@ -97,7 +97,7 @@ class Deliver(beam.PTransform):
     def expand(self, records: beam.PCollection) -> beam.PCollection[dict]:
         batching = {a.id: a.batching for a in self._applications}
         if self._batches and records.is_bounded:
-            records = records | "Unbatch" >> beam.FlatMap(lambda pairs: pairs)
+            records = records | "Unbatch" >> Unbatch()
         if records.is_bounded:
             batches = records | "BatchPerApplication" >> beam.ParDo(
                 _BundleBatchFn(batching)).with_input_types(tuple[str, Record]).with_output_types(

@@ -2,6 +2,7 @@
 
     shard_lists = batches | GroupBatchesInBundle(shard_of)   # [item, ...] -> (key, [item, ...])
     batches = values | BatchInBundle()                       # v -> [v, ...]
+    values = batches | Unbatch()                             # [v, ...] -> v, ...
 
 No shuffle, no state: the step fused after its producer collects what one
 bundle holds and emits each group, in arrival order, when the bundle finishes
@@ -15,7 +16,7 @@ few per bundle (e.g. a hash shard), or the lists stay short and nothing is saved
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable, Iterable
+from typing import Any, Callable, Hashable, Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam import typehints
@@ -45,6 +46,26 @@ class BatchInBundle(beam.PTransform):
     def expand(self, values: beam.PCollection) -> beam.PCollection:
         return values | "CollectBatch" >> beam.ParDo(_BatchFn()).with_output_types(
             typehints.List[values.element_type or Any])
+
+
+class Unbatch(beam.PTransform):
+    """Lists -> their items, for a step that takes one item at a time."""
+
+    def expand(self, batches: beam.PCollection[list]) -> beam.PCollection:
+        return batches | "Items" >> beam.FlatMap(lambda batch: batch)
+
+
+def batch_main_outputs(outputs: Iterable[Any]) -> Iterator[Any]:
+    """A DoFn's outputs with the main ones as one list: tagged outputs as they come, then
+    the list of the others, if any."""
+    batch = []
+    for output in outputs:
+        if isinstance(output, beam.pvalue.TaggedOutput):
+            yield output
+        else:
+            batch.append(output)
+    if batch:
+        yield batch
 
 
 class _CollectInBundleFn(beam.DoFn):

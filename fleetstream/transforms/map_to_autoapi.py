@@ -23,6 +23,7 @@ from fleetstream.schemas.envelope import RawEnvelope
 from fleetstream.schemas.mapped import MappedMessage
 from fleetstream.transforms import coders  # noqa: F401 - registers the NamedTuple coders
 from fleetstream.transforms.counters import BundleCounts
+from fleetstream.transforms.group_in_bundle import batch_main_outputs
 
 DEAD_LETTERS = "dead_letters"
 UNKNOWN_SOURCE = "unknown"  # counter scope for envelopes whose source has no mapper
@@ -87,12 +88,6 @@ class _MapBatchFn(_MapFn):
     """A list of envelopes -> one list of (vin, message), and each dead letter on its own."""
 
     def process(self, envelopes: list[RawEnvelope]) -> Iterable[Any]:  # type: ignore[override]
-        mapped, map_one, tagged = [], super().process, pvalue.TaggedOutput
-        for envelope in envelopes:
-            for output in map_one(envelope):
-                if isinstance(output, tagged):
-                    yield output
-                else:
-                    mapped.append(output)
-        if mapped:
-            yield mapped
+        map_one = super().process
+        return batch_main_outputs(output for envelope in envelopes
+                                  for output in map_one(envelope))
