@@ -58,11 +58,12 @@ def release_due(buffered: Sequence[Arrival], now_ms: int,
     return released, kept
 
 
-_NONE_OLDER: Mapping[str, int] = {}
+#: no ids seen (a read-only default for `older`)
+NO_IDS: Mapping[str, int] = {}
 
 
 def drop_duplicates(messages: Iterable[MappedMessage], seen: dict[str, int],
-                    horizon_ms: int, older: Mapping[str, int] = _NONE_OLDER
+                    horizon_ms: int, older: Mapping[str, int] = NO_IDS
                     ) -> list[MappedMessage]:
     """Messages not seen within the horizon (by receive time); updates and prunes `seen`.
 
@@ -101,7 +102,7 @@ def merge_seen(older: dict[str, int], recent: Mapping[str, int], horizon_ms: int
     merged = {**older, **recent}
     if not merged:
         return merged
-    cutoff = max(recent.values(), default=max(merged.values())) - horizon_ms
+    cutoff = max(recent.values() if recent else merged.values()) - horizon_ms
     return {smid: at for smid, at in merged.items() if at >= cutoff}
 
 
@@ -210,7 +211,7 @@ class Reorder:
         self._counts = counts
 
     def accept(self, order: VehicleOrder, message: MappedMessage, arrived_ms: int,
-               older_seen: Mapping[str, int] = _NONE_OLDER
+               older_seen: Mapping[str, int] = NO_IDS
                ) -> tuple[VehicleOrder, MappedMessage | None, int | None]:
         """(new state, message to send at once (late) or None, new timer time or None);
         `older_seen` holds ids seen before those in `order.seen` (see `drop_duplicates`)."""

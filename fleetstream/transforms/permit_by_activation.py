@@ -30,8 +30,9 @@ from fleetstream.schemas.document import document_json, message_id
 from fleetstream.transforms import coders  # noqa: F401 - registers the NamedTuple coders
 from fleetstream.transforms.counters import APP_SCOPE, BundleCounts
 from fleetstream.transforms.group_in_bundle import GroupBatchesInBundle
-from fleetstream.transforms.order_per_vehicle import (Reorder, VehicleOrder, empty_order,
-                                                      merge_seen, order_from_plain, plain_order,
+from fleetstream.transforms.order_per_vehicle import (NO_IDS, Reorder, VehicleOrder,
+                                                      empty_order, merge_seen,
+                                                      order_from_plain, plain_order,
                                                       set_flush_timers, vehicle_shard, wall_ms)
 from fleetstream.schemas.mapped import MappedMessage
 
@@ -205,7 +206,6 @@ COLD_START_HOLD_S = 5.0
 DEFAULT_VEHICLE_SHARDS = 64
 #: how often (in arrival time) a shard's recently seen message ids join its older ones
 SEEN_MERGE_S = 10.0
-_NO_IDS: Mapping[str, int] = {}
 
 _MESSAGE, _EVENT = 0, 1
 #: what crosses to the keyed step, as plain tuples (no pickling):
@@ -376,7 +376,7 @@ class _OrderAndPermitFn(beam.DoFn):
                 vehicles[vin] = vehicle
                 continue
             order, now, _ = self._reorder.accept(vehicle.order, MappedMessage._make(fields),
-                                                 arrived_ms, older.get(vin, _NO_IDS))
+                                                 arrived_ms, older.get(vin, NO_IDS))
             vehicles[vin] = vehicle._replace(order=order)
             latest_ms = max(latest_ms, arrived_ms)
             if now is not None:
