@@ -48,7 +48,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from fleetstream.io.base import Batch, Batching, PermanentWriteError, Record, Sink
 from fleetstream.schemas.config import Application
 from fleetstream.schemas.dead_letter import delivery_dead_letter
-from fleetstream.transforms.coders import RecordCoder
+from fleetstream.transforms.coders import decode_records, encode_records
 from fleetstream.transforms.counters import APP_SCOPE, NAMESPACE, BundleCounts
 from fleetstream.transforms.group_in_bundle import GroupBatchesInBundle, Unbatch
 from fleetstream.transforms.order_per_vehicle import vehicle_shard
@@ -164,7 +164,8 @@ class _TimedBatchFn(beam.DoFn):
     runner's per-element cost is paid per list, not per document.
     """
 
-    RECORDS = BagStateSpec("records", RecordCoder())
+    #: the batch so far: chunks of records (`encode_records`), one per call that added any
+    RECORDS = BagStateSpec("records", coders.BytesCoder())
     SIZE = ReadModifyWriteStateSpec("size", coders.FastPrimitivesCoder())  # (records, bytes)
     DELAY = TimerSpec("delay", TimeDomain.REAL_TIME)
     END = TimerSpec("end", TimeDomain.WATERMARK)
@@ -182,17 +183,21 @@ class _TimedBatchFn(beam.DoFn):
         (application_id, _), arrived = element
         knobs = self._batching[application_id]
         count, nbytes = size.read() or (0, 0)
+        added: list[Record] = []
         for _, record in arrived:
             if count == 0:
                 end.set(window.max_timestamp())
                 if knobs.max_delay_s > 0:
                     delay.set(Timestamp(self._clock() + knobs.max_delay_s))
-            records.add(record)
+            added.append(record)
             count, nbytes = count + 1, nbytes + len(record.document) + 1
             if count >= knobs.max_records or nbytes >= knobs.max_bytes or \
                     knobs.max_delay_s == 0:
-                yield from _flush(application_id, records, size, delay)
+                yield from _flush(application_id, records, size, delay, added)
+                added = []
                 count, nbytes = 0, 0
+        if added:
+            records.add(encode_records(added))
         if count:
             size.write((count, nbytes))
 
@@ -209,8 +214,11 @@ class _TimedBatchFn(beam.DoFn):
         yield from _flush(key[0], records, size, delay)
 
 
-def _flush(application_id: str, records: Any, size: Any, delay: Any) -> Iterable[Batch]:
-    batch = list(records.read())
+def _flush(application_id: str, records: Any, size: Any, delay: Any,
+           added: Sequence[Record] = ()) -> Iterable[Batch]:
+    """The batch: the chunks in state, then `added` (this call's records, not in state yet)."""
+    batch = [record for chunk in records.read() for record in decode_records(chunk)]
+    batch.extend(added)
     records.clear()
     size.clear()
     delay.clear()
