@@ -1,6 +1,10 @@
 """OrderPerVehicle: per-vehicle order, late marking and duplicate dropping, streaming and batch."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -10,7 +14,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from fleetstream.transforms.order_per_vehicle import (OrderPerVehicle, drop_duplicates,
-                                                      merge_seen, release_due)
+                                                      merge_seen, release_due, seen_key)
 from tests.helpers import message
 
 
@@ -38,28 +42,43 @@ def test_drop_duplicates_within_horizon_only() -> None:
 
 
 def test_older_seen_ids_count_as_seen_and_merge_within_the_horizon() -> None:
-    older = {"a": 1_000, "b": 9_000}
-    seen: dict[str, int] = {}
+    a, b = seen_key("a"), seen_key("b")
+    older = {a: 1_000, b: 9_000}
+    seen: dict[int, int] = {}
     fresh = drop_duplicates([message(1, smid="a", received_ms=4_000),     # within 5 s of a
                              message(1, smid="b", received_ms=15_000)],   # 6 s after b
                             seen, 5_000, older)
-    assert [m.source_message_id for m in fresh] == ["b"] and seen == {"b": 15_000}
-    assert older == {"a": 1_000, "b": 9_000}          # read only
+    assert [m.source_message_id for m in fresh] == ["b"] and seen == {b: 15_000}
+    assert older == {a: 1_000, b: 9_000}          # read only
     # merged: b's newer time wins; a is past the horizon of the newest (15 s - 5 s)
-    assert merge_seen(older, seen, 5_000) == {"b": 15_000}
+    assert merge_seen(older, seen, 5_000) == {b: 15_000}
     assert merge_seen({}, {}, 5_000) == {}
 
 
 def test_drop_duplicates_keeps_only_ids_within_the_horizon_of_the_newest() -> None:
-    seen: dict[str, int] = {}
+    seen: dict[int, int] = {}
     for i in range(100):
         drop_duplicates([message(1, smid=f"m{i}", received_ms=i * 1_000)], seen, 10_000)
-    assert list(seen) == [f"m{i}" for i in range(89, 100)]
+    assert list(seen) == [seen_key(f"m{i}") for i in range(89, 100)]
     # an id seen again past the horizon moves last, so it does not hold older ids back
     seen = {}
     for smid, at in (("a", 0), ("b", 1_000), ("a", 6_000), ("c", 7_000)):
         drop_duplicates([message(1, smid=smid, received_ms=at)], seen, 5_000)
-    assert seen == {"a": 6_000, "c": 7_000} and list(seen) == ["a", "c"]
+    assert seen == {seen_key("a"): 6_000, seen_key("c"): 7_000}
+    assert list(seen) == [seen_key("a"), seen_key("c")]
+
+
+def test_seen_key_is_a_stable_63_bit_number_per_id() -> None:
+    """The same id gives the same key in every process (Python's own str hash would
+    not: keys outlive processes in state and checkpoints), distinct ids distinct keys."""
+    ids = [f"{i:032x}" for i in range(10_000)]
+    keys = {seen_key(smid) for smid in ids}
+    assert len(keys) == len(ids) and all(0 <= key < 2 ** 63 for key in keys)
+    elsewhere = subprocess.run(
+        [sys.executable, "-c", "from fleetstream.transforms.order_per_vehicle import seen_key;"
+                               "print(seen_key('a'))"],
+        env={**os.environ, "PYTHONHASHSEED": "7"}, capture_output=True, text=True, check=True)
+    assert int(elsewhere.stdout.split()[-1]) == seen_key("a")
 
 
 def _streaming_options() -> PipelineOptions:

@@ -337,7 +337,7 @@ class VehiclesCoder(coders_module.Coder):
 
 class _OrderAndPermitFn(beam.DoFn):
     VEHICLES = ReadModifyWriteStateSpec("vehicles", VehiclesCoder())
-    #: (when last merged, vin -> {source message id: receive ms}): the shard's duplicate
+    #: (when last merged, vin -> {seen_key(source message id): receive ms}): the shard's duplicate
     #: window but for the ids seen since the last merge, which stay in each vehicle's
     #: order state; rewritten once per `seen_merge_ms`, not with every bundle
     OLDER_SEEN = ReadModifyWriteStateSpec("older_seen", FastPrimitivesCoder())
@@ -431,8 +431,8 @@ class _OrderAndPermitFn(beam.DoFn):
         if documents:
             yield documents
 
-    def _merge_seen(self, vehicles: Vehicles, older: dict[str, dict[str, int]]
-                    ) -> dict[str, dict[str, int]]:
+    def _merge_seen(self, vehicles: Vehicles, older: dict[str, dict[int, int]]
+                    ) -> dict[str, dict[int, int]]:
         """Move every vehicle's recently seen ids into `older` (pruned to the horizon)."""
         for vin, vehicle in vehicles.items():
             recent = vehicle.order.seen
