@@ -10,7 +10,7 @@
    simulator does not compete with the job for CPU) are produced as fast as possible and the benchmark times how
    long it takes until every expected document is on the `delivered` topic (sustained
    messages/s: the clock starts at the first delivered backlog document). The job's
-   CPU per message (SDK workers and TaskManager) is compared with a plain Python loop
+   CPU per message (SDK workers, TaskManager, and the broker apart) is compared with a plain Python loop
    over the same messages (`plain_loop.py`), run after the job, in the same run.
 2. Latency: with the job caught up, messages are produced at half that rate for
    `--seconds`; latency is the `delivered` record's timestamp (when the job wrote the
@@ -140,8 +140,9 @@ def cpu_seconds(*markers: str) -> dict[str, float]:
     return used
 
 
-#: the Python SDK workers, and the Flink TaskManager (which runs KafkaIO and the runner side)
-CPU_MARKERS = ("fleetstream.pipelines.sdk_worker", "TaskManagerRunner")
+#: the Python SDK workers, the Flink TaskManager (which runs KafkaIO and the runner side),
+#: and the Kafka broker (not the job's, but on the same cores, as the per-core goal counts)
+CPU_MARKERS = ("fleetstream.pipelines.sdk_worker", "TaskManagerRunner", "kafka.Kafka ")
 
 
 def warm_up(settings: StreamSettings, vehicles: int, consumer: Consumer,
@@ -220,7 +221,8 @@ def main() -> None:
         cpu_after = cpu_seconds(*CPU_MARKERS)
         cpu_ms = {m: (cpu_after[m] - cpu_before[m]) * 1000 / args.backlog for m in CPU_MARKERS}
         print(f"CPU per message: Python workers {cpu_ms[CPU_MARKERS[0]]:.2f} ms, "
-              f"TaskManager {cpu_ms[CPU_MARKERS[1]]:.2f} ms", file=sys.stderr)
+              f"TaskManager {cpu_ms[CPU_MARKERS[1]]:.2f} ms, "
+              f"Kafka broker {cpu_ms[CPU_MARKERS[2]]:.2f} ms", file=sys.stderr)
         times = sorted(seen[i] for i in backlog_ids)
         # sustained rate: from the first to the last backlog document
         rate = args.backlog * (len(times) - 1) / len(times) / max(times[-1] - times[0], 1e-9)
@@ -257,8 +259,11 @@ def main() -> None:
              f"| per core (2 cores) | {rate / 2:,.0f} messages/s |",
              f"| CPU per message, Python workers | {cpu_ms[CPU_MARKERS[0]]:.2f} ms |",
              f"| CPU per message, Flink TaskManager | {cpu_ms[CPU_MARKERS[1]]:.2f} ms |",
+             f"| CPU per message, Kafka broker | {cpu_ms[CPU_MARKERS[2]]:.2f} ms |",
              f"| messages per CPU second of the job (workers + TaskManager) | "
              f"{1000 / job_cpu_ms:,.0f} |",
+             f"| messages per CPU second, job and broker | "
+             f"{1000 / sum(cpu_ms.values()):,.0f} |",
              f"| plain Python loop over the same messages, one core | {loop_rate:,.0f} "
              f"messages/s |",
              f"| job per CPU second / plain loop | {1000 / job_cpu_ms / loop_rate:.2f} |",
