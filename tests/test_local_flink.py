@@ -5,6 +5,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
 from confluent_kafka import Producer
 
 from fleetstream.local.topics import Topic, create_topics
@@ -37,3 +38,18 @@ def test_read_from_kafka_on_flink(kafka_service: Kafka, flink_cluster: LocalFlin
                              ["kafka", str(output), topic, str(len(sent))])
     lines = output.read_text().splitlines()
     assert sorted(lines) == sorted(f"{key}={value}" for key, value in sent.items())
+
+
+def test_a_starting_process_removes_only_its_kind_of_stale_working_dirs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stopped TaskManager leaves its folder (cached job jars, GBs) in Flink's tmp folder;
+    the next TaskManager deletes those, and leaves the JobManager's alone."""
+    from fleetstream.local.flink import FlinkTaskManager
+
+    monkeypatch.setenv("FLEETSTREAM_HOME", str(tmp_path))
+    flink_tmp = tmp_path / "data" / "flink" / "tmp"
+    for name in ("tm_127.0.0.1:6122-aaaaaa", "tm_127.0.0.1:6122-bbbbbb", "jm_cccccc"):
+        (flink_tmp / name / "blobStorage").mkdir(parents=True)
+        (flink_tmp / name / "blobStorage" / "job.jar").write_bytes(b"jar")
+    FlinkTaskManager().remove_stale_working_dirs("tm")
+    assert sorted(p.name for p in flink_tmp.iterdir()) == ["jm_cccccc"]

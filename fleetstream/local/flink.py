@@ -72,6 +72,12 @@ class _FlinkProcess(Service):
     def command(self) -> list[str]:
         return ["bash", str(flink_home() / "bin" / self.script), "start-foreground"]
 
+    def remove_stale_working_dirs(self, prefix: str) -> None:
+        """Delete earlier processes' working folders (`<prefix>_*` in Flink's tmp folder:
+        up to ~3 GB each, of cached job jars), which a stopped process leaves behind."""
+        for folder in (home() / "data" / "flink" / "tmp").glob(f"{prefix}_*"):
+            shutil.rmtree(folder, ignore_errors=True)
+
 
 class FlinkJobManager(_FlinkProcess):
     """The JobManager (dispatcher, REST API); `port` is the REST port."""
@@ -113,9 +119,13 @@ class FlinkJobManager(_FlinkProcess):
             "rest.port": self.port,
             "parallelism.default": 1,
             "io.tmp.dirs": str(home() / "data" / "flink" / "tmp"),
+            # a finished job's jars (~155 MB a job) leave the TaskManager's blob cache after
+            # this many seconds (Flink's default, an hour, kept ~6 GB through the test suite)
+            "blob.service.cleanup.interval": 60,
         }.items():
             _set(config, key, value)
         (home() / "data" / "flink" / "tmp").mkdir(parents=True, exist_ok=True)
+        self.remove_stale_working_dirs("jm")
         (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     def ready(self) -> bool:
@@ -142,6 +152,7 @@ class FlinkTaskManager(_FlinkProcess):
         config = yaml.safe_load(config_path.read_text())
         _set(config, "taskmanager.rpc.port", self.port)
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.remove_stale_working_dirs("tm")
 
     def ready(self) -> bool:
         status = overview(self.rest_port)
