@@ -193,7 +193,10 @@ class _ConsumerPool:
     """
 
     def __init__(self, bootstrap: str, group: str) -> None:
-        self._config = {**group_consumer_config(bootstrap, group), "fetch.wait.max.ms": 10,
+        # fetch.wait.max.ms stays librdkafka's 500 ms: the broker answers a fetch as soon as
+        # a record arrives, so a shorter wait only adds empty fetches (at 10 ms, ~1,600 a second
+        # over 16 idle partitions, in the broker and in the workers' consumer threads)
+        self._config = {**group_consumer_config(bootstrap, group),
                         "queued.max.messages.kbytes": 8192}
         self._lock = threading.Lock()
         #: partition -> (idle consumer, the offset its next poll returns, or -1)
