@@ -109,6 +109,23 @@ def _timer_stream(advance_s: float) -> None:
                                         FAST_RETRY, clock=lambda: 0.0)
 
 
+def test_streaming_count_flush_joins_the_batch_in_state_with_the_new_records() -> None:
+    """Lists (the streaming job's `batches=True`): the first list waits in state, the
+    second fills the batch to max_records, the rest leaves at the end; in order, once."""
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    stream = (TestStream()
+              .add_elements([[record(0), record(1)]])
+              .advance_processing_time(1)
+              .add_elements([[record(2), record(3), record(4)]])
+              .advance_watermark_to_infinity())
+    with TestPipeline(options=options) as pipeline:
+        _ = pipeline | stream | Deliver(applications(max_records=4, max_delay=10), FAST_RETRY,
+                                        clock=lambda: 0.0, batches=True)
+    assert [[r.message_id for r in b.records] for b in WRITTEN] == [
+        ["m000", "m001", "m002", "m003"], ["m004"]]
+
+
 def test_max_delay_flushes_on_a_timer_without_new_data() -> None:
     _timer_stream(advance_s=11)
     assert [len(b.records) for b in WRITTEN] == [3, 2]
