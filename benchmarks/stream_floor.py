@@ -41,7 +41,7 @@ from stream_bench import BOOTSTRAP, CPU_MARKERS, cpu_seconds, settings_for
 from fleetstream.io.base import Record
 from fleetstream.io.kafka_partition_reader import ReadKafkaPartitions
 from fleetstream.io.kafka_producer import AckedProducer
-from fleetstream.io.kafka_topics import WriteJsonToKafka
+from fleetstream.io.kafka_topics import KafkaSettings, WriteJsonToKafka
 from fleetstream.local.topics import Topic, create_topics
 from fleetstream.pipelines import flink_jobs
 from fleetstream.schemas.config import parse_config
@@ -97,7 +97,7 @@ class _AsRecordsFn(beam.DoFn):
                for n, (key, value) in enumerate(pairs)]
 
 
-def build(pipeline: beam.Pipeline, source: str, target: str, group: str,
+def build(pipeline: beam.Pipeline, kafka: KafkaSettings, source: str, target: str, group: str,
           timers: bool = False, deliver_to: str | None = None) -> None:
     """The floor job; `timers`: the keyed step sets a timer per call; `deliver_to`: the
     keyed step's output also goes through FleetStream's Deliver to a file sink there."""
@@ -107,12 +107,11 @@ def build(pipeline: beam.Pipeline, source: str, target: str, group: str,
         return crc32(record[2][:64]) % shards
 
     pairs = (pipeline
-             | "Read" >> ReadKafkaPartitions(BOOTSTRAP, [source], group)
+             | "Read" >> ReadKafkaPartitions(kafka.bootstrap_servers, [source], group)
              | "GroupPerKey" >> GroupBatchesInBundle(key_of, int)
              | "CountPerKey" >> beam.ParDo(_CountAndWaitPerKeyFn() if timers
                                            else _CountPerKeyFn()))
-    _ = pairs | "Write" >> WriteJsonToKafka(settings_for("floor", 1, 0.2, "/tmp/unused").kafka,
-                                            target, batches=True)
+    _ = pairs | "Write" >> WriteJsonToKafka(kafka, target, batches=True)
     if deliver_to:
         applications = parse_config({"applications": [
             {"id": "floor", "permissions": ["diagnostics.*"],
@@ -165,7 +164,8 @@ def main() -> None:
     settings = settings_for(run, 1, 0.2, "/tmp/unused")
     pipeline = beam.Pipeline(options=settings.pipeline_options())
     out = f"/tmp/fleetstream-floor-{run}"
-    build(pipeline, source, target, f"floor-{run}", args.timers, out if args.deliver else None)
+    build(pipeline, settings.kafka, source, target, f"floor-{run}", args.timers,
+          out if args.deliver else None)
     known = tuple(flink_jobs.running_jobs())
     pipeline.run()
     job = flink_jobs.wait_running(known=known)
