@@ -44,6 +44,7 @@ from fleetstream.io.kafka_producer import AckedProducer
 from fleetstream.io.kafka_topics import KafkaSettings, WriteJsonToKafka
 from fleetstream.local.topics import Topic, create_topics
 from fleetstream.pipelines import flink_jobs
+from fleetstream.pipelines.job_streams import release_job_streams
 from fleetstream.schemas.config import parse_config
 from fleetstream.transforms.deliver import Deliver
 from fleetstream.transforms.group_in_bundle import GroupBatchesInBundle
@@ -167,7 +168,7 @@ def main() -> None:
     build(pipeline, settings.kafka, source, target, f"floor-{run}", args.timers,
           out if args.deliver else None)
     known = tuple(flink_jobs.running_jobs())
-    pipeline.run()
+    release_job_streams(pipeline.run())
     job = flink_jobs.wait_running(known=known)
     consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"floor-reader-{run}",
                          "auto.offset.reset": "earliest"})

@@ -16,6 +16,8 @@ from typing import Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from fleetstream.pipelines.job_streams import wait_until_done
+
 
 def portable_options(job_endpoint: str = "localhost:8099",
                      worker_pool: str = "localhost:50000", streaming: bool = False,
@@ -33,8 +35,9 @@ def _write(lines: beam.PCollection, output: str) -> None:
 
 def text_pipeline(output: str, options: PipelineOptions) -> None:
     """Upper-case three words into `output`."""
-    with beam.Pipeline(options=options) as pipeline:
-        _write(pipeline | beam.Create(["fleet", "stream", "flink"]) | beam.Map(str.upper), output)
+    pipeline = beam.Pipeline(options=options)
+    _write(pipeline | beam.Create(["fleet", "stream", "flink"]) | beam.Map(str.upper), output)
+    wait_until_done(pipeline.run())
 
 
 def kafka_pipeline(output: str, topic: str, records: int, options: PipelineOptions,
@@ -43,12 +46,12 @@ def kafka_pipeline(output: str, topic: str, records: int, options: PipelineOptio
     """Read `records` records of `topic` through the Java KafkaIO into `output` as key=value."""
     from apache_beam.io.kafka import ReadFromKafka
 
-    with beam.Pipeline(options=options) as pipeline:
-        read = pipeline | ReadFromKafka(
-            consumer_config={"bootstrap.servers": bootstrap, "auto.offset.reset": "earliest"},
-            topics=[topic], max_num_records=records, expansion_service=expansion_service)
-        _write(read | beam.MapTuple(lambda key, value: f"{key.decode()}={value.decode()}"),
-               output)
+    pipeline = beam.Pipeline(options=options)
+    read = pipeline | ReadFromKafka(
+        consumer_config={"bootstrap.servers": bootstrap, "auto.offset.reset": "earliest"},
+        topics=[topic], max_num_records=records, expansion_service=expansion_service)
+    _write(read | beam.MapTuple(lambda key, value: f"{key.decode()}={value.decode()}"), output)
+    wait_until_done(pipeline.run())
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -25,6 +25,7 @@ from apache_beam.utils.timestamp import Timestamp
 from fleetstream.io.envelope_files import UNREADABLE, ReadEnvelopes, match_envelope_files
 from fleetstream.io.raw_archive import ARCHIVE_SCOPE, ArchiveRawEnvelopes, ArchiveSettings
 from fleetstream.pipelines.accounting import Accounting
+from fleetstream.pipelines.job_streams import wait_until_done
 from fleetstream.schemas.envelope import RawEnvelope
 from fleetstream.transforms.counters import NAMESPACE
 
@@ -55,7 +56,7 @@ def run_archive(input_pattern: str, settings: ArchiveSettings,
          | "Archive" >> ArchiveRawEnvelopes(settings))
     _ = read[UNREADABLE] | "CountUnreadable" >> beam.Map(_count_unreadable)
     result = pipeline.run()
-    result.wait_until_finish()
+    wait_until_done(result)
     accounting = Accounting.from_result(result)
     return ArchiveSummary(accounting.get(ARCHIVE_SCOPE, "files"),
                           accounting.get(ARCHIVE_SCOPE, "envelopes"),

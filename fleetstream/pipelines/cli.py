@@ -326,6 +326,7 @@ def _dead_letters_resend(args: argparse.Namespace) -> int:
 def _stream(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from fleetstream.pipelines.job_streams import poll_until_done
     from fleetstream.pipelines.stream import load_stream_settings, parse_start, submit_stream
     settings = load_stream_settings(args.config)
     overrides = {}
@@ -341,7 +342,7 @@ def _stream(args: argparse.Namespace) -> int:
     print(f"fleetstream stream: job submitted to {settings.flink.job_endpoint} "
           f"(state {result.state})", file=sys.stderr)
     if args.wait:
-        result.wait_until_finish()
+        poll_until_done(result)
     return 0
 
 

@@ -38,6 +38,7 @@ from fleetstream.io.envelope_files import (UNREADABLE, EnvelopeFile, ReadEnvelop
 from fleetstream.io.file_sink import FileSink
 from fleetstream.pipelines.accounting import Accounting
 from fleetstream.pipelines.fleet import DeliverFleet, OrderSettings
+from fleetstream.pipelines.job_streams import wait_until_done
 from fleetstream.mappers import MAPPERS
 from fleetstream.schemas.config import Application, Config
 from fleetstream.schemas.dead_letter import to_json_line
@@ -124,5 +125,5 @@ def run_replay(input_pattern: str | None, config: Config, *, archive: str | None
          os.path.join(dead_letter_dir, "dead-letters"), file_name_suffix=".jsonl",
          coder=beam.coders.BytesCoder()))
     result = pipeline.run()
-    result.wait_until_finish()
+    wait_until_done(result)
     return Accounting.from_result(result)

@@ -38,6 +38,7 @@ from fleetstream.local.topics import Topic, create_topics
 from fleetstream.io.kafka_topics import (INVALID, KafkaSettings, ReadActivationsFromKafka,
                                          ReadRawFromKafka, WriteJsonToKafka)
 from fleetstream.pipelines.fleet import DeliverFleet, OrderSettings
+from fleetstream.pipelines.job_streams import release_job_streams
 from fleetstream.pipelines.replay import check_sinks
 from fleetstream.transforms.group_in_bundle import Unbatch
 from fleetstream.schemas.config import Config, load_config
@@ -245,7 +246,8 @@ def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str
     source of activations and a restart re-reads them with everything else.
     Unless the job is restored from a savepoint, the consumer group's offsets
     on the raw topics are first moved to `kafka.start` when `reset_offsets` is
-    set or `kafka.start` is a time.
+    set or `kafka.start` is a time. The result's job service streams are closed
+    (`release_job_streams`): ask `result.state` for the job's state.
     """
     check_sinks(settings.config.applications)
     ensure_topics(settings)
@@ -258,4 +260,6 @@ def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str
     mark_partitions(settings.kafka.bootstrap_servers, settings.activations_topic)
     pipeline = beam.Pipeline(options=settings.pipeline_options(extra_options))
     build_stream_pipeline(pipeline, settings)
-    return pipeline.run()
+    result = pipeline.run()
+    release_job_streams(result)
+    return result
