@@ -5,12 +5,12 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 from fleetstream.io.kafka_offsets import reset_group_offsets
 from fleetstream.io.kafka_producer import mark_partitions
 from fleetstream.io.kafka_topic_reader import TopicReadError
-from fleetstream.local.kafka import Kafka
+from fleetstream.local.kafka import LOCAL_RETENTION_HOURS, Kafka
 from fleetstream.local.topics import FLEETSTREAM_TOPICS, Topic, create_topics
 
 pytest_plugins = ["fleetstream.local.pytest_plugin"]
@@ -123,3 +123,16 @@ def test_write_json_to_kafka_writes_pairs_and_keyed_dicts(kafka_service: Kafka) 
     finally:
         consumer.close()
     assert received == {b"V1": {"a": 1}, b"V2": {"b": 2}, b"tesla": {"source": "tesla", "n": 3}}
+
+
+def test_the_local_broker_keeps_a_topics_records_a_day_in_hourly_segments(
+        kafka_service: Kafka) -> None:
+    """Retention only drops closed segments: without hourly rolls a test topic's one
+    segment would stay forever, whatever the retention."""
+    topic = f"test.retention.{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_service.bootstrap, [Topic(topic)])
+    admin = AdminClient({"bootstrap.servers": kafka_service.bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    configs = admin.describe_configs([resource])[resource].result(timeout=10)
+    assert int(configs["retention.ms"].value) == LOCAL_RETENTION_HOURS * 3600 * 1000
+    assert int(configs["segment.ms"].value) == 3600 * 1000

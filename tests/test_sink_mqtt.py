@@ -112,13 +112,15 @@ def secured_config(port: int):
 
 
 @pytest.fixture
-def secured_broker(tmp_path):
-    """A broker of its own, with logins and ACLs from `secured_config`."""
+def secured_broker(tmp_path, monkeypatch):
+    """A broker of its own, with logins and ACLs from `secured_config`; its pid, log and
+    data files live in the test's folder (pytest keeps the last few runs')."""
+    monkeypatch.setenv("FLEETSTREAM_HOME", str(tmp_path / "home"))
     port = free_port()
     config = secured_config(port)
     password_file, acl_file = write_broker_auth(tmp_path, config.applications,
                                                 SUBSCRIBER_PASSWORDS)
-    broker = MosquittoService(port, name=f"mosquitto-test-{port}",
+    broker = MosquittoService(port, name="mosquitto-secured",
                               password_file=password_file, acl_file=acl_file)
     broker.start()
     yield broker, config

@@ -4,7 +4,10 @@ The jars come from Maven (`org.apache.kafka:kafka_2.13`); on first start the
 storage is formatted (`kafka.tools.StorageTool format`, what `kafka-storage.sh
 format` runs) with a fresh cluster id. Partition data lives in
 `$FLEETSTREAM_HOME/data/kafka/log-dirs/`, the server's own log in
-`$FLEETSTREAM_HOME/logs/kafka.log`.
+`$FLEETSTREAM_HOME/logs/kafka.log`. Being a development broker, it keeps
+records for a day (LOCAL_RETENTION_HOURS; Kafka's default is a week), and rolls
+segments hourly so that the old ones can go: test runs, which make topics of
+their own, no longer pile up gigabytes.
 
     from fleetstream.local.kafka import Kafka
     kafka = Kafka(); kafka.start(); print(kafka.bootstrap)   # 127.0.0.1:9092
@@ -19,6 +22,9 @@ from pathlib import Path
 from fleetstream.local import versions
 from fleetstream.local.java import jar_bundle, java_command
 from fleetstream.local.service import Service, ServiceError, port_open
+
+#: how long the local broker keeps records
+LOCAL_RETENTION_HOURS = 24
 
 _LOG4J2 = """\
 status = warn
@@ -97,6 +103,8 @@ class Kafka(Service):
             "transaction.state.log.min.isr=1",
             "group.initial.rebalance.delay.ms=0",
             "auto.create.topics.enable=false",
+            f"log.retention.hours={LOCAL_RETENTION_HOURS}",
+            "log.roll.hours=1",
         ]) + "\n")
         if not (log_dirs / "meta.properties").exists():
             self._format(log_dirs)

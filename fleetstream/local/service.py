@@ -1,7 +1,8 @@
 """A local server process: install once, start detached, wait until ready, stop.
 
 State lives under one folder (`$FLEETSTREAM_HOME`, default `~/.fleetstream`):
-`run/<name>.pid`, `logs/<name>.log` and `data/<name>/`. Starting is
+`run/<name>.pid`, `logs/<name>.log` and `data/<name>/`. A log past
+LOG_ROTATE_BYTES moves to `<name>.log.1` when its service starts. Starting is
 idempotent (a running service is left alone), a port held by some other
 process is a clear error, and a service that dies while starting reports the
 tail of its log.
@@ -15,6 +16,10 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+
+
+#: a log larger than this at a start moves aside to `<name>.log.1` (replacing the older one)
+LOG_ROTATE_BYTES = 64 * 1024 * 1024
 
 
 class ServiceError(RuntimeError):
@@ -105,6 +110,7 @@ class Service(abc.ABC):
         for folder in (self.data_dir, self.log_path.parent, self.pid_path.parent):
             folder.mkdir(parents=True, exist_ok=True)
         self.prepare()
+        self._rotate_log()
         with open(self.log_path, "ab") as log:
             process = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -115,6 +121,13 @@ class Service(abc.ABC):
             self.stop()
             raise ServiceError(f"{self.name} did not become ready within "
                                f"{self.start_timeout_s:.0f} s; last log lines:\n{self.log_tail()}")
+
+    def _rotate_log(self) -> None:
+        try:
+            if self.log_path.stat().st_size > LOG_ROTATE_BYTES:
+                self.log_path.replace(self.log_path.with_name(f"{self.log_path.name}.1"))
+        except FileNotFoundError:
+            pass
 
     def _wait_ready(self, process: subprocess.Popen | None = None) -> bool:
         deadline = time.monotonic() + self.start_timeout_s

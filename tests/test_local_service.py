@@ -1,0 +1,46 @@
+"""The local service machinery (`fleetstream.local.service`) with a stand-in server."""
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from fleetstream.local.service import LOG_ROTATE_BYTES, Service
+
+
+class _Sleeper(Service):
+    """A 'server' that only sleeps; ready as soon as its process runs."""
+
+    name = "sleeper"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", "import time; time.sleep(60)"]
+
+    def ready(self) -> bool:
+        return self.pid() is not None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("size, rotated", [(LOG_ROTATE_BYTES + 1, True), (1000, False)])
+def test_a_start_moves_a_large_log_aside_and_keeps_a_small_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, rotated: bool) -> None:
+    monkeypatch.setenv("FLEETSTREAM_HOME", str(tmp_path))
+    service = _Sleeper(_free_port())
+    service.log_path.parent.mkdir(parents=True)
+    (service.log_path.parent / "sleeper.log.1").write_text("the older log\n")
+    with open(service.log_path, "wb") as log:   # sparse: no disk for the size
+        log.truncate(size)
+    service.start()
+    try:
+        old = service.log_path.parent / "sleeper.log.1"
+        assert old.stat().st_size == (size if rotated else len("the older log\n"))
+        assert service.log_path.stat().st_size == (0 if rotated else size)
+    finally:
+        service.stop()
