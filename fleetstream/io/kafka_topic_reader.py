@@ -52,8 +52,8 @@ def topic_partitions(client: Consumer, bootstrap: str, topic: str,
 def read_topic(bootstrap: str, topic: str, timeout_s: float = 10.0) -> Iterator[bytes]:
     """Every record value of `topic`, partition by partition, up to each partition's end
     when the call began. Raises TopicReadError when the broker or the topic is not there."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "fleetstream-reader",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer = Consumer({**group_consumer_config(bootstrap, "fleetstream-reader"),
+                         "enable.partition.eof": True})
     try:
         for partition in topic_partitions(consumer, bootstrap, topic, timeout_s):
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
