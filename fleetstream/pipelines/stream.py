@@ -30,19 +30,19 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from fleetstream.io.base import ConfigError, refuse_unknown
-from fleetstream.io.raw_archive import ArchiveRawEnvelopes, ArchiveSettings
-from fleetstream.mappers import MAPPERS
 from fleetstream.io.kafka_offsets import reset_group_offsets
 from fleetstream.io.kafka_producer import mark_partitions, publish_activations
-from fleetstream.local.topics import Topic, create_topics
 from fleetstream.io.kafka_topics import (INVALID, KafkaSettings, ReadActivationsFromKafka,
                                          ReadRawFromKafka, WriteJsonToKafka)
+from fleetstream.io.raw_archive import ArchiveRawEnvelopes, ArchiveSettings
+from fleetstream.local.topics import Topic, create_topics
+from fleetstream.mappers import MAPPERS
 from fleetstream.pipelines.fleet import DeliverFleet, OrderSettings
 from fleetstream.pipelines.job_streams import release_job_streams
 from fleetstream.pipelines.replay import check_sinks
-from fleetstream.transforms.group_in_bundle import Unbatch
 from fleetstream.schemas.config import Config, load_config
 from fleetstream.schemas.timestamps import to_epoch_ms
+from fleetstream.transforms.group_in_bundle import Unbatch
 from fleetstream.transforms.permit_by_activation import (DEFAULT_VEHICLE_SHARDS, ActivationTable,
                                                          OrderAndPermitKeyed,
                                                          PermitByActivation)
