@@ -1,6 +1,7 @@
 """Beam pipelines on the local Flink cluster through the job server (PortableRunner)."""
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,3 +54,17 @@ def test_a_starting_process_removes_only_its_kind_of_stale_working_dirs(
         (flink_tmp / name / "blobStorage" / "job.jar").write_bytes(b"jar")
     FlinkTaskManager().remove_stale_working_dirs("tm")
     assert sorted(p.name for p in flink_tmp.iterdir()) == ["jm_cccccc"]
+
+
+def test_a_starting_jobmanager_keeps_only_the_newest_jobs_retained_checkpoints(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleetstream.local.flink import FlinkJobManager
+
+    monkeypatch.setenv("FLEETSTREAM_HOME", str(tmp_path))
+    checkpoints = tmp_path / "data" / "flink" / "checkpoints"
+    for age in range(5):                       # job-0 is the newest
+        job = checkpoints / f"job-{age}"
+        (job / "chk-7").mkdir(parents=True)
+        os.utime(job, (1_000_000 - age, 1_000_000 - age))
+    FlinkJobManager().prune_retained_checkpoints(keep=3)
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["job-0", "job-1", "job-2"]

@@ -24,6 +24,8 @@ from fleetstream.local.service import Service, ServiceError, home
 from fleetstream.local.venv import site_packages, venv
 
 TASK_SLOTS = 2
+#: a starting JobManager keeps the retained checkpoints of this many jobs, the newest
+KEPT_JOB_CHECKPOINTS = 20
 
 
 def flink_home() -> Path:
@@ -126,7 +128,20 @@ class FlinkJobManager(_FlinkProcess):
             _set(config, key, value)
         (home() / "data" / "flink" / "tmp").mkdir(parents=True, exist_ok=True)
         self.remove_stale_working_dirs("jm")
+        self.prune_retained_checkpoints()
         (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def prune_retained_checkpoints(self, keep: int = KEPT_JOB_CHECKPOINTS) -> None:
+        """Delete the retained checkpoints of all but the `keep` newest jobs.
+
+        A cancelled job's last checkpoint stays so that it can be restored, but every
+        job leaves one: the test suite's jobs had left 439 folders (843 MB) in a day.
+        """
+        folder = home() / "data" / "flink" / "checkpoints"
+        jobs = sorted((job for job in folder.glob("*") if job.is_dir()),
+                      key=lambda job: job.stat().st_mtime, reverse=True)
+        for job in jobs[keep:]:
+            shutil.rmtree(job, ignore_errors=True)
 
     def ready(self) -> bool:
         return overview(self.port) is not None

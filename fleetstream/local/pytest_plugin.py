@@ -38,11 +38,6 @@ class LocalFlink:
     expansion_service: str
     python: Path
 
-    def pipeline_args(self) -> list[str]:
-        """Pipeline options for the PortableRunner on the local cluster."""
-        return ["--runner=PortableRunner", f"--job_endpoint={self.job_endpoint}",
-                "--environment_type=EXTERNAL", f"--environment_config={self.worker_pool}"]
-
     def run_module(self, module: str, args: Sequence[str] = (),
                    timeout_s: float = 600.0) -> subprocess.CompletedProcess[str]:
         """Run `python -m module args` with the job server's apache-beam; fail with its output."""
