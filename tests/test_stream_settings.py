@@ -80,3 +80,25 @@ def test_stream_command_exits_2_on_bad_settings(tmp_path: Path,
     path = settings_file(tmp_path, archive={"path": "s3://b/f", "shards": 0})
     assert main(["stream", "--config", str(path)]) == 2
     assert "archive.shards" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("end, code", [("DONE", 0), ("CANCELLED", 1), ("FAILED", 1)])
+def test_stream_wait_exits_by_the_state_the_job_ends_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        end: str, code: int) -> None:
+    """`stream --wait` asks for the job's state until it ends (the submitted job's
+    streams are closed), and only a job that ends done exits 0."""
+    import fleetstream.pipelines.job_streams as job_streams
+    import fleetstream.pipelines.stream as stream
+
+    class Job:
+        states = iter(["RUNNING", "RUNNING", "RUNNING", end])
+
+        @property
+        def state(self) -> str:
+            return next(self.states)
+
+    monkeypatch.setattr(stream, "submit_stream", lambda *args, **kwargs: Job())
+    monkeypatch.setattr(job_streams.time, "sleep", lambda s: None)
+    assert main(["stream", "--config", str(ROOT / "flink-runner.yaml"), "--wait"]) == code
+    assert f"ended in state {end}" in capsys.readouterr().err

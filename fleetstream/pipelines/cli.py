@@ -209,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--savepoint", metavar="PATH",
                         help="restore the job from this savepoint or retained checkpoint")
     stream.add_argument("--wait", action="store_true",
-                        help="wait until the job ends instead of returning once it runs")
+                        help="wait until the job ends instead of returning once it runs; "
+                             "exit 1 unless it ends done (e.g. cancelled, failed)")
     stream.add_argument("--beam-option", action="append", default=[], metavar="--NAME=VALUE",
                         help="any other Beam or Flink pipeline option (repeatable)")
     stream.set_defaults(handler=_stream)
@@ -326,6 +327,8 @@ def _dead_letters_resend(args: argparse.Namespace) -> int:
 def _stream(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from apache_beam.runners.runner import PipelineState
+
     from fleetstream.pipelines.job_streams import poll_until_done
     from fleetstream.pipelines.stream import load_stream_settings, parse_start, submit_stream
     settings = load_stream_settings(args.config)
@@ -342,7 +345,9 @@ def _stream(args: argparse.Namespace) -> int:
     print(f"fleetstream stream: job submitted to {settings.flink.job_endpoint} "
           f"(state {result.state})", file=sys.stderr)
     if args.wait:
-        poll_until_done(result)
+        state = poll_until_done(result)
+        print(f"fleetstream stream: the job ended in state {state}", file=sys.stderr)
+        return 0 if state == PipelineState.DONE else 1
     return 0
 
 

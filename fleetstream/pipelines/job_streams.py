@@ -5,7 +5,7 @@ server streams open: the job's states and its messages. gRPC serves them from a
 daemon thread. When the interpreter exits with a stream still open, that thread
 can be stopped while it holds the stream's lock, and the stream's finaliser
 then waits for the lock forever: the process has finished its work and never
-exits (seen here: 1 smoke job in 17 hung in `_Rendezvous.__del__`, and a CI
+exits (seen here: 1 smoke job in 25 hung in `_Rendezvous.__del__`, and a CI
 test timed out on it). Closing both streams while the interpreter still runs
 leaves nothing for the finaliser to wait on.
 
