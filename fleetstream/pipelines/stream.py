@@ -59,7 +59,7 @@ class FlinkSettings:
     environment_type: str = "EXTERNAL"
     environment_config: str = "localhost:50000"
     parallelism: int = 2
-    checkpointing_interval_ms: int = 10_000
+    checkpointing_interval_ms: int = 30_000
     #: how long a bundle may collect elements; each of the job's fused stages adds up to this
     #: much latency (Beam's default, 1000, gave a 4.5 s floor; docs/benchmarks.md)
     max_bundle_time_ms: int = 100
