@@ -240,7 +240,7 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)       # the file sink's documents
     job_cpu_ms = cpu_ms[CPU_MARKERS[0]] + cpu_ms[CPU_MARKERS[1]]
     p50 = statistics.median(latencies)
-    p99 = latencies[int(0.99 * (len(latencies) - 1))]
+    p99 = p99_of(latencies)
     table = [f"Streaming benchmark, {time.strftime('%Y-%m-%d')}, local Flink 1.19 (1 TaskManager, "
              f"parallelism 2) + Kafka 4.1 on {platform.machine()} with 2 cores shared by "
              f"Kafka, Flink, the Beam job server and the Python workers; {args.vehicles} vehicles, "
@@ -286,7 +286,12 @@ def p99_per_window(sent_at: dict[str, float], seen: dict[str, float],
     for message_id, sent in sent_at.items():
         windows.setdefault(int((sent - start) // window_s), []).append(
             max(0.0, seen[message_id] - sent))
-    return [sorted(lat)[int(0.99 * (len(lat) - 1))] for _, lat in sorted(windows.items())]
+    return [p99_of(sorted(lat)) for _, lat in sorted(windows.items())]
+
+
+def p99_of(ascending: list[float]) -> float:
+    """The 99th percentile of sorted values (the nearest rank below)."""
+    return ascending[int(0.99 * (len(ascending) - 1))]
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """The local service machinery (`fleetstream.local.service`) with a stand-in server."""
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 
 from fleetstream.local.service import LOG_ROTATE_BYTES, Service
+from tests.helpers import free_port
 
 
 class _Sleeper(Service):
@@ -22,17 +22,11 @@ class _Sleeper(Service):
         return self.pid() is not None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("size, rotated", [(LOG_ROTATE_BYTES + 1, True), (1000, False)])
 def test_a_start_moves_a_large_log_aside_and_keeps_a_small_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, rotated: bool) -> None:
     monkeypatch.setenv("FLEETSTREAM_HOME", str(tmp_path))
-    service = _Sleeper(_free_port())
+    service = _Sleeper(free_port())
     service.log_path.parent.mkdir(parents=True)
     (service.log_path.parent / "sleeper.log.1").write_text("the older log\n")
     with open(service.log_path, "wb") as log:   # sparse: no disk for the size

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 
@@ -15,6 +14,7 @@ from fleetstream.io.mqtt_sink import MqttDeliveryError, MqttSink
 from fleetstream.io.registry import build_sink
 from fleetstream.local.mosquitto import MosquittoService
 from fleetstream.schemas.config import parse_config
+from tests.helpers import free_port
 
 pytest_plugins = ["fleetstream.io.sink_pytest_plugin"]
 
@@ -71,12 +71,6 @@ def opened(sink: MqttSink):
         yield sink
     finally:
         sink.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.parametrize("qos", [0, 1, 2])
