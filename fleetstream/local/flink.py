@@ -36,9 +36,14 @@ def flink_home() -> Path:
     return site_packages(folder) / "pyflink"
 
 
+def cluster_dir(name: str) -> Path:
+    """A folder of the cluster's own: conf, tmp, checkpoints, savepoints."""
+    return home() / "data" / "flink" / name
+
+
 def conf_dir() -> Path:
     """The FLINK_CONF_DIR both processes share."""
-    return home() / "data" / "flink" / "conf"
+    return cluster_dir("conf")
 
 
 def _set(config: dict[str, Any], dotted: str, value: Any) -> None:
@@ -77,7 +82,7 @@ class _FlinkProcess(Service):
     def remove_stale_working_dirs(self, prefix: str) -> None:
         """Delete earlier processes' working folders (`<prefix>_*` in Flink's tmp folder:
         up to ~3 GB each, of cached job jars), which a stopped process leaves behind."""
-        for folder in (home() / "data" / "flink" / "tmp").glob(f"{prefix}_*"):
+        for folder in cluster_dir("tmp").glob(f"{prefix}_*"):
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -114,19 +119,19 @@ class FlinkJobManager(_FlinkProcess):
             # with Flink's default (~340 MB in all) the TaskManager ran out after ~15 jobs
             "taskmanager.memory.framework.off-heap.size": "512m",
             "taskmanager.memory.task.off-heap.size": "1024m",
-            "state.checkpoints.dir": (home() / "data" / "flink" / "checkpoints").as_uri(),
-            "state.savepoints.dir": (home() / "data" / "flink" / "savepoints").as_uri(),
+            "state.checkpoints.dir": cluster_dir("checkpoints").as_uri(),
+            "state.savepoints.dir": cluster_dir("savepoints").as_uri(),
             "rest.address": "127.0.0.1",
             "rest.bind-address": "127.0.0.1",
             "rest.port": self.port,
             "parallelism.default": 1,
-            "io.tmp.dirs": str(home() / "data" / "flink" / "tmp"),
+            "io.tmp.dirs": str(cluster_dir("tmp")),
             # a finished job's jars (~155 MB a job) leave the TaskManager's blob cache after
             # this many seconds (Flink's default, an hour, kept ~6 GB through the test suite)
             "blob.service.cleanup.interval": 60,
         }.items():
             _set(config, key, value)
-        (home() / "data" / "flink" / "tmp").mkdir(parents=True, exist_ok=True)
+        cluster_dir("tmp").mkdir(parents=True, exist_ok=True)
         self.remove_stale_working_dirs("jm")
         self.prune_retained_checkpoints()
         (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -137,7 +142,7 @@ class FlinkJobManager(_FlinkProcess):
         A cancelled job's last checkpoint stays so that it can be restored, but every
         job leaves one: the test suite's jobs had left 439 folders (843 MB) in a day.
         """
-        folder = home() / "data" / "flink" / "checkpoints"
+        folder = cluster_dir("checkpoints")
         jobs = sorted((job for job in folder.glob("*") if job.is_dir()),
                       key=lambda job: job.stat().st_mtime, reverse=True)
         for job in jobs[keep:]:

@@ -31,8 +31,7 @@ def release_job_streams(result: PipelineResult) -> None:
     if not isinstance(result, portable_runner.PipelineResult):
         return
     for name in ("_message_stream", "_state_stream"):
-        stream = getattr(result, name, None)
-        cancel = getattr(stream, "cancel", None)
+        cancel = getattr(getattr(result, name), "cancel", None)
         if cancel is not None:
             cancel()
         # The state stream is wrapped in an itertools.chain, which has no cancel():
