@@ -61,7 +61,8 @@ def settings_for(run: str, vehicles: int, reorder_window_s: float, out: str,
                  vehicle_shards: int = DEFAULT_VEHICLE_SHARDS,
                  bundle_ms: int = FlinkSettings.max_bundle_time_ms,
                  checkpoint_ms: int = FlinkSettings.checkpointing_interval_ms,
-                 raw_reader: str = KafkaSettings.raw_reader) -> StreamSettings:
+                 raw_reader: str = KafkaSettings.raw_reader,
+                 dedupe_horizon_s: float = OrderSettings.dedupe_horizon_s) -> StreamSettings:
     config = parse_config({
         "applications": [{"id": APP, "permissions": ["diagnostics.*", "charging.*",
                                                      "vehicle_location.*", "doors.*"],
@@ -73,7 +74,8 @@ def settings_for(run: str, vehicles: int, reorder_window_s: float, out: str,
                                 max_bundle_time_ms=bundle_ms),
         KafkaSettings(BOOTSTRAP, f"bench-{run}", "earliest", raw_reader=raw_reader),
         {source: f"{run}.raw.{source}" for source in SOURCES}, f"{run}.activations",
-        f"{run}.dead-letters", f"{run}.delivered", OrderSettings(reorder_window_s, 600),
+        f"{run}.dead-letters", f"{run}.delivered",
+        OrderSettings(reorder_window_s, dedupe_horizon_s),
         permissions, delivery_shards=delivery_shards, vehicle_shards=vehicle_shards)
 
 
@@ -172,6 +174,9 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=60_000)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--reorder-window", type=float, default=0.2)
+    parser.add_argument("--dedupe-horizon", type=float,
+                        default=OrderSettings.dedupe_horizon_s,
+                        help="seconds a message id is remembered to drop duplicates")
     parser.add_argument("--beam-option", action="append", default=[],
                         help="extra pipeline option for the job (repeatable)")
     parser.add_argument("--latency-rate", type=float,
@@ -190,17 +195,22 @@ def main() -> None:
     parser.add_argument("--raw-reader", choices=RAW_READERS, default=KafkaSettings.raw_reader,
                         help="what reads the raw topics (kafka.raw_reader)")
     parser.add_argument("--write", help="append the results to this Markdown file")
+    parser.add_argument("--latencies-csv",
+                        help="write each latency-phase document's produce and delivery times "
+                             "(s) and the checkpoints' spans to this CSV file")
     args = parser.parse_args()
     run = uuid.uuid4().hex[:8]
     out = f"/tmp/fleetstream-stream-bench-{run}"
     settings = settings_for(run, args.vehicles, args.reorder_window, out, args.permissions,
                             args.delivery_shards, args.vehicle_shards, args.bundle_ms,
-                            args.checkpoint_ms,
-                            args.raw_reader)
+                            args.checkpoint_ms, args.raw_reader, args.dedupe_horizon)
     sent_at: dict[str, float] = {}
     ensure_topics(settings)
     consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"bench-reader-{run}",
-                         "auto.offset.reset": "earliest"})
+                         "auto.offset.reset": "earliest",
+                         # fetch in large batches: the record timestamps, not the reading,
+                         # give the latency, and the broker shares the job's two cores
+                         "fetch.min.bytes": 1 << 20, "fetch.wait.max.ms": 500})
     # made before the clock starts, so that the simulator's Python does not take CPU from
     # the job while it works through the backlog; the plain loop runs while the job is idle
     backlog = simulated(args.vehicles, args.backlog)
@@ -229,22 +239,35 @@ def main() -> None:
         print(f"throughput: {rate:,.0f} messages/s", file=sys.stderr)
         live: dict[str, float] = {}
         live_rate = args.latency_rate or rate / 2
-        produce(settings, sent(simulated(args.vehicles, int(live_rate * args.seconds)), live),
-                live_rate)
+        live_made = simulated(args.vehicles, int(live_rate * args.seconds))
+        cpu_before, own_before, started = (cpu_seconds(*CPU_MARKERS), time.process_time(),
+                                           time.monotonic())
+        produce(settings, sent(live_made, live), live_rate)
+        produced_s = time.monotonic() - started
+        cpu_after, own_cores = (cpu_seconds(*CPU_MARKERS),
+                                (time.process_time() - own_before) / produced_s)
+        live_cores = {m: (cpu_after[m] - cpu_before[m]) / produced_s for m in CPU_MARKERS}
         delivered(consumer, seen, set(live), 300)
-        latencies = sorted(max(0.0, seen[i] - live[i]) for i in live)
+        latencies = sorted(latency_s(live[i], seen[i]) for i in live)
         p99_by_window = p99_per_window(live, seen, 10.0)
+        spans = [(c["trigger_timestamp"] / 1000, c["latest_ack_timestamp"] / 1000)
+                 for c in flink_jobs.completed_checkpoints(job)]
+        during, outside = split_by_checkpoints(live, seen, spans)
+        if args.latencies_csv:
+            write_latencies(args.latencies_csv, live, seen, spans)
     finally:
         flink_jobs.cancel(job)
         consumer.close()
         shutil.rmtree(out, ignore_errors=True)       # the file sink's documents
     job_cpu_ms = cpu_ms[CPU_MARKERS[0]] + cpu_ms[CPU_MARKERS[1]]
+    horizon_set = args.dedupe_horizon != OrderSettings.dedupe_horizon_s
     p50 = statistics.median(latencies)
     p99 = p99_of(latencies)
     table = [f"Streaming benchmark, {time.strftime('%Y-%m-%d')}, local Flink 1.19 (1 TaskManager, "
              f"parallelism 2) + Kafka 4.1 on {platform.machine()} with 2 cores shared by "
              f"Kafka, Flink, the Beam job server and the Python workers; {args.vehicles} vehicles, "
-             f"reorder window {args.reorder_window} s, {args.permissions} activations; "
+             f"reorder window {args.reorder_window} s, duplicate horizon "
+             f"{args.dedupe_horizon:g} s, {args.permissions} activations; "
              f"latency to the `delivered` topic "
              f"(before sink batching); "
              f"`python benchmarks/stream_bench.py --backlog {args.backlog} --seconds "
@@ -254,6 +277,7 @@ def main() -> None:
              f" --vehicle-shards {args.vehicle_shards} --bundle-ms {args.bundle_ms}"
              f" --checkpoint-ms {args.checkpoint_ms}"
              f" --raw-reader {args.raw_reader}"
+             f"{f' --dedupe-horizon {args.dedupe_horizon:g}' if horizon_set else ''}"
              f"{''.join(' --beam-option=' + o for o in args.beam_option)}`:", "",
              "| measure | value |", "|---|---:|",
              f"| sustained throughput (backlog of {args.backlog:,}) | {rate:,.0f} messages/s |",
@@ -271,10 +295,22 @@ def main() -> None:
              f"| latency at {live_rate:,.0f} messages/s, p50 | {p50 * 1000:,.0f} ms |",
              f"| latency p99 | {p99 * 1000:,.0f} ms |",
              f"| latency max | {latencies[-1] * 1000:,.0f} ms |",
+             f"| cores busy while producing at that rate: Python workers / TaskManager / "
+             f"broker / this benchmark | "
+             f"{' / '.join(f'{live_cores[m]:.2f}' for m in CPU_MARKERS)} / {own_cores:.2f} |",
              f"| latency p99 per 10 s of producing | "
              f"{', '.join(f'{p * 1000:,.0f}' for p in p99_by_window)} ms |",
+             f"| latency p99 of documents in flight during a checkpoint / the others | "
+             f"{p99_text(during)} / {p99_text(outside)} ({len(during):,} / {len(outside):,} "
+             f"documents) |",
              f"| documents measured | {len(latencies):,} |"]
     publish(table, args.write)
+
+
+def latency_s(sent: float, delivered: float) -> float:
+    """Seconds from sending to delivery; the `delivered` record's timestamp is whole
+    milliseconds, so a document delivered within the same millisecond counts as 0."""
+    return max(0.0, delivered - sent)
 
 
 def p99_per_window(sent_at: dict[str, float], seen: dict[str, float],
@@ -283,10 +319,36 @@ def p99_per_window(sent_at: dict[str, float], seen: dict[str, float],
     a rising series is a job falling behind, a lone peak a stall (e.g. a checkpoint)."""
     start = min(sent_at.values())
     windows: dict[int, list[float]] = {}
-    for message_id, sent in sent_at.items():
+    for document, sent in sent_at.items():
         windows.setdefault(int((sent - start) // window_s), []).append(
-            max(0.0, seen[message_id] - sent))
+            latency_s(sent, seen[document]))
     return [p99_of(sorted(lat)) for _, lat in sorted(windows.items())]
+
+
+def split_by_checkpoints(sent_at: dict[str, float], seen: dict[str, float],
+                         spans: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
+    """Sorted latencies of the documents in flight while a checkpoint ran (sent before its last
+    acknowledgement, delivered after its trigger), and of the others."""
+    during, outside = [], []
+    for document, sent in sent_at.items():
+        done = seen[document]
+        overlaps = any(sent <= acked and done >= triggered for triggered, acked in spans)
+        (during if overlaps else outside).append(latency_s(sent, done))
+    return sorted(during), sorted(outside)
+
+
+def write_latencies(path: str, sent_at: dict[str, float], seen: dict[str, float],
+                    spans: list[tuple[float, float]]) -> None:
+    """One row per document (`document,sent,delivered`) and per checkpoint
+    (`checkpoint,triggered,acknowledged`), in seconds."""
+    with open(path, "w") as out:
+        out.write("kind,start,end\n")
+        out.writelines(f"document,{sent:.3f},{seen[i]:.3f}\n" for i, sent in sent_at.items())
+        out.writelines(f"checkpoint,{start:.3f},{end:.3f}\n" for start, end in spans)
+
+
+def p99_text(ascending: list[float]) -> str:
+    return f"{p99_of(ascending) * 1000:,.0f} ms" if ascending else "-"
 
 
 def p99_of(ascending: list[float]) -> float:

@@ -23,6 +23,7 @@ from fleetstream.io.archive_layout import hour_folder
 from fleetstream.io.kafka_producer import produce_envelopes
 from fleetstream.io.kafka_topics import KafkaSettings
 from fleetstream.io.raw_archive import ArchiveSettings
+from fleetstream.local.flink import FlinkTaskManager
 from fleetstream.mappers import MAPPERS
 from fleetstream.mappers.base import FAILED, IGNORED, PARTIAL
 from fleetstream.pipelines import flink_jobs
@@ -292,15 +293,18 @@ def test_the_raw_archive_holds_every_envelope_produced(env: StreamEnv) -> None:
           f"twice across the restore and the broker restart")
 
 
-
-def _checkpointed_bytes(job: str) -> list[int]:
-    """State size of the job's completed checkpoints, oldest first (Flink REST)."""
-    import json
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://localhost:8081/jobs/{job}/checkpoints") as response:
-        history = json.load(response)["history"]
-    return [c["state_size"] for c in reversed(history) if c["status"] == "COMPLETED"]
+def test_the_taskmanager_does_not_gain_a_thread_per_bundle(env: StreamEnv) -> None:
+    """With `data_buffer_time_limit_ms`, Beam 2.62's runner left an idle thread in the
+    TaskManager for every bundle: thousands within minutes, a crash within hours (mended by
+    fleetstream.local.beam_patch)."""
+    tasks = Path(f"/proc/{FlinkTaskManager().pid()}/task")
+    before = len(list(tasks.iterdir()))
+    env.produce(simulate_keyed(VEHICLES, messages=60, rate=1.0, seed=SEED + 1, error_rate=0,
+                               duplicate_rate=0, start_ms=int(time.time() * 1000)),
+                messages_per_s=4)                 # 15 s of bundles in every step
+    after = len(list(tasks.iterdir()))
+    print(f"{env.raw_reader}: TaskManager threads {before} -> {after}")
+    assert after - before < 100, (before, after)
 
 
 def test_checkpoints_of_an_idle_job_do_not_grow(env: StreamEnv) -> None:
@@ -308,8 +312,11 @@ def test_checkpoints_of_an_idle_job_do_not_grow(env: StreamEnv) -> None:
     kept a new keyed state for each of those until the TaskManager ran out of memory
     (apache/beam#27648, mended by fleetstream.local.beam_patch)."""
     time.sleep(10)              # whatever the earlier tests sent is through
-    before = _checkpointed_bytes(env.job)[-1]
+    before = flink_jobs.completed_checkpoints(env.job)[-1]["state_size"]
     time.sleep(30)              # 15 checkpoints, hundreds of polls of idle partitions
-    after = _checkpointed_bytes(env.job)[-1]
+    checkpoints = flink_jobs.completed_checkpoints(env.job)
+    after = checkpoints[-1]["state_size"]
+    assert [c["id"] for c in checkpoints] == sorted(c["id"] for c in checkpoints)
+    assert checkpoints[-1]["trigger_timestamp"] / 1000 > time.time() - 30
     print(f"{env.raw_reader}: checkpoint {before:,} -> {after:,} bytes in 30 s")
     assert after <= before * 1.1 + 10_000, (before, after)

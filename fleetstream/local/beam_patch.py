@@ -1,4 +1,5 @@
-"""Beam 2.62's Flink runner, with the fix for its SDF checkpoint leak (apache/beam#27648).
+"""Beam 2.62's Flink runner, with two leaks mended: SDF checkpoint state (apache/beam#27648)
+and one thread per bundle.
 
 In Beam 2.62 every self-checkpoint of a splittable DoFn on the portable Flink
 runner (`tracker.defer_remainder()`, which a polling reader does several times
@@ -6,9 +7,19 @@ a second) registers a new keyed state named after the checkpoint and never
 clears it: checkpoints grow until the TaskManager runs out of heap (measured
 here: about four minutes for a Kafka reader, docs/runtime.md). Later Beam
 keeps all residuals in one map state and removes each when it is resumed; this
-module rebuilds the two classes concerned the same way, from Beam's own 2.62
-sources (fetched through Maven), and the job server puts the jar first on its
-classpath, so Flink loads these classes from it. Built once, on first use.
+module rebuilds the two classes concerned the same way.
+
+With `--experiments=data_buffer_time_limit_ms=N` (the streaming job's
+`flink.data_buffer_time_limit_ms`), the runner's `BeamFnDataOutboundAggregator`
+starts a flush executor for every bundle and, when the bundle ends, cancels its
+task but never shuts the executor down: each bundle leaves a thread behind in
+the TaskManager (measured: ~40 a second for an idle job, thousands within
+minutes). The rebuilt class shuts its executor down in `discard()`, which the
+runner calls at the end of every bundle.
+
+The classes are rebuilt from Beam's own 2.62 sources (fetched through Maven),
+and the job server puts the jar first on its classpath, so Flink loads these
+classes from it. Built once, on first use.
 """
 from __future__ import annotations
 
@@ -26,6 +37,7 @@ from fleetstream.local.service import ServiceError, home
 _HANDLERS = "org/apache/beam/runners/fnexecution/control/BundleCheckpointHandlers.java"
 _OPERATOR = ("org/apache/beam/runners/flink/translation/wrappers/streaming/"
              "ExecutableStageDoFnOperator.java")
+_AGGREGATOR = "org/apache/beam/sdk/fn/data/BeamFnDataOutboundAggregator.java"
 
 #: source file -> (the Maven artifact holding it, [(text, replacement), ...])
 EDITS: dict[str, tuple[str, list[tuple[str, str]]]] = {
@@ -61,14 +73,32 @@ EDITS: dict[str, tuple[str, list[tuple[str, str]]]] = {
          "        WindowedValue stateValue = residuals.get(timerId).read();\n"
          "        residuals.remove(timerId);\n"),
     ]),
+    # with data_buffer_time_limit_ms each bundle's aggregator starts an executor of its own
+    # and discard() only cancels its task: one idle thread left per bundle, for good
+    _AGGREGATOR: ("beam-sdks-java-core", [
+        ("import java.util.concurrent.ScheduledFuture;\n",
+         "import java.util.concurrent.ScheduledExecutorService;\n"
+         "import java.util.concurrent.ScheduledFuture;\n"),
+        ("  @Nullable @VisibleForTesting ScheduledFuture<?> flushFuture;\n",
+         "  @Nullable @VisibleForTesting ScheduledFuture<?> flushFuture;\n"
+         "  private @Nullable ScheduledExecutorService flushExecutor;\n"),
+        ("      this.flushFuture =\n          Executors.newSingleThreadScheduledExecutor(",
+         "      this.flushExecutor =\n          Executors.newSingleThreadScheduledExecutor("),
+        ("                      .build())\n              .scheduleAtFixedRate(",
+         "                      .build());\n      this.flushFuture =\n"
+         "          flushExecutor.scheduleAtFixedRate("),
+        ("      flushFuture.cancel(true);\n    }\n",
+         "      flushFuture.cancel(true);\n    }\n"
+         "    if (flushExecutor != null) {\n      flushExecutor.shutdownNow();\n    }\n"),
+    ]),
 }
 
 
 def patched_jar(beam_lib: Path) -> Path:
-    """The jar of the two rebuilt classes, compiled against the jars in `beam_lib`."""
+    """The jar of the rebuilt classes, compiled against the jars in `beam_lib`."""
     # named after the edits, so that changed edits build a new jar
     digest = hashlib.sha256(repr(sorted(EDITS.items())).encode()).hexdigest()[:8]
-    jar = home() / "java" / f"beam-{versions.BEAM}-patches" / f"sdf-residual-state-{digest}.jar"
+    jar = home() / "java" / f"beam-{versions.BEAM}-patches" / f"fixes-{digest}.jar"
     if jar.exists():
         return jar
     with tempfile.TemporaryDirectory() as work:

@@ -37,6 +37,14 @@ def job_state(job_id: str, rest: str = DEFAULT_REST) -> str:
     return _call(rest, f"/jobs/{job_id}")["state"]
 
 
+def completed_checkpoints(job_id: str, rest: str = DEFAULT_REST) -> list[dict[str, Any]]:
+    """The job's recent completed checkpoints as Flink reports them (`trigger_timestamp`,
+    `latest_ack_timestamp`, `state_size`, ...), oldest first; Flink keeps the last
+    `web.checkpoints.history` (10 by default)."""
+    history = _call(rest, f"/jobs/{job_id}/checkpoints").get("history", [])
+    return sorted((c for c in history if c["status"] == "COMPLETED"), key=lambda c: c["id"])
+
+
 def stop_with_savepoint(job_id: str, target_directory: str, rest: str = DEFAULT_REST,
                         timeout_s: float = 120.0) -> str:
     """Take a savepoint and cancel the job; the savepoint's path."""
