@@ -6,13 +6,14 @@ and tests/test_kafka_offsets_flink.py (`kafka.raw_reader: python`).
 """
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from fleetstream.io.kafka_partition_reader import (ReadKafkaPartitions, _ConsumerPool,
-                                                   _PartitionOffsets)
+                                                   _PartitionOffsets, _StallWatch)
 from fleetstream.local.kafka import Kafka
 from fleetstream.local.topics import Topic, create_topics
 
@@ -108,3 +109,50 @@ def test_a_position_past_retention_reads_on_from_the_earliest_record_left(
 def test_unknown_start_is_refused() -> None:
     with pytest.raises(ValueError, match="start must be earliest or latest"):
         ReadKafkaPartitions("127.0.0.1:9092", ["t"], "g", start="yesterday")
+
+
+def test_a_consumer_that_stops_fetching_is_replaced_and_an_idle_one_kept(
+        kafka_service: Kafka, topic: str) -> None:
+    """librdkafka#5153: after a broker restart an assigned consumer can stop fetching a
+    partition for good (seen here: the Python reader stuck 15 records short after
+    test_stream_flink's broker restart). Pausing the consumer stands in for that."""
+    bootstrap = kafka_service.bootstrap
+    pool = _ConsumerPool(bootstrap, f"g-{uuid.uuid4().hex[:6]}", stall_s=0.5)
+    stuck, idle = pool.take((topic, 0), 5), pool.take((topic, 1), 3)   # both caught up
+    stuck.pause([TopicPartition(topic, 0)])
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for i in (5, 6):
+        producer.produce(topic, value=f"0-{i}".encode(), partition=0)
+    assert producer.flush(10) == 0
+    for _ in range(15):                         # 3 s of polls that return nothing
+        assert not stuck.consume(10, timeout=0.1) and not idle.consume(10, timeout=0.1)
+        pool.give_back((topic, 0), stuck, 5, fetched=False)
+        pool.give_back((topic, 1), idle, 3, fetched=False)
+        current = pool.take((topic, 0), 5)
+        assert pool.take((topic, 1), 3) is idle       # nothing to fetch: kept
+        if current is not stuck:
+            break
+        time.sleep(0.1)
+    assert current is not stuck                       # records waiting, none fetched: replaced
+    values = [r.value() for r in current.consume(10, timeout=10) if r.error() is None]
+    assert values == [b"0-5", b"0-6"]
+
+
+def test_an_offset_is_called_stalled_once_and_only_when_records_waited_past_it() -> None:
+    watch, part = _StallWatch(after_s=5), ("t", 0)
+    asked: list[float] = []
+
+    def polls(position: int, end: int | None, start: float, seconds: int) -> list[float]:
+        """When, polling every second from `start`, `position` was called stalled."""
+        def end_offset() -> int | None:
+            asked.append(start)
+            return end
+        return [start + s for s in range(seconds)
+                if watch.stalled(part, position, start + s, end_offset)]
+
+    assert polls(7, 7, 0, 30) == []                  # caught up: never
+    assert len(asked) == 5                           # the broker asked every 5 s, not per poll
+    assert polls(8, 9, 100, 30) == [110]             # a record waited from 105 to 110
+    assert polls(8, 9, 130, 30) == []                # once: a new consumer got no further
+    assert polls(9, None, 200, 30) == []             # the broker does not answer
+    assert polls(9, 12, 300, 30) == [305]            # answers again: waited from 300 to 305

@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from fleetstream.io.archive_format import read_archive
 from fleetstream.io.archive_layout import hour_folder
@@ -165,6 +165,35 @@ def delivered_ids(env: StreamEnv) -> set[tuple[str, str]]:
     return {(app, d["message_id"]) for app, docs in env.documents().items() for d in docs}
 
 
+def unread_partitions(env: StreamEnv) -> dict[str, tuple[int, int]]:
+    """Raw partitions whose committed offset is short of their end: {topic[p]: (committed,
+    end)}."""
+    consumer = Consumer({"bootstrap.servers": env.bootstrap,
+                         "group.id": env.settings.kafka.consumer_group})
+    try:
+        partitions = [TopicPartition(topic, p) for topic in env.raw_topics.values()
+                      for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions]
+        short = {}
+        for tp in consumer.committed(partitions, timeout=10):
+            end = consumer.get_watermark_offsets(tp, timeout=10)[1]
+            if tp.offset < end:
+                short[f"{tp.topic}[{tp.partition}]"] = (tp.offset, end)
+        return short
+    finally:
+        consumer.close()
+
+
+def missing(env: StreamEnv, documents: set[tuple[str, str]], what: str):
+    """A wait_for description: how many of `documents` are still missing, the raw partitions
+    not read to their end, and the job's state, restarts and last failure (Flink REST)."""
+    def describe() -> str:
+        lost = documents - delivered_ids(env)
+        return (f"{what}: {len(lost)} of {len(documents)} missing, e.g. {sorted(lost)[:3]}; "
+                f"partitions read short of their end (committed, end): "
+                f"{unread_partitions(env)}; {flink_jobs.job_summary(env.job)}")
+    return describe
+
+
 @pytest.fixture(scope="module", params=["kafkaio", "python"])
 def env(request, kafka_service, flink_cluster, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[StreamEnv]:
@@ -183,7 +212,8 @@ def test_every_message_is_accounted_for_in_per_vehicle_order(env: StreamEnv) -> 
     env.produce(simulate_keyed(VEHICLES, messages=300, rate=1.0, seed=SEED, error_rate=0.05,
                                duplicate_rate=0.02, start_ms=int(time.time() * 1000)))
     documents, dead = expected(env.sent, env.approved, env.config)
-    wait_for(lambda: documents <= delivered_ids(env), what="the documents")
+    wait_for(lambda: documents <= delivered_ids(env),
+             what=missing(env, documents, "the documents"))
     assert delivered_ids(env) == documents            # nothing lost, nothing unexpected
     letters = env.dead_letters()
     assert {d["message_id"] for d in letters if d["stage"] == "map"} == dead
@@ -239,7 +269,8 @@ def test_a_job_stopped_with_a_savepoint_and_restored_loses_nothing(env: StreamEn
     revoked_at = getattr(env, "revoked_at", None)
     cut = {(env.vins[0], "fleet"): revoked_at} if revoked_at else {}
     documents, _ = expected(env.sent, env.approved, env.config, cut)
-    wait_for(lambda: documents <= delivered_ids(env), what="documents after the restore")
+    wait_for(lambda: documents <= delivered_ids(env),
+             what=missing(env, documents, "documents after the restore"))
     # Beyond the expected: only the revoked vehicle's fleet documents sent in the
     # seconds the revocation took to apply.
     in_window = {("fleet", message_id(source_message_id(e["source"], e["payload"].encode()),
@@ -269,7 +300,7 @@ def test_a_kafka_broker_restart_mid_stream_loses_nothing(env: StreamEnv) -> None
     cut = {(env.vins[0], "fleet"): revoked_at} if revoked_at else {}
     documents, _ = expected(env.sent, env.approved, env.config, cut)
     wait_for(lambda: documents <= delivered_ids(env), timeout_s=300,
-             what="documents after the broker restart")
+             what=missing(env, documents, "documents after the broker restart"))
 
 
 def archived(root: Path) -> Counter:

@@ -27,6 +27,12 @@ thousand messages/s, was most of the job's capacity.
   record-time watermark would stall on a partition with no data).
 * The partitions are listed when the pipeline is built: a partition added
   later is read after the job is restarted.
+* **A consumer that stops fetching is replaced.** After a broker restart an
+  assigned librdkafka consumer can stop fetching a partition for good
+  (confluentinc/librdkafka#5153; seen here once in a few runs of
+  tests/test_stream_flink.py, one partition 15 records short for minutes). A
+  partition whose polls return nothing at one offset for `stall_s` while the
+  broker held records past it is read by a new consumer.
 
 On Beam 2.62's Flink runner each self-checkpoint of such a reader leaked keyed
 state until the TaskManager ran out of memory; the local job server runs with
@@ -34,11 +40,12 @@ the fix (`fleetstream.local.beam_patch`), which a production job server needs to
 """
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
 import uuid
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
@@ -46,7 +53,7 @@ from apache_beam.io.watermark_estimators import WalltimeWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
-from confluent_kafka import OFFSET_INVALID, Consumer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
 
 from fleetstream.io.kafka_topic_reader import group_consumer_config, topic_partitions
 
@@ -148,7 +155,7 @@ class _ReadPartitionFn(beam.DoFn, _PartitionOffsets):
                 _watermark=beam.DoFn.WatermarkEstimatorParam(
                     WalltimeWatermarkEstimator.default_provider())
                 ) -> Iterable[TimestampedValue]:
-        position = tracker.current_restriction().start
+        start = position = tracker.current_restriction().start
         consumer = self._pool.take(partition, position)
         deadline = time.monotonic() + self._max_read_s
         finished = caught_up = False
@@ -169,7 +176,8 @@ class _ReadPartitionFn(beam.DoFn, _PartitionOffsets):
                     break
         finally:
             # a poll cut short leaves the consumer's position unknown: seek again next time
-            self._pool.give_back(partition, consumer, position if finished else -1)
+            self._pool.give_back(partition, consumer, position if finished else -1,
+                                 fetched=position != start)
         if self._commit_offsets:
             self._pool.commit_after_checkpoint(finalizer, self._commit_every_s)
         # behind: read on at once; caught up: come back after `poll_interval_s`, so that a
@@ -192,7 +200,7 @@ class _ConsumerPool:
     that).
     """
 
-    def __init__(self, bootstrap: str, group: str) -> None:
+    def __init__(self, bootstrap: str, group: str, stall_s: float = 5.0) -> None:
         # fetch.wait.max.ms stays librdkafka's 500 ms: the broker answers a fetch as soon as
         # a record arrives, so a shorter wait only adds empty fetches (at 10 ms, ~1,600 a second
         # over 16 idle partitions, in the broker and in the workers' consumer threads)
@@ -205,6 +213,8 @@ class _ConsumerPool:
         self._handed_on: dict[tuple[str, int], int] = {}
         self._committer: Consumer | None = None
         self._last_commit_at = 0.0
+        self._stalls = _StallWatch(stall_s)
+        self._prober: Consumer | None = None
 
     def take(self, partition: tuple[str, int], position: int) -> Consumer:
         with self._lock:
@@ -215,11 +225,32 @@ class _ConsumerPool:
             consumer.assign([TopicPartition(*partition, position)])
         return consumer
 
-    def give_back(self, partition: tuple[str, int], consumer: Consumer, position: int) -> None:
+    def give_back(self, partition: tuple[str, int], consumer: Consumer, position: int,
+                  fetched: bool = True) -> None:
+        """Keep `consumer` for the partition's next poll at `position` (-1: unknown); one
+        whose polls have `fetched` nothing while records wait is closed instead."""
+        if position >= 0 and not fetched and self._stalls.stalled(
+                partition, position, time.monotonic(), lambda: self._end_offset(partition)):
+            _log.warning("%s[%d]: no record fetched at offset %d for %.0f s although the "
+                         "broker holds more; reading on with a new consumer "
+                         "(confluentinc/librdkafka#5153)", *partition, position,
+                         self._stalls.after_s)
+            consumer.close()
+            return
         with self._lock:
             self._idle[partition] = (consumer, position)
             if position >= 0:
                 self._handed_on[partition] = position
+
+    def _end_offset(self, partition: tuple[str, int]) -> int | None:
+        """The partition's end offset asked of the broker (by a consumer of its own, not
+        the one that may be stuck); None if the broker does not answer."""
+        with self._lock:
+            prober = self._prober = self._prober or Consumer(self._config)
+        try:
+            return prober.get_watermark_offsets(TopicPartition(*partition), timeout=2)[1]
+        except KafkaException:
+            return None
 
     def commit_after_checkpoint(self, finalizer: Any, every_s: float) -> None:
         with self._lock:
@@ -237,5 +268,39 @@ def _commit(committer: Consumer, offsets: list[TopicPartition]) -> None:
     committer.commit(offsets=offsets, asynchronous=True)
 
 
+class _StallWatch:
+    """Tells a consumer that has stopped fetching from one that is caught up: its polls
+    returned nothing at one offset for `after_s` although, `after_s` ago, the broker held
+    records past that offset. Asks the broker at most once per `after_s` per partition.
+
+    An offset is called stalled once: if a new consumer does not get past it either, what
+    lies beyond is no record (a transaction marker, say), and the partition is caught up.
+    """
+
+    def __init__(self, after_s: float) -> None:
+        self.after_s = after_s
+        #: partition -> (offset polled at, since when, the partition's end offset then)
+        self._quiet: dict[tuple[str, int], tuple[int, float, int | None]] = {}
+        #: partition -> the offset last called stalled
+        self._called: dict[tuple[str, int], int] = {}
+
+    def stalled(self, partition: tuple[str, int], position: int, now: float,
+                end_offset: Callable[[], int | None]) -> bool:
+        """After a poll at `position` that returned nothing."""
+        offset, since, end = self._quiet.get(partition, (-1, now, None))
+        if offset != position:
+            self._quiet[partition] = (position, now, None)
+            return False
+        if now - since < self.after_s or self._called.get(partition) == position:
+            return False
+        if end is not None and end > position:
+            del self._quiet[partition]
+            self._called[partition] = position
+            return True
+        self._quiet[partition] = (position, now, end_offset())
+        return False
+
+
+_log = logging.getLogger(__name__)
 #: reader (job) -> its consumers in this worker process
 _POOLS: dict[str, _ConsumerPool] = {}

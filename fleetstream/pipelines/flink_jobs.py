@@ -37,6 +37,18 @@ def job_state(job_id: str, rest: str = DEFAULT_REST) -> str:
     return _call(rest, f"/jobs/{job_id}")["state"]
 
 
+def job_summary(job_id: str, rest: str = DEFAULT_REST) -> str:
+    """One line for an error message: the job's state, restarts and latest failure."""
+    state = job_state(job_id, rest)
+    restarts = {m["id"]: m["value"] for m in
+                _call(rest, f"/jobs/{job_id}/metrics?get=numRestarts")}.get("numRestarts", "?")
+    entries = _call(rest, f"/jobs/{job_id}/exceptions").get("exceptionHistory", {}).get(
+        "entries", [])
+    failure = (f"{entries[0]['exceptionName']} in {entries[0].get('taskName')}" if entries
+               else "none")
+    return f"job {job_id} {state}, {restarts} restarts, latest failure: {failure}"
+
+
 def completed_checkpoints(job_id: str, rest: str = DEFAULT_REST) -> list[dict[str, Any]]:
     """The job's recent completed checkpoints as Flink reports them (`trigger_timestamp`,
     `latest_ack_timestamp`, `state_size`, ...), oldest first; Flink keeps the last
