@@ -10,9 +10,9 @@ changes nothing for anyone else.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Mapping
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 KAFKA_SCHEME = "kafka://"
 
@@ -52,22 +52,43 @@ def topic_partitions(client: Consumer, bootstrap: str, topic: str,
 def read_topic(bootstrap: str, topic: str, timeout_s: float = 10.0) -> Iterator[bytes]:
     """Every record value of `topic`, partition by partition, up to each partition's end
     when the call began. Raises TopicReadError when the broker or the topic is not there."""
+    for record in read_records(bootstrap, topic, timeout_s=timeout_s):
+        if record.value() is not None:
+            yield record.value()
+
+
+def read_records(bootstrap: str, topic: str, start: Mapping[int, int] | None = None,
+                 timeout_s: float = 10.0) -> Iterator[Message]:
+    """Every record of `topic` (tombstones too), partition by partition, from `start`
+    (partition -> offset; else the first) up to each partition's end when it is reached."""
     consumer = Consumer({**group_consumer_config(bootstrap, "fleetstream-reader"),
                          "enable.partition.eof": True})
     try:
         for partition in topic_partitions(consumer, bootstrap, topic, timeout_s):
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
                                                        timeout=timeout_s)
-            if high <= low:
+            first = max(low, (start or {}).get(partition, low))
+            if high <= first:
                 continue
-            consumer.assign([TopicPartition(topic, partition, low)])
-            yield from _values_until(consumer, high, timeout_s)
+            consumer.assign([TopicPartition(topic, partition, first)])
+            yield from _records_until(consumer, high, timeout_s)
     finally:
         consumer.close()
 
 
-def _values_until(consumer: Consumer, end: int, timeout_s: float) -> Iterator[bytes]:
-    """Values of the assigned partition up to (not including) offset `end`."""
+def end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
+    """partition -> the offset its next record will get."""
+    consumer = Consumer(group_consumer_config(bootstrap, "fleetstream-reader"))
+    try:
+        return {partition: consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                          timeout=timeout_s)[1]
+                for partition in topic_partitions(consumer, bootstrap, topic, timeout_s)}
+    finally:
+        consumer.close()
+
+
+def _records_until(consumer: Consumer, end: int, timeout_s: float) -> Iterator[Message]:
+    """Records of the assigned partition up to (not including) offset `end`."""
     while True:
         message = consumer.poll(timeout_s)
         if message is None:
@@ -76,7 +97,6 @@ def _values_until(consumer: Consumer, end: int, timeout_s: float) -> Iterator[by
             if message.error().code() == KafkaError._PARTITION_EOF:
                 return
             raise TopicReadError(str(message.error()))
-        if message.value() is not None:
-            yield message.value()
+        yield message
         if message.offset() + 1 >= end:
             return
