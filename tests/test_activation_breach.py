@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from fleetstream.io.kafka_producer import mark_partitions
 from fleetstream.io.kafka_topic_reader import read_records
@@ -40,10 +40,11 @@ FAST_COMPACTION = {"segment.ms": "100", "min.cleanable.dirty.ratio": "0.001",
 
 
 def compact_quickly(bootstrap: str, topic: str) -> None:
-    resource = ConfigResource(ConfigResource.Type.TOPIC, topic,
-                              set_config={"cleanup.policy": "compact", **FAST_COMPACTION})
-    for future in AdminClient({"bootstrap.servers": bootstrap}).alter_configs(
-            [resource]).values():
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+        for name, value in FAST_COMPACTION.items()])
+    for future in admin.incremental_alter_configs([resource]).values():
         future.result(timeout=30)
 
 
