@@ -90,3 +90,25 @@ def test_a_write_the_broker_does_not_acknowledge_fails_the_bundle() -> None:
                            match=f"{count} record\\(s\\) not written to 'dead-letters'"):
             fn.finish_bundle()
         fn.teardown()
+
+
+def test_a_tombstone_on_the_activations_topic_is_neither_an_event_nor_a_dead_letter() -> None:
+    assert run(_ParseActivationFn(), KafkaRow("activations", None, 1, b"V/a")) == []
+
+
+def test_an_approval_dated_from_the_future_is_a_dead_letter_a_revocation_is_applied() -> None:
+    written = 1_772_352_000_000                          # 2026-03-01T08:00:00Z
+    approval = orjson.dumps({"vin": "V", "application_id": "a", "status": "approved",
+                             "at": "2026-03-01T08:05:01Z"})
+    [tagged] = run(_ParseActivationFn(), KafkaRow("activations", approval, written, b"V/a"))
+    assert tagged.tag == "invalid"
+    assert "approval dated 2026-03-01T08:05:01.000Z, more than 300 s after it was written" \
+        in tagged.value["errors"][0]["reason"]
+    on_time = orjson.dumps({"vin": "V", "application_id": "a", "status": "approved",
+                            "at": "2026-03-01T08:05:00Z"})
+    assert run(_ParseActivationFn(), KafkaRow("activations", on_time, written, b"V/a")) == [
+        ActivationEvent("V", "a", "approved", written + 300_000)]
+    revocation = orjson.dumps({"vin": "V", "application_id": "a", "status": "revoked",
+                               "at": "2030-01-01T00:00:00Z"})
+    [event] = run(_ParseActivationFn(), KafkaRow("activations", revocation, written, b"V/a"))
+    assert event.status == "revoked"

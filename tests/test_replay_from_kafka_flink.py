@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetstream.io.kafka_producer import publish_activations
+from fleetstream.io.kafka_activations import publish_activations
 from fleetstream.pipelines import flink_jobs
 from fleetstream.schemas.config import ActivationEvent
 from fleetstream.simulator import simulate_keyed

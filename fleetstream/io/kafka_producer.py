@@ -18,8 +18,6 @@ from typing import Iterable, Mapping
 import orjson
 from confluent_kafka import KafkaException, Producer
 
-from fleetstream.schemas.config import ActivationEvent
-from fleetstream.schemas.timestamps import iso_ms
 
 Envelope = Mapping[str, str]
 #: records an AckedProducer sends between two polls for delivery reports
@@ -92,21 +90,6 @@ def produce_envelopes(bootstrap: str, keyed_envelopes: Iterable[tuple[str, Envel
         raise KafkaException(f"{left + len(failures)} of {sent} records were not delivered; "
                              f"first error: {failures[0] if failures else 'flush timed out'}")
     return sent
-
-
-def publish_activations(bootstrap: str, topic: str, events: Iterable[ActivationEvent]) -> int:
-    """Publish activation events to the (compacted) activations topic, keyed `vin/application`."""
-    producer = Producer({"bootstrap.servers": bootstrap})
-    count = 0
-    for event in events:
-        producer.produce(topic, key=f"{event.vin}/{event.application_id}".encode(),
-                         value=orjson.dumps({"vin": event.vin,
-                                             "application_id": event.application_id,
-                                             "status": event.status, "at": iso_ms(event.at_ms)}))
-        count += 1
-    if producer.flush(30):
-        raise KafkaException(f"activations not all delivered to {topic} within 30 s")
-    return count
 
 
 #: key of the record `mark_partitions` writes to each activations partition (not an event)

@@ -10,11 +10,15 @@ changes nothing for anyone else.
 """
 from __future__ import annotations
 
+import time
 from typing import Iterator, Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 KAFKA_SCHEME = "kafka://"
+#: errors of a partition whose leader is not elected yet (a topic created a moment ago)
+_NO_LEADER_YET = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                  KafkaError.UNKNOWN_TOPIC_OR_PART)
 
 
 class TopicReadError(ValueError):
@@ -65,8 +69,7 @@ def read_records(bootstrap: str, topic: str, start: Mapping[int, int] | None = N
                          "enable.partition.eof": True})
     try:
         for partition in topic_partitions(consumer, bootstrap, topic, timeout_s):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                       timeout=timeout_s)
+            low, high = watermarks(consumer, TopicPartition(topic, partition), timeout_s)
             first = max(low, (start or {}).get(partition, low))
             if high <= first:
                 continue
@@ -76,15 +79,19 @@ def read_records(bootstrap: str, topic: str, start: Mapping[int, int] | None = N
         consumer.close()
 
 
-def end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
-    """partition -> the offset its next record will get."""
-    consumer = Consumer(group_consumer_config(bootstrap, "fleetstream-reader"))
-    try:
-        return {partition: consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                          timeout=timeout_s)[1]
-                for partition in topic_partitions(consumer, bootstrap, topic, timeout_s)}
-    finally:
-        consumer.close()
+def watermarks(consumer: Consumer, partition: TopicPartition, timeout_s: float
+               ) -> tuple[int, int]:
+    """The partition's (low, high) offsets, waiting out retriable errors (a topic created a
+    moment ago has no leader yet) for up to `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=timeout_s)
+        except KafkaException as error:
+            if error.args[0].code() not in _NO_LEADER_YET and not error.args[0].retriable() \
+                    or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _records_until(consumer: Consumer, end: int, timeout_s: float) -> Iterator[Message]:

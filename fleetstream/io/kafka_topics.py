@@ -49,6 +49,8 @@ from fleetstream.io.kafka_producer import READ_MARK_KEY, AckedProducer
 from fleetstream.schemas.config import ActivationEvent, parse_activation
 from fleetstream.schemas.dead_letter import INGEST_STAGE, dead_letter
 from fleetstream.schemas.envelope import RawEnvelope
+from fleetstream.schemas.timestamps import iso_ms
+from fleetstream.transforms.activation_rules import MAX_FUTURE_MS, approval_from_the_future
 from fleetstream.transforms.counters import BundleCounts
 from fleetstream.transforms.group_in_bundle import BatchInBundle, batch_main_outputs
 
@@ -194,16 +196,27 @@ class ReadActivationsFromKafka(beam.PTransform):
 
 class _ParseActivationFn(beam.DoFn):
     def process(self, record: Any) -> Iterable[ActivationEvent | pvalue.TaggedOutput]:
-        if record.key is not None and bytes(record.key) == READ_MARK_KEY:
-            return
-        payload = bytes(record.value or b"")
+        if record.value is None or (record.key is not None
+                                    and bytes(record.key) == READ_MARK_KEY):
+            return                      # a tombstone or a read mark: not an event
+        payload = bytes(record.value)
         try:
-            yield parse_activation(orjson.loads(payload))
+            event = parse_activation(orjson.loads(payload))
         except (orjson.JSONDecodeError, ValueError) as error:
-            yield pvalue.TaggedOutput(INVALID, dead_letter(
-                None, record.timestamp, "failed", INGEST_STAGE,
-                [{"field": "activation", "reason": f"invalid activation event: {error}"}],
-                payload, None))
+            yield _invalid_activation(record, payload, f"invalid activation event: {error}")
+            return
+        if approval_from_the_future(event, record.timestamp):
+            yield _invalid_activation(
+                record, payload, f"approval dated {iso_ms(event.at_ms)}, more than "
+                f"{MAX_FUTURE_MS // 1000} s after it was written ({iso_ms(record.timestamp)})")
+            return
+        yield event
+
+
+def _invalid_activation(record: Any, payload: bytes, reason: str) -> pvalue.TaggedOutput:
+    return pvalue.TaggedOutput(INVALID, dead_letter(
+        None, record.timestamp, "failed", INGEST_STAGE,
+        [{"field": "activation", "reason": reason}], payload, None))
 
 
 class WriteJsonToKafka(beam.PTransform):

@@ -20,6 +20,7 @@ sends twice carry the same `message_id`.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -31,7 +32,8 @@ from apache_beam.runners.runner import PipelineResult
 
 from fleetstream.io.base import ConfigError, refuse_unknown
 from fleetstream.io.kafka_offsets import reset_group_offsets
-from fleetstream.io.kafka_producer import mark_partitions, publish_activations
+from fleetstream.io.kafka_activations import PublishReport, publish_activations
+from fleetstream.io.kafka_producer import mark_partitions
 from fleetstream.io.kafka_topics import (INVALID, KafkaSettings, ReadActivationsFromKafka,
                                          ReadRawFromKafka, WriteJsonToKafka)
 from fleetstream.io.raw_archive import ArchiveRawEnvelopes, ArchiveSettings
@@ -237,13 +239,21 @@ def ensure_topics(settings: StreamSettings) -> None:
         *(Topic(t) for t in (settings.dead_letters_topic, settings.delivered_topic) if t)])
 
 
+def describe_published(report: PublishReport) -> str:
+    """One line on what `publish_activations` did at submission."""
+    return (f"{report.written} written, {report.superseded} of the configuration's not "
+            f"(the topic has them or newer ones), {report.healed} stale key(s) healed")
+
+
 def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str, ...] = (),
                   reset_offsets: bool = False) -> PipelineResult:
     """Check the sinks, create missing topics, seed the configuration's activations, submit.
 
     The configuration's activation events go to the activations topic (keyed
     `vin/application`, compacted; the newest `at` wins), so the job has one
-    source of activations and a restart re-reads them with everything else.
+    source of activations and a restart re-reads them with everything else:
+    only those newer than the topic's own are written (`publish_activations`),
+    so a redeploy never puts a stale approval over a newer revocation.
     Unless the job is restored from a savepoint, the consumer group's offsets
     on the raw topics are first moved to `kafka.start` when `reset_offsets` is
     set or `kafka.start` is a time. The result's job service streams are closed
@@ -255,8 +265,9 @@ def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str
     if not settings.flink.savepoint_path and (reset_offsets or isinstance(kafka.start, int)):
         reset_group_offsets(kafka.bootstrap_servers, kafka.consumer_group,
                             settings.raw_topics.values(), kafka.start)
-    publish_activations(settings.kafka.bootstrap_servers, settings.activations_topic,
-                        settings.config.activations)
+    published = publish_activations(settings.kafka.bootstrap_servers,
+                                    settings.activations_topic, settings.config.activations)
+    print(f"fleetstream stream: activations: {describe_published(published)}", file=sys.stderr)
     mark_partitions(settings.kafka.bootstrap_servers, settings.activations_topic)
     pipeline = beam.Pipeline(options=settings.pipeline_options(extra_options))
     build_stream_pipeline(pipeline, settings)
