@@ -8,7 +8,7 @@ import weakref
 from apache_beam.runners.portability import portable_runner
 from apache_beam.runners.runner import PipelineState
 
-from fleetstream.pipelines.job_streams import poll_until_done, release_job_streams
+from fleetstream.runtime.job_streams import poll_until_done, release_job_streams
 
 
 class _Stream:
