@@ -20,6 +20,7 @@ TEST_REQUIRES = [
     "pytest==9.2.0",
     "hypothesis==6.170.15",
     "moto[server]==5.2.1",   # a local S3 and Kinesis for tests and `fleetstream dev`
+    "import-linter==2.16",   # the import contracts in .importlinter (tests/test_layers.py)
 ]
 
 setup(

@@ -21,10 +21,10 @@ import uuid
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from fleetstream.io.kafka_partition_reader import _ConsumerPool
-from fleetstream.io.kafka_topic_reader import group_consumer_config
-from fleetstream.local.kafka import Kafka
-from fleetstream.local.topics import Topic, create_topics
+from fleetstream.dev.kafka import Kafka
+from fleetstream.io.kafka.admin import Topic, create_topics
+from fleetstream.io.kafka.partition_reader import _ConsumerPool
+from fleetstream.io.kafka.topic_reader import group_consumer_config
 
 PARTITIONS = 16
 AFTER_RESTART = 5

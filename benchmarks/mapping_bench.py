@@ -57,7 +57,7 @@ def lines_by_source(messages: int) -> dict[str, list[bytes]]:
 def measure(lines: list[bytes], repeat: int) -> dict[str, float]:
     """µs per message of each step over one source's lines."""
     # imported late: it pulls in Beam, which parse and map do not need
-    from fleetstream.transforms.permit_by_activation import permitted_data
+    from fleetstream.transforms.permissions import permitted_data
 
     size = len(lines) // repeat
     line_chunks = [lines[start:start + size] for start in range(0, size * repeat, size)]

@@ -17,8 +17,8 @@ from fleetstream.mappers.base import FAILED, IGNORED
 from fleetstream.schemas.config import Config
 from fleetstream.schemas.document import document_json, message_id
 from fleetstream.schemas.envelope import RawEnvelope
-from fleetstream.transforms.permit_by_activation import (approved_table, newest_activations,
-                                                         permitted_data)
+from fleetstream.transforms.activations import approved_table, newest_activations
+from fleetstream.transforms.permissions import permitted_data
 
 
 def run_plain_loop(envelopes: Iterable[RawEnvelope], config: Config) -> tuple[float, int]:

@@ -30,16 +30,15 @@ from typing import Iterator
 import boto3
 import orjson
 import yaml
-
 from plain_loop import run_plain_loop
 from report import publish
 
-from fleetstream.io.archive_format import encode_archive
-from fleetstream.io.archive_layout import archive_file
-from fleetstream.local.moto import MotoService
+from fleetstream.dev.moto import MotoService
+from fleetstream.io.archive.format import encode_archive
+from fleetstream.io.archive.layout import archive_file
 from fleetstream.pipelines.replay import run_replay
-from fleetstream.schemas.config import load_config
 from fleetstream.schemas.envelope import EnvelopeError, RawEnvelope, parse_envelope_line
+from fleetstream.settings.config import load_config
 from fleetstream.simulator import activations, simulate, write_envelopes
 
 APPLICATIONS = [

@@ -8,7 +8,7 @@
    everything) are cut into batches exactly as Deliver cuts them in a batch job
    (its own `_BundleBatchFn` with each sink's `DEFAULT_BATCHING`), and each
    sink's `write(batch)` is timed against the real local servers of
-   `fleetstream.local` (mosquitto, moto for S3 and Kinesis, azurite), started
+   `fleetstream.dev` (mosquitto, moto for S3 and Kinesis, azurite), started
    here unless they already run. Each figure is the best of `--repeat` timed
    passes after one warm-up write, since load on the machine only adds time.
 
@@ -44,18 +44,19 @@ import numpy as np
 import orjson
 from apache_beam.transforms.window import GlobalWindow
 
-from fleetstream.io import registry
-from fleetstream.io.aws import aws_client
-from fleetstream.io.base import Batch, Batching, Record, Sink
-from fleetstream.io.kinesis_sink import KinesisSink
-from fleetstream.io.mqtt_sink import MqttSink
-from fleetstream.io.registry import build_sink
-from fleetstream.io.s3_sink import S3Sink
-from fleetstream.io.sink_pytest_plugin import running_service
-from fleetstream.local.registry import SERVICES
-from fleetstream.local.service import Service
+from fleetstream.dev.registry import SERVICES
+from fleetstream.dev.service import Service
+from fleetstream.dev.sink_pytest_plugin import running_service
+from fleetstream.io.sinks import registry
+from fleetstream.io.sinks.aws import aws_client
+from fleetstream.io.sinks.base import Sink
+from fleetstream.io.sinks.kinesis import KinesisSink
+from fleetstream.io.sinks.mqtt import MqttSink
+from fleetstream.io.sinks.object.s3 import S3Sink
+from fleetstream.io.sinks.registry import application_sink, build_sink
 from fleetstream.mappers import MAPPERS
 from fleetstream.mappers.base import FAILED, IGNORED
+from fleetstream.schemas.delivery import Batch, Batching, Record
 from fleetstream.schemas.document import document_json, message_id
 from fleetstream.schemas.envelope import parse_envelope_line
 from fleetstream.simulator import simulate
@@ -72,7 +73,7 @@ MIN_SIMULATED, MAX_SIMULATED = 20_000, 200_000
 Cleanup = Callable[[], None]
 METHOD = (
     "Throughput: each sink's `write(batch)` called directly against the local servers of "
-    "`fleetstream.local` (mosquitto, moto for S3 and Kinesis, azurite; single local processes, "
+    "`fleetstream.dev` (mosquitto, moto for S3 and Kinesis, azurite; single local processes, "
     "so these are client-plus-emulator figures, not cloud ones), with simulated and mapped "
     "documents cut into batches by Deliver's own batch-job batcher at each sink's "
     "`DEFAULT_BATCHING`. Trade-off: Deliver's streaming batcher (`_TimedBatchFn` from "
@@ -370,7 +371,7 @@ def validate(batching: Batching, rate: float, step_s: float, seconds: float,
     from apache_beam.runners.direct.clock import TestClock
     from apache_beam.testing.test_stream import TestStream
 
-    from fleetstream.schemas.config import parse_config
+    from fleetstream.settings.config import parse_config
     from fleetstream.transforms.deliver import Deliver
 
     per_step = round(rate * step_s)
@@ -405,7 +406,7 @@ def validate(batching: Batching, rate: float, step_s: float, seconds: float,
                      "max_bytes": batching.max_bytes, "max_delay": batching.max_delay_s}}]}
         ).applications
         with beam.Pipeline(options=options) as pipeline:
-            _ = pipeline | stream | Deliver(applications, clock=_test_clock_now)
+            _ = pipeline | stream | Deliver(applications, application_sink, clock=_test_clock_now)
     finally:
         registry.SINKS, direct_runner.TestClock = sinks, clock_class  # type: ignore[misc]
     real = [Flush(at, len(arrived), False) for at, arrived in _RECORDED]

@@ -34,23 +34,21 @@ import uuid
 from typing import Iterable, Iterator
 
 from confluent_kafka import Consumer
-
 from plain_loop import run_plain_loop
 from report import publish
 
-from fleetstream.io.kafka_producer import produce_envelopes
-from fleetstream.io.kafka_topics import KafkaSettings
+from fleetstream.io.kafka.producer import produce_envelopes
+from fleetstream.io.kafka.settings import KafkaSettings
 from fleetstream.mappers import MAPPERS
 from fleetstream.mappers.base import FAILED, IGNORED
-from fleetstream.pipelines import flink_jobs
-from fleetstream.pipelines.fleet import OrderSettings
-from fleetstream.pipelines.stream import (RAW_READERS, FlinkSettings, StreamSettings,
-                                          ensure_topics, submit_stream)
-from fleetstream.schemas.config import parse_config
+from fleetstream.pipelines.stream import ensure_topics, submit_stream
+from fleetstream.runtime import flink_jobs
 from fleetstream.schemas.document import message_id
 from fleetstream.schemas.envelope import RawEnvelope, source_message_id
-from fleetstream.transforms.permit_by_activation import DEFAULT_VEHICLE_SHARDS
+from fleetstream.settings.config import parse_config
+from fleetstream.settings.stream import RAW_READERS, FlinkSettings, OrderSettings, StreamSettings
 from fleetstream.simulator import SOURCES, fleet_vins, simulate_keyed
+from fleetstream.transforms.order_and_permit_keyed import DEFAULT_VEHICLE_SHARDS
 
 BOOTSTRAP = "127.0.0.1:9092"
 APP = "fleet"
@@ -144,7 +142,7 @@ def cpu_seconds(*markers: str) -> dict[str, float]:
 
 #: the Python SDK workers, the Flink TaskManager (which runs KafkaIO and the runner side),
 #: and the Kafka broker (not the job's, but on the same cores, as the per-core goal counts)
-CPU_MARKERS = ("fleetstream.pipelines.sdk_worker", "TaskManagerRunner", "kafka.Kafka ")
+CPU_MARKERS = ("fleetstream.runtime.sdk_worker", "TaskManagerRunner", "kafka.Kafka ")
 
 
 def warm_up(settings: StreamSettings, vehicles: int, consumer: Consumer,

@@ -34,21 +34,22 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 from confluent_kafka import Consumer
-
 from report import publish
 from stream_bench import BOOTSTRAP, CPU_MARKERS, cpu_seconds, settings_for
 
-from fleetstream.io.base import Record
-from fleetstream.io.kafka_partition_reader import ReadKafkaPartitions
-from fleetstream.io.kafka_producer import AckedProducer
-from fleetstream.io.kafka_topics import KafkaSettings, WriteJsonToKafka
-from fleetstream.local.topics import Topic, create_topics
-from fleetstream.pipelines import flink_jobs
-from fleetstream.pipelines.job_streams import release_job_streams
-from fleetstream.schemas.config import parse_config
+from fleetstream.io.kafka.admin import Topic, create_topics
+from fleetstream.io.kafka.partition_reader import ReadKafkaPartitions
+from fleetstream.io.kafka.producer import AckedProducer
+from fleetstream.io.kafka.settings import KafkaSettings
+from fleetstream.io.kafka.transforms import WriteJsonToKafka
+from fleetstream.io.sinks.registry import application_sink
+from fleetstream.runtime import flink_jobs
+from fleetstream.runtime.group_in_bundle import GroupBatchesInBundle
+from fleetstream.runtime.job_streams import release_job_streams
+from fleetstream.schemas.delivery import Record
+from fleetstream.settings.config import parse_config
 from fleetstream.transforms.deliver import Deliver
-from fleetstream.transforms.group_in_bundle import GroupBatchesInBundle
-from fleetstream.transforms.permit_by_activation import DEFAULT_VEHICLE_SHARDS
+from fleetstream.transforms.order_and_permit_keyed import DEFAULT_VEHICLE_SHARDS
 
 #: whose CPU is counted, as in stream_bench
 MARKERS = dict(zip(("Python workers", "TaskManager", "Kafka broker"), CPU_MARKERS))
@@ -119,7 +120,7 @@ def build(pipeline: beam.Pipeline, kafka: KafkaSettings, source: str, target: st
              "sink": {"type": "file", "path": deliver_to, "max_delay": 1}}]}).applications
         _ = (pairs
              | "AsRecords" >> beam.ParDo(_AsRecordsFn())
-             | "Deliver" >> Deliver(applications, batches=True))
+             | "Deliver" >> Deliver(applications, application_sink, batches=True))
 
 
 def payloads(count: int, size: int) -> list[bytes]:

@@ -36,3 +36,16 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
              "sink": {"type": "file", "path": str(folder / "unused")}}],
         "activations": "activations.jsonl"}))
     return folder
+
+
+#: fixtures that start (or reuse) real local servers: a test using one is in the `servers` tier
+SERVER_FIXTURES = frozenset({"kafka_service", "flink_cluster", "mosquitto_service",
+                             "moto_service", "azurite_service", "secured_broker"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a server fixture `servers`, so that `pytest -m "not servers"`
+    (the fast tier) never waits on a server, whoever forgot the marker."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)

@@ -25,13 +25,13 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from fleetstream.io.kafka_producer import mark_partitions
-from fleetstream.io.kafka_topic_reader import read_records
-from fleetstream.pipelines import flink_jobs
+from fleetstream.io.kafka.producer import mark_partitions
+from fleetstream.io.kafka.topic_reader import read_records
+from fleetstream.runtime import flink_jobs
 from fleetstream.simulator import simulate_keyed
 from tests.test_stream_flink import SEED, VEHICLES, StreamEnv, delivered_ids, expected, wait_for
 
-pytest_plugins = ["fleetstream.local.pytest_plugin"]
+pytest_plugins = ["fleetstream.dev.pytest_plugin"]
 pytestmark = pytest.mark.servers
 
 #: topic settings that let the log cleaner compact a segment seconds after it is written

@@ -1,4 +1,4 @@
-"""Which activation event wins (transforms.activation_rules), without Beam or Kafka."""
+"""Which activation event wins (transforms.activations), without Beam or Kafka."""
 from __future__ import annotations
 
 import itertools
@@ -6,10 +6,10 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleetstream.schemas.config import ActivationEvent
-from fleetstream.transforms.activation_rules import (MAX_FUTURE_MS, STRICTNESS_ORDER,
-                                                     approval_from_the_future, rank, supersedes)
-from fleetstream.transforms.permit_by_activation import approved_table, newest_activations
+from fleetstream.schemas.activations import ActivationEvent
+from fleetstream.transforms.activations import (MAX_FUTURE_MS, STRICTNESS_ORDER,
+                                                approval_from_the_future, approved_table,
+                                                newest_activations, rank, supersedes)
 
 STATUSES = (*STRICTNESS_ORDER, "suspended")       # and one nobody defined
 

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from fleetstream.pipelines.cli import main
-from fleetstream.schemas.config import ConfigError, load_config, parse_config
+from fleetstream.schemas.errors import ConfigError
+from fleetstream.settings.config import load_config, parse_config
 
 GOOD_APP = {"id": "fleet-a", "permissions": ["diagnostics.odometer", "charging.*"],
             "sink": {"type": "file", "path": "out/fleet-a"}}

@@ -10,21 +10,21 @@ import yaml
 from confluent_kafka import Producer
 
 from fleetstream import mappers
-from fleetstream.local.topics import Topic, create_topics
+from fleetstream.io.kafka.admin import Topic, create_topics
 from fleetstream.mappers.base import OK, MapPayload, MapResult
 from fleetstream.pipelines.cli import main
-from fleetstream.pipelines.dead_letters import (
-    DeadLetterFilter, DeadLetterSummary, is_resendable, read_dead_letters, resend_dead_letters)
+from fleetstream.pipelines.dead_letters import (DeadLetterFilter, DeadLetterSummary, is_resendable,
+                                                read_dead_letters, resend_dead_letters)
 from fleetstream.pipelines.replay import run_replay
-from fleetstream.schemas.config import load_config
 from fleetstream.schemas.dead_letter import MAP_STAGE, dead_letter, delivery_dead_letter
 from fleetstream.schemas.document import message_id
 from fleetstream.schemas.timestamps import iso_ms, to_epoch_ms
+from fleetstream.settings.config import load_config
 from fleetstream.simulator import simulate, write_envelopes
 from fleetstream.transforms.filter_envelopes import EnvelopeFilter
 from tests.test_replay import read_jsonl
 
-pytest_plugins = ["fleetstream.local.pytest_plugin"]
+pytest_plugins = ["fleetstream.dev.pytest_plugin"]
 
 FIXED_VIN = "5YJSA1E24RN000001"
 APP = "fleet"

@@ -10,9 +10,12 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 
-from fleetstream.io import registry
-from fleetstream.io.base import Batch, Batching, PermanentWriteError, Record, Sink
-from fleetstream.schemas.config import parse_config
+from fleetstream.io.sinks import registry
+from fleetstream.io.sinks.base import Sink
+from fleetstream.io.sinks.registry import application_sink
+from fleetstream.schemas.delivery import Batch, Batching, Record
+from fleetstream.schemas.errors import PermanentWriteError
+from fleetstream.settings.config import parse_config
 from fleetstream.transforms.deliver import Deliver, RetryPolicy, batch_id
 
 WRITTEN: list[Batch] = []
@@ -65,7 +68,7 @@ def _keep_dead(letter: dict) -> None:
 def run_batch(apps: tuple, n: int, retry: RetryPolicy = FAST_RETRY) -> list[dict]:
     """Deliver n records as a batch job; the delivery dead letters."""
     with TestPipeline() as pipeline:
-        _ = (pipeline | beam.Create([record(i) for i in range(n)]) | Deliver(apps, retry)
+        _ = (pipeline | beam.Create([record(i) for i in range(n)]) | Deliver(apps, application_sink, retry)
              | beam.Map(_keep_dead))
     return DEAD
 
@@ -105,7 +108,7 @@ def _timer_stream(advance_s: float) -> None:
               .advance_watermark_to_infinity())
     # The TestStream's processing-time clock starts at 0: give Deliver the same origin.
     with TestPipeline(options=options) as pipeline:
-        _ = pipeline | stream | Deliver(applications(max_records=100, max_delay=10),
+        _ = pipeline | stream | Deliver(applications(max_records=100, max_delay=10), application_sink,
                                         FAST_RETRY, clock=lambda: 0.0)
 
 
@@ -120,7 +123,7 @@ def test_streaming_count_flush_joins_the_batch_in_state_with_the_new_records() -
               .add_elements([[record(2), record(3), record(4)]])
               .advance_watermark_to_infinity())
     with TestPipeline(options=options) as pipeline:
-        _ = pipeline | stream | Deliver(applications(max_records=4, max_delay=10), FAST_RETRY,
+        _ = pipeline | stream | Deliver(applications(max_records=4, max_delay=10), application_sink, FAST_RETRY,
                                         clock=lambda: 0.0, batches=True)
     assert [[r.message_id for r in b.records] for b in WRITTEN] == [
         ["m000", "m001", "m002", "m003"], ["m004"]]
@@ -174,7 +177,7 @@ def test_shards_split_an_application_by_vehicle_keeping_each_vehicles_order() ->
               .add_elements([record(i, vins[i % 8]) for i in range(40)])
               .advance_watermark_to_infinity())
     with TestPipeline(options=options) as pipeline:
-        _ = pipeline | stream | Deliver(applications(max_records=100, max_delay=10),
+        _ = pipeline | stream | Deliver(applications(max_records=100, max_delay=10), application_sink,
                                         FAST_RETRY, clock=lambda: 0.0, shards=4)
     assert 1 < len(WRITTEN) <= 4                      # one batch per shard that had data
     ids = [r.message_id for b in WRITTEN for r in b.records]
@@ -187,4 +190,4 @@ def test_shards_split_an_application_by_vehicle_keeping_each_vehicles_order() ->
             mine = [r.message_id for r in b.records if r.vin == vin]
             assert mine == sorted(mine)                           # in its order
     with pytest.raises(ValueError, match="shards"):
-        Deliver(applications(), shards=0)
+        Deliver(applications(), application_sink, shards=0)

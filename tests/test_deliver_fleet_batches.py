@@ -19,13 +19,15 @@ from apache_beam.transforms.window import TimestampedValue
 from fleetstream.mappers import MAPPERS
 from fleetstream.mappers.base import FAILED, IGNORED
 from fleetstream.pipelines.fleet import DeliverFleet
-from fleetstream.schemas.config import Config, parse_config
+from fleetstream.schemas.config import Config
 from fleetstream.schemas.document import message_id
 from fleetstream.schemas.envelope import RawEnvelope
+from fleetstream.settings.config import parse_config
 from fleetstream.simulator import fleet_vins, simulate
-from fleetstream.transforms.permit_by_activation import (OrderAndPermitKeyed,
-                                                         PermitByActivation, approved_table,
-                                                         newest_activations, permitted_data)
+from fleetstream.transforms.activations import approved_table, newest_activations
+from fleetstream.transforms.order_and_permit_keyed import OrderAndPermitKeyed
+from fleetstream.transforms.permissions import permitted_data
+from fleetstream.transforms.permit_by_activation import PermitByActivation
 
 VEHICLES = 12
 APP = "fleet"

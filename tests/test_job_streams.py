@@ -8,7 +8,7 @@ import weakref
 from apache_beam.runners.portability import portable_runner
 from apache_beam.runners.runner import PipelineState
 
-from fleetstream.pipelines.job_streams import poll_until_done, release_job_streams
+from fleetstream.runtime.job_streams import poll_until_done, release_job_streams
 
 
 class _Stream:
@@ -46,12 +46,15 @@ def test_release_cancels_the_message_stream_and_finalises_the_chained_state_stre
 
 
 def test_release_leaves_other_runners_results_alone() -> None:
-    class DirectResult:
-        _message_stream = _Stream()
+    """A result that is not the PortableRunner's (the DirectRunner's) is not touched."""
+    stream = _Stream()
 
-    result = DirectResult()
-    release_job_streams(result)  # type: ignore[arg-type]
-    assert not result._message_stream.cancelled
+    class DirectResult:
+        def __init__(self, messages: _Stream) -> None:
+            self.messages = messages
+
+    release_job_streams(DirectResult(stream))  # type: ignore[arg-type]
+    assert not stream.cancelled
 
 
 def test_poll_until_done_asks_until_the_state_is_terminal() -> None:

@@ -15,15 +15,15 @@ from confluent_kafka import Producer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleetstream.io.base import ConfigError
-from fleetstream.io.kafka_activations import (ActivationLog, activation_key, activation_value,
+from fleetstream.schemas.errors import ConfigError
+from fleetstream.io.kafka.activations import (ActivationLog, activation_key, activation_value,
                                               publish_activations)
-from fleetstream.io.kafka_topic_reader import read_records
-from fleetstream.local.topics import Topic, create_topics
-from fleetstream.schemas.config import ActivationEvent
-from fleetstream.transforms.activation_rules import STRICTNESS_ORDER, rank
+from fleetstream.io.kafka.topic_reader import read_records
+from fleetstream.io.kafka.admin import Topic, create_topics
+from fleetstream.schemas.activations import ActivationEvent
+from fleetstream.transforms.activations import STRICTNESS_ORDER, rank
 
-pytest_plugins = ["fleetstream.local.pytest_plugin"]
+pytest_plugins = ["fleetstream.dev.pytest_plugin"]
 pytestmark = pytest.mark.servers
 
 NOW = 1_800_000_000_000

@@ -14,16 +14,15 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from fleetstream.io.kafka_producer import produce_envelopes
-from fleetstream.io.kafka_topics import KafkaSettings
-from fleetstream.pipelines import flink_jobs
-from fleetstream.pipelines.fleet import OrderSettings
-from fleetstream.pipelines.stream import (FlinkSettings, StreamSettings, ensure_topics,
-                                          submit_stream)
-from fleetstream.schemas.config import parse_config
+from fleetstream.io.kafka.producer import produce_envelopes
+from fleetstream.io.kafka.settings import KafkaSettings
+from fleetstream.pipelines.stream import ensure_topics, submit_stream
+from fleetstream.runtime import flink_jobs
+from fleetstream.settings.config import parse_config
+from fleetstream.settings.stream import FlinkSettings, OrderSettings, StreamSettings
 from fleetstream.simulator import SOURCES, fleet_vins, simulate_keyed
 
-pytest_plugins = ["fleetstream.local.pytest_plugin"]
+pytest_plugins = ["fleetstream.dev.pytest_plugin"]
 
 VEHICLES = 6
 SEED = 5

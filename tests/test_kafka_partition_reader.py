@@ -12,13 +12,12 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from fleetstream.io.kafka_partition_reader import (ReadKafkaPartitions, _ConsumerPool,
+from fleetstream.dev.kafka import Kafka
+from fleetstream.io.kafka.admin import Topic, create_topics
+from fleetstream.io.kafka.partition_reader import (ReadKafkaPartitions, _ConsumerPool,
                                                    _PartitionOffsets, _StallWatch)
-from fleetstream.local.kafka import Kafka
-from fleetstream.local.topics import Topic, create_topics
 
-pytest_plugins = ["fleetstream.local.pytest_plugin"]
-
+pytest_plugins = ["fleetstream.dev.pytest_plugin"]
 
 
 @pytest.fixture

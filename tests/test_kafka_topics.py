@@ -5,9 +5,9 @@ from typing import NamedTuple
 
 import orjson
 
-from fleetstream.io.kafka_producer import READ_MARK_KEY
-from fleetstream.io.kafka_topics import _ParseActivationFn, _ToEnvelopeFn
-from fleetstream.schemas.config import ActivationEvent
+from fleetstream.io.kafka.producer import READ_MARK_KEY
+from fleetstream.io.kafka.transforms import _ParseActivationFn, _ToEnvelopeFn
+from fleetstream.schemas.activations import ActivationEvent
 from fleetstream.schemas.envelope import RawEnvelope
 
 
@@ -41,7 +41,7 @@ def test_a_record_from_an_unknown_topic_is_a_dead_letter_with_its_payload() -> N
 
 
 def test_a_poll_becomes_one_list_of_envelopes_and_a_dead_letter_per_unknown_topic() -> None:
-    from fleetstream.io.kafka_topics import _PollToEnvelopesFn
+    from fleetstream.io.kafka.transforms import _PollToEnvelopesFn
 
     fn = _PollToEnvelopesFn({"raw.tesla": "tesla", "raw.bmw": "bmw"})
     outputs = list(fn.process([("raw.tesla", 1, b"a"), ("raw.volvo", 2, b"b"),
@@ -78,7 +78,7 @@ def test_a_write_the_broker_does_not_acknowledge_fails_the_bundle() -> None:
     import pytest
     from confluent_kafka import KafkaException
 
-    from fleetstream.io.kafka_topics import _ProduceFn
+    from fleetstream.io.kafka.transforms import _ProduceFn
 
     for batches, element, count in ((False, ("V", {"n": 1}), 1),
                                     (True, [("V", {"n": 1}), ("W", b"{}")], 2)):

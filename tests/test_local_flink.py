@@ -9,18 +9,18 @@ from typing import TYPE_CHECKING
 import pytest
 from confluent_kafka import Producer
 
-from fleetstream.local.topics import Topic, create_topics
+from fleetstream.io.kafka.admin import Topic, create_topics
 
 if TYPE_CHECKING:  # the plugin module is imported by pytest itself
-    from fleetstream.local.kafka import Kafka
-    from fleetstream.local.pytest_plugin import LocalFlink
+    from fleetstream.dev.kafka import Kafka
+    from fleetstream.dev.pytest_plugin import LocalFlink
 
-pytest_plugins = ["fleetstream.local.pytest_plugin"]
+pytest_plugins = ["fleetstream.dev.pytest_plugin"]
 
 
 def test_pipeline_writes_a_file_on_flink(flink_cluster: LocalFlink, tmp_path: Path) -> None:
     output = tmp_path / "words.txt"
-    flink_cluster.run_module("fleetstream.local.smoke", ["text", str(output)])
+    flink_cluster.run_module("fleetstream.dev.smoke", ["text", str(output)])
     assert output.read_text().splitlines() == ["FLEET", "STREAM", "FLINK"]
 
 
@@ -35,7 +35,7 @@ def test_read_from_kafka_on_flink(kafka_service: Kafka, flink_cluster: LocalFlin
     assert producer.flush(30) == 0
 
     output = tmp_path / "records.txt"
-    flink_cluster.run_module("fleetstream.local.smoke",
+    flink_cluster.run_module("fleetstream.dev.smoke",
                              ["kafka", str(output), topic, str(len(sent))])
     lines = output.read_text().splitlines()
     assert sorted(lines) == sorted(f"{key}={value}" for key, value in sent.items())
@@ -45,7 +45,7 @@ def test_a_starting_process_removes_only_its_kind_of_stale_working_dirs(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A stopped TaskManager leaves its folder (cached job jars, GBs) in Flink's tmp folder;
     the next TaskManager deletes those, and leaves the JobManager's alone."""
-    from fleetstream.local.flink import FlinkTaskManager
+    from fleetstream.dev.flink import FlinkTaskManager
 
     monkeypatch.setenv("FLEETSTREAM_HOME", str(tmp_path))
     flink_tmp = tmp_path / "data" / "flink" / "tmp"
@@ -58,7 +58,7 @@ def test_a_starting_process_removes_only_its_kind_of_stale_working_dirs(
 
 def test_a_starting_jobmanager_keeps_only_the_newest_jobs_retained_checkpoints(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fleetstream.local.flink import FlinkJobManager
+    from fleetstream.dev.flink import FlinkJobManager
 
     monkeypatch.setenv("FLEETSTREAM_HOME", str(tmp_path))
     checkpoints = tmp_path / "data" / "flink" / "checkpoints"

@@ -7,18 +7,19 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from fleetstream.io.kafka_offsets import reset_group_offsets
-from fleetstream.io.kafka_producer import mark_partitions
-from fleetstream.io.kafka_topic_reader import TopicReadError
-from fleetstream.local.kafka import LOCAL_RETENTION_HOURS, Kafka
-from fleetstream.local.topics import FLEETSTREAM_TOPICS, Topic, create_topics
+from fleetstream.dev.kafka import LOCAL_RETENTION_HOURS, Kafka
+from fleetstream.io.kafka.admin import Topic, create_topics
+from fleetstream.io.kafka.offsets import reset_group_offsets
+from fleetstream.io.kafka.producer import mark_partitions
+from fleetstream.io.kafka.topic_reader import TopicReadError
+from fleetstream.settings.topics import FLEETSTREAM_TOPICS
 
-pytest_plugins = ["fleetstream.local.pytest_plugin"]
+pytest_plugins = ["fleetstream.dev.pytest_plugin"]
 
 
 def test_fleetstream_topics_exist_with_their_partitions(kafka_service: Kafka) -> None:
-    create_topics(kafka_service.bootstrap)
-    assert create_topics(kafka_service.bootstrap) == []  # idempotent
+    create_topics(kafka_service.bootstrap, FLEETSTREAM_TOPICS)
+    assert create_topics(kafka_service.bootstrap, FLEETSTREAM_TOPICS) == []  # idempotent
     topics = AdminClient({"bootstrap.servers": kafka_service.bootstrap}).list_topics(
         timeout=10).topics
     for topic in FLEETSTREAM_TOPICS:
@@ -100,7 +101,8 @@ def test_write_json_to_kafka_writes_pairs_and_keyed_dicts(kafka_service: Kafka) 
     import orjson
     from apache_beam.testing.test_pipeline import TestPipeline
 
-    from fleetstream.io.kafka_topics import KafkaSettings, WriteJsonToKafka
+    from fleetstream.io.kafka.settings import KafkaSettings
+    from fleetstream.io.kafka.transforms import WriteJsonToKafka
 
     topic = f"write-{uuid.uuid4().hex[:8]}"
     create_topics(kafka_service.bootstrap, [Topic(topic, 2)])

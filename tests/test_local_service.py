@@ -1,4 +1,4 @@
-"""The local service machinery (`fleetstream.local.service`) with a stand-in server."""
+"""The local service machinery (`fleetstream.dev.service`) with a stand-in server."""
 from __future__ import annotations
 
 import sys
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetstream.local.service import LOG_ROTATE_BYTES, Service
+from fleetstream.dev.service import LOG_ROTATE_BYTES, Service
 from tests.helpers import free_port
 
 

@@ -10,7 +10,7 @@ from fleetstream.mappers.entries import BadValue, larger_of, unit_number_reader
 from fleetstream.schemas.envelope import source_message_id
 from fleetstream.schemas.timestamps import iso_ms, to_epoch_ms
 from fleetstream.schemas.units import MILES_TO_KM, SAME
-from fleetstream.transforms.permit_by_activation import permitted_data
+from fleetstream.transforms.permissions import permitted_data
 
 ENTRY = [{"data": 1, "timestamp": "t"}]
 

@@ -7,11 +7,12 @@ import io
 import orjson
 import pytest
 
-from fleetstream.io.base import ConfigError, PermanentWriteError
-from fleetstream.io.object_format import AvroContainer, JsonLines, ObjectLayout, read_avro_documents
+from fleetstream.io.sinks.object.format import (AvroContainer, JsonLines, ObjectLayout,
+                                                read_avro_documents)
 from fleetstream.schemas.document import document_json
+from fleetstream.schemas.errors import ConfigError, PermanentWriteError
 
-pytest_plugins = ["fleetstream.io.sink_pytest_plugin"]
+pytest_plugins = ["fleetstream.dev.sink_pytest_plugin"]
 
 WHERE = "applications[fleet-a].sink"
 

@@ -13,8 +13,8 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
-from fleetstream.transforms.order_per_vehicle import (OrderPerVehicle, drop_duplicates,
-                                                      merge_seen, release_due, seen_key)
+from fleetstream.transforms.order_per_vehicle import OrderPerVehicle
+from fleetstream.transforms.ordering import drop_duplicates, merge_seen, release_due, seen_key
 from tests.helpers import message
 
 
@@ -75,7 +75,7 @@ def test_seen_key_is_a_stable_63_bit_number_per_id() -> None:
     keys = {seen_key(smid) for smid in ids}
     assert len(keys) == len(ids) and all(0 <= key < 2 ** 63 for key in keys)
     elsewhere = subprocess.run(
-        [sys.executable, "-c", "from fleetstream.transforms.order_per_vehicle import seen_key;"
+        [sys.executable, "-c", "from fleetstream.transforms.ordering import seen_key;"
                                "print(seen_key('a'))"],
         env={**os.environ, "PYTHONHASHSEED": "7"}, capture_output=True, text=True, check=True)
     assert int(elsewhere.stdout.split()[-1]) == seen_key("a")
@@ -163,7 +163,7 @@ def test_ordering_and_keyed_join_in_one_step_order_late_duplicates_and_revocatio
     duplicate's first copy is among the recently seen ids or merged into the older ones."""
     import orjson
 
-    from fleetstream.schemas.config import ActivationEvent
+    from fleetstream.schemas.activations import ActivationEvent
 
     t0 = 1_000
 
@@ -206,8 +206,8 @@ def test_ordering_and_keyed_join_in_one_step_order_late_duplicates_and_revocatio
 
 def test_a_vehicle_whose_approval_comes_after_its_first_messages_is_still_delivered() -> None:
     """At a cold start an approval can reach the keyed step after the reorder window."""
-    from fleetstream.schemas.config import ActivationEvent
-    from fleetstream.transforms.permit_by_activation import COLD_START_HOLD_S
+    from fleetstream.schemas.activations import ActivationEvent
+    from fleetstream.transforms.order_and_permit_keyed import COLD_START_HOLD_S
 
     t0, late_approval_s = 1_000, 2.0 + COLD_START_HOLD_S - 1
     stream = (TestStream(output_tags={"messages", "events"})
@@ -228,7 +228,7 @@ def test_a_vehicle_whose_approval_comes_after_its_first_messages_is_still_delive
 def test_the_keyed_step_takes_many_vehicles_messages_in_one_list() -> None:
     """One list (a Kafka poll) holding two vehicles' messages out of order: each vehicle's
     come out in order, with the list's timestamp as their arrival."""
-    from fleetstream.schemas.config import ActivationEvent
+    from fleetstream.schemas.activations import ActivationEvent
 
     t0 = 1_000
     approvals = [TimestampedValue(ActivationEvent(vin, "insurer", "approved", 1), t0)
@@ -252,8 +252,8 @@ def test_the_keyed_step_takes_many_vehicles_messages_in_one_list() -> None:
 def _insurer_documents(stream: TestStream, lists: bool = False, **knobs: float) -> list:
     """What OrderAndPermitKeyed (2 s window) releases to an insurer seeing the odometer;
     the stream's messages are (vin, message) pairs, or lists of them with `lists`."""
-    from fleetstream.schemas.config import parse_config
-    from fleetstream.transforms.permit_by_activation import OrderAndPermitKeyed
+    from fleetstream.settings.config import parse_config
+    from fleetstream.transforms.order_and_permit_keyed import OrderAndPermitKeyed
 
     config = parse_config({"applications": [
         {"id": "insurer", "permissions": ["diagnostics.odometer"],
@@ -274,8 +274,8 @@ def _insurer_documents(stream: TestStream, lists: bool = False, **knobs: float) 
 
 def test_a_shards_vehicles_round_trip_through_their_state_coder() -> None:
     from fleetstream.transforms.counters import BundleCounts
-    from fleetstream.transforms.order_per_vehicle import Reorder, empty_order
-    from fleetstream.transforms.permit_by_activation import VehicleState, VehiclesCoder
+    from fleetstream.transforms.order_and_permit_keyed import VehiclesCoder, VehicleState
+    from fleetstream.transforms.ordering import Reorder, empty_order
 
     order, _, _ = Reorder(2_000, 600_000, BundleCounts()).accept(empty_order(), message(300), 5)
     vehicles = {"V": VehicleState(order, {("V", "fleet"): (1, True)}, False),

@@ -6,12 +6,13 @@ import orjson
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from fleetstream.schemas.config import ActivationEvent, parse_config
+from fleetstream.schemas.activations import ActivationEvent
 from fleetstream.schemas.document import message_id
 from fleetstream.schemas.mapped import MappedMessage
-from fleetstream.transforms.permit_by_activation import (ActivationTable, PermitByActivation,
-                                                         approved_table, newest_activations,
-                                                         permitted_data)
+from fleetstream.settings.config import parse_config
+from fleetstream.transforms.activations import approved_table, newest_activations
+from fleetstream.transforms.permissions import permitted_data
+from fleetstream.transforms.permit_by_activation import ActivationTable, PermitByActivation
 
 ENTRY = [{"data": 1, "timestamp": "t"}]
 DATA = {"diagnostics": {"odometer": ENTRY, "speed": ENTRY},
@@ -31,8 +32,7 @@ def test_permitted_data_keeps_only_permitted_properties() -> None:
 def test_documents_from_prepared_data_are_the_documents_from_the_data() -> None:
     """The keyed step's documents (data prepared per application before the shuffle) are
     byte for byte those of PermitByActivation, with the same counts."""
-    from fleetstream.transforms.permit_by_activation import (_documents, _prepared_documents,
-                                                             prepare_data)
+    from fleetstream.transforms.permissions import documents, prepare_data, prepared_documents
 
     applications = tuple((a.id, a.permitted) for a in CONFIG.applications)
     ids = [a.id for a in CONFIG.applications]
@@ -41,10 +41,10 @@ def test_documents_from_prepared_data_are_the_documents_from_the_data() -> None:
         prepared = message._replace(data=prepare_data(message.data, applications))
         for approved in (set(ids), {ids[0]}, set()):
             counts, prepared_counts = _Counts(), _Counts()
-            assert list(_prepared_documents("V", prepared, approved, ids, prepared_counts)) \
-                == list(_documents("V", message, approved, applications, counts))
+            assert list(prepared_documents("V", prepared, approved, ids, prepared_counts)) \
+                == list(documents("V", message, approved, applications, counts))
             assert prepared_counts.seen == counts.seen
-    assert len(list(_documents("V", _message("m", DATA), set(ids), applications, _Counts()))) == 2
+    assert len(list(documents("V", _message("m", DATA), set(ids), applications, _Counts()))) == 2
 
 
 class _Counts:
@@ -139,7 +139,7 @@ def test_keyed_join_applies_approvals_and_revocations_to_later_messages() -> Non
     from apache_beam.testing.test_stream import TestStream
     from apache_beam.transforms.window import TimestampedValue
 
-    from fleetstream.transforms.permit_by_activation import OrderAndPermitKeyed
+    from fleetstream.transforms.order_and_permit_keyed import OrderAndPermitKeyed
 
     def at(seconds: int, name: str) -> TimestampedValue:
         return TimestampedValue(("V", _message(name, DATA)), seconds)

@@ -19,16 +19,16 @@ from apache_beam.transforms.window import IntervalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
-from fleetstream.io.archive_format import read_archive
-from fleetstream.io.archive_layout import HOUR_MS
-from fleetstream.io.base import ConfigError
-from fleetstream.io.raw_archive import ArchiveRawEnvelopes, ArchiveSettings, shard_of
+from fleetstream.io.archive.format import read_archive
+from fleetstream.io.archive.layout import HOUR_MS
+from fleetstream.io.archive.raw_archive import ArchiveRawEnvelopes, ArchiveSettings, shard_of
 from fleetstream.pipelines.archive import run_archive
 from fleetstream.schemas.envelope import RawEnvelope
+from fleetstream.schemas.errors import ConfigError
 from fleetstream.simulator import START_MS
 from tests.test_replay_archive import simulated
 
-pytest_plugins = ["fleetstream.io.sink_pytest_plugin"]
+pytest_plugins = ["fleetstream.dev.sink_pytest_plugin"]
 
 WINDOW_S = 600
 #: <root>/raw/<source>/yyyy/mm/dd/HH/<source>-<start>-<end>-<shard>.<ext>

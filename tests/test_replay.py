@@ -12,9 +12,8 @@ import pytest
 
 from fleetstream.pipelines.cli import main
 from fleetstream.pipelines.replay import run_replay
-from fleetstream.schemas.config import load_config
 from fleetstream.schemas.timestamps import to_epoch_ms
-
+from fleetstream.settings.config import load_config
 from tests.conftest import APPS
 
 

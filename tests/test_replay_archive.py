@@ -16,17 +16,17 @@ import yaml
 from apache_beam.io.aws.s3filesystem import S3FileSystem
 from apache_beam.io.filesystems import FileSystems
 
-from fleetstream.io.archive_format import encode_archive, read_archive
-from fleetstream.io.envelope_files import EnvelopeFile, file_parts
-from fleetstream.io.s3_objects import S3Objects
-from fleetstream.io.archive_layout import HOUR_MS, archive_file, archive_patterns, hour_folder
+from fleetstream.io.archive.format import encode_archive, read_archive
+from fleetstream.io.archive.layout import HOUR_MS, archive_file, archive_patterns, hour_folder
+from fleetstream.io.files.envelope_files import EnvelopeFile, file_parts
+from fleetstream.io.files.s3_objects import S3Objects
 from fleetstream.pipelines.cli import main
 from fleetstream.schemas.envelope import RawEnvelope
 from fleetstream.simulator import START_MS, activations, simulate
 from fleetstream.transforms.filter_envelopes import parse_time
 from tests.test_replay import read_jsonl
 
-pytest_plugins = ["fleetstream.io.sink_pytest_plugin"]
+pytest_plugins = ["fleetstream.dev.sink_pytest_plugin"]
 
 VEHICLES = 8
 WINDOW = (START_MS, START_MS + 300_000)

@@ -9,8 +9,8 @@ import pytest
 from fleetstream.mappers import MAPPERS
 from fleetstream.pipelines.cli import main
 from fleetstream.pipelines.replay import run_replay
-from fleetstream.schemas.config import load_config
 from fleetstream.schemas.envelope import RawEnvelope, parse_envelope_line
+from fleetstream.settings.config import load_config
 from fleetstream.transforms.filter_envelopes import EnvelopeFilter, parse_time
 from tests.conftest import APPS
 from tests.test_replay import read_jsonl

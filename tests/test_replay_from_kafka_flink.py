@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from fleetstream.io.kafka_activations import publish_activations
-from fleetstream.pipelines import flink_jobs
-from fleetstream.schemas.config import ActivationEvent
+from fleetstream.io.kafka.activations import publish_activations
+from fleetstream.runtime import flink_jobs
+from fleetstream.schemas.activations import ActivationEvent
 from fleetstream.simulator import simulate_keyed
-from tests.test_stream_flink import (SEED, VEHICLES, StreamEnv, delivered_ids, expected,
-                                     wait_for)
+from tests.test_stream_flink import SEED, VEHICLES, StreamEnv, delivered_ids, expected, wait_for
 
-pytest_plugins = ["fleetstream.local.pytest_plugin"]
+pytest_plugins = ["fleetstream.dev.pytest_plugin"]
 
 
 def test_a_job_started_from_a_time_reads_only_records_from_then_on(

@@ -14,7 +14,7 @@ import yaml
 from fleetstream.pipelines.cli import main
 from fleetstream.simulator import activations, simulate, write_envelopes
 
-pytest_plugins = ["fleetstream.io.sink_pytest_plugin"]
+pytest_plugins = ["fleetstream.dev.sink_pytest_plugin"]
 
 
 def test_replay_reads_gzip_envelopes_from_s3(moto_service, tmp_path: Path,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from fleetstream.pipelines.sdk_worker import SAMPLE_ABOVE, deep_size
+from fleetstream.runtime.sdk_worker import SAMPLE_ABOVE, deep_size
 
 
 def _walked(obj) -> int:

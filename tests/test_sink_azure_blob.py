@@ -6,12 +6,12 @@ import uuid
 import pytest
 from azure.storage.blob import ContainerClient
 
-from fleetstream.io.azure_blob_sink import AzureBlobSink
-from fleetstream.io.base import ConfigError
-from fleetstream.io.registry import build_sink
-from fleetstream.local.azurite import ACCOUNT_KEY
+from fleetstream.dev.azurite import ACCOUNT_KEY
+from fleetstream.io.sinks.object.azure_blob import AzureBlobSink
+from fleetstream.io.sinks.registry import build_sink
+from fleetstream.schemas.errors import ConfigError
 
-pytest_plugins = ["fleetstream.io.sink_pytest_plugin"]
+pytest_plugins = ["fleetstream.dev.sink_pytest_plugin"]
 
 
 @pytest.fixture

@@ -8,12 +8,12 @@ import boto3
 import orjson
 import pytest
 
-from fleetstream.io.base import ConfigError, PermanentWriteError
-from fleetstream.io.kinesis_sink import (MAX_RECORDS_PER_CALL, KinesisPartialFailure,
-                                         KinesisSink, RecordTooLarge)
-from fleetstream.io.registry import build_sink
+from fleetstream.io.sinks.kinesis import (MAX_RECORDS_PER_CALL, KinesisPartialFailure, KinesisSink,
+                                          RecordTooLarge)
+from fleetstream.io.sinks.registry import build_sink
+from fleetstream.schemas.errors import ConfigError, PermanentWriteError
 
-pytest_plugins = ["fleetstream.io.sink_pytest_plugin"]
+pytest_plugins = ["fleetstream.dev.sink_pytest_plugin"]
 
 
 class RefusingKinesis:

@@ -8,15 +8,15 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from fleetstream.io.base import ConfigError
-from fleetstream.io.mqtt_acl import broker_auth, write_broker_auth
-from fleetstream.io.mqtt_sink import MqttDeliveryError, MqttSink
-from fleetstream.io.registry import build_sink
-from fleetstream.local.mosquitto import MosquittoService
-from fleetstream.schemas.config import parse_config
+from fleetstream.dev.mosquitto import MosquittoService
+from fleetstream.dev.mqtt_acl import broker_auth, write_broker_auth
+from fleetstream.io.sinks.mqtt import MqttDeliveryError, MqttSink
+from fleetstream.io.sinks.registry import application_sink, build_sink
+from fleetstream.schemas.errors import ConfigError
+from fleetstream.settings.config import parse_config
 from tests.helpers import free_port
 
-pytest_plugins = ["fleetstream.io.sink_pytest_plugin"]
+pytest_plugins = ["fleetstream.dev.sink_pytest_plugin"]
 
 PUBLISHER = {"username": "pipeline", "password": "publisher-secret"}
 SUBSCRIBER_PASSWORDS = {"fleet-a": "secret-a", "insurer-b": "secret-b"}
@@ -128,7 +128,7 @@ def test_an_application_reads_only_its_own_topics(secured_broker, make_batch):
                     ("fleet-a", SUBSCRIBER_PASSWORDS["fleet-a"])) as intruder, \
             subscribed(broker.port, "live/fleetstream/insurer-b/#",
                        ("insurer-b", SUBSCRIBER_PASSWORDS["insurer-b"])) as owner, \
-            opened(config.application("insurer-b").sink()) as sink:
+            opened(application_sink(config.application("insurer-b"))) as sink:
         sink.write(batch)
         assert len(owner.received(2)) == 2
         time.sleep(0.3)
@@ -149,7 +149,7 @@ def test_wrong_publisher_password_is_refused(secured_broker, make_batch):
 def test_write_raises_while_the_broker_is_down_and_succeeds_after(secured_broker, make_batch):
     broker, config = secured_broker
     batch = make_batch(per_vehicle=1)
-    with opened(config.application("fleet-a").sink()) as sink:
+    with opened(application_sink(config.application("fleet-a"))) as sink:
         sink.write(batch)
         broker.stop()
         with pytest.raises(MqttDeliveryError):   # unreachable, or not acknowledged

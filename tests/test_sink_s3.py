@@ -6,11 +6,11 @@ import uuid
 import boto3
 import pytest
 
-from fleetstream.io.base import ConfigError
-from fleetstream.io.registry import build_sink
-from fleetstream.io.s3_sink import S3Sink
+from fleetstream.io.sinks.object.s3 import S3Sink
+from fleetstream.io.sinks.registry import build_sink
+from fleetstream.schemas.errors import ConfigError
 
-pytest_plugins = ["fleetstream.io.sink_pytest_plugin"]
+pytest_plugins = ["fleetstream.dev.sink_pytest_plugin"]
 
 
 @pytest.fixture

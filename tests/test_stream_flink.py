@@ -18,26 +18,26 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from fleetstream.io.archive_format import read_archive
-from fleetstream.io.archive_layout import hour_folder
-from fleetstream.io.kafka_producer import produce_envelopes
-from fleetstream.io.kafka_topics import KafkaSettings
-from fleetstream.io.raw_archive import ArchiveSettings
-from fleetstream.local.flink import FlinkTaskManager
+from fleetstream.dev.flink import FlinkTaskManager
+from fleetstream.io.archive.format import read_archive
+from fleetstream.io.archive.layout import hour_folder
+from fleetstream.io.archive.raw_archive import ArchiveSettings
+from fleetstream.io.kafka.producer import produce_envelopes
+from fleetstream.io.kafka.settings import KafkaSettings
 from fleetstream.mappers import MAPPERS
 from fleetstream.mappers.base import FAILED, IGNORED, PARTIAL
-from fleetstream.pipelines import flink_jobs
-from fleetstream.pipelines.fleet import OrderSettings
-from fleetstream.pipelines.stream import (FlinkSettings, StreamSettings, ensure_topics,
-                                          submit_stream)
-from fleetstream.schemas.config import Config, parse_config
+from fleetstream.pipelines.stream import ensure_topics, submit_stream
+from fleetstream.runtime import flink_jobs
+from fleetstream.schemas.config import Config
 from fleetstream.schemas.document import message_id
 from fleetstream.schemas.envelope import source_message_id
 from fleetstream.schemas.timestamps import iso_ms, to_epoch_ms
+from fleetstream.settings.config import parse_config
+from fleetstream.settings.stream import FlinkSettings, OrderSettings, StreamSettings
 from fleetstream.simulator import SOURCES, fleet_vins, simulate_keyed
-from fleetstream.transforms.permit_by_activation import permitted_data
+from fleetstream.transforms.permissions import permitted_data
 
-pytest_plugins = ["fleetstream.local.pytest_plugin"]
+pytest_plugins = ["fleetstream.dev.pytest_plugin"]
 
 VEHICLES = 12
 APPS = ("fleet", "insurer")
@@ -327,7 +327,7 @@ def test_the_raw_archive_holds_every_envelope_produced(env: StreamEnv) -> None:
 def test_the_taskmanager_does_not_gain_a_thread_per_bundle(env: StreamEnv) -> None:
     """With `data_buffer_time_limit_ms`, Beam 2.62's runner left an idle thread in the
     TaskManager for every bundle: thousands within minutes, a crash within hours (mended by
-    fleetstream.local.beam_patch)."""
+    fleetstream.runtime.beam_patch)."""
     tasks = Path(f"/proc/{FlinkTaskManager().pid()}/task")
     before = len(list(tasks.iterdir()))
     env.produce(simulate_keyed(VEHICLES, messages=60, rate=1.0, seed=SEED + 1, error_rate=0,
@@ -341,7 +341,7 @@ def test_the_taskmanager_does_not_gain_a_thread_per_bundle(env: StreamEnv) -> No
 def test_checkpoints_of_an_idle_job_do_not_grow(env: StreamEnv) -> None:
     """The Python reader hands each partition back to Flink many times a second; Beam 2.62
     kept a new keyed state for each of those until the TaskManager ran out of memory
-    (apache/beam#27648, mended by fleetstream.local.beam_patch)."""
+    (apache/beam#27648, mended by fleetstream.runtime.beam_patch)."""
     time.sleep(10)              # whatever the earlier tests sent is through
     before = flink_jobs.completed_checkpoints(env.job)[-1]["state_size"]
     time.sleep(30)              # 15 checkpoints, hundreds of polls of idle partitions

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fleetstream.io.base import ConfigError
-from fleetstream.io.raw_archive import ArchiveSettings
+from fleetstream.io.archive.raw_archive import ArchiveSettings
 from fleetstream.pipelines.cli import main
-from fleetstream.pipelines.stream import load_stream_settings
+from fleetstream.schemas.errors import ConfigError
+from fleetstream.settings.stream import load_stream_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,8 +88,8 @@ def test_stream_wait_exits_by_the_state_the_job_ends_in(
         end: str, code: int) -> None:
     """`stream --wait` asks for the job's state until it ends (the submitted job's
     streams are closed), and only a job that ends done exits 0."""
-    import fleetstream.pipelines.job_streams as job_streams
     import fleetstream.pipelines.stream as stream
+    import fleetstream.runtime.job_streams as job_streams
 
     class Job:
         states = iter(["RUNNING", "RUNNING", "RUNNING", end])

@@ -13,15 +13,14 @@ happened (DATA-CONTRACTS §2, §5):
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
+
+from fleetstream.schemas.mapped import Data
 
 OK = "ok"
 PARTIAL = "partial"
 FAILED = "failed"
 IGNORED = "ignored"
-
-#: capability -> property -> list of entries ({"data"|"failure", "timestamp"})
-Data = dict[str, dict[str, list[dict[str, Any]]]]
 
 
 class MapResult:

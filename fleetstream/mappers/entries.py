@@ -29,8 +29,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 import orjson
 
-from fleetstream.mappers.base import OK, PARTIAL, Data, MapResult, failed
+from fleetstream.mappers.base import OK, PARTIAL, MapResult, failed
 from fleetstream.schemas.catalogue import FRACTION, NUMBER, PROPERTIES, TIRE_PRESSURE
+from fleetstream.schemas.mapped import Data
 from fleetstream.schemas.timestamps import iso_ms, to_epoch_ms
 from fleetstream.schemas.units import SAME, Scale
 

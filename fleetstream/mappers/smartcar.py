@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from fleetstream.mappers.base import IGNORED, Data, MapResult
-from fleetstream.mappers.entries import (
-    OEM_ERROR, UNAVAILABLE, ErrorItem, Outcome, Target, Unreadable, datum_stamp, deliver,
-    enum_target, finish, format_error, message_stamp, number_target, oem_failure,
-    read_coordinates, read_into, read_message, require_list, require_object, require_vin, show,
-    target, unit_number_target)
+from fleetstream.mappers.base import IGNORED, MapResult
+from fleetstream.mappers.entries import (OEM_ERROR, UNAVAILABLE, ErrorItem, Outcome, Target,
+                                         Unreadable, datum_stamp, deliver, enum_target, finish,
+                                         format_error, message_stamp, number_target, oem_failure,
+                                         read_coordinates, read_into, read_message, require_list,
+                                         require_object, require_vin, show, target,
+                                         unit_number_target)
+from fleetstream.schemas.mapped import Data
 from fleetstream.schemas.units import MILES_TO_KM, PERCENT_TO_FRACTION, SAME
 
 SOURCE = "smartcar"

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from fleetstream.mappers.base import Data, MapResult
-from fleetstream.mappers.entries import (
-    UNAVAILABLE, BadValue, ErrorItem, OemMarked, Outcome, Target, Trouble, deliver, enum_target,
-    finish, larger_of, message_stamp, number_target, read_coordinates, read_into, read_message,
-    read_outcome, require_list, require_vin, show, target, tire_pressure_reader)
+from fleetstream.mappers.base import MapResult
+from fleetstream.mappers.entries import (UNAVAILABLE, BadValue, ErrorItem, OemMarked, Outcome,
+                                         Target, Trouble, deliver, enum_target, finish, larger_of,
+                                         message_stamp, number_target, read_coordinates, read_into,
+                                         read_message, read_outcome, require_list, require_vin,
+                                         show, target, tire_pressure_reader)
+from fleetstream.schemas.mapped import Data
 from fleetstream.schemas.units import MILES_TO_KM, MPH_TO_KMH, PERCENT_TO_FRACTION
 
 SOURCE = "tesla"
@@ -32,7 +34,6 @@ _CHARGE_STATUS = {
 }
 _PLUGGED_IN = {state: "disconnected" if state == "DetailedChargeStateDisconnected" else "plugged_in"
                for state in _CHARGE_STATUS}
-
 
 
 def _typed_value(value: object) -> object:

@@ -15,8 +15,7 @@ from typing import Iterable, Mapping
 
 from apache_beam.runners.runner import PipelineResult
 
-from fleetstream.transforms.counters import APP_SCOPE, NAMESPACE
-from fleetstream.transforms.filter_envelopes import REPLAY_SCOPE
+from fleetstream.transforms.counter_names import APP_SCOPE, NAMESPACE, REPLAY_SCOPE
 
 SOURCE_COLUMNS = ("read", "delivered", "filtered", "failed", "ignored", "duplicate", "partial",
                   "late")

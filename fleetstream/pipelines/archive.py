@@ -22,12 +22,12 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils.timestamp import Timestamp
 
-from fleetstream.io.envelope_files import UNREADABLE, ReadEnvelopes, match_envelope_files
-from fleetstream.io.raw_archive import ARCHIVE_SCOPE, ArchiveRawEnvelopes, ArchiveSettings
+from fleetstream.io.archive.raw_archive import ARCHIVE_SCOPE, ArchiveRawEnvelopes, ArchiveSettings
+from fleetstream.io.files.envelope_files import UNREADABLE, ReadEnvelopes, match_envelope_files
 from fleetstream.pipelines.accounting import Accounting
-from fleetstream.pipelines.job_streams import wait_until_done
+from fleetstream.runtime.job_streams import wait_until_done
 from fleetstream.schemas.envelope import RawEnvelope
-from fleetstream.transforms.counters import NAMESPACE
+from fleetstream.transforms.counter_names import NAMESPACE
 
 
 @dataclass(frozen=True)

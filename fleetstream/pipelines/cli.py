@@ -11,10 +11,8 @@ from typing import TYPE_CHECKING, Sequence
 # Google client libraries that Beam's GCP extra imports warn about future Python versions.
 warnings.filterwarnings("ignore", category=FutureWarning, module="google")
 
-from fleetstream.io.base import ConfigError
-from fleetstream.local.cli import add_dev_parser
-from fleetstream.local.service import ServiceError
-from fleetstream.pipelines.fleet import OrderSettings
+from fleetstream.schemas.errors import ConfigError
+from fleetstream.settings.stream import OrderSettings
 from fleetstream.transforms.filter_envelopes import EnvelopeFilter, parse_time
 
 if TYPE_CHECKING:
@@ -98,7 +96,13 @@ def beam_args(args: argparse.Namespace) -> list[str]:
     return options + list(args.beam_option)
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: `fleetstream dev`'s one-line help, shown before its module is imported
+DEV_HELP = "start, stop and inspect the local servers"
+
+
+def build_parser(with_dev: bool = False) -> argparse.ArgumentParser:
+    """The command line; the `dev` command's own options only `with_dev` (they import
+    `fleetstream.dev`, which no other command needs)."""
     parser = argparse.ArgumentParser(prog="fleetstream", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="log Beam's progress too")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -215,8 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="any other Beam or Flink pipeline option (repeatable)")
     stream.set_defaults(handler=_stream)
 
-    add_dev_parser(commands)
+    if with_dev:
+        from fleetstream.dev.cli import add_dev_parser
+        add_dev_parser(commands, DEV_HELP)
+    else:
+        commands.add_parser("dev", help=DEV_HELP)
     return parser
+
+
+def _names_dev(argv: Sequence[str]) -> bool:
+    """Whether the command in `argv` is `dev` (the first argument that is not an option)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None) == "dev"
 
 
 def _add_dead_letters_parser(commands: argparse._SubParsersAction) -> None:
@@ -269,7 +282,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from fleetstream.pipelines.replay import run_replay
-    from fleetstream.schemas.config import load_config
+    from fleetstream.settings.config import load_config
     config = load_config(args.config)
     started = time.monotonic()
     accounting = run_replay(
@@ -286,7 +299,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _archive(args: argparse.Namespace) -> int:
-    from fleetstream.io.raw_archive import ArchiveSettings
+    from fleetstream.io.archive.raw_archive import ArchiveSettings
     from fleetstream.pipelines.archive import run_archive
     settings = ArchiveSettings.from_options("archive", {
         "path": args.to, "format": args.format, "window_s": args.window, "shards": args.shards})
@@ -312,7 +325,7 @@ def _dead_letters_list(args: argparse.Namespace) -> int:
 
 def _dead_letters_resend(args: argparse.Namespace) -> int:
     from fleetstream.pipelines.dead_letters import resend_dead_letters
-    from fleetstream.schemas.config import load_config
+    from fleetstream.settings.config import load_config
     config = load_config(args.config)
     resent = resend_dead_letters(
         args.input, config, args.output, selection=_dead_letter_filter(args),
@@ -329,8 +342,9 @@ def _stream(args: argparse.Namespace) -> int:
 
     from apache_beam.runners.runner import PipelineState
 
-    from fleetstream.pipelines.job_streams import poll_until_done
-    from fleetstream.pipelines.stream import load_stream_settings, parse_start, submit_stream
+    from fleetstream.pipelines.stream import submit_stream
+    from fleetstream.runtime.job_streams import poll_until_done
+    from fleetstream.settings.stream import load_stream_settings, parse_start
     settings = load_stream_settings(args.config)
     overrides = {}
     if args.start:
@@ -364,9 +378,11 @@ def _simulate(args: argparse.Namespace) -> int:
         seed=args.seed, error_rate=args.error_rate, duplicate_rate=args.duplicate_rate,
         **({"start_ms": int(time.time() * 1000)} if to_kafka else {}))
     if to_kafka:
-        from fleetstream.io.kafka_producer import produce_envelopes
+        from fleetstream.io.kafka.producer import produce_envelopes
+        from fleetstream.settings.topics import DEFAULT_RAW_TOPICS
         count = produce_envelopes(args.to.removeprefix("kafka://"), envelopes,
-                                  messages_per_s=args.vehicles * args.rate)
+                                  messages_per_s=args.vehicles * args.rate,
+                                  topic_of_source=DEFAULT_RAW_TOPICS)
     else:
         count = write_envelopes(args.to, (envelope for _, envelope in envelopes))
     print(f"wrote {count} envelopes to {args.to}", file=sys.stderr)
@@ -381,7 +397,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(with_dev=_names_dev(argv)).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -389,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"fleetstream: configuration error: {error}", file=sys.stderr)
         return 2
-    except (ValueError, ServiceError) as error:
+    except ValueError as error:   # `fleetstream dev` reports its own ServiceErrors
         print(f"fleetstream: {error}", file=sys.stderr)
         return 2
 

@@ -36,14 +36,14 @@ from typing import Any, Iterable, Iterator, Sequence
 import orjson
 from apache_beam.io.filesystems import FileSystems
 
-from fleetstream.io.base import ConfigError
-from fleetstream.io.kafka_topic_reader import KAFKA_SCHEME, parse_topic_url, read_topic
+from fleetstream.io.kafka.topic_reader import KAFKA_SCHEME, parse_topic_url, read_topic
 from fleetstream.pipelines.accounting import Accounting
-from fleetstream.pipelines.fleet import OrderSettings
 from fleetstream.pipelines.replay import run_replay
 from fleetstream.schemas.config import Config
 from fleetstream.schemas.dead_letter import MAP_STAGE
+from fleetstream.schemas.errors import ConfigError
 from fleetstream.schemas.timestamps import to_epoch_ms
+from fleetstream.settings.stream import OrderSettings
 from fleetstream.transforms.filter_envelopes import EnvelopeFilter
 
 #: the keys of a map-stage dead letter that make up its raw envelope (DATA-CONTRACTS §1)

@@ -22,7 +22,8 @@ import yaml
 
 from fleetstream.pipelines.accounting import Accounting
 from fleetstream.pipelines.replay import run_replay
-from fleetstream.schemas.config import Config, load_config
+from fleetstream.schemas.config import Config
+from fleetstream.settings.config import load_config
 from fleetstream.simulator import activations, simulate, write_envelopes
 
 DEMO_APPLICATIONS = (

@@ -9,25 +9,19 @@ and activations come from and where the outputs go.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
 import apache_beam as beam
 
+from fleetstream.io.sinks.registry import application_sink
+from fleetstream.runtime.group_in_bundle import BatchInBundle, Unbatch
 from fleetstream.schemas.config import Application
+from fleetstream.schemas.dead_letter import DEAD_LETTERS
+from fleetstream.settings.stream import OrderSettings
 from fleetstream.transforms.deliver import Deliver, RetryPolicy
-from fleetstream.transforms.group_in_bundle import BatchInBundle, Unbatch
-from fleetstream.transforms.map_to_autoapi import DEAD_LETTERS, MapToAutoApi
+from fleetstream.transforms.map_to_autoapi import MapToAutoApi
+from fleetstream.transforms.order_and_permit_keyed import OrderAndPermitKeyed
 from fleetstream.transforms.order_per_vehicle import OrderPerVehicle
-from fleetstream.transforms.permit_by_activation import OrderAndPermitKeyed
-
-
-@dataclass(frozen=True)
-class OrderSettings:
-    """Knobs of OrderPerVehicle."""
-
-    reorder_window_s: float = 2.0
-    dedupe_horizon_s: float = 600.0
 
 
 class FleetOutputs(NamedTuple):
@@ -79,7 +73,7 @@ class DeliverFleet(beam.PTransform):
             if self._batches:
                 records = records | "Batch" >> BatchInBundle()
         delivery_dead_letters = records | "Deliver" >> Deliver(
-            self._applications, self._retry, shards=self._delivery_shards,
+            self._applications, application_sink, self._retry, shards=self._delivery_shards,
             batches=self._batches)
         return FleetOutputs(records, (mapped[DEAD_LETTERS], delivery_dead_letters)
                             | "AllDeadLetters" >> beam.Flatten())

@@ -27,21 +27,23 @@ import time
 from typing import Sequence
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from apache_beam.io.filesystems import FileSystems
-
-from fleetstream.io.archive_layout import archive_patterns
-from fleetstream.io.base import Batching, ConfigError
-from fleetstream.io.envelope_files import (UNREADABLE, EnvelopeFile, ReadEnvelopes,
-                                           match_envelope_files)
-from fleetstream.io.file_sink import FileSink
-from fleetstream.pipelines.accounting import Accounting
-from fleetstream.pipelines.fleet import DeliverFleet, OrderSettings
-from fleetstream.pipelines.job_streams import wait_until_done
+from fleetstream.io.archive.layout import archive_patterns
+from fleetstream.io.files.envelope_files import (UNREADABLE, EnvelopeFile, ReadEnvelopes,
+                                                 match_envelope_files)
+from fleetstream.io.sinks.object.file import FileSink
+from fleetstream.io.sinks.registry import application_sink
 from fleetstream.mappers import MAPPERS
+from fleetstream.pipelines.accounting import Accounting
+from fleetstream.pipelines.fleet import DeliverFleet
+from fleetstream.runtime.job_streams import wait_until_done
 from fleetstream.schemas.config import Application, Config
 from fleetstream.schemas.dead_letter import to_json_line
+from fleetstream.schemas.delivery import Batching
+from fleetstream.schemas.errors import ConfigError
+from fleetstream.settings.stream import OrderSettings
 from fleetstream.transforms.filter_envelopes import EnvelopeFilter, FilterEnvelopes
 from fleetstream.transforms.permit_by_activation import ActivationTable, PermitByActivation
 
@@ -70,7 +72,7 @@ def select_applications(applications: Sequence[Application],
 def check_sinks(applications: Sequence[Application]) -> None:
     """Start-up checks of every sink (raises ConfigError naming the application)."""
     for app in applications:
-        app.sink().check()
+        application_sink(app).check()
 
 
 def replay_files(input_pattern: str | None, archive: str | None,

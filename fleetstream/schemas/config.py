@@ -1,48 +1,18 @@
 """Configuration (DATA-CONTRACTS §6): applications, their permissions and sinks, activations.
 
-`load_config(path)` reads and validates the YAML file at start-up; any problem
-raises ConfigError naming the entry and the fix, before any data moves.
-
-    applications:
-      - id: fleet-a
-        permissions: [diagnostics.odometer, charging.*]
-        sink: {type: file, path: out/fleet-a, max_delay: 60}
-    activations: activations.jsonl   # a JSON-lines file, or an inline list
-
-Relative file names (activations, a sink's local `path`) are relative to the
-configuration file.
+These are the validated values only; `fleetstream.settings.config` reads and
+validates the YAML file, and `fleetstream.io.sinks.registry` builds each
+application's sink from its `sink_options`.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
-import orjson
-import yaml
+from fleetstream.schemas.activations import ActivationEvent
+from fleetstream.schemas.delivery import Batching
 
-from fleetstream.io.base import Batching, ConfigError, Sink, refuse_unknown
-from fleetstream.io.registry import build_sink
-from fleetstream.schemas.catalogue import expand_permission
-from fleetstream.schemas.timestamps import to_epoch_ms
-
-APPROVED = "approved"
-ACTIVATION_STATUSES = ("approved", "pending", "rejected", "revoked")
-_APPLICATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-
-__all__ = ["ActivationEvent", "Application", "Config", "ConfigError", "load_config",
-           "parse_activation", "APPROVED"]
-
-
-@dataclass(frozen=True, slots=True)
-class ActivationEvent:
-    """A vehicle's activation status for one application; the newest `at` wins."""
-
-    vin: str
-    application_id: str
-    status: str
-    at_ms: int
+__all__ = ["Application", "Config"]
 
 
 @dataclass(frozen=True)
@@ -55,10 +25,6 @@ class Application:
     sink_options: Mapping[str, Any]
     batching: Batching
 
-    def sink(self) -> Sink:
-        """A fresh Sink for this application (one per worker)."""
-        return build_sink(self.id, self.sink_options)[0]
-
 
 @dataclass(frozen=True)
 class Config:
@@ -69,125 +35,3 @@ class Config:
 
     def application(self, application_id: str) -> Application:
         return next(a for a in self.applications if a.id == application_id)
-
-
-def parse_activation(record: Any) -> ActivationEvent:
-    """An ActivationEvent from its JSON object; ValueError naming the field otherwise."""
-    if not isinstance(record, dict):
-        raise ValueError("an activation event is a JSON object {vin, application_id, status, at}")
-    for key in ("vin", "application_id", "status"):
-        if not isinstance(record.get(key), str) or not record[key]:
-            raise ValueError(f"`{key}` must be a non-empty string, got {record.get(key)!r}")
-    try:
-        at_ms = to_epoch_ms(record.get("at"))
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"`at` is not a timestamp: {record.get('at')!r}") from None
-    return ActivationEvent(record["vin"], record["application_id"], record["status"], at_ms)
-
-
-def load_config(path: str | Path) -> Config:
-    """Read and validate a configuration file; ConfigError names the entry at fault."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"configuration file {path} does not exist") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    return parse_config(raw, base_dir=path.parent, name=str(path))
-
-
-def parse_config(raw: Any, base_dir: Path = Path("."), name: str = "configuration") -> Config:
-    """Validate an already-parsed configuration mapping."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("applications"), list) \
-            or not raw["applications"]:
-        raise ConfigError(f"{name}: needs `applications:`, a non-empty list of applications")
-    unknown = sorted(set(raw) - {"applications", "activations"})
-    if unknown:
-        raise ConfigError(f"{name}: unknown top-level key(s) {', '.join(unknown)}; "
-                          f"expected applications and activations")
-    applications = tuple(_application(i, entry, base_dir)
-                         for i, entry in enumerate(raw["applications"]))
-    seen: set[str] = set()
-    for app in applications:
-        if app.id in seen:
-            raise ConfigError(f"applications: duplicate application id {app.id!r}; ids must be unique")
-        seen.add(app.id)
-    activations = _activations(raw.get("activations"), base_dir, seen)
-    return Config(applications, activations)
-
-
-def _application(index: int, entry: Any, base_dir: Path) -> Application:
-    where = f"applications[{index}]"
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: expected a mapping with id, permissions and sink")
-    app_id = entry.get("id")
-    if not isinstance(app_id, str) or not _APPLICATION_ID.match(app_id):
-        raise ConfigError(f"{where}.id: expected 1-63 letters, digits, '.', '_' or '-', "
-                          f"got {app_id!r}")
-    refuse_unknown(f"applications[{app_id}]", entry, {"id", "permissions", "sink"})
-    permissions = entry.get("permissions")
-    if not isinstance(permissions, list) or not permissions \
-            or not all(isinstance(p, str) for p in permissions):
-        raise ConfigError(f"applications[{app_id}].permissions: expected a non-empty list of "
-                          f"`capability.property` or `capability.*`")
-    permitted: dict[str, set[str]] = {}
-    for pattern in permissions:
-        try:
-            keys = expand_permission(pattern)
-        except ValueError as error:
-            raise ConfigError(f"applications[{app_id}].permissions: {error}") from None
-        for key in keys:
-            capability, prop = key.split(".", 1)
-            permitted.setdefault(capability, set()).add(prop)
-    if "sink" not in entry:
-        raise ConfigError(f"applications[{app_id}].sink: missing; e.g. "
-                          f"sink: {{type: file, path: out/{app_id}}}")
-    sink_options = _resolve_local_path(entry["sink"], base_dir)
-    _, batching = build_sink(app_id, sink_options)
-    return Application(app_id, {c: frozenset(p) for c, p in permitted.items()},
-                       sink_options, batching)
-
-
-def _resolve_local_path(options: Any, base_dir: Path) -> Any:
-    """A sink's relative local `path` is relative to the configuration file."""
-    if not isinstance(options, dict) or not isinstance(options.get("path"), str) \
-            or "://" in options["path"] or Path(options["path"]).is_absolute():
-        return options
-    return {**options, "path": str((base_dir / options["path"]).resolve())}
-
-
-def _activations(raw: Any, base_dir: Path, app_ids: set[str]) -> tuple[ActivationEvent, ...]:
-    if raw is None:
-        return ()
-    if isinstance(raw, str):
-        path = base_dir / raw if not Path(raw).is_absolute() else Path(raw)
-        if not path.exists():
-            raise ConfigError(f"activations: file {path} does not exist")
-        records: Iterable[tuple[str, Any]] = _jsonl_records(path)
-    elif isinstance(raw, list):
-        records = ((f"activations[{i}]", r) for i, r in enumerate(raw))
-    else:
-        raise ConfigError("activations: expected a JSON-lines file name or a list of events")
-    events = []
-    for where, record in records:
-        try:
-            event = parse_activation(record)
-        except ValueError as error:
-            raise ConfigError(f"{where}: {error}") from None
-        if event.application_id not in app_ids:
-            raise ConfigError(f"{where}: unknown application {event.application_id!r}; "
-                              f"configured: {', '.join(sorted(app_ids))}")
-        events.append(event)
-    return tuple(events)
-
-
-def _jsonl_records(path: Path) -> Iterable[tuple[str, Any]]:
-    with open(path, "rb") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                yield f"activations {path}:{number}", orjson.loads(line)
-            except orjson.JSONDecodeError as error:
-                raise ConfigError(f"activations {path}:{number}: not JSON: {error}") from None

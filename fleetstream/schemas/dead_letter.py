@@ -12,6 +12,8 @@ from fleetstream.schemas.timestamps import iso_ms
 MAP_STAGE = "map"
 INGEST_STAGE = "ingest"
 DELIVER_STAGE = "deliver"
+#: the tag of the dead-letter output of the steps that make them (MapToAutoApi, Deliver)
+DEAD_LETTERS = "dead_letters"
 
 
 def dead_letter(source: str | None, received_at_ms: int | None, outcome: str, stage: str,

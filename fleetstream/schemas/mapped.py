@@ -1,9 +1,10 @@
 """MappedMessage: one source message in the common model, between mapping and permissions."""
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from fleetstream.mappers.base import Data
+#: capability -> property -> list of entries ({"data"|"failure", "timestamp"})
+Data = dict[str, dict[str, list[dict[str, Any]]]]
 
 
 class MappedMessage(NamedTuple):

@@ -9,9 +9,7 @@ from collections import Counter
 
 from apache_beam.metrics import Metrics
 
-NAMESPACE = "fleetstream"
-#: prefix of per-application counter scopes, so an application never shares a source's name
-APP_SCOPE = "app/"
+from fleetstream.transforms.counter_names import NAMESPACE
 
 
 class BundleCounts:

@@ -1,8 +1,9 @@
 """Deliver: batch each application's documents and write them to its sink.
 
 Input: `(application_id, Record)`, or lists of them with `batches=True` (the
-streaming job). Each application's sink (`sink.type` in its
-configuration, looked up in fleetstream/io/registry.py) receives batches that
+streaming job). Each application's sink (`make_sink(application)`, in the jobs
+the registry's `application_sink`, which builds the `sink.type` of its
+configuration; fleetstream/io/sinks/registry.py) receives batches that
 flush when any of its knobs is reached:
 
 - `max_records` documents, or `max_bytes` of documents;
@@ -33,7 +34,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import apache_beam as beam
 from apache_beam.coders import coders
@@ -45,15 +46,22 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from fleetstream.io.base import Batch, Batching, PermanentWriteError, Record, Sink
+from fleetstream.runtime.group_in_bundle import GroupBatchesInBundle, Unbatch
 from fleetstream.schemas.config import Application
-from fleetstream.schemas.dead_letter import delivery_dead_letter
+from fleetstream.schemas.dead_letter import DEAD_LETTERS, delivery_dead_letter
+from fleetstream.schemas.delivery import Batch, Batching, Record
+from fleetstream.schemas.errors import PermanentWriteError
 from fleetstream.transforms.coders import decode_records, encode_records
-from fleetstream.transforms.counters import APP_SCOPE, NAMESPACE, BundleCounts
-from fleetstream.transforms.group_in_bundle import GroupBatchesInBundle, Unbatch
-from fleetstream.transforms.order_per_vehicle import vehicle_shard
+from fleetstream.transforms.counter_names import APP_SCOPE, NAMESPACE
+from fleetstream.transforms.counters import BundleCounts
+from fleetstream.transforms.ordering import vehicle_shard
 
-DEAD_LETTERS = "dead_letters"
+if TYPE_CHECKING:   # io sits above transforms: its Sink is only named here
+    from fleetstream.io.sinks.base import Sink
+
+#: a fresh Sink for an application, once per worker: a module-level function (it is
+#: pickled with the DoFn), e.g. `fleetstream.io.sinks.registry.application_sink`
+MakeSink = Callable[[Application], "Sink"]
 _LOG = logging.getLogger(__name__)
 
 
@@ -82,13 +90,14 @@ def batch_id(records: Sequence[Record]) -> str:
 class Deliver(beam.PTransform):
     """Batch per application, write to its sink; returns the delivery dead letters."""
 
-    def __init__(self, applications: Sequence[Application], retry: RetryPolicy = RetryPolicy(),
-                 clock: Callable[[], float] = time.time, shards: int = 1,
+    def __init__(self, applications: Sequence[Application], make_sink: MakeSink,
+                 retry: RetryPolicy = RetryPolicy(), clock: Callable[[], float] = time.time, shards: int = 1,
                  batches: bool = False) -> None:
         super().__init__()
         if shards < 1:
             raise ValueError(f"shards must be >= 1, got {shards}")
         self._applications = tuple(applications)
+        self._make_sink = make_sink
         self._retry = retry
         self._clock = clock
         self._shards = shards
@@ -115,7 +124,7 @@ class Deliver(beam.PTransform):
                                _ShardedLists).with_output_types(Batch))
         written = (batches
                    | "WriteToSink" >> beam.ParDo(
-                       _WriteFn(self._applications, self._retry)).with_outputs(
+                       _WriteFn(self._applications, self._make_sink, self._retry)).with_outputs(
                            DEAD_LETTERS, main="written"))
         return written[DEAD_LETTERS]
 
@@ -227,15 +236,17 @@ def _flush(application_id: str, records: Any, size: Any, delay: Any,
 
 
 class _WriteFn(beam.DoFn):
-    def __init__(self, applications: Sequence[Application], retry: RetryPolicy) -> None:
+    def __init__(self, applications: Sequence[Application], make_sink: MakeSink,
+                 retry: RetryPolicy) -> None:
         self._applications = applications
+        self._make_sink = make_sink
         self._retry = retry
         self._sinks: dict[str, Sink] = {}
         self._counts = BundleCounts()
         self._latency: dict[str, Any] = {}
 
     def setup(self) -> None:
-        self._sinks = {a.id: a.sink() for a in self._applications}
+        self._sinks = {a.id: self._make_sink(a) for a in self._applications}
         for sink in self._sinks.values():
             sink.open()
 

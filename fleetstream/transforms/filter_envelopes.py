@@ -25,10 +25,10 @@ from fleetstream.mappers import MAPPERS
 from fleetstream.mappers.base import MapPayload
 from fleetstream.schemas.envelope import RawEnvelope
 from fleetstream.schemas.timestamps import to_epoch_ms
+from fleetstream.transforms.counter_names import REPLAY_SCOPE
 from fleetstream.transforms.counters import BundleCounts
 
-#: counter scope of the replay's own counts; `fleetstream:replay.skipped` counts skipped envelopes
-REPLAY_SCOPE = "replay"
+#: `fleetstream:replay.skipped` counts skipped envelopes
 SKIPPED = f"{REPLAY_SCOPE}.skipped"
 
 

@@ -18,14 +18,13 @@ from apache_beam import pvalue
 
 from fleetstream.mappers import MAPPERS
 from fleetstream.mappers.base import FAILED, IGNORED, PARTIAL, MapPayload
-from fleetstream.schemas.dead_letter import MAP_STAGE, dead_letter
+from fleetstream.runtime.group_in_bundle import batch_main_outputs
+from fleetstream.schemas.dead_letter import DEAD_LETTERS, MAP_STAGE, dead_letter
 from fleetstream.schemas.envelope import RawEnvelope
 from fleetstream.schemas.mapped import MappedMessage
 from fleetstream.transforms import coders  # noqa: F401 - registers the NamedTuple coders
 from fleetstream.transforms.counters import BundleCounts
-from fleetstream.transforms.group_in_bundle import batch_main_outputs
 
-DEAD_LETTERS = "dead_letters"
 UNKNOWN_SOURCE = "unknown"  # counter scope for envelopes whose source has no mapper
 
 

@@ -1,0 +1,1 @@
+"""Envelope files (local or s3://, plain, gzip or archive Avro) and the S3 object access they share."""

@@ -1,0 +1,54 @@
+"""The one interface every delivery sink implements.
+
+A sink is a class in its own module of `fleetstream/io/`, registered in
+`fleetstream/io/sinks/registry.py` under its configuration `type`. `Deliver`
+(fleetstream/transforms/deliver.py) batches each application's documents with
+keyed state and timers, then calls `write(batch)`; it retries a raising
+`write` with exponential backoff and jitter, and past the retry cap sends the
+batch to the delivery dead-letter output. A sink therefore only writes: it
+neither batches, retries nor swallows errors.
+
+`write` must be idempotent for one batch: `batch.batch_id` is derived from the
+batch's content, so an object store names the object after it and a retried
+batch overwrites itself instead of duplicating.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar, Mapping
+
+from fleetstream.schemas.delivery import Batch, Batching
+
+
+class Sink(abc.ABC):
+    """Writes batches of one application's documents to one destination."""
+
+    #: the `sink.type` value in configuration
+    TYPE: ClassVar[str]
+    #: batching when the configuration gives no knob
+    DEFAULT_BATCHING: ClassVar[Batching]
+    #: accepted `sink.*` keys besides `type` and the batching knobs; a missing
+    #: required key or an unknown one is a start-up ConfigError
+    REQUIRED: ClassVar[frozenset[str]] = frozenset()
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, application_id: str, options: Mapping[str, Any]) -> None:
+        """Keep and check the options; raise ConfigError naming the key."""
+        self.application_id = application_id
+        self.options = dict(options)
+
+    def check(self) -> None:
+        """Start-up check of what can be known early (bucket exists, host resolves).
+
+        Raise ConfigError with the reason; the default checks nothing.
+        """
+
+    def open(self) -> None:
+        """Connect; called once per worker before the first write."""
+
+    @abc.abstractmethod
+    def write(self, batch: Batch) -> None:
+        """Write one batch, raising on any failure (Deliver retries)."""
+
+    def close(self) -> None:
+        """Release connections; called once per worker."""

@@ -1,0 +1,154 @@
+"""KinesisSink: each document as one record of an Amazon Kinesis data stream.
+
+Configuration (`sink:` of an application)::
+
+    sink:
+      type: kinesis
+      stream: fleet-a-telemetry          # required: the stream name
+      region: eu-central-1               # optional; else the AWS configuration
+      endpoint_url: http://127.0.0.1:5000   # optional: moto, LocalStack
+      access_key_id: ...                 # optional pair; else the AWS credential chain
+      secret_access_key: ...
+
+The partition key is the VIN, so one vehicle's documents land on one shard in
+order. A batch is sent with PutRecords in calls of at most 500 records and
+5 MiB (data plus partition keys).
+
+Records that Kinesis refuses in a call (`FailedRecordCount` > 0, e.g.
+throttling) are sent again after a backoff with jitter, up to
+`MAX_RESENDS` times, without reordering a vehicle: from a vehicle's first
+refused record on, all its later records of the batch are held back and
+resent in order, so none is written after the refusal until the refused one
+is in. (Kinesis may already have accepted a later record that was in the same
+call as the refused one; it is then written again after it, with the same
+`message_id`, so the newest copy of every document is in order.) When
+records are still refused after the last resend, `write` raises
+`KinesisPartialFailure` and Deliver retries the whole batch.
+
+A document whose record is larger than 1 MiB can never be written: `write`
+raises `RecordTooLarge` (a `PermanentWriteError`) before sending anything, and
+Deliver sends the batch straight to the delivery dead letters.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from typing import Any, Mapping, NamedTuple, Sequence
+
+from fleetstream.io.sinks.aws import AWS_OPTIONS, aws_client, check_credential_pair, check_exists
+from fleetstream.io.sinks.base import Sink
+from fleetstream.schemas.delivery import Batch, Batching, Record
+from fleetstream.schemas.errors import ConfigError, PermanentWriteError
+
+MAX_RECORDS_PER_CALL = 500
+MAX_BYTES_PER_CALL = 5 << 20
+MAX_RECORD_BYTES = 1 << 20
+
+
+class RecordTooLarge(PermanentWriteError, ValueError):
+    """A document exceeds Kinesis' 1 MiB record limit: retrying cannot help."""
+
+
+class KinesisPartialFailure(RuntimeError):
+    """Kinesis still refused some records after every resend."""
+
+
+class _Entry(NamedTuple):
+    vin: str
+    request: dict[str, Any]   # one PutRecords request entry
+    size: int                 # data plus partition key, as Kinesis counts it
+
+
+class KinesisSink(Sink):
+    """Documents as Kinesis records, partitioned by VIN."""
+
+    TYPE = "kinesis"
+    DEFAULT_BATCHING = Batching(max_records=500, max_bytes=MAX_BYTES_PER_CALL, max_delay_s=1.0)
+    REQUIRED = frozenset({"stream"})
+    OPTIONAL = AWS_OPTIONS
+    #: resends of refused records within one write, and the first backoff;
+    #: each later backoff doubles, each is scaled by a random 0.5-1.0
+    MAX_RESENDS = 5
+    RESEND_DELAY_S = 0.1
+
+    def __init__(self, application_id: str, options: Mapping[str, Any],
+                 client: Any = None) -> None:
+        """`client` replaces the boto3 Kinesis client (tests)."""
+        super().__init__(application_id, options)
+        self.where = f"applications[{application_id}].sink"
+        self.stream = options["stream"]
+        if not isinstance(self.stream, str) or not self.stream:
+            raise ConfigError(f"{self.where}.stream: expected a stream name, got {self.stream!r}")
+        check_credential_pair(self.where, options)
+        self._client = client
+
+    def check(self) -> None:
+        check_exists(self.where, "stream", self.stream, lambda: aws_client(
+            "kinesis", self.options).describe_stream_summary(StreamName=self.stream))
+
+    def open(self) -> None:
+        if self._client is None:
+            self._client = aws_client("kinesis", self.options)
+
+    def write(self, batch: Batch) -> None:
+        self.open()
+        pending = [_entry(record) for record in batch.records]
+        for resend in range(self.MAX_RESENDS + 1):
+            pending, errors = self._send_round(pending)
+            if not pending:
+                return
+            if resend < self.MAX_RESENDS:
+                time.sleep(self.RESEND_DELAY_S * 2 ** resend * random.uniform(0.5, 1.0))
+        raise KinesisPartialFailure(
+            f"kinesis stream {self.stream!r}: {len(pending)} record(s) of batch "
+            f"{batch.batch_id} still refused after {self.MAX_RESENDS} resends: "
+            + ", ".join(f"{code} x{count}" for code, count in errors.items()))
+
+    def _send_round(self, pending: Sequence[_Entry]) -> tuple[list[_Entry], Counter[str]]:
+        """Send `pending` in calls; return what must be sent again, in order, and why.
+
+        A vehicle's records after its first refused one are held back (not sent
+        in later calls of this round) and returned with it.
+        """
+        first_refused: dict[str, int] = {}
+        errors: Counter[str] = Counter()
+        position = 0
+        while position < len(pending):
+            call: list[int] = []
+            call_bytes = 0
+            while position < len(pending) and len(call) < MAX_RECORDS_PER_CALL:
+                entry = pending[position]
+                if entry.vin not in first_refused:
+                    if call and call_bytes + entry.size > MAX_BYTES_PER_CALL:
+                        break
+                    call.append(position)
+                    call_bytes += entry.size
+                position += 1
+            if not call:
+                break
+            response = self._client.put_records(
+                StreamName=self.stream, Records=[pending[i].request for i in call])
+            if not response.get("FailedRecordCount"):
+                continue
+            for index, result in zip(call, response["Records"]):
+                if "ErrorCode" in result:
+                    first_refused.setdefault(pending[index].vin, index)
+                    errors[result["ErrorCode"]] += 1
+        again = [entry for index, entry in enumerate(pending)
+                 if index >= first_refused.get(entry.vin, len(pending))]
+        return again, errors
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _entry(record: Record) -> _Entry:
+    size = len(record.document) + len(record.vin.encode())
+    if size > MAX_RECORD_BYTES:
+        raise RecordTooLarge(
+            f"document {record.message_id} of vehicle {record.vin} is {size} bytes as a "
+            f"Kinesis record; the limit is {MAX_RECORD_BYTES} bytes")
+    return _Entry(record.vin, {"Data": record.document, "PartitionKey": record.vin}, size)

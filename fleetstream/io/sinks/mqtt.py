@@ -1,0 +1,173 @@
+"""MqttSink: each document as one MQTT message, for applications that want it live.
+
+Configuration (`sink:` of an application)::
+
+    sink:
+      type: mqtt
+      host: broker.example.com           # default localhost
+      port: 8883                         # default 1883
+      topic: "live/fleetstream/{application_id}/{vin}"   # default live/fleetstream/{application_id}
+      qos: 1                             # 0, 1 (default) or 2
+      username: fleetstream              # optional: the pipeline's publisher login
+      password: ...                      # only with username
+      tls: true                          # or {ca_certs: ca.pem, certfile: c.pem, keyfile: k.pem}
+      client_id: fleetstream-fleet-a     # optional; default: a random id per connection
+      timeout: 10                        # seconds to connect and have a batch acknowledged
+
+`topic` may use `{application_id}` and `{vin}`; its levels before the first
+`{vin}` must be fixed, and an application's subscribers are granted exactly
+those topics (`fleetstream.dev.mqtt_acl`). The payload is the document JSON.
+
+`open()` starts connecting in the background (paho-mqtt 2.x network thread,
+which also reconnects after a lost connection, at most 5 s apart). `write`
+waits up to `timeout` for a connection, publishes every document of the batch,
+and waits until the broker acknowledges each (PUBACK for QoS 1, PUBCOMP for
+QoS 2); otherwise it raises `MqttDeliveryError` and Deliver retries the batch,
+so a document may arrive twice with the same `message_id`.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Mapping
+
+import paho.mqtt.client as mqtt
+
+from fleetstream.io.sinks.base import Sink
+from fleetstream.schemas.delivery import Batch, Batching
+from fleetstream.schemas.errors import ConfigError
+
+DEFAULT_TOPIC = "live/fleetstream/{application_id}"
+TLS_KEYS = frozenset({"ca_certs", "certfile", "keyfile"})
+_RECONNECT_MAX_DELAY_S = 5
+_MAX_INFLIGHT = 1000
+
+
+class MqttDeliveryError(ConnectionError):
+    """The broker is unreachable, refused the login, or did not acknowledge in time."""
+
+
+class MqttSink(Sink):
+    """Documents as MQTT messages on a per-application (and per-vehicle) topic."""
+
+    TYPE = "mqtt"
+    DEFAULT_BATCHING = Batching(max_records=100, max_bytes=1 << 20, max_delay_s=0.5)
+    OPTIONAL = frozenset({"host", "port", "topic", "qos", "username", "password", "tls",
+                          "client_id", "timeout"})
+
+    def __init__(self, application_id: str, options: Mapping[str, Any]) -> None:
+        super().__init__(application_id, options)
+        where = f"applications[{application_id}].sink"
+        self.host = _typed(where, options, "host", str, "localhost")
+        self.port = _typed(where, options, "port", int, 1883)
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"{where}.port: expected 1-65535, got {self.port}")
+        self.topic = _typed(where, options, "topic", str, DEFAULT_TOPIC)
+        self.topic_filter = _topic_filter(where, self.topic, application_id)
+        self.qos = options.get("qos", 1)
+        if self.qos not in (0, 1, 2) or isinstance(self.qos, bool):
+            raise ConfigError(f"{where}.qos: expected 0, 1 or 2, got {self.qos!r}")
+        self.username = _typed(where, options, "username", str, None)
+        self.password = _typed(where, options, "password", str, None)
+        if self.password is not None and self.username is None:
+            raise ConfigError(f"{where}.password: needs username")
+        self.tls = options.get("tls", False)
+        if not isinstance(self.tls, bool) and not (
+                isinstance(self.tls, Mapping) and set(self.tls) <= TLS_KEYS):
+            raise ConfigError(f"{where}.tls: expected true, false or a mapping with "
+                              f"{', '.join(sorted(TLS_KEYS))}; got {self.tls!r}")
+        self.client_id = _typed(where, options, "client_id", str, "")
+        self.timeout = _typed(where, options, "timeout", (int, float), 10)
+        if self.timeout <= 0:
+            raise ConfigError(f"{where}.timeout: expected seconds > 0, got {self.timeout}")
+        self._client: mqtt.Client | None = None
+        self._connected = threading.Event()
+        self._refusal: str | None = None
+
+    def open(self) -> None:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             protocol=mqtt.MQTTv311)
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        if self.tls:
+            client.tls_set(**(self.tls if isinstance(self.tls, Mapping) else {}))
+        client.reconnect_delay_set(1, _RECONNECT_MAX_DELAY_S)
+        # paho's default of 20 unacknowledged QoS 1 messages caps a batch's throughput
+        client.max_inflight_messages_set(_MAX_INFLIGHT)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.connect_async(self.host, self.port, keepalive=30)
+        client.loop_start()
+        self._client = client
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                    reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            self._refusal = str(reason_code)
+        else:
+            self._refusal = None
+            self._connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                       reason_code: Any, properties: Any) -> None:
+        self._connected.clear()
+
+    def write(self, batch: Batch) -> None:
+        if self._client is None:
+            self.open()
+        deadline = time.monotonic() + self.timeout
+        if not self._connected.wait(self.timeout):
+            reason = f"refused: {self._refusal}" if self._refusal else "not reachable"
+            raise MqttDeliveryError(f"MQTT broker {self.host}:{self.port} {reason} "
+                                    f"(waited {self.timeout} s)")
+        sent = [self._client.publish(self.topic.format(application_id=batch.application_id,
+                                                       vin=record.vin),
+                                     record.document, qos=self.qos)
+                for record in batch.records]
+        for message in sent:
+            try:
+                message.wait_for_publish(max(deadline - time.monotonic(), 0.001))
+            except (RuntimeError, ValueError) as error:
+                raise MqttDeliveryError(f"MQTT broker {self.host}:{self.port}: {error}") from None
+            if not message.is_published():
+                raise MqttDeliveryError(
+                    f"MQTT broker {self.host}:{self.port} did not acknowledge "
+                    f"{len(sent)} message(s) of batch {batch.batch_id} within {self.timeout} s")
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._client = None
+            self._connected.clear()
+
+
+_KIND_NAMES = {str: "a string", int: "a whole number", (int, float): "a number"}
+
+
+def _typed(where: str, options: Mapping[str, Any], key: str, kind: type | tuple[type, ...],
+           default: Any) -> Any:
+    value = options.get(key, default)
+    if value is not default and (not isinstance(value, kind) or isinstance(value, bool)):
+        raise ConfigError(f"{where}.{key}: expected {_KIND_NAMES[kind]}, got {value!r}")
+    return value
+
+
+def _topic_filter(where: str, topic: str, application_id: str) -> str:
+    """The MQTT filter matching every topic `topic` renders to for this application."""
+    try:
+        topic.format(application_id=application_id, vin="VIN")
+    except (KeyError, IndexError, ValueError) as error:
+        raise ConfigError(f"{where}.topic: {topic!r} may use only {{application_id}} and "
+                          f"{{vin}} ({error!r})") from None
+    if any(wildcard in topic for wildcard in "+#") or not topic:
+        raise ConfigError(f"{where}.topic: {topic!r} must be a topic name, without + or #")
+    fixed = []
+    for level in topic.split("/"):
+        if "{vin}" in level:
+            break
+        fixed.append(level.format(application_id=application_id))
+    if not fixed:
+        raise ConfigError(f"{where}.topic: {topic!r} must begin with a level that is not "
+                          f"{{vin}}, so that an application's topics can be told apart")
+    return "/".join(fixed) + "/#"

@@ -1,0 +1,84 @@
+"""Which activation event wins: the rules every reader and writer of activations follows.
+
+Plain functions over plain data, no Beam (DATA-CONTRACTS §6; docs/permissions.md):
+
+- the newest `at` wins;
+- on equal `at`, the stricter status wins: revoked > rejected > pending > approved, and a
+  status we do not know is stricter than all of them (it delivers nothing);
+- only `approved` delivers;
+- an approval dated more than `MAX_FUTURE_MS` after the moment it was written is refused: a
+  producer whose clock runs ahead must not pin a permission that later revocations, dated
+  by correct clocks, could not beat. Other statuses dated in the future are kept: they can
+  only withhold data.
+
+`supersedes` compares whole events (the activations topic's writer, `io.kafka.activations`);
+the jobs keep the compact form `Newest` ((at, approved) per pair), which orders events the
+same way as far as delivery is concerned: `ActivationTable` (batch, a side input) and
+`OrderAndPermitKeyed` (streaming, keyed state) apply it.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from fleetstream.schemas.activations import APPROVED, ActivationEvent
+
+#: known statuses, least strict first
+STRICTNESS_ORDER = ("approved", "pending", "rejected", "revoked")
+#: how far ahead of the time it was written an approval may be dated (clock skew allowed)
+MAX_FUTURE_MS = 300_000
+
+
+def strictness(status: str) -> tuple[int, str]:
+    """A sort key: stricter statuses sort higher; unknown ones above every known one."""
+    if status in STRICTNESS_ORDER:
+        return STRICTNESS_ORDER.index(status), ""
+    return len(STRICTNESS_ORDER), status
+
+
+def rank(event: ActivationEvent) -> tuple[int, tuple[int, str]]:
+    """Events of one pair compare by this: the greater wins."""
+    return event.at_ms, strictness(event.status)
+
+
+def supersedes(candidate: ActivationEvent, current: ActivationEvent | None) -> bool:
+    """True when `candidate` wins over `current` (always, when there is none)."""
+    return current is None or rank(candidate) > rank(current)
+
+
+def approval_from_the_future(event: ActivationEvent, written_ms: int) -> bool:
+    """An approval dated more than MAX_FUTURE_MS after it was written (refused)."""
+    return event.status == APPROVED and event.at_ms > written_ms + MAX_FUTURE_MS
+
+
+Newest = dict[tuple[str, str], tuple[int, bool]]  # (vin, app) -> (at_ms, approved)
+
+
+def offer_activation(newest: Newest, key: tuple[str, str], candidate: tuple[int, bool]) -> None:
+    """Keep `candidate` for `key` when it is newer; on a tie, not approved wins."""
+    current = newest.get(key)
+    if current is None or candidate[0] > current[0] or \
+            (candidate[0] == current[0] and not candidate[1]):
+        newest[key] = candidate
+
+
+def newest_activations(events: Iterable[ActivationEvent]) -> Newest:
+    """(vin, application) -> (at_ms, approved) of the newest event of each pair."""
+    newest: Newest = {}
+    for event in events:
+        offer_activation(newest, (event.vin, event.application_id),
+                         (event.at_ms, event.status == APPROVED))
+    return newest
+
+
+def approved_table(newest: Newest) -> dict[str, frozenset[str]]:
+    """vin -> the applications it is approved for."""
+    table: dict[str, set[str]] = {}
+    for (vin, application_id), (_, approved) in newest.items():
+        if approved:
+            table.setdefault(vin, set()).add(application_id)
+    return {vin: frozenset(apps) for vin, apps in table.items()}
+
+
+def approved_applications(newest: Newest) -> set[str]:
+    """The applications approved in `newest` (one vehicle's entries)."""
+    return {app for (_, app), (_, ok) in newest.items() if ok}
