@@ -21,6 +21,7 @@ TEST_REQUIRES = [
     "hypothesis==6.170.15",
     "moto[server]==5.2.1",   # a local S3 and Kinesis for tests and `fleetstream dev`
     "import-linter==2.16",   # the import contracts in .importlinter (tests/test_layers.py)
+    "pytest-randomly==5.1.0",  # every run in a new order: tests must not lean on each other
 ]
 
 setup(

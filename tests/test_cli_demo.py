@@ -41,3 +41,18 @@ def test_simulate_writes_envelopes_and_activations(tmp_path: Path) -> None:
 def test_simulate_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--rate", "0", "--to", str(tmp_path / "x.jsonl")]) == 2
     assert "rate must be positive" in capsys.readouterr().err
+
+
+def test_a_first_run_prints_progress_and_a_summary_without_library_noise(tmp_path: Path) -> None:
+    """Google's FutureWarnings and Beam's relayed worker warnings are not the user's business
+    (runtime/library_noise.py); they printed 25 of a first run's 44 lines."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "fleetstream.pipelines.cli", "run", "--out",
+                          str(tmp_path / "demo"), "--vehicles", "4", "--duration", "60"],
+                         capture_output=True, text=True, timeout=300, check=True)
+    output = run.stdout + run.stderr
+    assert "Warning" not in output and "WARNING" not in output, output
+    assert "replay: this worker has read" in output and "deliveries and dead letters" in output
+    assert len(output.splitlines()) < 25, output

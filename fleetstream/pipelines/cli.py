@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 # Google client libraries that Beam's GCP extra imports warn about future Python versions.
 warnings.filterwarnings("ignore", category=FutureWarning, module="google")
 
+from fleetstream.runtime.library_noise import quiet_library_noise
 from fleetstream.schemas.errors import ConfigError
 from fleetstream.settings.stream import OrderSettings
 from fleetstream.transforms.filter_envelopes import EnvelopeFilter, parse_time
@@ -401,6 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(with_dev=_names_dev(argv)).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        quiet_library_noise()
     try:
         return args.handler(args)
     except ConfigError as error:
