@@ -7,6 +7,11 @@ foreground (`bin/jobmanager.sh start-foreground`, `bin/taskmanager.sh
 start-foreground`) with `FLINK_CONF_DIR=$FLEETSTREAM_HOME/data/flink/conf`,
 whose `config.yaml` is the shipped one with loopback addresses, the REST port
 and 2 task slots. The web UI and REST API are on http://127.0.0.1:8081.
+
+Beam's runner jars are on both processes' own classpath, and classes resolve
+parent-first (`cluster_lib`): a Beam job's classes are then loaded once per
+process instead of once per job, since a cancelled job's class loader was never
+freed (~55 MB of TaskManager metaspace per redeploy, docs/runtime.md).
 """
 from __future__ import annotations
 
@@ -24,6 +29,10 @@ from fleetstream.dev.venv import site_packages, venv
 from fleetstream.runtime import versions
 
 TASK_SLOTS = 2
+#: jars of the Beam bundle that the cluster's classpath must not get: Flink's own modules
+#: (the runner is built against 1.19.0; the cluster's flink-dist is newer) and slf4j (Flink
+#: has slf4j-api and binds it to log4j; slf4j-simple would take over its logging)
+CLUSTER_LIB_EXCLUDED = ("flink-", "slf4j-")
 #: a starting JobManager keeps the retained checkpoints of this many jobs, the newest
 KEPT_JOB_CHECKPOINTS = 20
 
@@ -44,6 +53,61 @@ def cluster_dir(name: str) -> Path:
 def conf_dir() -> Path:
     """The FLINK_CONF_DIR both processes share."""
     return cluster_dir("conf")
+
+
+def cluster_lib() -> Path:
+    """FLINK_LIB_DIR of the JobManager and TaskManager: Flink's own `lib/` jars, then Beam's
+    (the job server's classpath: the rebuilt runner classes first, `beam_patch`).
+
+    Workaround of a class loader leak: each Beam job used to bring its jars (~155 MB, the
+    job server's classpath, `FlinkJobServer`) and Flink loaded their classes child-first,
+    in a class loader of the job's own. Threads that the job starts and nothing stops (the
+    embedded Java SDK harness's FinalizeBundleHandler cleanup loop, vendored gRPC's timer
+    and destroyer pools, DataBufferOutboundFlusher executors) kept every cancelled job's
+    loader reachable, so its classes were never unloaded: ~53 MB of TaskManager metaspace
+    per redeploy, `OutOfMemoryError: Metaspace` after ~25 (heap dump: docs/runtime.md).
+    Stopping each such thread would be whack-a-mole across Beam, its vendored gRPC and
+    KafkaIO; with the classes parent-first the threads still linger (a few per job, idle)
+    but hold nothing per job. Upstream: apache/beam#25510 and #32372 (open: metaspace grows with every
+    Beam job submitted to a session cluster), FLINK-28248 (open; its reproducer is Beam's).
+    Flink's remedy for such leaks ("Debugging Classloading": avoid dynamic class loading)
+    is to put the jars in the cluster's `lib/` and resolve classes parent-first
+    (`classloader.resolve-order: parent-first`, set by FlinkJobManager): a job's staged jars
+    then bring nothing the cluster has not already loaded once, and there is nothing per job
+    left to leak. All of `classloader.resolve-order` rather than
+    `classloader.parent-first-patterns.additional: org.apache.beam.`, because Beam's classes
+    use joda-time, kafka-clients, jackson, protobuf, ...: loaded parent-first by Beam and
+    child-first by Java deserialisation in the job's loader, the two copies of a class
+    collide. What lets it go: a Beam (or Flink) release whose per-job loader is freed,
+    measured with benchmarks/redeploy_soak.py; in production, a cluster per job (Flink's
+    application mode) has no redeploys to leak across.
+
+    Built as symlinks under `data/flink/lib/`; only changed links are rewritten, so a
+    TaskManager starting beside a running JobManager leaves the JobManager's jars alone.
+    """
+    from fleetstream.dev.beam import beam_jars
+    from fleetstream.dev.jobserver import beam_fixes_jar
+
+    shipped = flink_home() / "lib"
+    beam = beam_jars()
+    wanted: dict[str, Path] = {jar.name: jar for jar in shipped.glob("*.jar")}
+    # Flink's scripts put the jars of FLINK_LIB_DIR (and of its folders) on the classpath in
+    # sorted order, so the rebuilt classes ("beam/0-...") come before Beam's own
+    fixes = beam_fixes_jar()
+    wanted[f"beam/0-{fixes.name}"] = fixes
+    wanted.update({f"beam/{jar.name}": jar for jar in sorted(beam.glob("*.jar"))
+                   if not jar.name.startswith(CLUSTER_LIB_EXCLUDED)})
+    folder = cluster_dir("lib")
+    (folder / "beam").mkdir(parents=True, exist_ok=True)
+    for link in [*folder.glob("*.jar"), *folder.glob("beam/*.jar")]:
+        if link.relative_to(folder).as_posix() not in wanted:
+            link.unlink()
+    for name, target in wanted.items():
+        link = folder / name
+        if not (link.is_symlink() and Path(link.readlink()) == target):
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
+    return folder
 
 
 def _set(config: dict[str, Any], dotted: str, value: Any) -> None:
@@ -70,11 +134,14 @@ class _FlinkProcess(Service):
 
     def install(self) -> None:
         flink_home()
+        cluster_lib()
 
     def environment(self) -> dict[str, str]:
         java = Path(java_bin()).resolve()
         return {"FLINK_CONF_DIR": str(conf_dir()), "FLINK_LOG_DIR": str(self.log_path.parent),
-                "JAVA_HOME": str(java.parent.parent)}
+                "JAVA_HOME": str(java.parent.parent),
+                # Flink's jars and Beam's: see cluster_lib
+                "FLINK_LIB_DIR": str(cluster_lib())}
 
     def command(self) -> list[str]:
         return ["bash", str(flink_home() / "bin" / self.script), "start-foreground"]
@@ -125,6 +192,9 @@ class FlinkJobManager(_FlinkProcess):
             "rest.bind-address": "127.0.0.1",
             "rest.port": self.port,
             "parallelism.default": 1,
+            # Beam's jars are on the cluster's classpath (cluster_lib): a job's own copies
+            # are not loaded again, in a class loader per job that redeploys leaked
+            "classloader.resolve-order": "parent-first",
             "io.tmp.dirs": str(cluster_dir("tmp")),
             # a finished job's jars (~155 MB a job) leave the TaskManager's blob cache after
             # this many seconds (Flink's default, an hour, kept ~6 GB through the test suite)

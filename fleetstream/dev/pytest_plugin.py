@@ -8,6 +8,11 @@ of the session stops only what it started (servers left running by
 * `kafka_service`: a ready `Kafka` (`.bootstrap` is "127.0.0.1:9092").
 * `flink_cluster`: a `LocalFlink` once the Flink cluster, the Beam job server,
   the SDK worker pool and the Kafka expansion service are ready.
+
+`FLEETSTREAM_PORT_OFFSET=N` moves the `flink_cluster` servers' ports up by N (REST
+8081+N, job server 8099+N, worker pool 50000+N, ...), for a second stack beside
+the default one (with its own `FLEETSTREAM_HOME`); only tests that take the
+addresses from `LocalFlink` (`flink_rest` included) follow it.
 """
 from __future__ import annotations
 
@@ -37,6 +42,8 @@ class LocalFlink:
     worker_pool: str
     expansion_service: str
     python: Path
+    #: the Flink cluster's REST API (flink_jobs' `rest`)
+    flink_rest: str = "http://127.0.0.1:8081"
 
     def run_module(self, module: str, args: Sequence[str] = (),
                    timeout_s: float = 600.0) -> subprocess.CompletedProcess[str]:
@@ -77,9 +84,14 @@ def kafka_service() -> Iterator[Kafka]:
 @pytest.fixture(scope="session")
 def flink_cluster() -> Iterator[LocalFlink]:
     """Flink (JobManager + TaskManager), Beam job server, worker pool, expansion service."""
-    jobserver, pool, expansion = FlinkJobServer(), WorkerPool(), ExpansionService()
-    services = [FlinkJobManager(), FlinkTaskManager(), jobserver, pool, expansion]
+    offset = int(os.environ.get("FLEETSTREAM_PORT_OFFSET", "0"))
+    jobmanager = FlinkJobManager(8081 + offset, 6123 + offset)
+    jobserver = FlinkJobServer(8099 + offset, 8098 + offset, 8097 + offset, jobmanager.port)
+    pool, expansion = WorkerPool(50000 + offset), ExpansionService(8088 + offset)
+    services = [jobmanager, FlinkTaskManager(6122 + offset, jobmanager.port), jobserver, pool,
+                expansion]
     with _started(services):
         yield LocalFlink(job_endpoint=f"localhost:{jobserver.port}",
                          worker_pool=f"localhost:{pool.port}",
-                         expansion_service=f"localhost:{expansion.port}", python=beam_python())
+                         expansion_service=f"localhost:{expansion.port}", python=beam_python(),
+                         flink_rest=f"http://127.0.0.1:{jobmanager.port}")

@@ -18,8 +18,9 @@ minutes). The rebuilt class shuts its executor down in `discard()`, which the
 runner calls at the end of every bundle.
 
 The classes are rebuilt from Beam's own 2.62 sources (fetched through Maven),
-and the job server puts the jar first on its classpath, so Flink loads these
-classes from it. Built once, on first use, into the folder the caller names
+and the job server puts the jar first on its classpath, as the Flink cluster does
+on its own (`dev.flink.cluster_lib`, where Flink loads Beam's classes from), so
+Flink loads these classes from it. Built once, on first use, into the folder the caller names
 (`fleetstream.dev.jobserver` passes `$FLEETSTREAM_HOME/java`, and the `java` it runs).
 
 # TODO(https://github.com/apache/beam/issues/27648): drop the two checkpoint-handler edits

@@ -1,4 +1,5 @@
-"""Flink's REST API for the streaming job's life cycle: list, stop with a savepoint, cancel.
+"""Flink's REST API for the streaming job's life cycle: list, stop with a savepoint, cancel;
+and the JVM metrics of the cluster's processes (metaspace, loaded classes).
 
     job = running_jobs()[0]
     savepoint = stop_with_savepoint(job, "/var/fleetstream/savepoints")
@@ -84,6 +85,35 @@ def stop_with_savepoint(job_id: str, target_directory: str, rest: str = DEFAULT_
 def cancel(job_id: str, rest: str = DEFAULT_REST) -> None:
     """Cancel a job without a savepoint."""
     _call(rest, f"/jobs/{job_id}?mode=cancel", "PATCH")
+
+
+def cancel_and_wait(job_id: str, rest: str = DEFAULT_REST, timeout_s: float = 120.0) -> None:
+    """Cancel a job and return once Flink reports it CANCELED (its tasks are gone)."""
+    cancel(job_id, rest)
+    deadline = time.monotonic() + timeout_s
+    while (state := job_state(job_id, rest)) != "CANCELED":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {state} {timeout_s:.0f} s after cancel")
+        time.sleep(0.5)
+
+
+#: JVM metrics of a Flink process: metaspace in use (bytes), classes loaded and unloaded
+#: since the JVM started, live threads
+JVM_METRICS = ("Status.JVM.Memory.Metaspace.Used", "Status.JVM.ClassLoader.ClassesLoaded",
+               "Status.JVM.ClassLoader.ClassesUnloaded", "Status.JVM.Threads.Count")
+
+
+def taskmanagers(rest: str = DEFAULT_REST) -> list[str]:
+    """The ids of the cluster's TaskManagers (`<host>:<rpc port>-<suffix>`)."""
+    return [tm["id"] for tm in _call(rest, "/taskmanagers")["taskmanagers"]]
+
+
+def jvm_metrics(rest: str = DEFAULT_REST, taskmanager: str | None = None) -> dict[str, float]:
+    """`JVM_METRICS` of a TaskManager (by id), or of the JobManager when `taskmanager` is
+    None: {name: value}."""
+    where = f"/taskmanagers/{taskmanager}" if taskmanager else "/jobmanager"
+    reply = _call(rest, f"{where}/metrics?get={','.join(JVM_METRICS)}")
+    return {metric["id"]: float(metric["value"]) for metric in reply}
 
 
 def wait_running(rest: str = DEFAULT_REST, timeout_s: float = 180.0,
