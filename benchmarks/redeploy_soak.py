@@ -14,13 +14,13 @@ unloads classes) and prints, per round, the metaspace in use (MB) and the classe
 (loaded minus unloaded) of the TaskManager and of the JobManager, read from Flink's REST
 metrics (`Status.JVM.Memory.Metaspace.Used`, `Status.JVM.ClassLoader.*`).
 
-Before the cluster's Beam jars were on its own classpath, each round left ~55 MB of
+Before the cluster's Beam jars were on its own classpath, each round left ~53 MB of
 metaspace on the TaskManager (each job's class loader stayed reachable); now the figures
 are flat after the first round (docs/benchmarks.md, "Redeploy soak").
 
 Exit status 1 when the TaskManager's metaspace after the last round exceeds that after
 round 2 by more than `--max-growth-mb` (default 20 MB: a leaked job class loader is
-~55 MB; round 1 is left out because the first job loads classes that stay, parent-first,
+~53 MB; round 1 is left out because the first job loads classes that stay, parent-first,
 for every later job).
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Redeploying the streaming job leaves no metaspace behind on the TaskManager.
 
 Each Beam job's classes used to be loaded in a class loader of its own that outlived the
-cancelled job: ~55 MB of TaskManager metaspace per redeploy, `OutOfMemoryError: Metaspace`
+cancelled job: ~53 MB of TaskManager metaspace per redeploy, `OutOfMemoryError: Metaspace`
 after ~25 (mended in fleetstream.dev.flink.cluster_lib; benchmarks/redeploy_soak.py is
 the long version of this test).
 """
@@ -28,7 +28,7 @@ pytest_plugins = ["fleetstream.dev.pytest_plugin"]
 pytestmark = pytest.mark.servers
 
 VEHICLES = 6
-#: a leaked job class loader is ~55 MB; what a second and third job may add
+#: a leaked job class loader is ~53 MB; what a second and third job may add
 TOLERANCE_MB = 15
 
 

@@ -11,7 +11,7 @@ and 2 task slots. The web UI and REST API are on http://127.0.0.1:8081.
 Beam's runner jars are on both processes' own classpath, and classes resolve
 parent-first (`cluster_lib`): a Beam job's classes are then loaded once per
 process instead of once per job, since a cancelled job's class loader was never
-freed (~55 MB of TaskManager metaspace per redeploy, docs/runtime.md).
+freed (~53 MB of TaskManager metaspace per redeploy, docs/runtime.md).
 """
 from __future__ import annotations
 
