@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import orjson
 import pytest
@@ -49,3 +50,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.servers)
+
+
+@pytest.fixture(autouse=True)
+def _flink_slots_of_its_own(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test on the Flink cluster starts with its task slots free and leaves them free, so
+    that no test waits on, or reads from, a job another test left running."""
+    if "flink_cluster" not in request.fixturenames:
+        yield
+        return
+    rest = request.getfixturevalue("flink_cluster").flink_rest
+    cancel_running_jobs(rest)
+    yield
+    cancel_running_jobs(rest)
+
+
+def cancel_running_jobs(rest: str) -> None:
+    from fleetstream.runtime import flink_jobs
+    for job in flink_jobs.running_jobs(rest):
+        flink_jobs.cancel_and_wait(job, rest)

@@ -76,8 +76,6 @@ def traffic(env: StreamEnv, hour: int) -> None:
 
 def test_a_revocation_survives_restore_redeploy_compaction_and_cold_start(
         kafka_service, flink_cluster, tmp_path: Path) -> None:
-    for job in flink_jobs.running_jobs():      # the task slots are this test's
-        flink_jobs.cancel(job)
     env = StreamEnv(kafka_service.bootstrap, flink_cluster, tmp_path)
     topic, bootstrap = env.activations_topic, env.bootstrap
     compact_quickly(bootstrap, topic)

@@ -9,8 +9,6 @@ import dataclasses
 import time
 from pathlib import Path
 
-import pytest
-
 from fleetstream.io.kafka.activations import publish_activations
 from fleetstream.runtime import flink_jobs
 from fleetstream.schemas.activations import ActivationEvent
@@ -22,8 +20,6 @@ pytest_plugins = ["fleetstream.dev.pytest_plugin"]
 
 def test_a_job_started_from_a_time_reads_only_records_from_then_on(
         kafka_service, flink_cluster, tmp_path: Path) -> None:
-    for job in flink_jobs.running_jobs():     # free the task slots for a job of its own
-        flink_jobs.cancel(job)
     fresh = StreamEnv(kafka_service.bootstrap, flink_cluster, tmp_path)
     fresh.produce(simulate_keyed(VEHICLES, messages=60, rate=1.0, seed=SEED,
                                  start_ms=int(time.time() * 1000)))
@@ -53,8 +49,6 @@ def test_a_job_started_from_a_time_reads_only_records_from_then_on(
 def test_a_cold_start_behind_a_long_activations_topic_filters_nothing(
         kafka_service, flink_cluster, tmp_path: Path) -> None:
     """The raw backlog is read long before the vehicles' approvals (after 3,000 others)."""
-    for job in flink_jobs.running_jobs():
-        flink_jobs.cancel(job)
     fresh = StreamEnv(kafka_service.bootstrap, flink_cluster, tmp_path)
     publish_activations(kafka_service.bootstrap, fresh.activations_topic, (
         ActivationEvent(f"PADDING{i:010d}", "fleet", "approved", 1)

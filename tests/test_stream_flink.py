@@ -83,9 +83,7 @@ class StreamEnv:
         self.sent: list[dict] = []     # every envelope produced, with its produce time
 
     def submit(self, savepoint: str | None = None) -> str:
-        """Submit the job (restored from `savepoint`), the only one on the cluster; its id."""
-        for job in flink_jobs.running_jobs():      # the task slots are this job's
-            flink_jobs.cancel(job)
+        """Submit the job (restored from `savepoint`); its id once it runs."""
         known = tuple(flink_jobs.running_jobs())
         submit_stream(self.settings.restored_from(savepoint) if savepoint else self.settings)
         return flink_jobs.wait_running(known=known)
@@ -198,7 +196,7 @@ def missing(env: StreamEnv, documents: set[tuple[str, str]], what: str):
 
 
 @pytest.fixture(params=["kafkaio", "python"])
-def env(request, kafka_service, flink_cluster, tmp_path: Path) -> Iterator[StreamEnv]:
+def env(request, kafka_service, flink_cluster, tmp_path: Path) -> StreamEnv:
     """A job of the test's own (topics, consumer group, sinks), with each raw-topic reader
     (kafka.raw_reader): any test runs alone, in any order."""
     stream = StreamEnv(kafka_service.bootstrap, flink_cluster, tmp_path / "stream",
@@ -206,9 +204,7 @@ def env(request, kafka_service, flink_cluster, tmp_path: Path) -> Iterator[Strea
     stream.raw_reader = request.param
     stream.kafka = kafka_service
     stream.job = stream.submit()
-    yield stream
-    for job in flink_jobs.running_jobs():
-        flink_jobs.cancel(job)
+    return stream            # conftest cancels its job after the test
 
 
 def test_every_message_is_accounted_for_in_per_vehicle_order(env: StreamEnv) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 DEFAULT_REST = "http://127.0.0.1:8081"
 LIVE_STATES = ("CREATED", "RUNNING", "RESTARTING", "INITIALIZING")
+ENDED_STATES = ("CANCELED", "FINISHED", "FAILED")
 
 
 def _call(rest: str, path: str, method: str = "GET", body: Any = None) -> Any:
@@ -88,10 +89,10 @@ def cancel(job_id: str, rest: str = DEFAULT_REST) -> None:
 
 
 def cancel_and_wait(job_id: str, rest: str = DEFAULT_REST, timeout_s: float = 120.0) -> None:
-    """Cancel a job and return once Flink reports it CANCELED (its tasks are gone)."""
+    """Cancel a job and return once Flink reports it ended (its tasks are gone)."""
     cancel(job_id, rest)
     deadline = time.monotonic() + timeout_s
-    while (state := job_state(job_id, rest)) != "CANCELED":
+    while (state := job_state(job_id, rest)) not in ENDED_STATES:
         if time.monotonic() > deadline:
             raise TimeoutError(f"job {job_id} still {state} {timeout_s:.0f} s after cancel")
         time.sleep(0.5)

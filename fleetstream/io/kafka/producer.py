@@ -15,7 +15,6 @@ import sys
 import time
 from typing import Iterable, Mapping
 
-import orjson
 from confluent_kafka import KafkaException, Producer
 
 
