@@ -14,6 +14,8 @@ INSTALL_REQUIRES = [
     "boto3==1.43.11",
     "azure-storage-blob==12.31.1",
     "confluent-kafka==2.16.1",
+    "aiohttp==3.14.5",             # the ingest gateway's HTTP server (fleetstream ingest)
+    "prometheus-client==0.26.0",   # /metrics of FleetStream's own processes
 ]
 
 TEST_REQUIRES = [

@@ -196,6 +196,16 @@ def build_parser(with_dev: bool = False) -> argparse.ArgumentParser:
                                "(default %(default)s)")
     simulate.set_defaults(handler=_simulate)
 
+    ingest = commands.add_parser(
+        "ingest", help="run the ingest gateway: HTTP push, bridges and poller into Kafka",
+        description="Take raw OEM data in (signed HTTP pushes, MQTT/AMQP/SQS/Kinesis/Pub/Sub/"
+                    "Kafka bridges, a REST poller) and write it untouched to each source's raw "
+                    "Kafka topic, acknowledging senders only after Kafka did "
+                    "(DATA-CONTRACTS §8). Secrets come from environment variables named in "
+                    "the settings.")
+    ingest.add_argument("--config", default="ingest.yaml", metavar="FILE",
+                        help="ingest settings (default %(default)s); see examples/ingest.yaml")
+    ingest.set_defaults(handler=_ingest)
     stream = commands.add_parser(
         "stream", help="submit the streaming job (Kafka in, Flink, sinks out)",
         description="Submit the streaming job to Beam's Flink job server with the settings in "
@@ -335,6 +345,17 @@ def _dead_letters_resend(args: argparse.Namespace) -> int:
           f"dead letters are not map-stage and were not resent")
     if resent.resent:
         print(resent.accounting.render(a.id for a in config.applications))
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from fleetstream.ingest.service import run_ingest
+    from fleetstream.settings.ingest import load_ingest_settings
+    settings = load_ingest_settings(args.config)
+    print(f"fleetstream ingest: {len(settings.sources)} source(s), Kafka at "
+          f"{settings.bootstrap_servers}, HTTP on {settings.http.host}:{settings.http.port}",
+          file=sys.stderr)
+    run_ingest(settings)
     return 0
 
 
