@@ -20,8 +20,9 @@ from fleetstream.ingest.writer import RawWriter
 from fleetstream.settings.ingest import IngestSettings
 
 
-async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
-    """Run every way in of `settings` until `stop` is set."""
+async def serve(settings: IngestSettings, stop: asyncio.Event, reuse_port: bool = False) -> None:
+    """Run every way in of `settings` until `stop` is set (`reuse_port`: the HTTP port is
+    shared with other processes, see `workers`)."""
     bridges = [build_bridge(kind, source.name, source.topic, options,
                             f"sources.{source.name}.{kind}")
                for source in settings.sources.values()
@@ -32,7 +33,7 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
     running: list[Awaitable[None]] = [bridge.run(writer, metrics, stop) for bridge in bridges]
     if any(source.push for source in settings.sources.values()):
         from fleetstream.ingest.http import serve_http
-        running.append(serve_http(settings, writer, metrics, stop))
+        running.append(serve_http(settings, writer, metrics, stop, reuse_port=reuse_port))
     if any(source.poll is not None for source in settings.sources.values()):
         from fleetstream.ingest.poller import run_poller
         running.append(run_poller(settings, writer, metrics, stop))
@@ -42,13 +43,23 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
         writer.close()
 
 
-def run_ingest(settings: IngestSettings) -> None:
-    """Serve until SIGINT or SIGTERM."""
+def run_ingest(settings: IngestSettings, workers: int = 1) -> None:
+    """Serve until SIGINT or SIGTERM; with `workers` > 1, that many processes share the HTTP
+    port and only this one runs the bridges and the poller."""
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await serve(settings, stop)
+        await serve(settings, stop, reuse_port=workers > 1)
 
-    asyncio.run(main())
+    helpers = []
+    if workers > 1 and any(source.push for source in settings.sources.values()):
+        from fleetstream.ingest.workers import start_http_workers
+        helpers = start_http_workers(settings, workers - 1)
+    try:
+        asyncio.run(main())
+    finally:
+        if helpers:
+            from fleetstream.ingest.workers import stop_http_workers
+            stop_http_workers(helpers)

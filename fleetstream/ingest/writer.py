@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from fleetstream.io.kafka.admin import Topic, create_topics
 from fleetstream.schemas.dead_letter import INGEST_STAGE, dead_letter
@@ -68,6 +68,14 @@ class RawWriter:
         except BufferError:
             raise KafkaUnavailable("the producer's local queue is full") from None
         await acked
+
+    def reachable(self, timeout_s: float = 1.0) -> bool:
+        """True when a broker answers a metadata request within `timeout_s` (blocking: run it
+        in an executor from the event loop)."""
+        try:
+            return bool(self._producer.list_topics(timeout=timeout_s).brokers)
+        except KafkaException:
+            return False
 
     async def dead_letter(self, source: str, via: str, reason: str, payload: bytes,
                           received_ms: int | None = None) -> None:

@@ -205,6 +205,10 @@ def build_parser(with_dev: bool = False) -> argparse.ArgumentParser:
                     "the settings.")
     ingest.add_argument("--config", default="ingest.yaml", metavar="FILE",
                         help="ingest settings (default %(default)s); see examples/ingest.yaml")
+    ingest.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                        help="processes serving HTTP push on the one port (SO_REUSEPORT; "
+                             "default %(default)s); bridges and the poller run only in the "
+                             "first; /metrics counts per process")
     ingest.set_defaults(handler=_ingest)
     stream = commands.add_parser(
         "stream", help="submit the streaming job (Kafka in, Flink, sinks out)",
@@ -348,14 +352,20 @@ def _dead_letters_resend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def _ingest(args: argparse.Namespace) -> int:
     from fleetstream.ingest.service import run_ingest
     from fleetstream.settings.ingest import load_ingest_settings
     settings = load_ingest_settings(args.config)
     print(f"fleetstream ingest: {len(settings.sources)} source(s), Kafka at "
-          f"{settings.bootstrap_servers}, HTTP on {settings.http.host}:{settings.http.port}",
-          file=sys.stderr)
-    run_ingest(settings)
+          f"{settings.bootstrap_servers}, HTTP on {settings.http.host}:{settings.http.port}"
+          f" ({args.workers} process{'es' if args.workers > 1 else ''})", file=sys.stderr)
+    run_ingest(settings, workers=args.workers)
     return 0
 
 

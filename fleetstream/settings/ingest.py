@@ -122,6 +122,13 @@ def _http(raw: Any, where: str) -> HttpSettings:
             if not isinstance(tls.get(key), str) or not Path(tls[key]).exists():
                 raise ConfigError(f"{where}.tls.{key}: expected the path of an existing PEM "
                                   f"file, got {tls.get(key)!r}")
+        subjects = tls.get("subjects")
+        if subjects is not None and not (
+                isinstance(subjects, dict) and all(
+                    isinstance(names, list) and all(isinstance(n, str) for n in names)
+                    for names in subjects.values())):
+            raise ConfigError(f"{where}.tls.subjects: expected client certificate CN -> list "
+                              f"of sources, e.g. {{fleet-gw.example.com: [smartcar]}}")
     return HttpSettings(host, int(port), max_body, tls)
 
 
