@@ -14,8 +14,9 @@ Answers to a push, checked in this order; none but 202 writes anything:
   HMAC-SHA256 of the raw body in the source's header; both compared in constant time;
 * `413` a body over `http.max_body_bytes` (Content-Length is checked before reading; a
   chunked body is read only up to the limit); the connection is closed;
-* `408` a body that does not arrive within BODY_TIMEOUT_S of the request's headers (a
-  client trickling its body); `400` a body cut short (wrong Content-Length, broken chunks);
+* `408` a body that does not arrive within `http.body_timeout_s` (default 10 s) of the
+  request's headers (a client trickling its body); `400` a body cut short (wrong
+  Content-Length, broken chunks);
 * `200 {"challenge": hex HMAC-SHA256(secret, C)}` a Smartcar-style verification request
   `{"eventType": "VERIFY", "data": {"challenge": C}}` on an hmac-sha256 source, after its
   signature was checked; `400` when such a request has no string challenge. Only a small
@@ -51,8 +52,6 @@ from fleetstream.settings.ingest import IngestSettings, PushAuth, SourceSettings
 
 log = logging.getLogger(__name__)
 
-#: a request body must have arrived this many seconds after its headers (else 408)
-BODY_TIMEOUT_S = 10.0
 #: an idle keep-alive connection is closed after this many seconds
 KEEPALIVE_TIMEOUT_S = 75.0
 #: a body at most this big may be a VERIFY request (larger ones are never parsed)
@@ -76,12 +75,13 @@ class _TooLarge(Exception):
 class _Push:
     """The request handlers of one listener, sharing the writer, metrics and health cache."""
 
-    def __init__(self, settings: IngestSettings, writer: RawWriter, metrics: IngestMetrics,
-                 body_timeout_s: float) -> None:
+    def __init__(self, settings: IngestSettings, writer: RawWriter,
+                 metrics: IngestMetrics) -> None:
         self.sources: Mapping[str, SourceSettings] = {
             name: source for name, source in settings.sources.items() if source.push}
         self.max_body = settings.http.max_body_bytes
-        self.writer, self.metrics, self.body_timeout_s = writer, metrics, body_timeout_s
+        self.writer, self.metrics = writer, metrics
+        self.body_timeout_s = settings.http.body_timeout_s
         tls = settings.http.tls or {}
         #: client certificate CN -> the sources it may push to (None: any source)
         self.subjects: dict[str, frozenset[str]] | None = (
@@ -238,10 +238,10 @@ def _closing(status: int, text: str) -> web.Response:
     return response
 
 
-def build_app(settings: IngestSettings, writer: RawWriter, metrics: IngestMetrics,
-              body_timeout_s: float = BODY_TIMEOUT_S) -> web.Application:
+def build_app(settings: IngestSettings, writer: RawWriter,
+              metrics: IngestMetrics) -> web.Application:
     """The push, health and metrics routes of one listener."""
-    handlers = _Push(settings, writer, metrics, body_timeout_s)
+    handlers = _Push(settings, writer, metrics)
     app = web.Application(client_max_size=settings.http.max_body_bytes)
     app.router.add_route("*", "/v1/push/{source}", handlers.push)
     app.router.add_route("*", "/v1/push/{source}/{vin:" + VIN_PATTERN + "}", handlers.push)

@@ -1,7 +1,7 @@
 """The ingest gateway's settings (DATA-CONTRACTS §8), validated at start-up.
 
     kafka: {bootstrap: 127.0.0.1:9092}
-    http: {listen: 127.0.0.1:8090, max_body_bytes: 1048576}
+    http: {listen: 127.0.0.1:8090, max_body_bytes: 1048576}   # also body_timeout_s, tls
     sources:
       smartcar:                      # source name = mapper name; topic defaults to raw.<source>
         topic: raw.smartcar
@@ -32,6 +32,7 @@ from fleetstream.settings.yaml_file import read_yaml
 BRIDGE_KINDS = ("mqtt", "amqp", "sqs", "kinesis", "pubsub", "kafka")
 AUTH_TYPES = ("hmac-sha256", "bearer", "none")
 DEFAULT_MAX_BODY_BYTES = 1_048_576
+DEFAULT_BODY_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ class HttpSettings:
     #: optional mutual TLS: the listener's certificate and key, the CA that signs client
     #: certificates, and client certificate subject (CN) -> the sources it may push to
     tls: Mapping[str, Any] | None = None
+    #: a request body must have arrived this many seconds after its headers (else 408)
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ def parse_ingest_settings(raw: Any, where: str = "ingest settings",
 
 def _http(raw: Any, where: str) -> HttpSettings:
     section = _mapping(raw, where)
-    refuse_unknown(where, section, {"listen", "max_body_bytes", "tls"})
+    refuse_unknown(where, section, {"listen", "max_body_bytes", "body_timeout_s", "tls"})
     host, _, port = str(section.get("listen", "127.0.0.1:8090")).rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{where}.listen: expected HOST:PORT, got {section.get('listen')!r}")
@@ -114,6 +117,10 @@ def _http(raw: Any, where: str) -> HttpSettings:
     if not isinstance(max_body, int) or isinstance(max_body, bool) or max_body < 1:
         raise ConfigError(f"{where}.max_body_bytes: expected a whole number of bytes >= 1, "
                           f"got {max_body!r}")
+    body_timeout = section.get("body_timeout_s", DEFAULT_BODY_TIMEOUT_S)
+    if not isinstance(body_timeout, (int, float)) or isinstance(body_timeout, bool) \
+            or body_timeout <= 0:
+        raise ConfigError(f"{where}.body_timeout_s: expected seconds > 0, got {body_timeout!r}")
     tls = section.get("tls")
     if tls is not None:
         tls = _mapping(tls, f"{where}.tls")
@@ -129,7 +136,7 @@ def _http(raw: Any, where: str) -> HttpSettings:
                     for names in subjects.values())):
             raise ConfigError(f"{where}.tls.subjects: expected client certificate CN -> list "
                               f"of sources, e.g. {{fleet-gw.example.com: [smartcar]}}")
-    return HttpSettings(host, int(port), max_body, tls)
+    return HttpSettings(host, int(port), max_body, tls, float(body_timeout))
 
 
 def _source(name: str, raw: Any, where: str, environ: Mapping[str, str]) -> SourceSettings:
