@@ -23,7 +23,8 @@ Answers to a push, checked in this order; none but 202 writes anything:
   body that starts with `{` and contains `"VERIFY"` is ever parsed, and one that is not
   JSON, or whose eventType is something else, is a normal payload;
 * `503` with `Retry-After` when Kafka did not acknowledge within the writer's timeout;
-* `202` once Kafka acknowledged the record: value = the body's bytes, key = the VIN of the
+* `202` once Kafka acknowledged the record: value = the body's bytes as received (a
+  Content-Encoding is not undone), key = the VIN of the
   path (none without one), timestamp = when the request's headers arrived.
 
 `GET /healthz` is 200 while Kafka answers a metadata request (checked at most every
@@ -265,12 +266,14 @@ async def serve_http(settings: IngestSettings, writer: RawWriter, metrics: Inges
 
     `reuse_port` lets several processes listen on the same port (`--workers`)."""
     http = settings.http
+    # auto_decompress off: a Content-Encoding body is written as received, and the size
+    # limit counts the bytes that came, not what they would inflate to
     runner = web.AppRunner(build_app(settings, writer, metrics), access_log=None,
-                           keepalive_timeout=KEEPALIVE_TIMEOUT_S)
+                           keepalive_timeout=KEEPALIVE_TIMEOUT_S, auto_decompress=False,
+                           shutdown_timeout=writer.timeout_s + 1)
     await runner.setup()
     site = web.TCPSite(runner, http.host, http.port, backlog=1024, reuse_port=reuse_port or None,
-                       ssl_context=tls_context(http.tls) if http.tls else None,
-                       shutdown_timeout=writer.timeout_s + 1)
+                       ssl_context=tls_context(http.tls) if http.tls else None)
     await site.start()
     log.info("HTTP push on %s://%s:%d", "https" if http.tls else "http", http.host, http.port)
     try:
