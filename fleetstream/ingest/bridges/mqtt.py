@@ -94,8 +94,6 @@ class MqttBridge(Bridge):
 
     async def run(self, writer: RawWriter, metrics: IngestMetrics, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        inbox: asyncio.Queue[mqtt.MQTTMessage] = asyncio.Queue()
-        client = self._client(lambda message: loop.call_soon_threadsafe(inbox.put_nowait, message))
         pending: set[asyncio.Task[None]] = set()
 
         async def bridge(message: mqtt.MQTTMessage) -> None:
@@ -106,19 +104,17 @@ class MqttBridge(Bridge):
             if await self.forward(writer, metrics, message.payload, key, stop, poison):
                 client.ack(message.mid, message.qos)
 
+        def take(message: mqtt.MQTTMessage) -> None:   # on the event loop, in arrival order
+            if stop.is_set():
+                return   # not acknowledged: the broker sends it again to the next session
+            task = loop.create_task(bridge(message))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+        client = self._client(lambda message: loop.call_soon_threadsafe(take, message))
         client.loop_start()
         try:
-            taking = asyncio.ensure_future(inbox.get())
-            stopping = asyncio.ensure_future(stop.wait())
-            while True:
-                await asyncio.wait({taking, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if stop.is_set():
-                    taking.cancel()
-                    break
-                task = asyncio.create_task(bridge(taking.result()))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                taking = asyncio.ensure_future(inbox.get())
+            await stop.wait()
             if pending:
                 await asyncio.gather(*pending)
         finally:
