@@ -14,7 +14,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from fleetstream.dev.service import Service, ServiceError, port_open
+from fleetstream.dev.service import Service, apt_install, port_open
 
 RABBITMQ_SERVER = Path("/usr/sbin/rabbitmq-server")
 #: the scripts themselves: the ones in /usr/sbin switch to the `rabbitmq` user when run as root
@@ -43,15 +43,8 @@ class RabbitMQService(Service):
         return self.data_dir / "rabbitmq.conf"
 
     def install(self) -> None:
-        if RABBITMQ_SERVER.exists():
-            return
-        for step in (["apt-get", "update", "-qq"],
-                     ["apt-get", "install", "-y", "-qq", "rabbitmq-server"]):
-            done = subprocess.run(step, capture_output=True, text=True,
-                                  env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:"
-                                       "/usr/bin:/sbin:/bin"})
-            if done.returncode != 0:
-                raise ServiceError(f"rabbitmq: `{' '.join(step)}` failed:\n{done.stderr[-2000:]}")
+        if not RABBITMQ_SERVER.exists():
+            apt_install("rabbitmq", "rabbitmq-server")
 
     def prepare(self) -> None:
         self.config_path.write_text("\n".join([
