@@ -16,6 +16,7 @@ INSTALL_REQUIRES = [
     "confluent-kafka==2.16.1",
     "aiohttp==3.14.5",             # the ingest gateway's HTTP server (fleetstream ingest)
     "prometheus-client==0.26.0",   # /metrics of FleetStream's own processes
+    "aio-pika==10.2.1",            # the ingest gateway's AMQP (RabbitMQ) bridge
 ]
 
 TEST_REQUIRES = [

@@ -34,6 +34,10 @@ class IngestMetrics:
         self.bridge_lag = Gauge("fleetstream_ingest_bridge_lag_messages",
                                 "messages waiting at the source, where it says",
                                 ["source", "via"], registry=self.registry)
+        self.bridge_lag_seconds = Gauge("fleetstream_ingest_bridge_lag_seconds",
+                                        "how far behind the newest source message a bridge "
+                                        "reads, where the source says (Kinesis)",
+                                        ["source", "via"], registry=self.registry)
         self.poll_calls = Counter("fleetstream_ingest_poll_calls", "OEM API calls by outcome",
                                   ["source", "outcome"], registry=self.registry)
         self.poll_changes = Counter("fleetstream_ingest_poll_changes",

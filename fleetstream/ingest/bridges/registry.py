@@ -10,14 +10,24 @@ import importlib
 from typing import Any, Mapping
 
 from fleetstream.ingest.bridges.base import Bridge
+from fleetstream.schemas.errors import ConfigError
 
 #: section name -> "module:Class"
-BRIDGES: Mapping[str, str] = {}
+BRIDGES: Mapping[str, str] = {
+    "mqtt": "fleetstream.ingest.bridges.mqtt:MqttBridge",
+    "amqp": "fleetstream.ingest.bridges.amqp:AmqpBridge",
+    "sqs": "fleetstream.ingest.bridges.sqs:SqsBridge",
+    "kinesis": "fleetstream.ingest.bridges.kinesis:KinesisBridge",
+    "kafka": "fleetstream.ingest.bridges.kafka:KafkaBridge",
+}
 
 
 def build_bridge(kind: str, source: str, topic: str, options: Mapping[str, Any],
                  where: str) -> Bridge:
     """The configured bridge; ConfigError (from the class) when its options are wrong."""
+    if kind not in BRIDGES:
+        raise ConfigError(f"{where}: no {kind} bridge yet; the bridges are "
+                          f"{', '.join(sorted(BRIDGES))}")
     module, _, name = BRIDGES[kind].partition(":")
     cls: type[Bridge] = getattr(importlib.import_module(module), name)
     return cls(source, topic, options, where)
