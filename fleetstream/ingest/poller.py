@@ -44,7 +44,7 @@ from typing import Callable, Mapping
 
 import aiohttp
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from fleetstream.ingest.metrics import IngestMetrics
 from fleetstream.ingest.poll_rules import (ApprovedVehicles, PollSettings, SeenState,
@@ -52,7 +52,8 @@ from fleetstream.ingest.poll_rules import (ApprovedVehicles, PollSettings, SeenS
                                            next_due_ms, parse_poll_settings, retry_after_s)
 from fleetstream.ingest.writer import KafkaUnavailable, RawWriter
 from fleetstream.io.kafka.admin import Topic, create_topics
-from fleetstream.io.kafka.topic_reader import read_records, topic_partitions, watermarks
+from fleetstream.io.kafka.topic_reader import (TopicReadError, topic_partitions,
+                                                watermarks)
 from fleetstream.schemas.activations import parse_activation
 from fleetstream.settings.ingest import IngestSettings
 
@@ -97,23 +98,75 @@ async def run_poller(settings: IngestSettings, writer: RawWriter, metrics: Inges
             follower.close()
 
 
-def read_seen(bootstrap: str, topic: str, source: str) -> dict[str, SeenState]:
-    """vin -> what the poller of `source` last saw, from the state topic."""
+def read_seen(bootstrap: str, topic: str, source: str, timeout_s: float = 30.0
+              ) -> dict[str, SeenState]:
+    """vin -> what the poller of `source` last saw, from the state topic (all partitions
+    read at once, up to their ends at the time of the call)."""
     prefix = f"{source}/".encode()
     seen: dict[str, SeenState] = {}
-    for record in read_records(bootstrap, topic):
-        key = record.key() or b""
-        if not key.startswith(prefix):
-            continue
-        vin = key[len(prefix):].decode(errors="replace")
-        if record.value() is None:
-            seen.pop(vin, None)
-            continue
-        try:
-            seen[vin] = SeenState.from_json(orjson.loads(record.value()))
-        except (orjson.JSONDecodeError, ValueError):
-            log.warning("%s: unreadable poll state of %s ignored", topic, vin)
+    consumer = _reader(bootstrap)
+    try:
+        behind, ends = _assign_from_the_beginning(consumer, bootstrap, topic)
+        deadline = time.monotonic() + timeout_s
+        while behind:
+            if time.monotonic() > deadline:
+                raise TopicReadError(f"{topic}: not read to its end within {timeout_s} s")
+            message = consumer.poll(0.5)
+            if message is None or _caught_up(message, behind, ends):
+                continue
+            key = message.key() or b""
+            if key.startswith(prefix):
+                _remember(seen, key[len(prefix):].decode(errors="replace"), message.value(),
+                          topic)
+            _caught_up(message, behind, ends, after=True)
+    finally:
+        consumer.close()
     return seen
+
+
+def _remember(seen: dict[str, SeenState], vin: str, value: bytes | None, topic: str) -> None:
+    if value is None:
+        seen.pop(vin, None)
+        return
+    try:
+        seen[vin] = SeenState.from_json(orjson.loads(value))
+    except (orjson.JSONDecodeError, ValueError):
+        log.warning("%s: unreadable poll state of %s ignored", topic, vin)
+
+
+def _reader(bootstrap: str) -> Consumer:
+    """A consumer that joins no group's work and commits nothing."""
+    return Consumer({"bootstrap.servers": bootstrap,
+                     "group.id": f"fleetstream-poller-{os.getpid()}-{time.monotonic_ns()}",
+                     "enable.auto.commit": False, "enable.partition.eof": True,
+                     "fetch.wait.max.ms": 100})
+
+
+def _assign_from_the_beginning(consumer: Consumer, bootstrap: str, topic: str
+                               ) -> tuple[set[int], dict[int, int]]:
+    """Assign every partition of `topic` from its first record; the partitions holding
+    records and each one's end offset now."""
+    partitions = topic_partitions(consumer, bootstrap, topic)
+    marks = {p: watermarks(consumer, TopicPartition(topic, p), 10.0) for p in partitions}
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    return {p for p, (low, high) in marks.items() if high > low}, \
+        {p: high for p, (_, high) in marks.items()}
+
+
+def _caught_up(message: Message, behind: set[int], ends: dict[int, int],
+               after: bool = False) -> bool:
+    """True for an event that is not a record (the end of a partition, an error), taking
+    its partition off `behind` at its end; with `after`, the same for a record just read."""
+    error = message.error()
+    if error is not None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            behind.discard(message.partition())
+        else:
+            log.warning("%s: %s", message.topic(), error)
+        return True
+    if after and message.offset() + 1 >= ends.get(message.partition(), 0):
+        behind.discard(message.partition())
+    return False
 
 
 class ActivationFollower:
@@ -143,30 +196,20 @@ class ActivationFollower:
             self._thread.join(timeout=5)
 
     def _follow(self) -> None:
-        consumer = Consumer({"bootstrap.servers": self.bootstrap,
-                             "group.id": f"fleetstream-poller-{os.getpid()}-{id(self)}",
-                             "enable.auto.commit": False, "enable.partition.eof": True})
+        consumer = _reader(self.bootstrap)
         try:
-            partitions = topic_partitions(consumer, self.bootstrap, self.topic)
-            ends = {p: watermarks(consumer, TopicPartition(self.topic, p), 10.0)[1]
-                    for p in partitions}
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING)
-                             for p in partitions])
-            behind = {p for p, end in ends.items() if end > 0}
+            behind, ends = _assign_from_the_beginning(consumer, self.bootstrap, self.topic)
             if not behind:
                 self._in_loop(self.caught_up.set)
             while self._running:
                 message = consumer.poll(_FOLLOW_POLL_S)
-                if message is None:
-                    continue
-                if message.error() is not None:
-                    if message.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("%s: %s", self.topic, message.error())
+                if message is None or _caught_up(message, behind, ends):
+                    if not behind and not self.caught_up.is_set():
+                        self._in_loop(self.caught_up.set)
                     continue
                 self._in_loop(self._apply, message.key(), message.value())
-                if message.partition() in behind and \
-                        message.offset() + 1 >= ends[message.partition()]:
-                    behind.discard(message.partition())
+                if behind:
+                    _caught_up(message, behind, ends, after=True)
                     if not behind:
                         self._in_loop(self.caught_up.set)
         except Exception:  # noqa: BLE001 - logged; the poller then calls nobody new

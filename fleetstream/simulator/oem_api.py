@@ -152,12 +152,18 @@ class OemApi:
         self.touch(vin)
         return web.json_response({"touched": vin})
 
+    async def _list(self, _request: web.Request) -> web.Response:
+        return web.json_response({"vehicles": self.vins})
+
+    async def _stats(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/vehicles/{vin}", self._vehicle)
         app.router.add_post("/vehicles/{vin}/touch", self._touch)
-        app.router.add_get("/vehicles", lambda _: web.json_response({"vehicles": self.vins}))
-        app.router.add_get("/stats", lambda _: web.json_response(self.stats()))
+        app.router.add_get("/vehicles", self._list)
+        app.router.add_get("/stats", self._stats)
         return app
 
     async def start(self, port: int, host: str = "127.0.0.1") -> None:
