@@ -14,6 +14,7 @@ from fleetstream.dev.jobserver import FlinkJobServer
 from fleetstream.dev.kafka import Kafka
 from fleetstream.dev.mosquitto import MosquittoService
 from fleetstream.dev.moto import MotoService
+from fleetstream.dev.pubsub import PubSubEmulator
 from fleetstream.dev.service import Service
 from fleetstream.dev.workerpool import WorkerPool
 
@@ -22,6 +23,7 @@ SERVICES: Mapping[str, Callable[[], Service]] = {
     "mosquitto": MosquittoService,
     "moto": MotoService,
     "azurite": AzuriteService,
+    "pubsub": PubSubEmulator,
     # listed in start order: the Flink TaskManager joins the JobManager
     "kafka": Kafka,
     "flink-jm": FlinkJobManager,
