@@ -33,6 +33,7 @@ import time
 from typing import AsyncIterator, Sequence
 
 import grpc
+from confluent_kafka import KafkaError, KafkaException
 
 from fleetstream.ingest.metrics import IngestMetrics
 from fleetstream.ingest.proto.ingest_pb2 import Ack, RawRecord
@@ -99,6 +100,10 @@ class PushServicer(IngestServicer):
                                         record.vin.encode() or None, received_ms)
         except KafkaUnavailable as error:
             return self._ack(record, 503, f"Kafka unavailable, retry later: {error}",
+                             source.name)
+        except KafkaException as error:   # refused by the producer before it was sent
+            too_big = error.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
+            return self._ack(record, 413 if too_big else 503, f"not written: {error}",
                              source.name)
         self.metrics.records.labels(source=source.name, via=VIA).inc()
         return self._ack(record, 202, "", source.name)

@@ -12,7 +12,9 @@ from typing import Any, Mapping
 from fleetstream.ingest.bridges.base import Bridge
 
 #: section name -> "module:Class"
-BRIDGES: Mapping[str, str] = {}
+BRIDGES: Mapping[str, str] = {
+    "pubsub": "fleetstream.ingest.bridges.pubsub:PubSubBridge",
+}
 
 
 def build_bridge(kind: str, source: str, topic: str, options: Mapping[str, Any],
