@@ -16,8 +16,9 @@ from fleetstream.ingest.proto.ingest_pb2 import Ack, RawRecord
 from fleetstream.ingest.proto.ingest_pb2_grpc import IngestStub
 from fleetstream.ingest.service import serve
 from fleetstream.ingest.writer import RawWriter
-from fleetstream.settings.ingest import IngestSettings, parse_ingest_settings
-from tests.helpers import free_port
+from fleetstream.schemas.errors import ConfigError
+from fleetstream.settings.ingest import GrpcSettings, IngestSettings, parse_ingest_settings
+from tests.helpers import free_port, read_topic
 
 pytest_plugins = ["fleetstream.dev.pytest_plugin"]
 
@@ -41,22 +42,6 @@ def records(count: int, source: str = "mercedes", size: int = 40) -> list[RawRec
     return [RawRecord(source=source, vin=f"VIN{i:05d}", request_id=f"r{i}",
                       payload=(f'{{"i": {i}, "pad": "' + "x" * size + '"}').encode())
             for i in range(count)]
-
-
-def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list[Any]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
-                         "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
-    got: list[Any] = []
-    try:
-        for _ in range(int(timeout_s)):
-            got += [m for m in consumer.consume(500, timeout=1.0) if m.error() is None]
-            if len(got) >= expected:
-                consumer.consume(500, timeout=1.0)   # anything more would show up here
-                break
-    finally:
-        consumer.close()
-    return got
 
 
 def records_in(bootstrap: str, topic: str) -> int:
@@ -190,3 +175,21 @@ def test_the_gateway_serves_grpc_when_the_settings_have_a_grpc_section(
             await gateway
 
     assert [a.code for a in asyncio.run(scenario())] == [202, 202]
+
+
+@pytest.mark.parametrize(("grpc_section", "error"), [
+    ({"listen": "8091"}, r"grpc.listen: expected HOST:PORT"),
+    ({"listen": "127.0.0.1:0"}, r"grpc.listen: expected HOST:PORT"),
+    ({"port": 8091}, r"grpc"),
+])
+def test_a_wrong_grpc_section_is_refused_naming_the_key(grpc_section: dict, error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        parse_ingest_settings({"grpc": grpc_section, "sources": {"mercedes": {"push": {
+            "auth": {"type": "none"}}}}})
+
+
+def test_without_a_grpc_section_there_is_no_grpc_listener() -> None:
+    settings = parse_ingest_settings({"sources": {"m": {"push": {"auth": {"type": "none"}}}}})
+    assert settings.grpc is None
+    assert parse_ingest_settings({"grpc": {}, "sources": {"m": {"push": {"auth": {
+        "type": "none"}}}}}).grpc == GrpcSettings("127.0.0.1", 8091)
