@@ -14,8 +14,10 @@ from fleetstream.dev.pubsub import PubSubEmulator
 from fleetstream.ingest.bridges.pubsub import PubSubBridge
 from fleetstream.ingest.bridges.registry import build_bridge
 from fleetstream.ingest.metrics import IngestMetrics
+from fleetstream.ingest.service import serve
 from fleetstream.ingest.writer import KafkaUnavailable, RawWriter
 from fleetstream.schemas.errors import ConfigError
+from fleetstream.settings.ingest import parse_ingest_settings
 from tests.helpers import read_topic
 
 pytest_plugins = ["fleetstream.dev.pytest_plugin", "fleetstream.dev.sink_pytest_plugin"]
@@ -191,3 +193,26 @@ def test_a_poison_message_goes_to_the_dead_letters_and_is_acked(
 def test_wrong_options_are_refused_naming_the_key(options: dict, error: str) -> None:
     with pytest.raises(ConfigError, match=error):
         build_bridge("pubsub", "tesla", "raw.tesla", options, "sources.tesla.pubsub")
+
+
+def test_the_gateway_runs_the_bridge_of_a_pubsub_section(
+        pubsub_service: PubSubEmulator, kafka_service: Kafka, subscription: Subscription,
+        kafka_topic: str) -> None:
+    settings = parse_ingest_settings({
+        "kafka": {"bootstrap": kafka_service.bootstrap},
+        "sources": {"tesla": {"topic": kafka_topic, "pubsub": {
+            "project": PROJECT, "subscription": subscription.id,
+            "emulator_host": pubsub_service.host}}}})
+    subscription.publish(b"through the gateway", ordering_key="VIN42")
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        gateway = asyncio.create_task(serve(settings, stop))
+        await asyncio.sleep(3)
+        stop.set()
+        await asyncio.wait_for(gateway, 15)
+
+    asyncio.run(scenario())
+    got = read_topic(kafka_service.bootstrap, kafka_topic, 1)
+    assert [(m.key(), m.value()) for m in got] == [(b"VIN42", b"through the gateway")]
+    assert subscription.left() == 0
