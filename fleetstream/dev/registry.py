@@ -15,6 +15,7 @@ from fleetstream.dev.kafka import Kafka
 from fleetstream.dev.mosquitto import MosquittoService
 from fleetstream.dev.moto import MotoService
 from fleetstream.dev.rabbitmq import RabbitMQService
+from fleetstream.dev.pubsub import PubSubEmulator
 from fleetstream.dev.service import Service
 from fleetstream.dev.workerpool import WorkerPool
 
@@ -24,6 +25,7 @@ SERVICES: Mapping[str, Callable[[], Service]] = {
     "moto": MotoService,
     "rabbitmq": RabbitMQService,
     "azurite": AzuriteService,
+    "pubsub": PubSubEmulator,
     # listed in start order: the Flink TaskManager joins the JobManager
     "kafka": Kafka,
     "flink-jm": FlinkJobManager,

@@ -34,6 +34,9 @@ async def serve(settings: IngestSettings, stop: asyncio.Event, reuse_port: bool 
     if any(source.push for source in settings.sources.values()):
         from fleetstream.ingest.http import serve_http
         running.append(serve_http(settings, writer, metrics, stop, reuse_port=reuse_port))
+    if settings.grpc is not None:
+        from fleetstream.ingest.grpc_push import serve_grpc
+        running.append(serve_grpc(settings, writer, metrics, stop))
     if any(source.poll is not None for source in settings.sources.values()):
         from fleetstream.ingest.poller import run_poller
         running.append(run_poller(settings, writer, metrics, stop))

@@ -2,6 +2,7 @@
 
     kafka: {bootstrap: 127.0.0.1:9092}
     http: {listen: 127.0.0.1:8090, max_body_bytes: 1048576}   # also body_timeout_s, tls
+    grpc: {listen: 127.0.0.1:8091}   # optional: the gRPC push listener (docs/ingest.md)
     sources:
       smartcar:                      # source name = mapper name; topic defaults to raw.<source>
         topic: raw.smartcar
@@ -70,12 +71,22 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class GrpcSettings:
+    """The gRPC push listener; its largest payload is `http.max_body_bytes`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8091
+
+
+@dataclass(frozen=True)
 class IngestSettings:
     """Everything `fleetstream ingest` needs."""
 
     bootstrap_servers: str
     http: HttpSettings
     sources: Mapping[str, SourceSettings]
+    #: the gRPC push listener, when the settings have a `grpc:` section
+    grpc: GrpcSettings | None = None
 
 
 def load_ingest_settings(path: str | Path, environ: Mapping[str, str] | None = None
@@ -91,7 +102,7 @@ def parse_ingest_settings(raw: Any, where: str = "ingest settings",
     environ = os.environ if environ is None else environ
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping with kafka, http and sources")
-    refuse_unknown(where, raw, {"kafka", "http", "sources"})
+    refuse_unknown(where, raw, {"kafka", "http", "grpc", "sources"})
     kafka = _mapping(raw.get("kafka") or {}, f"{where}: kafka")
     refuse_unknown(f"{where}: kafka", kafka, {"bootstrap"})
     bootstrap = kafka.get("bootstrap", "127.0.0.1:9092")
@@ -104,15 +115,14 @@ def parse_ingest_settings(raw: Any, where: str = "ingest settings",
                           f"token_env: SMARTCAR_TOKEN}}}}}}}}")
     return IngestSettings(bootstrap, _http(raw.get("http") or {}, f"{where}: http"),
                           {name: _source(str(name), section, f"{where}: sources.{name}", environ)
-                           for name, section in sources.items()})
+                           for name, section in sources.items()},
+                          _grpc(raw["grpc"], f"{where}: grpc") if "grpc" in raw else None)
 
 
 def _http(raw: Any, where: str) -> HttpSettings:
     section = _mapping(raw, where)
     refuse_unknown(where, section, {"listen", "max_body_bytes", "body_timeout_s", "tls"})
-    host, _, port = str(section.get("listen", "127.0.0.1:8090")).rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{where}.listen: expected HOST:PORT, got {section.get('listen')!r}")
+    host, port = _listen(section.get("listen", "127.0.0.1:8090"), f"{where}.listen")
     max_body = section.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
     if not isinstance(max_body, int) or isinstance(max_body, bool) or max_body < 1:
         raise ConfigError(f"{where}.max_body_bytes: expected a whole number of bytes >= 1, "
@@ -136,7 +146,21 @@ def _http(raw: Any, where: str) -> HttpSettings:
                     for names in subjects.values())):
             raise ConfigError(f"{where}.tls.subjects: expected client certificate CN -> list "
                               f"of sources, e.g. {{fleet-gw.example.com: [smartcar]}}")
-    return HttpSettings(host, int(port), max_body, tls, float(body_timeout))
+    return HttpSettings(host, port, max_body, tls, float(body_timeout))
+
+
+def _grpc(raw: Any, where: str) -> GrpcSettings:
+    section = _mapping(raw or {}, where)
+    refuse_unknown(where, section, {"listen"})
+    return GrpcSettings(*_listen(section.get("listen", "127.0.0.1:8091"), f"{where}.listen"))
+
+
+def _listen(raw: Any, where: str) -> tuple[str, int]:
+    """HOST:PORT -> (host, port); ConfigError naming `where` otherwise."""
+    host, _, port = str(raw).rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}: expected HOST:PORT, got {raw!r}")
+    return host, int(port)
 
 
 def _source(name: str, raw: Any, where: str, environ: Mapping[str, str]) -> SourceSettings:

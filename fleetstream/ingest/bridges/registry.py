@@ -19,6 +19,7 @@ BRIDGES: Mapping[str, str] = {
     "sqs": "fleetstream.ingest.bridges.sqs:SqsBridge",
     "kinesis": "fleetstream.ingest.bridges.kinesis:KinesisBridge",
     "kafka": "fleetstream.ingest.bridges.kafka:KafkaBridge",
+    "pubsub": "fleetstream.ingest.bridges.pubsub:PubSubBridge",
 }
 
 
