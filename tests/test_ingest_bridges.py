@@ -152,9 +152,15 @@ def test_an_unknown_or_missing_key_is_refused_naming_the_section(kind) -> None:
         build(kind, "raw.oem", {})
 
 
-def test_a_kind_without_a_bridge_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match=r"sources\.oem\.pubsub: no pubsub bridge yet"):
-        build("pubsub", "raw.oem", {})
+def test_every_kind_the_settings_accept_has_a_bridge_whose_kind_it_is() -> None:
+    import importlib
+
+    from fleetstream.ingest.bridges.registry import BRIDGES
+    from fleetstream.settings.ingest import BRIDGE_KINDS
+    assert set(BRIDGES) == set(BRIDGE_KINDS)
+    for kind, target in BRIDGES.items():
+        module, _, name = target.partition(":")
+        assert getattr(importlib.import_module(module), name).KIND == kind
 
 
 # --- MQTT --------------------------------------------------------------------------------
