@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import socket
+import uuid
+from typing import Any
 
 from fleetstream.schemas.mapped import MappedMessage
 
@@ -21,3 +23,23 @@ def message(newest_ms: int, smid: str | None = None, received_ms: int | None = N
         newest_ms,
         {"diagnostics": {"odometer": [{"data": {"value": odometer, "unit": "kilometers"},
                                        "timestamp": "t"}]}})
+
+
+def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list[Any]:
+    """The records of `topic` from its start: once `expected` came, one more second's worth."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    got: list[Any] = []
+    try:
+        for _ in range(int(timeout_s)):
+            got += [m for m in consumer.consume(500, timeout=1.0) if m.error() is None]
+            if len(got) >= expected:
+                # anything more than expected would show up here
+                got += [m for m in consumer.consume(500, timeout=1.0) if m.error() is None]
+                break
+    finally:
+        consumer.close()
+    return got

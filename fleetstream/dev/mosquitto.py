@@ -9,10 +9,9 @@ the broker accepts anonymous clients.
 from __future__ import annotations
 
 import getpass
-import subprocess
 from pathlib import Path
 
-from fleetstream.dev.service import Service, ServiceError
+from fleetstream.dev.service import Service, apt_install
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 
@@ -36,12 +35,8 @@ class MosquittoService(Service):
         return self.data_dir / "mosquitto.conf"
 
     def install(self) -> None:
-        if MOSQUITTO.exists():
-            return
-        for step in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "mosquitto"]):
-            done = subprocess.run(step, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise ServiceError(f"mosquitto: `{' '.join(step)}` failed:\n{done.stderr[-2000:]}")
+        if not MOSQUITTO.exists():
+            apt_install("mosquitto", "mosquitto")
 
     def prepare(self) -> None:
         # `user`: started as root, Mosquitto would switch to user "mosquitto",

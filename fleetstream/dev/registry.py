@@ -14,6 +14,8 @@ from fleetstream.dev.jobserver import FlinkJobServer
 from fleetstream.dev.kafka import Kafka
 from fleetstream.dev.mosquitto import MosquittoService
 from fleetstream.dev.moto import MotoService
+from fleetstream.dev.rabbitmq import RabbitMQService
+from fleetstream.dev.pubsub import PubSubEmulator
 from fleetstream.dev.service import Service
 from fleetstream.dev.workerpool import WorkerPool
 
@@ -21,7 +23,9 @@ from fleetstream.dev.workerpool import WorkerPool
 SERVICES: Mapping[str, Callable[[], Service]] = {
     "mosquitto": MosquittoService,
     "moto": MotoService,
+    "rabbitmq": RabbitMQService,
     "azurite": AzuriteService,
+    "pubsub": PubSubEmulator,
     # listed in start order: the Flink TaskManager joins the JobManager
     "kafka": Kafka,
     "flink-jm": FlinkJobManager,

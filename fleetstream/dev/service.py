@@ -171,6 +171,15 @@ class Service(abc.ABC):
             return "(no log)"
 
 
+def apt_install(service: str, package: str) -> None:
+    """Install the Debian `package` a service runs (`apt-get update`, then `install -y`)."""
+    for step in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
+        done = subprocess.run(step, capture_output=True, text=True,
+                              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        if done.returncode != 0:
+            raise ServiceError(f"{service}: `{' '.join(step)}` failed:\n{done.stderr[-2000:]}")
+
+
 def _alive(pid: int) -> bool:
     try:
         waited, _ = os.waitpid(pid, os.WNOHANG)

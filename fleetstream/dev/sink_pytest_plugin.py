@@ -22,6 +22,8 @@ import pytest
 from fleetstream.dev.azurite import AzuriteService
 from fleetstream.dev.mosquitto import MosquittoService
 from fleetstream.dev.moto import MotoService
+from fleetstream.dev.rabbitmq import RabbitMQService
+from fleetstream.dev.pubsub import PubSubEmulator
 from fleetstream.dev.service import Service
 from fleetstream.io.sinks.object.format import ObjectSink, read_avro_documents
 from fleetstream.schemas.delivery import Batch, Record
@@ -50,6 +52,18 @@ def mosquitto_service() -> Iterator[MosquittoService]:
 def moto_service() -> Iterator[MotoService]:
     """moto_server (S3, Kinesis) on 127.0.0.1:5000."""
     yield from running_service(MotoService())
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_service() -> Iterator[RabbitMQService]:
+    """A RabbitMQ node on 127.0.0.1:5672 (login guest/guest), for the `amqp` ingest bridge."""
+    yield from running_service(RabbitMQService())
+
+
+@pytest.fixture(scope="session")
+def pubsub_service() -> Iterator[PubSubEmulator]:
+    """The Pub/Sub emulator (pstest) on 127.0.0.1:8085; `.host` is PUBSUB_EMULATOR_HOST."""
+    yield from running_service(PubSubEmulator())
 
 
 @pytest.fixture(scope="session")

@@ -185,10 +185,28 @@ def build_parser(with_dev: bool = False) -> argparse.ArgumentParser:
                           help="share of messages with trouble (default %(default)s)")
     simulate.add_argument("--duplicate-rate", type=float, default=0.001,
                           help="share of envelopes sent twice (default %(default)s)")
-    simulate.add_argument("--to", required=True, metavar="FILE|kafka://HOST:PORT",
+    simulate.add_argument("--to", metavar="FILE|kafka://HOST:PORT",
                           help="output file of JSON lines (.gz for gzip), or a Kafka broker: "
                                "records go to raw.<source> keyed by VIN, paced in real time "
-                               "at vehicles x rate messages/s")
+                               "at vehicles x rate messages/s (required unless "
+                               "--serve-oem-api)")
+    oem_api = simulate.add_argument_group(
+        "OEM REST API", "serve the fleet's current state as an OEM's REST API (GET "
+                        "/vehicles/{vin} with ETag and 304, GET /stats) instead of writing "
+                        "envelopes; --error-rate is then the share of calls answered 500")
+    oem_api.add_argument("--serve-oem-api", type=int, metavar="PORT",
+                         help="serve the API on 127.0.0.1:PORT until interrupted")
+    oem_api.add_argument("--source", default="mercedes",
+                         help="the payload format of every vehicle (default %(default)s)")
+    oem_api.add_argument("--rate-limit", type=float, metavar="PER_S",
+                         help="calls a second beyond which the API answers 429 with "
+                              "Retry-After (default: no limit)")
+    oem_api.add_argument("--retry-after", type=int, default=2, metavar="SECONDS",
+                         help="the 429s' Retry-After (default %(default)s)")
+    oem_api.add_argument("--update-every", type=float, default=60.0, metavar="SECONDS",
+                         help="how often a vehicle's state changes (default %(default)s)")
+    oem_api.add_argument("--latency", type=float, default=0.0, metavar="SECONDS",
+                         help="how long each answer takes (default %(default)s)")
     simulate.add_argument("--activations", metavar="FILE",
                           help="also write activation events (JSON lines) for --applications")
     simulate.add_argument("--applications", default="fleet-a",
@@ -196,6 +214,20 @@ def build_parser(with_dev: bool = False) -> argparse.ArgumentParser:
                                "(default %(default)s)")
     simulate.set_defaults(handler=_simulate)
 
+    ingest = commands.add_parser(
+        "ingest", help="run the ingest gateway: HTTP push, bridges and poller into Kafka",
+        description="Take raw OEM data in (signed HTTP pushes, MQTT/AMQP/SQS/Kinesis/Pub/Sub/"
+                    "Kafka bridges, a REST poller) and write it untouched to each source's raw "
+                    "Kafka topic, acknowledging senders only after Kafka did "
+                    "(DATA-CONTRACTS §8). Secrets come from environment variables named in "
+                    "the settings.")
+    ingest.add_argument("--config", default="ingest.yaml", metavar="FILE",
+                        help="ingest settings (default %(default)s); see examples/ingest.yaml")
+    ingest.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                        help="processes serving HTTP push on the one port (SO_REUSEPORT; "
+                             "default %(default)s); bridges and the poller run only in the "
+                             "first; /metrics counts per process")
+    ingest.set_defaults(handler=_ingest)
     stream = commands.add_parser(
         "stream", help="submit the streaming job (Kafka in, Flink, sinks out)",
         description="Submit the streaming job to Beam's Flink job server with the settings in "
@@ -338,6 +370,23 @@ def _dead_letters_resend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from fleetstream.ingest.service import run_ingest
+    from fleetstream.settings.ingest import load_ingest_settings
+    settings = load_ingest_settings(args.config)
+    print(f"fleetstream ingest: {len(settings.sources)} source(s), Kafka at "
+          f"{settings.bootstrap_servers}, HTTP on {settings.http.host}:{settings.http.port}"
+          f" ({args.workers} process{'es' if args.workers > 1 else ''})", file=sys.stderr)
+    run_ingest(settings, workers=args.workers)
+    return 0
+
+
 def _stream(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -370,6 +419,18 @@ def _simulate(args: argparse.Namespace) -> int:
     import orjson
 
     from fleetstream.simulator import activations, simulate_keyed, write_envelopes
+    if args.serve_oem_api is not None:
+        from fleetstream.simulator.oem_api import serve_oem_api
+        try:
+            serve_oem_api(args.serve_oem_api, args.vehicles, source=args.source,
+                          seed=args.seed, rate_limit=args.rate_limit,
+                          retry_after_s=args.retry_after, error_rate=args.error_rate,
+                          update_every_s=args.update_every, latency_s=args.latency)
+        except ValueError as error:
+            raise ConfigError(f"simulate --serve-oem-api: {error}") from None
+        return 0
+    if not args.to:
+        raise ConfigError("simulate: give --to FILE|kafka://HOST:PORT, or --serve-oem-api PORT")
     duration = args.duration
     if args.messages is None and duration is None:
         duration = 600.0

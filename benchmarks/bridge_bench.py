@@ -1,0 +1,255 @@
+"""Bridge benchmark: MQTT and AMQP messages per second end to end into Kafka, against the
+ceiling of a bare consume loop on the same broker in the same run.
+
+    python benchmarks/bridge_bench.py [--messages 50000] [--bytes 600] [--repeat 2]
+        [--bridges mqtt amqp]
+
+For each bridge, `--messages` messages of `--bytes` bytes (a JSON telemetry payload for
+8 vehicles) are first queued at the broker, then drained and timed:
+
+* bridge: the real bridge class (`fleetstream.ingest.bridges`) writing each message to
+  a fresh raw topic on the local Kafka through `RawWriter` (acks=all, idempotent), each
+  source message acknowledged only after its write, until all N records are
+  acknowledged by Kafka;
+* bare: the same client library consuming the same queue with the same flow control
+  (MQTT 5 Receive Maximum, AMQP prefetch) and acknowledging each message at once,
+  without Kafka: what the broker and client can give at most.
+
+MQTT runs against a Mosquitto of its own (a free port, `max_queued_messages 0` so that
+the broker keeps all N messages for the offline persistent session); AMQP against the
+`fleetstream dev` RabbitMQ (started here unless it runs), on a fresh durable queue.
+Kafka must run (`fleetstream dev up kafka`). Each figure is the best of `--repeat` runs.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import aio_pika
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from fleetstream.dev.kafka import Kafka
+from fleetstream.dev.mosquitto import MosquittoService
+from fleetstream.dev.rabbitmq import RabbitMQService
+from fleetstream.dev.sink_pytest_plugin import running_service
+from fleetstream.ingest.bridges.amqp import AmqpBridge
+from fleetstream.ingest.bridges.mqtt import RECEIVE_MAXIMUM, MqttBridge
+from fleetstream.ingest.metrics import IngestMetrics
+from fleetstream.ingest.writer import RawWriter
+from tests.helpers import free_port
+
+
+class BenchMosquitto(MosquittoService):
+    """A Mosquitto of the benchmark's own that queues any number of messages for a session."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        with open(self.config_path, "a") as config:
+            config.write("max_queued_messages 0\nmax_queued_bytes 0\n")
+
+
+def payload(size: int, index: int) -> tuple[str, bytes]:
+    vin = f"WBA{index % 8:014d}"
+    body = orjson.dumps({"vin": vin, "seq": index, "data": {"odometer": 1000.5 + index}})
+    return vin, body + b" " * max(size - len(body), 0)
+
+
+# --- MQTT --------------------------------------------------------------------------------
+def mqtt_connect(port: int, client_id: str, **kwargs: Any) -> mqtt.Client:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv5, **kwargs)
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = 3600
+    properties.ReceiveMaximum = RECEIVE_MAXIMUM
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", port, clean_start=False, properties=properties)
+    return client
+
+
+def mqtt_preload(port: int, client_id: str, topic: str, messages: int, size: int) -> None:
+    """Subscribe `client_id`'s persistent session, leave, and publish `messages` to it."""
+    session = mqtt_connect(port, client_id)
+    session.loop_start()
+    session.subscribe(f"{topic}/+/telemetry", qos=1)
+    time.sleep(0.3)
+    session.disconnect()
+    session.loop_stop()
+    publisher = mqtt_connect(port, f"publisher-{uuid.uuid4().hex[:8]}")
+    publisher.loop_start()
+    sent = []
+    for index in range(messages):
+        vin, body = payload(size, index)
+        sent.append(publisher.publish(f"{topic}/{vin}/telemetry", body, qos=1))
+    for info in sent:
+        info.wait_for_publish(60)
+    publisher.disconnect()
+    publisher.loop_stop()
+
+
+def mqtt_bare(port: int, client_id: str, messages: int) -> float:
+    """Seconds a paho client takes to receive and acknowledge `messages` from its session."""
+    done, count = threading.Event(), [0]
+
+    def on_message(client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        client.ack(message.mid, message.qos)
+        count[0] += 1
+        if count[0] >= messages:
+            done.set()
+
+    started = time.perf_counter()
+    client = mqtt_connect(port, client_id, manual_ack=True)
+    client.on_message = on_message
+    client.loop_start()
+    if not done.wait(600):
+        raise RuntimeError(f"bare MQTT consumer got {count[0]} of {messages}")
+    elapsed = time.perf_counter() - started
+    client.disconnect()
+    client.loop_stop()
+    return elapsed
+
+
+def mqtt_bridge(port: int, client_id: str, topic: str, writer: RawWriter, raw: str,
+                messages: int) -> float:
+    bridge = MqttBridge("bench", raw, {"url": f"mqtt://127.0.0.1:{port}",
+                                       "topic": f"{topic}/+/telemetry", "vin_topic_level": 1,
+                                       "client_id": client_id}, "sources.bench.mqtt")
+    return timed_bridge(bridge, writer, messages)
+
+
+# --- AMQP --------------------------------------------------------------------------------
+async def amqp_preload(url: str, queue_name: str, messages: int, size: int) -> None:
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel()
+        await channel.declare_queue(queue_name, durable=True)
+        for index in range(messages):
+            vin, body = payload(size, index)
+            await channel.default_exchange.publish(
+                aio_pika.Message(body, headers={"vin": vin}), routing_key=queue_name)
+        while (await channel.declare_queue(queue_name, passive=True)
+               ).declaration_result.message_count < messages:
+            await asyncio.sleep(0.1)
+
+
+async def amqp_bare(url: str, queue_name: str, messages: int) -> float:
+    done, count = asyncio.Event(), [0]
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        await message.ack()
+        count[0] += 1
+        if count[0] >= messages:
+            done.set()
+
+    started = time.perf_counter()
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=500)
+        queue = await channel.get_queue(queue_name)
+        await queue.consume(on_message)
+        await asyncio.wait_for(done.wait(), 600)
+        elapsed = time.perf_counter() - started
+        await queue.delete(if_unused=False, if_empty=False)
+    return elapsed
+
+
+# --- both --------------------------------------------------------------------------------
+def timed_bridge(bridge: Any, writer: RawWriter, messages: int) -> float:
+    """Seconds from starting `bridge` until Kafka acknowledged `messages` records."""
+    async def main() -> float:
+        metrics, stop = IngestMetrics(), asyncio.Event()
+        written = metrics.records.labels(source="bench", via=bridge.KIND)
+        started = time.perf_counter()
+        task = asyncio.create_task(bridge.run(writer, metrics, stop))
+        while written._value.get() < messages:
+            if task.done():
+                task.result()
+                raise RuntimeError("the bridge stopped early")
+            await asyncio.sleep(0.005)
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await task
+        return elapsed
+
+    return asyncio.run(main())
+
+
+def best(repeat: int, run: Callable[[], float]) -> float:
+    return min(run() for _ in range(repeat))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=50_000)
+    parser.add_argument("--bytes", type=int, default=600, help="payload size")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--bridges", nargs="+", choices=("mqtt", "amqp"),
+                        default=["mqtt", "amqp"])
+    args = parser.parse_args(argv)
+    kafka = Kafka()
+    if not kafka.running():
+        raise SystemExit("Kafka is not running: fleetstream dev up kafka")
+    writer = RawWriter(kafka.bootstrap)
+    results: dict[str, tuple[float, float]] = {}
+    n = args.messages
+    if "mqtt" in args.bridges:
+        broker = BenchMosquitto(free_port(), name="mosquitto-bench")
+        for _ in running_service(broker):
+            def bare_run() -> float:
+                client_id, topic = f"bare-{uuid.uuid4().hex[:8]}", f"bench/{uuid.uuid4().hex[:8]}"
+                mqtt_preload(broker.port, client_id, topic, n, args.bytes)
+                return mqtt_bare(broker.port, client_id, n)
+
+            def bridge_run() -> float:
+                client_id, topic = f"bridge-{uuid.uuid4().hex[:8]}", f"bench/{uuid.uuid4().hex[:8]}"
+                raw = f"raw.bench-{uuid.uuid4().hex[:8]}"
+                writer.ensure_topics([raw])
+                mqtt_preload(broker.port, client_id, topic, n, args.bytes)
+                return mqtt_bridge(broker.port, client_id, topic, writer, raw, n)
+
+            results["mqtt"] = (n / best(args.repeat, bare_run), n / best(args.repeat, bridge_run))
+    if "amqp" in args.bridges:
+        for rabbit in running_service(RabbitMQService()):
+            def amqp_bare_run() -> float:
+                queue = f"bench-{uuid.uuid4().hex[:8]}"
+                asyncio.run(amqp_preload(rabbit.url, queue, n, args.bytes))
+                return asyncio.run(amqp_bare(rabbit.url, queue, n))
+
+            def amqp_bridge_run() -> float:
+                queue, raw = f"bench-{uuid.uuid4().hex[:8]}", f"raw.bench-{uuid.uuid4().hex[:8]}"
+                writer.ensure_topics([raw])
+                asyncio.run(amqp_preload(rabbit.url, queue, n, args.bytes))
+                bridge = AmqpBridge("bench", raw, {"url": rabbit.url.replace("guest:guest@",
+                                                                               "guest@"),
+                                                   "queue": queue, "vin_header": "vin",
+                                                   "password_env": "BENCH_AMQP_PASSWORD"},
+                                    "sources.bench.amqp", environ={"BENCH_AMQP_PASSWORD": "guest"})
+                elapsed = timed_bridge(bridge, writer, n)
+                asyncio.run(amqp_drop(rabbit.url, queue))
+                return elapsed
+
+            results["amqp"] = (n / best(args.repeat, amqp_bare_run),
+                               n / best(args.repeat, amqp_bridge_run))
+    writer.close()
+    print(f"{n} messages of {args.bytes} bytes, best of {args.repeat}; "
+          f"{platform.processor() or platform.machine()}, Python {platform.python_version()}")
+    print(f"{'bridge':<8}{'bare consume msg/s':>20}{'bridge to Kafka msg/s':>24}{'share':>8}")
+    for kind, (bare, bridged) in results.items():
+        print(f"{kind:<8}{bare:>20,.0f}{bridged:>24,.0f}{bridged / bare:>8.0%}")
+
+
+async def amqp_drop(url: str, queue_name: str) -> None:
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel()
+        await (await channel.get_queue(queue_name)).delete(if_unused=False, if_empty=False)
+
+
+if __name__ == "__main__":
+    main()

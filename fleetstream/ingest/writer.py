@@ -1,0 +1,105 @@
+"""RawWriter: one raw record to Kafka, awaited until the broker has acknowledged it.
+
+    writer = RawWriter("127.0.0.1:9092")
+    await writer.write("raw.smartcar", payload, key=b"VIN", timestamp_ms=received_ms)
+    await writer.dead_letter("bmw", "mqtt", "payload over 1 MiB", payload, received_ms)
+
+Every way in (HTTP push, bridges, poller) writes through it and acknowledges its own
+sender only after `write` returned: acks=all and an idempotent producer, so a record
+acknowledged is on every in-sync replica and a retry inside the client never duplicates
+it. A write the broker does not acknowledge within `timeout_s` raises KafkaUnavailable:
+the client gives up on the record at that moment too (`message.timeout.ms`), so the
+sender told to retry (HTTP 503) is not also written later. One background thread serves
+the producer's delivery reports and hands each to the event loop that asked.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from fleetstream.io.kafka.admin import Topic, create_topics
+from fleetstream.schemas.dead_letter import INGEST_STAGE, dead_letter
+from fleetstream.settings.topics import DEAD_LETTERS_TOPIC
+
+
+class KafkaUnavailable(Exception):
+    """The broker did not acknowledge a record in time; nothing was written."""
+
+
+class RawWriter:
+    """An acks=all, idempotent producer whose writes are awaited one by one."""
+
+    def __init__(self, bootstrap: str, timeout_s: float = 5.0,
+                 dead_letters_topic: str = DEAD_LETTERS_TOPIC) -> None:
+        self.bootstrap = bootstrap
+        self.timeout_s = timeout_s
+        self.dead_letters_topic = dead_letters_topic
+        self._producer = Producer({
+            "bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+            "linger.ms": 2, "message.timeout.ms": int(timeout_s * 1000),
+            "compression.type": "lz4"})
+        self._running = True
+        self._poller = threading.Thread(target=self._serve_reports, name="raw-writer-reports",
+                                        daemon=True)
+        self._poller.start()
+
+    def ensure_topics(self, topics: list[str]) -> None:
+        """Create the raw topics (and the dead-letter topic) that do not exist yet."""
+        create_topics(self.bootstrap, [Topic(t) for t in {*topics, self.dead_letters_topic}])
+
+    async def write(self, topic: str, value: bytes, key: bytes | None = None,
+                    timestamp_ms: int | None = None) -> None:
+        """Write one record; return once the broker acknowledged it, else KafkaUnavailable."""
+        loop = asyncio.get_running_loop()
+        acked: asyncio.Future[None] = loop.create_future()
+
+        def delivered(error: KafkaError | None, _message: Any) -> None:
+            loop.call_soon_threadsafe(_settle, acked, error)
+
+        try:
+            self._producer.produce(topic, value, key,
+                                   timestamp=timestamp_ms or int(time.time() * 1000),
+                                   on_delivery=delivered)
+        except BufferError:
+            raise KafkaUnavailable("the producer's local queue is full") from None
+        await acked
+
+    def reachable(self, timeout_s: float = 1.0) -> bool:
+        """True when a broker answers a metadata request within `timeout_s` (blocking: run it
+        in an executor from the event loop)."""
+        try:
+            return bool(self._producer.list_topics(timeout=timeout_s).brokers)
+        except KafkaException:
+            return False
+
+    async def dead_letter(self, source: str, via: str, reason: str, payload: bytes,
+                          received_ms: int | None = None) -> None:
+        """A record that cannot go to its raw topic (too big, undecodable envelope): a dead
+        letter (DATA-CONTRACTS §5, stage `ingest`) with the reason and the whole payload."""
+        letter = dead_letter(source, received_ms or int(time.time() * 1000), "failed",
+                             INGEST_STAGE, [{"field": via, "reason": reason}], payload, None)
+        await self.write(self.dead_letters_topic, orjson.dumps(letter), source.encode())
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Wait for what is queued, then stop serving reports."""
+        self._producer.flush(timeout_s)
+        self._running = False
+        self._poller.join(timeout=2)
+
+    def _serve_reports(self) -> None:
+        while self._running:
+            self._producer.poll(0.05)
+
+
+def _settle(future: asyncio.Future[None], error: KafkaError | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(KafkaUnavailable(f"not written: {error.str()}"))
