@@ -33,12 +33,11 @@ import time
 from typing import AsyncIterator, Sequence
 
 import grpc
-from confluent_kafka import KafkaError, KafkaException
 
 from fleetstream.ingest.metrics import IngestMetrics
 from fleetstream.ingest.proto.ingest_pb2 import Ack, RawRecord
 from fleetstream.ingest.proto.ingest_pb2_grpc import IngestServicer, add_IngestServicer_to_server
-from fleetstream.ingest.writer import KafkaUnavailable, RawWriter
+from fleetstream.ingest.writer import KafkaUnavailable, RawWriter, RecordRefused
 from fleetstream.settings.ingest import IngestSettings
 
 VIA = "grpc"
@@ -101,10 +100,8 @@ class PushServicer(IngestServicer):
         except KafkaUnavailable as error:
             return self._ack(record, 503, f"Kafka unavailable, retry later: {error}",
                              source.name)
-        except KafkaException as error:   # refused by the producer before it was sent
-            too_big = error.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
-            return self._ack(record, 413 if too_big else 503, f"not written: {error}",
-                             source.name)
+        except RecordRefused as error:
+            return self._ack(record, 413 if error.too_large else 400, str(error), source.name)
         self.metrics.records.labels(source=source.name, via=VIA).inc()
         return self._ack(record, 202, "", source.name)
 

@@ -48,7 +48,7 @@ import orjson
 from aiohttp import web
 
 from fleetstream.ingest.metrics import IngestMetrics
-from fleetstream.ingest.writer import KafkaUnavailable, RawWriter
+from fleetstream.ingest.writer import KafkaUnavailable, RawWriter, RecordRefused
 from fleetstream.settings.ingest import IngestSettings, PushAuth, SourceSettings
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,8 @@ class _Push:
             with self.metrics.produce_latency.time():
                 await self.writer.write(source.topic, body, vin.encode() if vin else None,
                                         received_ms)
+        except RecordRefused as error:
+            return _refused(413 if error.too_large else 400, source.name, str(error))
         except KafkaUnavailable as error:
             log.warning("push to %s: answered 503, %s", source.name, error)
             return web.Response(status=503, text="Kafka unavailable, retry later",

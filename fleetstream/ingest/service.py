@@ -27,7 +27,7 @@ async def serve(settings: IngestSettings, stop: asyncio.Event, reuse_port: bool 
                             f"sources.{source.name}.{kind}")
                for source in settings.sources.values()
                for kind, options in source.bridges.items()]
-    writer = RawWriter(settings.bootstrap_servers)
+    writer = RawWriter(settings.bootstrap_servers, max_value_bytes=settings.http.max_body_bytes)
     writer.ensure_topics([source.topic for source in settings.sources.values()])
     metrics = IngestMetrics()
     running: list[Awaitable[None]] = [bridge.run(writer, metrics, stop) for bridge in bridges]

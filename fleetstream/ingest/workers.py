@@ -55,7 +55,8 @@ def _http_worker(settings: IngestSettings, parent: int) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        writer = RawWriter(settings.bootstrap_servers)
+        writer = RawWriter(settings.bootstrap_servers,
+                           max_value_bytes=settings.http.max_body_bytes)
         watcher = asyncio.create_task(_stop_when_orphaned(parent, stop))
         try:
             await serve_http(settings, writer, IngestMetrics(), stop, reuse_port=True)

@@ -24,6 +24,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from fleetstream.io.kafka.admin import Topic, create_topics
 from fleetstream.schemas.dead_letter import INGEST_STAGE, dead_letter
+from fleetstream.settings.ingest import DEFAULT_MAX_BODY_BYTES
 from fleetstream.settings.topics import DEAD_LETTERS_TOPIC
 
 
@@ -31,18 +32,38 @@ class KafkaUnavailable(Exception):
     """The broker did not acknowledge a record in time; nothing was written."""
 
 
+class RecordRefused(Exception):
+    """Kafka will never take this record as it is (over the size limit, invalid); nothing
+    was written. `too_large` says whether its size is why."""
+
+    def __init__(self, error: KafkaError) -> None:
+        super().__init__(f"refused by Kafka: {error.str()}")
+        self.too_large = error.code() in _TOO_LARGE
+
+
+#: refusals that no retry can mend
+_TOO_LARGE = (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE)
+_REFUSED = (*_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG)
+#: what a record may add to its value on the wire (key, headers, batch framing)
+RECORD_OVERHEAD_BYTES = 64 * 1024
+
+
 class RawWriter:
     """An acks=all, idempotent producer whose writes are awaited one by one."""
 
     def __init__(self, bootstrap: str, timeout_s: float = 5.0,
-                 dead_letters_topic: str = DEAD_LETTERS_TOPIC) -> None:
+                 dead_letters_topic: str = DEAD_LETTERS_TOPIC,
+                 max_value_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.bootstrap = bootstrap
         self.timeout_s = timeout_s
         self.dead_letters_topic = dead_letters_topic
+        #: the producer's and the topics' record size limit: a value of `max_value_bytes`
+        #: (the largest body the gateway accepts) fits, whatever the defaults (1,000,000)
+        self.max_record_bytes = max_value_bytes + RECORD_OVERHEAD_BYTES
         self._producer = Producer({
             "bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
             "linger.ms": 2, "message.timeout.ms": int(timeout_s * 1000),
-            "compression.type": "lz4"})
+            "compression.type": "lz4", "message.max.bytes": self.max_record_bytes})
         self._running = True
         self._poller = threading.Thread(target=self._serve_reports, name="raw-writer-reports",
                                         daemon=True)
@@ -50,11 +71,14 @@ class RawWriter:
 
     def ensure_topics(self, topics: list[str]) -> None:
         """Create the raw topics (and the dead-letter topic) that do not exist yet."""
-        create_topics(self.bootstrap, [Topic(t) for t in {*topics, self.dead_letters_topic}])
+        create_topics(self.bootstrap, [
+            Topic(t, config={"max.message.bytes": str(self.max_record_bytes)})
+            for t in {*topics, self.dead_letters_topic}])
 
     async def write(self, topic: str, value: bytes, key: bytes | None = None,
                     timestamp_ms: int | None = None) -> None:
-        """Write one record; return once the broker acknowledged it, else KafkaUnavailable."""
+        """Write one record; return once the broker acknowledged it. KafkaUnavailable when it
+        did not in time, RecordRefused when it never will."""
         loop = asyncio.get_running_loop()
         acked: asyncio.Future[None] = loop.create_future()
 
@@ -67,6 +91,8 @@ class RawWriter:
                                    on_delivery=delivered)
         except BufferError:
             raise KafkaUnavailable("the producer's local queue is full") from None
+        except KafkaException as error:          # refused before it was sent
+            raise RecordRefused(error.args[0]) from None
         await acked
 
     def reachable(self, timeout_s: float = 1.0) -> bool:
@@ -101,5 +127,7 @@ def _settle(future: asyncio.Future[None], error: KafkaError | None) -> None:
         return
     if error is None:
         future.set_result(None)
+    elif error.code() in _REFUSED:
+        future.set_exception(RecordRefused(error))
     else:
         future.set_exception(KafkaUnavailable(f"not written: {error.str()}"))

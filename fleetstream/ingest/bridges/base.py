@@ -22,10 +22,9 @@ import logging
 import time
 from typing import Any, ClassVar, Mapping, Sequence
 
-from confluent_kafka import KafkaException
 
 from fleetstream.ingest.metrics import IngestMetrics
-from fleetstream.ingest.writer import KafkaUnavailable, RawWriter
+from fleetstream.ingest.writer import KafkaUnavailable, RawWriter, RecordRefused
 from fleetstream.schemas.errors import ConfigError, refuse_unknown
 
 log = logging.getLogger(__name__)
@@ -109,11 +108,10 @@ class Bridge(abc.ABC):
             except KafkaUnavailable as error:
                 log.warning("%s: Kafka unavailable (%s); writing again in %.1f s",
                             self.where, error, delay)
-            except KafkaException as error:
+            except RecordRefused as error:
                 if poison is not None:
                     raise
-                # refused by the producer itself (e.g. over its message.max.bytes): permanent
-                poison = f"refused by the Kafka producer: {error.args[0].str()}"
+                poison = str(error)                    # permanent: dead-letter it
                 payload = payload[:DEAD_LETTER_KEEP_BYTES]
                 continue
             if await wait_for_stop(stop, delay):
