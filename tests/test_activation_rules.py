@@ -1,4 +1,5 @@
-"""Which activation event wins (transforms.activations), without Beam or Kafka."""
+"""Which activation event wins (schemas.activations, transforms.activations), without Beam or
+Kafka."""
 from __future__ import annotations
 
 import itertools
@@ -6,12 +7,11 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleetstream.schemas.activations import ActivationEvent
-from fleetstream.transforms.activations import (MAX_FUTURE_MS, STRICTNESS_ORDER,
-                                                approval_from_the_future, approved_table,
-                                                newest_activations, rank, supersedes)
+from fleetstream.schemas.activations import ACTIVATION_STATUSES, ActivationEvent, rank, supersedes
+from fleetstream.transforms.activations import (MAX_FUTURE_MS, approval_from_the_future,
+                                                approved_table, newest_activations)
 
-STATUSES = (*STRICTNESS_ORDER, "suspended")       # and one nobody defined
+STATUSES = (*ACTIVATION_STATUSES, "suspended")       # and one nobody defined
 
 events = st.builds(ActivationEvent, st.sampled_from(("V1", "V2")), st.sampled_from(("a", "b")),
                    st.sampled_from(STATUSES), st.integers(0, 5))

@@ -21,7 +21,7 @@ from fleetstream.io.kafka.activations import (ActivationLog, activation_key, act
 from fleetstream.io.kafka.topic_reader import read_records
 from fleetstream.io.kafka.admin import Topic, create_topics
 from fleetstream.schemas.activations import ActivationEvent
-from fleetstream.transforms.activations import STRICTNESS_ORDER, rank
+from fleetstream.schemas.activations import ACTIVATION_STATUSES, rank
 
 pytest_plugins = ["fleetstream.dev.pytest_plugin"]
 pytestmark = pytest.mark.servers
@@ -133,7 +133,7 @@ def test_a_tombstone_forgets_its_pair_and_nothing_is_republished_over_it(kafka_s
 
 
 events = st.builds(ActivationEvent, st.sampled_from(("V1", "V2")), st.sampled_from(("a", "b")),
-                   st.sampled_from(STRICTNESS_ORDER), st.integers(0, 4))
+                   st.sampled_from(ACTIVATION_STATUSES), st.integers(0, 4))
 #: a history of steps: ("raw", events another producer writes blindly) or ("publish", events)
 steps = st.lists(st.tuples(st.sampled_from(("raw", "publish")), st.lists(events, max_size=4)),
                  max_size=5)

@@ -2,7 +2,6 @@
 what counts as a change, and how long trouble makes it wait."""
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 from email.utils import formatdate
 from random import Random
@@ -11,12 +10,11 @@ import pytest
 
 from fleetstream.ingest.poll_rules import (ApprovedVehicles, SeenState, backoff_s, body_hash,
                                            changed, first_due_ms, next_due_ms,
-                                           parse_poll_settings, phase, retry_after_s, wins)
+                                           parse_poll_settings, phase, retry_after_s)
 from fleetstream.ingest.poller import poll_settings
 from fleetstream.schemas.activations import ActivationEvent
 from fleetstream.schemas.errors import ConfigError
 from fleetstream.settings.ingest import parse_ingest_settings
-from fleetstream.transforms.activations import supersedes
 
 URL = "http://127.0.0.1:8095/vehicles/{vin}"
 ENV = {"OEM_TOKEN": "t0ken"}
@@ -64,13 +62,6 @@ def test_a_bad_poll_section_is_a_config_error_naming_the_key(section: dict, key:
 
 def _event(status: str, at_ms: int, vin: str = "V1", app: str = "a") -> ActivationEvent:
     return ActivationEvent(vin, app, status, at_ms)
-
-
-def test_the_winner_rule_is_the_one_of_transforms_activations() -> None:
-    statuses = ("approved", "pending", "rejected", "revoked", "paused", "zzz")
-    events = [_event(s, at) for s in statuses for at in (1, 2)]
-    for candidate, current in itertools.product(events, [None, *events]):
-        assert wins(candidate, current) == supersedes(candidate, current), (candidate, current)
 
 
 def test_a_vehicle_is_polled_while_approved_for_at_least_one_application() -> None:

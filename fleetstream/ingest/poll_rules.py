@@ -26,7 +26,7 @@ from email.utils import parsedate_to_datetime
 from random import Random
 from typing import Any, Mapping
 
-from fleetstream.schemas.activations import APPROVED, ActivationEvent
+from fleetstream.schemas.activations import APPROVED, ActivationEvent, supersedes
 from fleetstream.schemas.errors import ConfigError, refuse_unknown
 from fleetstream.settings.ingest import secret_from_env
 from fleetstream.settings.topics import ACTIVATIONS_TOPIC
@@ -34,8 +34,6 @@ from fleetstream.settings.topics import ACTIVATIONS_TOPIC
 DEFAULT_STATE_TOPIC = "ingest-poll-state"
 POLL_KEYS = {"url", "interval_s", "concurrency", "rate_per_s", "timeout_s", "auth",
              "activations_topic", "state_topic", "vin_prefixes", "max_backoff_s"}
-#: known statuses, least strict first (docs/permissions.md rule 2)
-_STRICTNESS = ("approved", "pending", "rejected", "revoked")
 
 
 @dataclass(frozen=True)
@@ -127,18 +125,6 @@ def _auth_headers(raw: Any, where: str, environ: Mapping[str, str]) -> dict[str,
 
 # --- who is polled ---------------------------------------------------------------------
 
-def _rank(event: ActivationEvent) -> tuple[int, int, str]:
-    known = event.status in _STRICTNESS
-    return (event.at_ms, _STRICTNESS.index(event.status) if known else len(_STRICTNESS),
-            "" if known else event.status)
-
-
-def wins(candidate: ActivationEvent, current: ActivationEvent | None) -> bool:
-    """Whether `candidate` replaces `current` as its pair's event: newest `at`, then the
-    stricter status (docs/permissions.md rules 1 and 2)."""
-    return current is None or _rank(candidate) > _rank(current)
-
-
 @dataclass
 class ApprovedVehicles:
     """The winning activation event per (vin, application), and the VINs approved for at
@@ -149,7 +135,7 @@ class ApprovedVehicles:
 
     def offer(self, event: ActivationEvent) -> None:
         pair = (event.vin, event.application_id)
-        if not wins(event, self.events.get(pair)):
+        if not supersedes(event, self.events.get(pair)):
             return
         self.events[pair] = event
         applications = self.approved.setdefault(event.vin, set())

@@ -11,8 +11,8 @@ Plain functions over plain data, no Beam (DATA-CONTRACTS §6; docs/permissions.m
   by correct clocks, could not beat. Other statuses dated in the future are kept: they can
   only withhold data.
 
-`supersedes` compares whole events (the activations topic's writer, `io.kafka.activations`);
-the jobs keep the compact form `Newest` ((at, approved) per pair), which orders events the
+`schemas.activations.supersedes` compares whole events (the activations topic's writer,
+the poller); the jobs keep the compact form `Newest` ((at, approved) per pair), which orders events the
 same way as far as delivery is concerned: `ActivationTable` (batch, a side input) and
 `OrderAndPermitKeyed` (streaming, keyed state) apply it.
 """
@@ -22,27 +22,8 @@ from typing import Iterable
 
 from fleetstream.schemas.activations import APPROVED, ActivationEvent
 
-#: known statuses, least strict first
-STRICTNESS_ORDER = ("approved", "pending", "rejected", "revoked")
 #: how far ahead of the time it was written an approval may be dated (clock skew allowed)
 MAX_FUTURE_MS = 300_000
-
-
-def strictness(status: str) -> tuple[int, str]:
-    """A sort key: stricter statuses sort higher; unknown ones above every known one."""
-    if status in STRICTNESS_ORDER:
-        return STRICTNESS_ORDER.index(status), ""
-    return len(STRICTNESS_ORDER), status
-
-
-def rank(event: ActivationEvent) -> tuple[int, tuple[int, str]]:
-    """Events of one pair compare by this: the greater wins."""
-    return event.at_ms, strictness(event.status)
-
-
-def supersedes(candidate: ActivationEvent, current: ActivationEvent | None) -> bool:
-    """True when `candidate` wins over `current` (always, when there is none)."""
-    return current is None or rank(candidate) > rank(current)
 
 
 def approval_from_the_future(event: ActivationEvent, written_ms: int) -> bool:

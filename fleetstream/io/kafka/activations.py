@@ -34,10 +34,9 @@ from confluent_kafka import KafkaException, Producer
 from fleetstream.schemas.errors import ConfigError
 from fleetstream.io.kafka.producer import READ_MARK_KEY
 from fleetstream.io.kafka.topic_reader import read_records
-from fleetstream.schemas.activations import ActivationEvent, parse_activation
+from fleetstream.schemas.activations import ActivationEvent, parse_activation, rank, supersedes
 from fleetstream.schemas.timestamps import iso_ms
-from fleetstream.transforms.activations import (MAX_FUTURE_MS, approval_from_the_future,
-                                                     rank, supersedes)
+from fleetstream.transforms.activations import MAX_FUTURE_MS, approval_from_the_future
 
 #: rounds of write-and-check before giving up (another producer keeps writing stale events)
 MAX_ROUNDS = 5
