@@ -53,7 +53,6 @@ import hmac
 import os
 import threading
 import time
-from email.utils import parsedate_to_datetime
 from typing import Any, Mapping
 
 import httpx
@@ -62,6 +61,7 @@ from apache_beam.metrics import Metrics
 from fleetstream.io.sinks.base import Sink
 from fleetstream.schemas.delivery import Batch, Batching
 from fleetstream.schemas.errors import ConfigError, PermanentWriteError
+from fleetstream.schemas.timestamps import retry_after_s
 from fleetstream.transforms.counter_names import APP_SCOPE, NAMESPACE
 from fleetstream.transforms.deliver import RetryPolicy
 
@@ -181,7 +181,8 @@ class WebhookSink(Sink):
             raise WebhookDisabled(answer + "; the endpoint is disabled")
         if 400 <= status < 500 and status not in (408, 429):
             raise WebhookRefused(answer)
-        raise WebhookRetryable(answer, retry_after(response.headers.get("retry-after")))
+        raise WebhookRetryable(answer, retry_after_s(response.headers.get("retry-after"),
+                                                     time.time(), None))
 
     def _disabled(self) -> WebhookDisabled:
         return WebhookDisabled(f"webhook {self.url} answered 410 Gone before: the endpoint is "
@@ -199,19 +200,6 @@ def sign(key: bytes, webhook_id: str, body: bytes, now: float | None = None) -> 
     digest = hmac.new(key, f"{webhook_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
     return {"webhook-id": webhook_id, "webhook-timestamp": timestamp,
             "webhook-signature": "v1," + base64.b64encode(digest).decode()}
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delay-seconds or an HTTP date); None if absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 def _url(where: str, value: Any) -> str:
