@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     # bridge; both come with apache-beam[gcp] already, pinned here because ingest uses them
     "grpcio==1.65.5",
     "google-cloud-pubsub==2.39.0",
+    "httpx==0.29.0",               # the webhook sink's HTTP client (keep-alive, pool limits)
 ]
 
 TEST_REQUIRES = [
@@ -29,6 +30,8 @@ TEST_REQUIRES = [
     "moto[server]==5.2.1",   # a local S3 and Kinesis for tests and `fleetstream dev`
     "import-linter==2.16",   # the import contracts in .importlinter (tests/test_layers.py)
     "pytest-randomly==5.1.0",  # every run in a new order: tests must not lean on each other
+    "pytest-httpserver==1.2.0",  # a local HTTP endpoint for the webhook sink's tests
+    "standardwebhooks==1.1.0",   # verifies the webhook sink's signatures as a customer would
 ]
 
 setup(

@@ -1,7 +1,8 @@
 """Sink benchmark: write throughput of each sink, and the batching cost/latency trade-off.
 
     python benchmarks/sinks_bench.py [--documents 20000] [--repeat 3] [--rates 200 2000]
-        [--delays 0 0.1 0.5 1 5 30] [--no-validate] [--write docs/benchmarks.md]
+        [--delays 0 0.1 0.5 1 5 30] [--no-validate] [--sinks webhook ...]
+        [--write docs/benchmarks.md]
 
 1. Throughput. Realistic documents (simulator envelopes, mapped by the real
    mappers, serialised with `document_json` for an application permitted
@@ -9,7 +10,10 @@
    (its own `_BundleBatchFn` with each sink's `DEFAULT_BATCHING`), and each
    sink's `write(batch)` is timed against the real local servers of
    `fleetstream.dev` (mosquitto, moto for S3 and Kinesis, azurite), started
-   here unless they already run. Each figure is the best of `--repeat` timed
+   here unless they already run; the webhook sink posts to a local aiohttp
+   receiver in a child process that checks each request's signature and
+   answers 204 (`--sinks` keeps only the targets whose label starts with one
+   of its words). Each figure is the best of `--repeat` timed
    passes after one warm-up write, since load on the machine only adds time.
 
 2. Trade-off. Deliver's streaming batcher (`_TimedBatchFn`: flush at
@@ -28,10 +32,15 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import hashlib
+import hmac
+import multiprocessing
 import os
 import platform
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -154,6 +163,54 @@ def mqtt_target(mosquitto: Service, name: str) -> tuple[dict[str, Any], Cleanup]
     return {"type": "mqtt", "host": "127.0.0.1", "port": mosquitto.port, "qos": 1}, lambda: None
 
 
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"fleetstream-sinks-bench-secret!!").decode()
+WEBHOOK_SECRET_ENV = "FLEETSTREAM_BENCH_WEBHOOK_SECRET"
+
+
+def _webhook_receiver(port: int, key: bytes) -> None:
+    """A customer's endpoint: checks the Standard Webhooks signature, answers 204 (or 401)."""
+    from aiohttp import web
+
+    async def receive(request: web.Request) -> web.Response:
+        body = await request.read()
+        signed = f"{request.headers['webhook-id']}.{request.headers['webhook-timestamp']}.".encode()
+        expected = "v1," + base64.b64encode(
+            hmac.new(key, signed + body, hashlib.sha256).digest()).decode()
+        ok = hmac.compare_digest(expected, request.headers["webhook-signature"])
+        return web.Response(status=204 if ok else 401)
+
+    app = web.Application(client_max_size=64 << 20)
+    app.router.add_post("/{tail:.*}", receive)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def webhook_target(mode: str, _: None, name: str) -> tuple[dict[str, Any], Cleanup]:
+    """A webhook sink posting to a receiver in a child process (so it has its own GIL)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    key = base64.b64decode(WEBHOOK_SECRET[len("whsec_"):])
+    receiver = multiprocessing.get_context("spawn").Process(
+        target=_webhook_receiver, args=(port, key), daemon=True)
+    receiver.start()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or not receiver.is_alive():
+                raise RuntimeError("the webhook receiver did not start")
+            time.sleep(0.05)
+    os.environ[WEBHOOK_SECRET_ENV] = WEBHOOK_SECRET
+
+    def cleanup() -> None:
+        receiver.terminate()
+        receiver.join(10)
+    return ({"type": "webhook", "url": f"http://127.0.0.1:{port}/{name}",
+             "secret_env": WEBHOOK_SECRET_ENV, "mode": mode}, cleanup)
+
+
 def file_target(_: None, name: str) -> tuple[dict[str, Any], Cleanup]:
     folder = tempfile.mkdtemp(prefix=f"{name}-")
     return {"type": "file", "path": folder}, partial(shutil.rmtree, folder, ignore_errors=True)
@@ -173,7 +230,9 @@ TARGETS = (Target("mqtt (QoS 1)", "mosquitto", mqtt_target),
            Target("s3 jsonl", "moto", partial(s3_target, "jsonl")),
            Target("s3 avro", "moto", partial(s3_target, "avro")),
            Target("azure_blob jsonl", "azurite", azure_target),
-           Target("file jsonl", None, file_target))
+           Target("file jsonl", None, file_target),
+           Target("webhook batch", None, partial(webhook_target, "batch")),
+           Target("webhook single", None, partial(webhook_target, "single")))
 
 
 @dataclass(frozen=True)
@@ -207,12 +266,16 @@ def measure_sink(target: Target, service: Service | None, records: Sequence[Reco
     return Throughput(target.label, batching, len(batches), best)
 
 
-def measure_sinks(records: Sequence[Record], repeat: int) -> list[Throughput]:
-    """Every target, its local service started for it unless already running."""
+def measure_sinks(records: Sequence[Record], repeat: int,
+                  only: Sequence[str] = ()) -> list[Throughput]:
+    """Every target (or those whose label starts with a word of `only`), its local service
+    started for it unless already running."""
     results = []
     with contextlib.ExitStack() as services:
         started: dict[str, Service] = {}
         for target in TARGETS:
+            if only and not any(target.label.startswith(word) for word in only):
+                continue
             service = None
             if target.service is not None:
                 if target.service not in started:
@@ -296,11 +359,13 @@ def simulate_flushes(batching: Batching, arrivals: Sequence[float],
         if delay.at is not None and delay.at <= arrival:
             now[0] = delay.at
             flushes += [Flush(now[0], len(b.records), True)
-                        for b in batcher.on_delay(key=APP, records=bag, size=size, delay=delay)]
+                        for b in batcher.on_delay(key=(APP, 0), records=bag, size=size,
+                                                  delay=delay)]
         now[0] = arrival
         flushes += [Flush(arrival, len(b.records), False)
-                    for b in batcher.process((APP, records[index % len(records)]), records=bag,
-                                             size=size, delay=delay, end=end, window=window)]
+                    for b in batcher.process(((APP, 0), [(APP, records[index % len(records)])]),
+                                             records=bag, size=size, delay=delay, end=end,
+                                             window=window)]
     return flushes
 
 
@@ -478,11 +543,13 @@ def main() -> None:
     parser.add_argument("--delays", type=float, nargs="+", default=[0, 0.1, 0.5, 1, 5, 30])
     parser.add_argument("--no-validate", action="store_true",
                         help="skip the real Deliver run of one trade-off point")
+    parser.add_argument("--sinks", nargs="+", default=[],
+                        help="measure only the targets whose label starts with one of these")
     parser.add_argument("--write", help="append the results as Markdown to this file")
     args = parser.parse_args()
     started = time.perf_counter()
     records = make_records(args.documents)
-    lines = throughput_table(measure_sinks(records, args.repeat), records, args.repeat)
+    lines = throughput_table(measure_sinks(records, args.repeat, args.sinks), records, args.repeat)
 
     points = [trade_off(name, cls.DEFAULT_BATCHING, rate, delay, records)
               for name, cls in TRADEOFF_SINKS.items() for rate in args.rates

@@ -1,6 +1,7 @@
 """Deliver: batching by each knob, timer flush without new data, retries and delivery dead letters."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import apache_beam as beam
@@ -65,7 +66,7 @@ def _keep_dead(letter: dict) -> None:
     DEAD.append(letter)  # a module function: the in-process runner sees this very list
 
 
-def run_batch(apps: tuple, n: int, retry: RetryPolicy = FAST_RETRY) -> list[dict]:
+def run_batch(apps: tuple, n: int, retry: RetryPolicy | None = FAST_RETRY) -> list[dict]:
     """Deliver n records as a batch job; the delivery dead letters."""
     with TestPipeline() as pipeline:
         _ = (pipeline | beam.Create([record(i) for i in range(n)]) | Deliver(apps, application_sink, retry)
@@ -191,3 +192,42 @@ def test_shards_split_an_application_by_vehicle_keeping_each_vehicles_order() ->
             assert mine == sorted(mine)                           # in its order
     with pytest.raises(ValueError, match="shards"):
         Deliver(applications(), application_sink, shards=0)
+
+
+class ScheduledSink(MemorySink):
+    """A MemorySink with its own retry schedule, failing with a Retry-After."""
+
+    TYPE = "scheduled"
+    OPTIONAL = frozenset({"retry_after"})
+    RETRY = RetryPolicy(schedule=(0.01, 0.01, 0.01), jitter=0.0)
+
+    def write(self, batch: Batch) -> None:
+        ATTEMPTS.append(batch.batch_id)
+        error = ConnectionError("busy")
+        error.retry_after_s = self.options.get("retry_after", 0)  # type: ignore[attr-defined]
+        raise error
+
+
+def _scheduled_apps(**sink: Any) -> tuple:
+    return parse_config({"applications": [
+        {"id": "app", "permissions": ["diagnostics.*"], "sink": {"type": "scheduled", **sink}}]}
+    ).applications
+
+
+def test_a_sinks_own_schedule_applies_unless_deliver_is_given_one(monkeypatch) -> None:
+    monkeypatch.setitem(registry.SINKS, "scheduled", ScheduledSink)  # type: ignore[index]
+    dead = run_batch(_scheduled_apps(), 2, retry=None)
+    assert len(ATTEMPTS) == 4                      # the first attempt and three retries
+    assert "gave up after 4 attempts" in dead[0]["errors"][0]["reason"]
+    ATTEMPTS.clear()
+    run_batch(_scheduled_apps(), 2, retry=RetryPolicy(initial_backoff_s=0.01, max_backoff_s=0.01,
+                                                      max_elapsed_s=0.2))
+    assert len(ATTEMPTS) > 4                       # Deliver's own policy: no schedule
+
+
+def test_a_retry_after_is_waited_at_least(monkeypatch) -> None:
+    monkeypatch.setitem(registry.SINKS, "scheduled", ScheduledSink)  # type: ignore[index]
+    started = time.monotonic()
+    dead = run_batch(_scheduled_apps(retry_after=0.3), 1, retry=None)
+    assert time.monotonic() - started >= 0.9       # three waits of 0.3 s, not 0.01 s
+    assert len(dead) == 1

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from random import Random
 from typing import Any, Mapping
 
 from fleetstream.schemas.activations import APPROVED, ActivationEvent, supersedes
 from fleetstream.schemas.errors import ConfigError, refuse_unknown
+from fleetstream.schemas.timestamps import retry_after_s  # noqa: F401 - the poller's import
 from fleetstream.settings.ingest import secret_from_env
 from fleetstream.settings.topics import ACTIVATIONS_TOPIC
 
@@ -186,20 +186,6 @@ def backoff_s(failures: int, interval_s: float, max_backoff_s: float, rng: Rando
     interval doubled per failure up to `max_backoff_s`, half of it random (jitter)."""
     ceiling = min(max_backoff_s, interval_s * 2 ** max(0, failures - 1))
     return ceiling / 2 + rng.random() * ceiling / 2
-
-
-def retry_after_s(value: str | None, now_s: float, default_s: float) -> float:
-    """Seconds to wait from a Retry-After header (seconds or an HTTP date); `default_s` when
-    it is missing or unreadable."""
-    if not value:
-        return default_s
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - now_s)
-    except (TypeError, ValueError, IndexError):
-        return default_s
 
 
 # --- what changed ----------------------------------------------------------------------

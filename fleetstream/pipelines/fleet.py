@@ -43,7 +43,7 @@ class DeliverFleet(beam.PTransform):
     """
 
     def __init__(self, applications: Sequence[Application], permit: beam.PTransform,
-                 order: OrderSettings = OrderSettings(), retry: RetryPolicy = RetryPolicy(),
+                 order: OrderSettings = OrderSettings(), retry: RetryPolicy | None = None,
                  bounded: bool | None = None, delivery_shards: int = 1,
                  batches: bool = False) -> None:
         super().__init__()

@@ -7,6 +7,7 @@ and a `Z` (`2026-03-01T08:15:30.500Z`).
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from functools import lru_cache
 
 # Epoch values below this are seconds, at or above it milliseconds
@@ -59,3 +60,18 @@ def iso_ms(epoch_ms: int) -> str:
 @lru_cache(maxsize=65536)
 def _iso_seconds(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def retry_after_s(value: str | None, now_s: float,
+                  default_s: float | None) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date); `default_s` when
+    it is missing or unreadable."""
+    if not value:
+        return default_s
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now_s)
+    except (TypeError, ValueError, IndexError):
+        return default_s

@@ -18,8 +18,10 @@ order holds; more shards spread one application's batching over more workers, at
 the cost of up to that many times the writes), so they behave the same on the
 DirectRunner and on Flink; batch jobs (bounded input)
 batch within each bundle and flush at its end, with no state or shuffle. A failed write is retried with exponential
-backoff and jitter until `RetryPolicy.max_elapsed_s`; past that, or at once
-for a `PermanentWriteError`, the batch goes to the returned delivery
+backoff and jitter (`RetryPolicy`: Deliver's `retry` for every sink when given, else
+each sink's own `Sink.RETRY`, else the default) until the policy gives up; a
+failure that carries `retry_after_s` (a server's Retry-After) waits at least
+that long. Past the policy, or at once for a `PermanentWriteError`, the batch goes to the returned delivery
 dead-letter PCollection with the reason and its documents whole. Nothing is
 dropped.
 
@@ -67,16 +69,42 @@ _LOG = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter, capped per wait and in total."""
+    """Backoff with jitter, capped per wait and in total.
+
+    Without `schedule` the wait doubles from `initial_backoff_s` up to `max_backoff_s`;
+    with one, `schedule[n - 1]` is the wait before retry `n` and the write gives up after
+    the last (a schedule over hours, like the webhook sink's). Every wait is jittered to
+    `1 - jitter` .. 100 % of its value; a write also gives up once the next wait would end
+    past `max_elapsed_s` since its first attempt.
+    """
 
     initial_backoff_s: float = 0.5
     max_backoff_s: float = 30.0
     max_elapsed_s: float = 300.0
+    schedule: tuple[float, ...] = ()
+    jitter: float = 0.5
 
     def backoff_s(self, attempt: int) -> float:
-        """The wait before retry number `attempt` (1-based), jittered to 50-100 %."""
-        ceiling = min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1))
-        return ceiling * random.uniform(0.5, 1.0)
+        """The wait before retry number `attempt` (1-based), jittered."""
+        if self.schedule:
+            ceiling = self.schedule[min(attempt, len(self.schedule)) - 1]
+        else:
+            ceiling = min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1))
+        return ceiling * random.uniform(1.0 - self.jitter, 1.0)
+
+    def gives_up(self, attempt: int, elapsed_s: float, wait_s: float) -> bool:
+        """Whether retry number `attempt`, `wait_s` from now, is one too many."""
+        return (bool(self.schedule) and attempt > len(self.schedule)) or \
+            elapsed_s + wait_s > self.max_elapsed_s
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+def retry_after_s(error: BaseException) -> float:
+    """The least wait a failure asks for: its `retry_after_s` (e.g. an HTTP Retry-After), else 0."""
+    wait = getattr(error, "retry_after_s", None)
+    return float(wait) if isinstance(wait, (int, float)) and wait > 0 else 0.0
 
 
 def batch_id(records: Sequence[Record]) -> str:
@@ -91,7 +119,7 @@ class Deliver(beam.PTransform):
     """Batch per application, write to its sink; returns the delivery dead letters."""
 
     def __init__(self, applications: Sequence[Application], make_sink: MakeSink,
-                 retry: RetryPolicy = RetryPolicy(), clock: Callable[[], float] = time.time, shards: int = 1,
+                 retry: RetryPolicy | None = None, clock: Callable[[], float] = time.time, shards: int = 1,
                  batches: bool = False) -> None:
         super().__init__()
         if shards < 1:
@@ -237,7 +265,7 @@ def _flush(application_id: str, records: Any, size: Any, delay: Any,
 
 class _WriteFn(beam.DoFn):
     def __init__(self, applications: Sequence[Application], make_sink: MakeSink,
-                 retry: RetryPolicy) -> None:
+                 retry: RetryPolicy | None) -> None:
         self._applications = applications
         self._make_sink = make_sink
         self._retry = retry
@@ -247,13 +275,15 @@ class _WriteFn(beam.DoFn):
 
     def setup(self) -> None:
         self._sinks = {a.id: self._make_sink(a) for a in self._applications}
+        self._policies = {app: self._retry or getattr(sink, "RETRY", None) or DEFAULT_RETRY
+                          for app, sink in self._sinks.items()}
         for sink in self._sinks.values():
             sink.open()
 
     def process(self, batch: Batch) -> Iterable[Any]:
         app = batch.application_id
         scope = APP_SCOPE + app
-        failure = self._write_with_retries(self._sinks[app], batch)
+        failure = self._write_with_retries(self._sinks[app], self._policies[app], batch)
         if failure is not None:
             self._counts.add(f"{scope}.failed_batches")
             _LOG.error("delivery to %s failed for batch %s (%d documents): %s",
@@ -270,7 +300,7 @@ class _WriteFn(beam.DoFn):
         now_ms = int(time.time() * 1000)
         latency.update(max(0, now_ms - batch.records[-1].event_ms))
 
-    def _write_with_retries(self, sink: Sink, batch: Batch) -> str | None:
+    def _write_with_retries(self, sink: Sink, policy: RetryPolicy, batch: Batch) -> str | None:
         """None once written; else the reason it could not be."""
         started = time.monotonic()
         attempt = 0
@@ -282,8 +312,8 @@ class _WriteFn(beam.DoFn):
                 return f"{type(error).__name__}: {error}"
             except Exception as error:  # noqa: BLE001 - any sink failure is retried
                 attempt += 1
-                wait = self._retry.backoff_s(attempt)
-                if time.monotonic() - started + wait > self._retry.max_elapsed_s:
+                wait = max(policy.backoff_s(attempt), retry_after_s(error))
+                if policy.gives_up(attempt, time.monotonic() - started, wait):
                     return f"gave up after {attempt} attempts: {type(error).__name__}: {error}"
                 _LOG.warning("write to %s failed (attempt %d), retrying in %.1f s: %s",
                              batch.application_id, attempt, wait, error)

@@ -6,7 +6,10 @@ A sink is a class in its own module of `fleetstream/io/`, registered in
 keyed state and timers, then calls `write(batch)`; it retries a raising
 `write` with exponential backoff and jitter, and past the retry cap sends the
 batch to the delivery dead-letter output. A sink therefore only writes: it
-neither batches, retries nor swallows errors.
+neither batches, retries nor swallows errors. It may shape Deliver's retry:
+`RETRY` is its own retry schedule (used unless Deliver is given one), and an
+error with a `retry_after_s` attribute (seconds, e.g. a server's Retry-After)
+makes Deliver wait at least that long before the next attempt.
 
 `write` must be idempotent for one batch: `batch.batch_id` is derived from the
 batch's content, so an object store names the object after it and a retried
@@ -15,9 +18,12 @@ batch overwrites itself instead of duplicating.
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from fleetstream.schemas.delivery import Batch, Batching
+
+if TYPE_CHECKING:
+    from fleetstream.transforms.deliver import RetryPolicy
 
 
 class Sink(abc.ABC):
@@ -31,6 +37,8 @@ class Sink(abc.ABC):
     #: required key or an unknown one is a start-up ConfigError
     REQUIRED: ClassVar[frozenset[str]] = frozenset()
     OPTIONAL: ClassVar[frozenset[str]] = frozenset()
+    #: Deliver's retry schedule for this sink unless Deliver is given one; None: Deliver's default
+    RETRY: ClassVar[RetryPolicy | None] = None
 
     def __init__(self, application_id: str, options: Mapping[str, Any]) -> None:
         """Keep and check the options; raise ConfigError naming the key."""

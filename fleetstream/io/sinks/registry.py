@@ -13,11 +13,13 @@ from fleetstream.io.sinks.mqtt import MqttSink
 from fleetstream.io.sinks.object.azure_blob import AzureBlobSink
 from fleetstream.io.sinks.object.file import FileSink
 from fleetstream.io.sinks.object.s3 import S3Sink
+from fleetstream.io.sinks.webhook import WebhookSink
 from fleetstream.schemas.config import Application
 from fleetstream.schemas.delivery import Batching
 from fleetstream.schemas.errors import ConfigError, refuse_unknown
 
-_SINK_CLASSES: tuple[type[Sink], ...] = (FileSink, S3Sink, AzureBlobSink, KinesisSink, MqttSink)
+_SINK_CLASSES: tuple[type[Sink], ...] = (FileSink, S3Sink, AzureBlobSink, KinesisSink, MqttSink,
+                                          WebhookSink)
 
 SINKS: Mapping[str, type[Sink]] = {cls.TYPE: cls for cls in _SINK_CLASSES}
 
