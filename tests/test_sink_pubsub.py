@@ -30,8 +30,8 @@ class Topic:
 
     def create(self) -> None:
         self.publisher.create_topic(name=self.path)
-        self.subscriber.create_subscription(name=self.subscription, topic=self.path,
-                                            enable_message_ordering=True)
+        self.subscriber.create_subscription(request={
+            "name": self.subscription, "topic": self.path, "enable_message_ordering": True})
 
     def pull(self, expected: int) -> list:
         """Messages as delivered (acknowledged), until `expected` came and a pull found no more."""
@@ -132,7 +132,7 @@ def test_check_refuses_a_missing_topic(pubsub_service, monkeypatch):
 
 def test_knobs_size_the_clients_batches():
     sink, _ = build_sink("fleet-a", {"type": "pubsub", "project": "p", "topic": "t",
-                                     "max_records": 5000, "max_bytes": 1 << 30, "max_delay": 0.2})
+                                     "emulator_host": "127.0.0.1:1", "max_records": 5000, "max_bytes": 1 << 30, "max_delay": 0.2})
     settings = sink.client().batch_settings
     assert (settings.max_messages, settings.max_bytes, settings.max_latency) == \
         (1000, 10_000_000, 0.2)
