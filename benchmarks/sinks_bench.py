@@ -1,7 +1,7 @@
 """Sink benchmark: write throughput of each sink, and the batching cost/latency trade-off.
 
     python benchmarks/sinks_bench.py [--documents 20000] [--repeat 3] [--rates 200 2000]
-        [--delays 0 0.1 0.5 1 5 30] [--no-validate] [--sinks webhook ...]
+        [--delays 0 0.1 0.5 1 5 30] [--no-validate] [--sinks webhook pubsub kafka ...]
         [--write docs/benchmarks.md]
 
 1. Throughput. Realistic documents (simulator envelopes, mapped by the real
@@ -9,7 +9,8 @@
    everything) are cut into batches exactly as Deliver cuts them in a batch job
    (its own `_BundleBatchFn` with each sink's `DEFAULT_BATCHING`), and each
    sink's `write(batch)` is timed against the real local servers of
-   `fleetstream.dev` (mosquitto, moto for S3 and Kinesis, azurite), started
+   `fleetstream.dev` (mosquitto, the Pub/Sub emulator, Kafka, moto for S3 and
+   Kinesis, azurite), started
    here unless they already run; the webhook sink posts to a local aiohttp
    receiver in a child process that checks each request's signature and
    answers 204 (`--sinks` keeps only the targets whose label starts with one
@@ -59,9 +60,12 @@ from fleetstream.dev.sink_pytest_plugin import running_service
 from fleetstream.io.sinks import registry
 from fleetstream.io.sinks.aws import aws_client
 from fleetstream.io.sinks.base import Sink
+from fleetstream.io.kafka.admin import Topic, create_topics
+from fleetstream.io.sinks.kafka import KafkaSink
 from fleetstream.io.sinks.kinesis import KinesisSink
 from fleetstream.io.sinks.mqtt import MqttSink
 from fleetstream.io.sinks.object.s3 import S3Sink
+from fleetstream.io.sinks.pubsub import PubSubSink
 from fleetstream.io.sinks.registry import application_sink, build_sink
 from fleetstream.mappers import MAPPERS
 from fleetstream.mappers.base import FAILED, IGNORED
@@ -75,14 +79,16 @@ APP = "fleet-manager"
 AWS_REGION = "eu-central-1"
 #: Sink defaults whose batching the trade-off table covers (file and azure_blob share S3's)
 TRADEOFF_SINKS: dict[str, type[Sink]] = {"file / s3 / azure_blob": S3Sink,
-                                          "kinesis": KinesisSink, "mqtt": MqttSink}
+                                          "kinesis": KinesisSink, "mqtt": MqttSink,
+                                          "pubsub": PubSubSink, "kafka": KafkaSink}
 #: documents simulated per trade-off point: at least this many, and ten batches
 MIN_SIMULATED, MAX_SIMULATED = 20_000, 200_000
 
 Cleanup = Callable[[], None]
 METHOD = (
     "Throughput: each sink's `write(batch)` called directly against the local servers of "
-    "`fleetstream.dev` (mosquitto, moto for S3 and Kinesis, azurite; single local processes, "
+    "`fleetstream.dev` (mosquitto, the Pub/Sub emulator pstest, the local Kafka broker, moto "
+    "for S3 and Kinesis, azurite; single local processes, "
     "so these are client-plus-emulator figures, not cloud ones), with simulated and mapped "
     "documents cut into batches by Deliver's own batch-job batcher at each sink's "
     "`DEFAULT_BATCHING`. Trade-off: Deliver's streaming batcher (`_TimedBatchFn` from "
@@ -90,7 +96,9 @@ METHOD = (
     "in-memory state and timers on a simulated clock over evenly spaced arrivals; a timer fires "
     "exactly at its time; the wait is from a document's arrival to its batch's flush, the write "
     "itself excluded. Writes are `sink.write` calls: Kinesis sends one PutRecords per 500 "
-    "records and MQTT one message per document whatever the batch. Validation: one point "
+    "records, MQTT one message per document whatever the batch, Pub/Sub one publish request "
+    "per ordering key (VIN) per client batch, and Kafka lets librdkafka batch per partition. "
+    "Validation: one point "
     "re-run through the real `Deliver` in a streaming TestStream pipeline.")
 
 
@@ -157,6 +165,37 @@ def azure_target(azurite: Service, name: str) -> tuple[dict[str, Any], Cleanup]:
     container.create_container()
     return ({"type": "azure_blob", "container": name, "connection_string": connection},
             container.delete_container)
+
+
+def pubsub_target(emulator: Service, name: str) -> tuple[dict[str, Any], Cleanup]:
+    """A topic on the emulator with an ordered subscription, as a customer would have."""
+    import grpc
+    from google.cloud import pubsub_v1
+    from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
+
+    options = {"type": "pubsub", "project": "fleetstream-bench", "topic": name,
+               "emulator_host": emulator.host}  # type: ignore[attr-defined]
+    admin = PubSubSink(APP, options).client()
+    subscriber = pubsub_v1.SubscriberClient(transport=SubscriberGrpcTransport(
+        channel=grpc.insecure_channel(emulator.host)))  # type: ignore[attr-defined]
+    topic = admin.create_topic(name=f"projects/fleetstream-bench/topics/{name}").name
+    subscription = subscriber.create_subscription(request={
+        "name": f"projects/fleetstream-bench/subscriptions/{name}", "topic": topic,
+        "enable_message_ordering": True}).name
+
+    def cleanup() -> None:
+        subscriber.delete_subscription(subscription=subscription)
+        admin.delete_topic(topic=topic)
+    return options, cleanup
+
+
+def kafka_target(kafka: Service, name: str) -> tuple[dict[str, Any], Cleanup]:
+    from confluent_kafka.admin import AdminClient
+
+    bootstrap = kafka.bootstrap  # type: ignore[attr-defined]
+    create_topics(bootstrap, [Topic(name, partitions=4)])
+    return ({"type": "kafka", "bootstrap": bootstrap, "topic": name},
+            lambda: AdminClient({"bootstrap.servers": bootstrap}).delete_topics([name]))
 
 
 def mqtt_target(mosquitto: Service, name: str) -> tuple[dict[str, Any], Cleanup]:
@@ -226,6 +265,8 @@ class Target:
 
 
 TARGETS = (Target("mqtt (QoS 1)", "mosquitto", mqtt_target),
+           Target("pubsub (ordering key = VIN)", "pubsub", pubsub_target),
+           Target("kafka (idempotent, acks=all)", "kafka", kafka_target),
            Target("kinesis", "moto", kinesis_target),
            Target("s3 jsonl", "moto", partial(s3_target, "jsonl")),
            Target("s3 avro", "moto", partial(s3_target, "avro")),
@@ -539,6 +580,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3, help="timed passes per sink")
+    parser.add_argument("--sinks", nargs="+", default=[],
+                        help="measure only the sinks whose label starts with one of these")
     parser.add_argument("--rates", type=float, nargs="+", default=[200, 2000])
     parser.add_argument("--delays", type=float, nargs="+", default=[0, 0.1, 0.5, 1, 5, 30])
     parser.add_argument("--no-validate", action="store_true",

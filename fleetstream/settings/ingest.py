@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from fleetstream.schemas.errors import ConfigError, refuse_unknown
+from fleetstream.schemas.secrets import secret_from_env
 from fleetstream.settings.topics import raw_topic
 from fleetstream.settings.yaml_file import read_yaml
 
@@ -196,18 +197,6 @@ def _push(raw: Any, where: str, environ: Mapping[str, str]) -> PushAuth:
                                           environ),
                     auth.get("header", "X-Signature") if kind == "hmac-sha256"
                     else "Authorization")
-
-
-def secret_from_env(variable: Any, where: str, environ: Mapping[str, str]) -> bytes:
-    """The value of the environment variable named `variable`; ConfigError naming it (never
-    its value) when it is not set or empty."""
-    if not isinstance(variable, str) or not variable:
-        raise ConfigError(f"{where}: name the environment variable that holds the secret")
-    value = environ.get(variable)
-    if not value:
-        raise ConfigError(f"{where}: environment variable {variable} is not set; export it "
-                          f"before starting fleetstream ingest")
-    return value.encode()
 
 
 def _mapping(raw: Any, where: str) -> dict:

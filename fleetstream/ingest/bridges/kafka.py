@@ -38,8 +38,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from fleetstream.ingest.bridges.base import Bridge, written_prefix
 from fleetstream.ingest.metrics import IngestMetrics
 from fleetstream.ingest.writer import RawWriter
-from fleetstream.schemas.errors import ConfigError
-from fleetstream.settings.ingest import secret_from_env
+from fleetstream.schemas.secrets import client_config
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +62,10 @@ class KafkaBridge(Bridge):
         self.bootstrap = self.option("bootstrap", str)
         self.source_topic = self.option("topic", str)
         self.group = self.option("group", str)
-        config: dict[str, Any] = {"auto.offset.reset": "earliest"}
-        for key, value in self.option("consumer_config", dict, {}).items():
-            if key in _OWN:
-                raise ConfigError(f"{where}.consumer_config.{key}: set by the bridge "
-                                  f"(bootstrap, group), not here")
-            if str(key).endswith("_env"):
-                config[key[:-4]] = secret_from_env(value, f"{where}.consumer_config.{key}",
-                                                   environ).decode()
-            else:
-                config[key] = value
-        self.consumer_config = {**config, "bootstrap.servers": self.bootstrap,
+        config = client_config(f"{where}.consumer_config",
+                               self.option("consumer_config", dict, {}), _OWN, environ)
+        self.consumer_config = {"auto.offset.reset": "earliest", **config,
+                                "bootstrap.servers": self.bootstrap,
                                 "group.id": self.group, "enable.auto.commit": False}
 
     async def run(self, writer: RawWriter, metrics: IngestMetrics, stop: asyncio.Event) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from confluent_kafka import KafkaException, Producer
 
@@ -26,9 +26,11 @@ POLL_EVERY = 256
 class AckedProducer:
     """A Kafka producer that waits out a full local queue and keeps what the broker refused."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
-                                   "enable.idempotence": True, "compression.type": "lz4"})
+    def __init__(self, bootstrap: str, config: Mapping[str, Any] | None = None) -> None:
+        """`config`: more librdkafka settings (TLS, SASL, ...) over the defaults here."""
+        self._producer = Producer({"linger.ms": 5, "enable.idempotence": True,
+                                   "compression.type": "lz4", **(config or {}),
+                                   "bootstrap.servers": bootstrap})
         failures: list[str] = []
 
         # the callback holds the list, not self: no cycle keeps a dropped producer alive
@@ -39,11 +41,13 @@ class AckedProducer:
         self._failures, self._delivered = failures, delivered
         self._unpolled = 0
 
-    def send(self, topic: str, key: bytes, value: bytes) -> None:
+    def send(self, topic: str, key: bytes | str, value: bytes,
+             headers: Sequence[tuple[str, bytes | str]] | None = None) -> None:
         """Queue one record, waiting for room when the local queue is full."""
         while True:
             try:
-                self._producer.produce(topic, key=key, value=value, on_delivery=self._delivered)
+                self._producer.produce(topic, key=key, value=value, headers=headers,
+                                       on_delivery=self._delivered)
                 break
             except BufferError:  # local queue full: let the broker catch up
                 self._producer.poll(0.1)

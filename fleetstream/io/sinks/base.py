@@ -44,6 +44,9 @@ class Sink(abc.ABC):
         """Keep and check the options; raise ConfigError naming the key."""
         self.application_id = application_id
         self.options = dict(options)
+        #: the application's batching (the registry sets it from the knobs); a sink whose
+        #: client batches too (Pub/Sub) sizes the client's batches by it
+        self.batching = self.DEFAULT_BATCHING
 
     def check(self) -> None:
         """Start-up check of what can be known early (bucket exists, host resolves).

@@ -1,25 +1,27 @@
 """The one place that maps a configured `sink.type` to its Sink class.
 
-Adding a sink: write `fleetstream/io/<name>_sink.py` with a `Sink` subclass,
-add it to `_SINK_CLASSES` below, and document its keys in the README.
+Adding a sink: write `fleetstream/io/sinks/<name>.py` with a `Sink` subclass,
+add it to `_SINK_CLASSES` below, and document its keys in `docs/sinks.md`.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 from fleetstream.io.sinks.base import Sink
+from fleetstream.io.sinks.kafka import KafkaSink
 from fleetstream.io.sinks.kinesis import KinesisSink
 from fleetstream.io.sinks.mqtt import MqttSink
 from fleetstream.io.sinks.object.azure_blob import AzureBlobSink
 from fleetstream.io.sinks.object.file import FileSink
 from fleetstream.io.sinks.object.s3 import S3Sink
+from fleetstream.io.sinks.pubsub import PubSubSink
 from fleetstream.io.sinks.webhook import WebhookSink
 from fleetstream.schemas.config import Application
 from fleetstream.schemas.delivery import Batching
 from fleetstream.schemas.errors import ConfigError, refuse_unknown
 
 _SINK_CLASSES: tuple[type[Sink], ...] = (FileSink, S3Sink, AzureBlobSink, KinesisSink, MqttSink,
-                                          WebhookSink)
+                                          WebhookSink, PubSubSink, KafkaSink)
 
 SINKS: Mapping[str, type[Sink]] = {cls.TYPE: cls for cls in _SINK_CLASSES}
 
@@ -51,8 +53,9 @@ def build_sink(application_id: str, options: Mapping[str, Any]) -> tuple[Sink, B
         raise ConfigError(f"{where}: sink type {kind!r} needs {', '.join(missing)}")
     refuse_unknown(where, set(options) - {"type"}, {*cls.REQUIRED, *cls.OPTIONAL, *BATCHING_KEYS},
                    context=f" for sink type {kind!r}")
-    sink_options = {k: v for k, v in options.items() if k in given}
-    return cls(application_id, sink_options), _batching(where, options, cls.DEFAULT_BATCHING)
+    sink = cls(application_id, {k: v for k, v in options.items() if k in given})
+    sink.batching = _batching(where, options, cls.DEFAULT_BATCHING)
+    return sink, sink.batching
 
 
 def _batching(where: str, options: Mapping[str, Any], default: Batching) -> Batching:
