@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from fleetstream.dev.kafka import Kafka
+from fleetstream.dev.service import home as fleetstream_home
 from fleetstream.dev.service import port_open
 from fleetstream.io.kafka.admin import Topic, create_topics
 from fleetstream.io.kafka.topic_reader import read_records
@@ -95,8 +96,10 @@ def own_kafka(tmp_path_factory: pytest.TempPathFactory,
     reuses the installed jars, so that stopping it disturbs nobody."""
     if port_open(19092) or port_open(19093):
         pytest.skip("ports 19092/19093 are taken")
+    shared = fleetstream_home() / "java"        # where `fleetstream dev` keeps the jars
+    shared.mkdir(parents=True, exist_ok=True)   # (first use on a fresh machine: not there yet)
     home = tmp_path_factory.mktemp("kafka-home")
-    (home / "java").symlink_to(Path.home() / ".fleetstream" / "java")
+    (home / "java").symlink_to(shared)
     monkeypatch.setenv("FLEETSTREAM_HOME", str(home))
     kafka = Kafka(port=19092, controller_port=19093)
     kafka.start()
