@@ -134,3 +134,16 @@ def test_only_a_new_body_is_a_change() -> None:
     assert changed(seen, 200, None, b"body-2")
     assert changed(SeenState(), 200, None, b"body-1")
     assert SeenState.from_json(seen.to_json()) == seen
+
+
+def test_a_wrong_poll_section_stops_fleetstream_ingest_before_anything_starts() -> None:
+    """Checked with the bridges, before the writer reaches Kafka (which is not there)."""
+    import asyncio
+
+    from fleetstream.ingest.service import serve
+
+    settings = parse_ingest_settings({"kafka": {"bootstrap": "127.0.0.1:1"}, "sources": {
+        "mercedes": {"poll": {"url": "http://127.0.0.1:1/vehicles/{vin}", "interval_s": -1}}}},
+        "test", {})
+    with pytest.raises(ConfigError, match=r"sources\.mercedes\.poll\.interval_s"):
+        asyncio.run(asyncio.wait_for(serve(settings, asyncio.Event()), 5))

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from fleetstream.ingest.metrics import IngestMetrics
-from fleetstream.ingest.poller import run_poller
+from fleetstream.ingest.poller import poll_settings, run_poller
 from fleetstream.ingest.writer import RawWriter
 from fleetstream.io.kafka.activations import publish_activations
 from fleetstream.io.kafka.admin import Topic, create_topics
@@ -68,7 +68,8 @@ class Case:
         writer = RawWriter(self.bootstrap)
         stop = asyncio.Event()
         await self.api.start(self.port)
-        task = asyncio.create_task(run_poller(self.settings, writer, metrics, stop))
+        task = asyncio.create_task(run_poller(self.settings, poll_settings(self.settings),
+                                              writer, metrics, stop))
         try:
             yield metrics
         finally:

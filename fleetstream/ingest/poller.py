@@ -6,7 +6,7 @@
                rate_per_s: 10, auth: {type: bearer, token_env: MERCEDES_TOKEN},
                activations_topic: activations, state_topic: ingest-poll-state}
 
-    await run_poller(settings, writer, metrics, stop)     # fleetstream ingest runs it
+    await run_poller(settings, poll_settings(settings), writer, metrics, stop)
 
 For each source with a `poll:` section (checked at start: ConfigError naming
 `sources.<source>.poll.<key>`):
@@ -73,10 +73,10 @@ def poll_settings(settings: IngestSettings, environ: Mapping[str, str] | None = 
             for source in settings.sources.values() if source.poll is not None}
 
 
-async def run_poller(settings: IngestSettings, writer: RawWriter, metrics: IngestMetrics,
-                     stop: asyncio.Event, environ: Mapping[str, str] | None = None) -> None:
-    """Poll every source with a `poll:` section until `stop` is set."""
-    polls = poll_settings(settings, environ)
+async def run_poller(settings: IngestSettings, polls: Mapping[str, PollSettings],
+                     writer: RawWriter, metrics: IngestMetrics, stop: asyncio.Event) -> None:
+    """Poll every source of `polls` (`poll_settings`, checked at start-up) until `stop` is
+    set."""
     bootstrap = settings.bootstrap_servers
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, create_topics, bootstrap, [

@@ -3,8 +3,8 @@
     settings = load_ingest_settings("ingest.yaml")
     run_ingest(settings)            # until SIGINT or SIGTERM
 
-Every bridge is built, so every section checked, before anything starts: a wrong
-section fails the start with a ConfigError naming it. The raw topics (and the
+Every bridge is built and every `poll:` section checked before anything starts: a
+wrong section fails the start with a ConfigError naming it. The raw topics (and the
 dead-letter topic) are created when missing. On SIGTERM the listener stops taking
 requests, bridges stop taking messages, and what was accepted is written before exit.
 """
@@ -16,6 +16,7 @@ from typing import Awaitable
 
 from fleetstream.ingest.bridges.registry import build_bridge
 from fleetstream.ingest.metrics import IngestMetrics
+from fleetstream.ingest.poller import poll_settings, run_poller
 from fleetstream.ingest.writer import RawWriter
 from fleetstream.settings.ingest import IngestSettings
 
@@ -27,6 +28,7 @@ async def serve(settings: IngestSettings, stop: asyncio.Event, reuse_port: bool 
                             f"sources.{source.name}.{kind}")
                for source in settings.sources.values()
                for kind, options in source.bridges.items()]
+    polls = poll_settings(settings)
     writer = RawWriter(settings.bootstrap_servers, max_value_bytes=settings.http.max_body_bytes)
     writer.ensure_topics([source.topic for source in settings.sources.values()])
     metrics = IngestMetrics()
@@ -37,9 +39,8 @@ async def serve(settings: IngestSettings, stop: asyncio.Event, reuse_port: bool 
     if settings.grpc is not None:
         from fleetstream.ingest.grpc_push import serve_grpc
         running.append(serve_grpc(settings, writer, metrics, stop))
-    if any(source.poll is not None for source in settings.sources.values()):
-        from fleetstream.ingest.poller import run_poller
-        running.append(run_poller(settings, writer, metrics, stop))
+    if polls:
+        running.append(run_poller(settings, polls, writer, metrics, stop))
     try:
         await asyncio.gather(*running)
     finally:
