@@ -165,3 +165,66 @@ def test_a_gateway_killed_under_load_lost_no_accepted_push(kafka_service: Kafka,
     assert len(load.accepted()) > 50
     records = [r.value() for r in read_records(kafka_service.bootstrap, topic, timeout_s=30)]
     assert_every_202_written_once_or_as_copies(records, load)
+
+
+def listeners_of(port: int) -> set[int]:
+    """PIDs of the processes with a socket listening on 127.0.0.1:`port` (from /proc)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":     # LISTEN
+            inodes.add(fields[9])
+    pids = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            links = {os.readlink(fd) for fd in fd_dir.iterdir()}
+        except OSError:
+            continue
+        if any(f"socket:[{inode}]" in links for inode in inodes):
+            pids.add(int(fd_dir.parent.name))
+    return pids
+
+
+def test_workers_share_the_port_each_write_and_all_stop_on_sigterm(kafka_service: Kafka,
+                                                                   tmp_path: Path) -> None:
+    """`--workers 3`: three processes listen on one port, pushes on new connections are
+    all accepted and written, and a SIGTERM to the first process stops every one."""
+    topic = f"t{uuid.uuid4().hex[:10]}.mercedes"
+    create_topics(kafka_service.bootstrap, [Topic(topic)])
+    port = free_port()
+    config = tmp_path / "ingest.yaml"
+    config.write_text(yaml.safe_dump({
+        "kafka": {"bootstrap": kafka_service.bootstrap},
+        "http": {"listen": f"127.0.0.1:{port}"},
+        "sources": {"mercedes": {"topic": topic,
+                                 "push": {"auth": {"type": "bearer", "token_env": "MB_TOKEN"}}}}}))
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "fleetstream.pipelines.cli", "ingest", "--config", str(config),
+         "--workers", "3"],
+        env={**os.environ, **ENVIRON, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while len(listeners := listeners_of(port)) < 3:
+            assert gateway.poll() is None, "the gateway exited"
+            assert time.monotonic() < deadline, f"listeners: {listeners}"
+            time.sleep(0.2)
+        bodies = [f"push {n}".encode() for n in range(60)]
+        for body in bodies:                         # a new connection each: spread by the kernel
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("POST", "/v1/push/mercedes", body,
+                         {"Authorization": f"Bearer {TOKEN}"})
+            assert conn.getresponse().status == 202
+            conn.close()
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(30)
+        deadline = time.monotonic() + 20
+        while listeners_of(port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert listeners_of(port) == set(), "a worker outlived the first process"
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+            gateway.wait()
+    records = [r.value() for r in read_records(kafka_service.bootstrap, topic, timeout_s=30)]
+    assert sorted(records) == sorted(bodies)
