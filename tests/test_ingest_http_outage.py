@@ -131,21 +131,30 @@ def test_while_kafka_is_away_pushes_get_503_and_every_202_is_kept(own_kafka: Kaf
     assert_every_202_written_once_or_as_copies(records, load)
 
 
-def test_a_gateway_killed_under_load_lost_no_accepted_push(kafka_service: Kafka,
-                                                           tmp_path: Path) -> None:
+def start_gateway(kafka: Kafka, folder: Path, *options: str
+                  ) -> tuple[subprocess.Popen, int, str]:
+    """`fleetstream ingest` as a subprocess with one bearer source (mercedes) on a fresh topic:
+    (the process, its HTTP port, the topic). Its stderr is a pipe, for a failing start."""
     topic = f"t{uuid.uuid4().hex[:10]}.mercedes"
-    create_topics(kafka_service.bootstrap, [Topic(topic)])
+    create_topics(kafka.bootstrap, [Topic(topic)])
     port = free_port()
-    config = tmp_path / "ingest.yaml"
+    config = folder / "ingest.yaml"
     config.write_text(yaml.safe_dump({
-        "kafka": {"bootstrap": kafka_service.bootstrap},
+        "kafka": {"bootstrap": kafka.bootstrap},
         "http": {"listen": f"127.0.0.1:{port}"},
         "sources": {"mercedes": {"topic": topic,
                                  "push": {"auth": {"type": "bearer", "token_env": "MB_TOKEN"}}}}}))
     gateway = subprocess.Popen(
-        [sys.executable, "-m", "fleetstream.pipelines.cli", "ingest", "--config", str(config)],
+        [sys.executable, "-m", "fleetstream.pipelines.cli", "ingest", "--config", str(config),
+         *options],
         env={**os.environ, **ENVIRON, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return gateway, port, topic
+
+
+def test_a_gateway_killed_under_load_lost_no_accepted_push(kafka_service: Kafka,
+                                                           tmp_path: Path) -> None:
+    gateway, port, topic = start_gateway(kafka_service, tmp_path)
     try:
         deadline = time.monotonic() + 60
         while not port_open(port):
@@ -189,24 +198,11 @@ def test_workers_share_the_port_each_write_and_all_stop_on_sigterm(kafka_service
                                                                    tmp_path: Path) -> None:
     """`--workers 3`: three processes listen on one port, pushes on new connections are
     all accepted and written, and a SIGTERM to the first process stops every one."""
-    topic = f"t{uuid.uuid4().hex[:10]}.mercedes"
-    create_topics(kafka_service.bootstrap, [Topic(topic)])
-    port = free_port()
-    config = tmp_path / "ingest.yaml"
-    config.write_text(yaml.safe_dump({
-        "kafka": {"bootstrap": kafka_service.bootstrap},
-        "http": {"listen": f"127.0.0.1:{port}"},
-        "sources": {"mercedes": {"topic": topic,
-                                 "push": {"auth": {"type": "bearer", "token_env": "MB_TOKEN"}}}}}))
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "fleetstream.pipelines.cli", "ingest", "--config", str(config),
-         "--workers", "3"],
-        env={**os.environ, **ENVIRON, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gateway, port, topic = start_gateway(kafka_service, tmp_path, "--workers", "3")
     try:
         deadline = time.monotonic() + 90
         while len(listeners := listeners_of(port)) < 3:
-            assert gateway.poll() is None, "the gateway exited"
+            assert gateway.poll() is None, gateway.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, f"listeners: {listeners}"
             time.sleep(0.2)
         bodies = [f"push {n}".encode() for n in range(60)]
@@ -226,5 +222,6 @@ def test_workers_share_the_port_each_write_and_all_stop_on_sigterm(kafka_service
         if gateway.poll() is None:
             gateway.kill()
             gateway.wait()
+        gateway.stderr.close()
     records = [r.value() for r in read_records(kafka_service.bootstrap, topic, timeout_s=30)]
     assert sorted(records) == sorted(bodies)
