@@ -28,7 +28,6 @@ import platform
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any, Callable
 
 import aio_pika

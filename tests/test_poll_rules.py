@@ -10,10 +10,11 @@ import pytest
 
 from fleetstream.ingest.poll_rules import (ApprovedVehicles, SeenState, backoff_s, body_hash,
                                            changed, first_due_ms, next_due_ms,
-                                           parse_poll_settings, phase, retry_after_s)
+                                           parse_poll_settings, phase)
 from fleetstream.ingest.poller import poll_settings
 from fleetstream.schemas.activations import ActivationEvent
 from fleetstream.schemas.errors import ConfigError
+from fleetstream.schemas.timestamps import retry_after_s
 from fleetstream.settings.ingest import parse_ingest_settings
 
 URL = "http://127.0.0.1:8095/vehicles/{vin}"

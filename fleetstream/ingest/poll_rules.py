@@ -27,8 +27,7 @@ from typing import Any, Mapping
 
 from fleetstream.schemas.activations import APPROVED, ActivationEvent, supersedes
 from fleetstream.schemas.errors import ConfigError, refuse_unknown
-from fleetstream.schemas.timestamps import retry_after_s  # noqa: F401 - the poller's import
-from fleetstream.settings.ingest import secret_from_env
+from fleetstream.schemas.secrets import secret_from_env
 from fleetstream.settings.topics import ACTIVATIONS_TOPIC
 
 DEFAULT_STATE_TOPIC = "ingest-poll-state"

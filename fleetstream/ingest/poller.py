@@ -49,12 +49,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from fleetstream.ingest.metrics import IngestMetrics
 from fleetstream.ingest.poll_rules import (ApprovedVehicles, PollSettings, SeenState,
                                            backoff_s, body_hash, changed, first_due_ms,
-                                           next_due_ms, parse_poll_settings, retry_after_s)
+                                           next_due_ms, parse_poll_settings)
 from fleetstream.ingest.writer import KafkaUnavailable, RawWriter
 from fleetstream.io.kafka.admin import Topic, create_topics
 from fleetstream.io.kafka.topic_reader import (TopicReadError, topic_partitions,
                                                 watermarks)
 from fleetstream.schemas.activations import parse_activation
+from fleetstream.schemas.timestamps import retry_after_s
 from fleetstream.settings.ingest import IngestSettings
 
 log = logging.getLogger(__name__)

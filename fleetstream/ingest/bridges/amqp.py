@@ -35,7 +35,7 @@ from fleetstream.ingest.bridges.base import Bridge
 from fleetstream.ingest.metrics import IngestMetrics
 from fleetstream.ingest.writer import RawWriter
 from fleetstream.schemas.errors import ConfigError
-from fleetstream.settings.ingest import secret_from_env
+from fleetstream.schemas.secrets import secret_from_env
 
 log = logging.getLogger(__name__)
 
