@@ -1,7 +1,7 @@
 """Reprocessing from Kafka: a streaming job started from a time reads only what came after it.
 
-Its own module, so that it runs on a cluster that has not yet served the long
-test_stream_flink job (restores, a broker restart); the helpers are that module's.
+Each test has a job of its own (tests/conftest.py frees the task slots around it); the
+helpers are test_stream_flink's.
 """
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from fleetstream.io.kafka.activations import publish_activations
-from fleetstream.runtime import flink_jobs
 from fleetstream.schemas.activations import ActivationEvent
 from fleetstream.simulator import simulate_keyed
 from tests.test_stream_flink import SEED, VEHICLES, StreamEnv, delivered_ids, expected, wait_for
@@ -31,19 +30,16 @@ def test_a_job_started_from_a_time_reads_only_records_from_then_on(
                                  start_ms=int(time.time() * 1000) + 3_600_000))
     fresh.settings = dataclasses.replace(fresh.settings, kafka=dataclasses.replace(
         fresh.settings.kafka, start=start_ms))
-    job = fresh.submit()
-    try:
-        documents, _ = expected(fresh.sent[before:], fresh.approved, fresh.config)
-        earlier, _ = expected(fresh.sent[:before], fresh.approved, fresh.config)
-        assert documents and earlier
-        wait_for(lambda: documents <= delivered_ids(fresh),
-                 what=lambda: f"the documents after the start "
-                              f"({len(documents & delivered_ids(fresh))} of {len(documents)} "
-                              f"delivered)")
-        time.sleep(5)
-        assert delivered_ids(fresh) == documents      # nothing from before the start time
-    finally:
-        flink_jobs.cancel(job)                         # the next module needs the task slots
+    fresh.submit()
+    documents, _ = expected(fresh.sent[before:], fresh.approved, fresh.config)
+    earlier, _ = expected(fresh.sent[:before], fresh.approved, fresh.config)
+    assert documents and earlier
+    wait_for(lambda: documents <= delivered_ids(fresh),
+             what=lambda: f"the documents after the start "
+                          f"({len(documents & delivered_ids(fresh))} of {len(documents)} "
+                          f"delivered)")
+    time.sleep(5)
+    assert delivered_ids(fresh) == documents      # nothing from before the start time
 
 
 def test_a_cold_start_behind_a_long_activations_topic_filters_nothing(
@@ -55,13 +51,10 @@ def test_a_cold_start_behind_a_long_activations_topic_filters_nothing(
         for i in range(3_000)))
     fresh.produce(simulate_keyed(VEHICLES, messages=60, rate=1.0, seed=SEED,
                                  start_ms=int(time.time() * 1000)))
-    job = fresh.submit()            # publishes the vehicles' approvals after the 3,000
-    try:
-        documents, _ = expected(fresh.sent, fresh.approved, fresh.config)
-        wait_for(lambda: documents <= delivered_ids(fresh),
-                 what=lambda: f"the backlog's documents "
-                              f"({len(documents & delivered_ids(fresh))} of {len(documents)} "
-                              f"delivered)")
-        assert delivered_ids(fresh) == documents
-    finally:
-        flink_jobs.cancel(job)
+    fresh.submit()            # publishes the vehicles' approvals after the 3,000
+    documents, _ = expected(fresh.sent, fresh.approved, fresh.config)
+    wait_for(lambda: documents <= delivered_ids(fresh),
+             what=lambda: f"the backlog's documents "
+                          f"({len(documents & delivered_ids(fresh))} of {len(documents)} "
+                          f"delivered)")
+    assert delivered_ids(fresh) == documents
