@@ -90,3 +90,35 @@ def test_missing_configuration_file(capsys: pytest.CaptureFixture[str], tmp_path
     code = main(["replay", "--input", "x", "--config", str(tmp_path / "nope.yaml")])
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def _pseudonymous_app(**extra):
+    return {"applications": [{"id": "fleet-a", "permissions": ["diagnostics.odometer"],
+                              "sink": {"type": "file", "path": "out"}, **extra}]}
+
+
+def test_pseudonymous_vehicle_ids_take_the_secret_from_the_environment():
+    config = parse_config(_pseudonymous_app(vehicle_ids="pseudonymous",
+                                            vehicle_id_secret_env="FLEET_A_ID_SECRET"),
+                          environ={"FLEET_A_ID_SECRET": "s3cret"})
+    app = config.applications[0]
+    assert app.vehicle_id_secret == b"s3cret"
+    pseudonym = app.vehicle_id("5YJ3E7EB0KF000001")
+    assert pseudonym.startswith("p-") and len(pseudonym) == 34
+    assert "s3cret" not in repr(app)
+
+
+def test_vin_is_the_default_vehicle_id():
+    app = parse_config(_pseudonymous_app(), environ={}).applications[0]
+    assert app.vehicle_id("5YJ3E7EB0KF000001") == "5YJ3E7EB0KF000001"
+
+
+@pytest.mark.parametrize("extra, environ, named", [
+    ({"vehicle_ids": "hashed"}, {}, "vehicle_ids"),
+    ({"vehicle_ids": "pseudonymous"}, {}, "vehicle_id_secret_env"),
+    ({"vehicle_ids": "pseudonymous", "vehicle_id_secret_env": "UNSET_X"}, {}, "UNSET_X"),
+    ({"vehicle_id_secret_env": "X"}, {"X": "s"}, "only used with"),
+])
+def test_bad_vehicle_id_settings_are_refused_naming_the_field(extra, environ, named):
+    with pytest.raises(ConfigError, match=named):
+        parse_config(_pseudonymous_app(**extra), environ=environ)

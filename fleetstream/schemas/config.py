@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from fleetstream.schemas.activations import ActivationEvent
 from fleetstream.schemas.delivery import Batching
+from fleetstream.schemas.vehicle_ids import vehicle_id
 
 __all__ = ["Application", "Config"]
 
@@ -24,6 +25,13 @@ class Application:
     permitted: Mapping[str, frozenset[str]]
     sink_options: Mapping[str, Any]
     batching: Batching
+    #: `vehicle_ids: pseudonymous`: the secret its ids are derived with (see schemas.vehicle_ids);
+    #: None: the application sees VINs
+    vehicle_id_secret: bytes | None = field(default=None, repr=False)
+
+    def vehicle_id(self, vin: str) -> str:
+        """The id this application sees for `vin` (the VIN, or its pseudonym)."""
+        return vehicle_id(self.vehicle_id_secret, vin)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Iterable
+import os
+from typing import Any, Iterable, Mapping
 
 import orjson
 
@@ -26,6 +27,8 @@ from fleetstream.schemas.activations import ActivationEvent, parse_activation
 from fleetstream.schemas.catalogue import expand_permission
 from fleetstream.schemas.config import Application, Config
 from fleetstream.schemas.errors import ConfigError, refuse_unknown
+from fleetstream.schemas.secrets import secret_from_env
+from fleetstream.schemas.vehicle_ids import VEHICLE_ID_MODES
 from fleetstream.settings.yaml_file import read_yaml
 
 _APPLICATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -38,8 +41,11 @@ def load_config(path: str | Path) -> Config:
     return parse_config(raw, base_dir=path.parent, name=str(path))
 
 
-def parse_config(raw: Any, base_dir: Path = Path("."), name: str = "configuration") -> Config:
-    """Validate an already-parsed configuration mapping."""
+def parse_config(raw: Any, base_dir: Path = Path("."), name: str = "configuration",
+                 environ: Mapping[str, str] | None = None) -> Config:
+    """Validate an already-parsed configuration mapping; secrets come from `environ`
+    (default: the process environment)."""
+    environ = os.environ if environ is None else environ
     if not isinstance(raw, dict) or not isinstance(raw.get("applications"), list) \
             or not raw["applications"]:
         raise ConfigError(f"{name}: needs `applications:`, a non-empty list of applications")
@@ -47,7 +53,7 @@ def parse_config(raw: Any, base_dir: Path = Path("."), name: str = "configuratio
     if unknown:
         raise ConfigError(f"{name}: unknown top-level key(s) {', '.join(unknown)}; "
                           f"expected applications and activations")
-    applications = tuple(_application(i, entry, base_dir)
+    applications = tuple(_application(i, entry, base_dir, environ)
                          for i, entry in enumerate(raw["applications"]))
     seen: set[str] = set()
     for app in applications:
@@ -58,7 +64,8 @@ def parse_config(raw: Any, base_dir: Path = Path("."), name: str = "configuratio
     return Config(applications, activations)
 
 
-def _application(index: int, entry: Any, base_dir: Path) -> Application:
+def _application(index: int, entry: Any, base_dir: Path,
+                 environ: Mapping[str, str]) -> Application:
     where = f"applications[{index}]"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: expected a mapping with id, permissions and sink")
@@ -66,7 +73,8 @@ def _application(index: int, entry: Any, base_dir: Path) -> Application:
     if not isinstance(app_id, str) or not _APPLICATION_ID.match(app_id):
         raise ConfigError(f"{where}.id: expected 1-63 letters, digits, '.', '_' or '-', "
                           f"got {app_id!r}")
-    refuse_unknown(f"applications[{app_id}]", entry, {"id", "permissions", "sink"})
+    refuse_unknown(f"applications[{app_id}]", entry,
+                   {"id", "permissions", "sink", "vehicle_ids", "vehicle_id_secret_env"})
     permissions = entry.get("permissions")
     if not isinstance(permissions, list) or not permissions \
             or not all(isinstance(p, str) for p in permissions):
@@ -87,7 +95,26 @@ def _application(index: int, entry: Any, base_dir: Path) -> Application:
     sink_options = _resolve_local_path(entry["sink"], base_dir)
     _, batching = build_sink(app_id, sink_options)
     return Application(app_id, {c: frozenset(p) for c, p in permitted.items()},
-                       sink_options, batching)
+                       sink_options, batching, _vehicle_id_secret(app_id, entry, environ))
+
+
+def _vehicle_id_secret(app_id: str, entry: dict, environ: Mapping[str, str]) -> bytes | None:
+    """`vehicle_ids: pseudonymous` needs `vehicle_id_secret_env`; `vin` (the default) none."""
+    where = f"applications[{app_id}]"
+    mode = entry.get("vehicle_ids", "vin")
+    if mode not in VEHICLE_ID_MODES:
+        raise ConfigError(f"{where}.vehicle_ids: expected one of {', '.join(VEHICLE_ID_MODES)}, "
+                          f"got {mode!r}")
+    if mode == "vin":
+        if "vehicle_id_secret_env" in entry:
+            raise ConfigError(f"{where}.vehicle_id_secret_env: only used with "
+                              f"vehicle_ids: pseudonymous")
+        return None
+    if "vehicle_id_secret_env" not in entry:
+        raise ConfigError(f"{where}.vehicle_id_secret_env: vehicle_ids: pseudonymous needs the "
+                          f"name of an environment variable holding the application's secret")
+    return secret_from_env(entry["vehicle_id_secret_env"], f"{where}.vehicle_id_secret_env",
+                           environ)
 
 
 def _resolve_local_path(options: Any, base_dir: Path) -> Any:
