@@ -44,7 +44,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["fleetstream", "fleetstream.*"]),
-    package_data={"fleetstream": ["schemas/*.avsc"]},
+    package_data={"fleetstream": ["schemas/*.avsc", "monitoring/*.yml"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
     entry_points={"console_scripts": ["fleetstream = fleetstream.pipelines.cli:main"]},

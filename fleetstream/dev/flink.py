@@ -35,6 +35,8 @@ TASK_SLOTS = 2
 CLUSTER_LIB_EXCLUDED = ("flink-", "slf4j-")
 #: a starting JobManager keeps the retained checkpoints of this many jobs, the newest
 KEPT_JOB_CHECKPOINTS = 20
+#: the ports Flink's Prometheus reporter serves /metrics on: JobManager, TaskManager
+PROMETHEUS_PORTS = (9249, 9250)
 
 
 def flink_home() -> Path:
@@ -199,6 +201,11 @@ class FlinkJobManager(_FlinkProcess):
             # a finished job's jars (~155 MB a job) leave the TaskManager's blob cache after
             # this many seconds (Flink's default, an hour, kept ~6 GB through the test suite)
             "blob.service.cleanup.interval": 60,
+            # metrics for Prometheus (dev/prometheus.py scrapes both ports): the JobManager
+            # takes the first free port of the range, the TaskManager the next
+            "metrics.reporter.prom.factory.class":
+                "org.apache.flink.metrics.prometheus.PrometheusReporterFactory",
+            "metrics.reporter.prom.port": f"{PROMETHEUS_PORTS[0]}-{PROMETHEUS_PORTS[1]}",
         }.items():
             _set(config, key, value)
         cluster_dir("tmp").mkdir(parents=True, exist_ok=True)

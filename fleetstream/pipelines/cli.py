@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 # Google client libraries that Beam's GCP extra imports warn about future Python versions.
 warnings.filterwarnings("ignore", category=FutureWarning, module="google")
 
+from fleetstream.pipelines.monitoring_commands import add_monitoring_parsers
 from fleetstream.runtime.library_noise import quiet_library_noise
 from fleetstream.schemas.errors import ConfigError
 from fleetstream.settings.stream import OrderSettings
@@ -251,6 +252,7 @@ def build_parser(with_dev: bool = False) -> argparse.ArgumentParser:
     stream.add_argument("--beam-option", action="append", default=[], metavar="--NAME=VALUE",
                         help="any other Beam or Flink pipeline option (repeatable)")
     stream.set_defaults(handler=_stream)
+    add_monitoring_parsers(commands)
 
     if with_dev:
         from fleetstream.dev.cli import add_dev_parser

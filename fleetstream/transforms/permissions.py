@@ -89,5 +89,6 @@ def _documents_of(vin: str, message: MappedMessage, data_per_application: list[t
         msg_id = message_id(message.source_message_id, application_id)
         yield application_id, Record(
             vin, msg_id, message.newest_ms,
-            document_json(application_id, vin, message.source, msg_id, data, message.late))
+            document_json(application_id, vin, message.source, msg_id, data, message.late),
+            message.received_at_ms)
     counts.add(f"{message.source}.{'delivered' if delivered else 'filtered'}")
