@@ -288,8 +288,8 @@ class _WriteFn(beam.DoFn):
         failure = self._write_with_retries(self._sinks[app], self._policies[app], batch)
         if failure is not None:
             self._counts.add(f"{scope}.failed_batches")
-            for record in batch.records:   # the document's `brand` is its source's name
-                source = orjson.loads(record.document)["brand"]
+            for record in batch.records:   # a document's `brand` is its source's name
+                source = orjson.loads(record.document).get("brand", "unknown")
                 self._counts.add(f"{DEAD_LETTER_SCOPE}{source}.{DELIVER_STAGE}")
             _LOG.error("delivery to %s failed for batch %s (%d documents): %s",
                        app, batch.batch_id, len(batch.records), failure)
