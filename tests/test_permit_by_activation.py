@@ -32,16 +32,18 @@ def test_permitted_data_keeps_only_permitted_properties() -> None:
 def test_documents_from_prepared_data_are_the_documents_from_the_data() -> None:
     """The keyed step's documents (data prepared per application before the shuffle) are
     byte for byte those of PermitByActivation, with the same counts."""
-    from fleetstream.transforms.permissions import documents, prepare_data, prepared_documents
+    from fleetstream.transforms.permissions import (application_rules, documents, prepare_data,
+                                                    prepared_documents)
 
-    applications = tuple((a.id, a.permitted) for a in CONFIG.applications)
+    applications = application_rules(CONFIG.applications)
     ids = [a.id for a in CONFIG.applications]
     for message in (_message("m", DATA), _message("m", DATA)._replace(late=True),
                     _message("m", {"doors": {"locks_state": ENTRY}})):
         prepared = message._replace(data=prepare_data(message.data, applications))
         for approved in (set(ids), {ids[0]}, set()):
             counts, prepared_counts = _Counts(), _Counts()
-            assert list(prepared_documents("V", prepared, approved, ids, prepared_counts)) \
+            assert list(prepared_documents("V", prepared, approved, applications,
+                                           prepared_counts)) \
                 == list(documents("V", message, approved, applications, counts))
             assert prepared_counts.seen == counts.seen
     assert len(list(documents("V", _message("m", DATA), set(ids), applications, _Counts()))) == 2
