@@ -9,9 +9,11 @@ Stream ids are monotonic, as Redis requires, and follow event time: an event is 
 with the id `<its timestamp ms>-*` (Redis picks the sequence number). An event older
 than the stream's newest entry (another vehicle's later crossing came first, or a
 replay of old data into a stream that holds newer) cannot take its own time: it is
-added with the newest entry's milliseconds, `<newest ms>-*`. So ids never go back, and
-an id's milliseconds are never before its event's `timestamp`; the exact time is in
-the event. Each stream is trimmed to about `maxlen` entries (`MAXLEN ~`).
+added with the newest entry's milliseconds, `<newest ms>-*`. So ids never go back, an
+id's milliseconds are never before its event's `timestamp` (the exact time is in the
+event), and one writer's events keep their order in each stream. Each worker remembers
+the newest id it wrote per stream, so this costs nothing in the common case; only when
+another worker went ahead does an add fail, read the stream's newest id and try again. Each stream is trimmed to about `maxlen` entries (`MAXLEN ~`).
 
 Delivery is at least once, like the sinks': a retried bundle or a replay appends an
 event again, with the same `message_id`; readers drop repeats by it. A write that
@@ -43,34 +45,42 @@ def stream_key(application_id: str, geofence_id: str) -> str:
     return f"fs:geofence:{application_id}:{geofence_id}"
 
 
-def append_events(client, events: Sequence[tuple[str, Record]],
-                  maxlen: int = DEFAULT_MAXLEN) -> None:
-    """XADD each event to its stream (pipelined), in order; see the module docstring for ids."""
+def append_events(client, events: Sequence[tuple[str, Record]], maxlen: int = DEFAULT_MAXLEN,
+                  newest: dict[str, int] | None = None) -> None:
+    """XADD each event to its stream, in order, pipelined; see the module docstring for ids.
+
+    `newest` (stream key -> the newest id's milliseconds this writer knows) is kept up to
+    date, so an event older than its stream's newest takes that time at once and a batch
+    keeps its order; only when another writer went ahead does an add fail and try again.
+    """
     if not events:
         return
+    newest = {} if newest is None else newest
     keyed = []
-    for application_id, record in events:
-        geofence_id = orjson.loads(record.document)["geofence_id"]
-        keyed.append((stream_key(application_id, geofence_id), record))
     pipe = client.pipeline(transaction=False)
-    for key, record in keyed:
-        pipe.xadd(key, {"event": record.document}, id=f"{record.event_ms}-*", maxlen=maxlen,
+    for application_id, record in events:
+        key = stream_key(application_id, orjson.loads(record.document)["geofence_id"])
+        at_ms = max(record.event_ms, newest.get(key, 0))
+        newest[key] = at_ms
+        keyed.append((key, record))
+        pipe.xadd(key, {"event": record.document}, id=f"{at_ms}-*", maxlen=maxlen,
                   approximate=True)
-    results = pipe.execute(raise_on_error=False)
-    for (key, record), result in zip(keyed, results):
+    for (key, record), result in zip(keyed, pipe.execute(raise_on_error=False)):
         if isinstance(result, Exception):
             if _NOT_GREATER not in str(result):
                 raise result
-            _append_after_newest(client, key, record, maxlen)
+            _append_after_newest(client, key, record, maxlen, newest)
 
 
-def _append_after_newest(client, key: str, record: Record, maxlen: int) -> None:
+def _append_after_newest(client, key: str, record: Record, maxlen: int,
+                         newest: dict[str, int]) -> None:
     """Add an event older than the stream's newest with the newest's milliseconds."""
     import redis
 
     for _ in range(10):     # another writer may add between the read and the add
-        newest = client.xinfo_stream(key)["last-generated-id"]
-        newest_ms = int((newest.decode() if isinstance(newest, bytes) else newest).split("-")[0])
+        top = client.xinfo_stream(key)["last-generated-id"]
+        newest_ms = int((top.decode() if isinstance(top, bytes) else top).split("-")[0])
+        newest[key] = max(newest.get(key, 0), newest_ms)
         try:
             client.xadd(key, {"event": record.document}, id=f"{newest_ms}-*", maxlen=maxlen,
                         approximate=True)
@@ -110,11 +120,12 @@ class _AppendFn(beam.DoFn):
 
         self._client = redis.Redis.from_url(self._url, socket_timeout=10,
                                             socket_connect_timeout=10)
+        self._newest: dict[str, int] = {}
 
     def process(self, events: list[tuple[str, Record]]) -> Iterable[None]:
         for attempt in range(1, self._attempts + 1):
             try:
-                append_events(self._client, events, self._maxlen)
+                append_events(self._client, events, self._maxlen, self._newest)
                 return
             except Exception as error:  # noqa: BLE001 - Redis down, timeouts: retried
                 if attempt == self._attempts:
