@@ -41,8 +41,10 @@ from fleetstream.transforms.order_and_permit_keyed import OrderAndPermitKeyed
 from fleetstream.transforms.permit_by_activation import ActivationTable, PermitByActivation
 
 
-def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> None:
-    """Add the streaming job's steps to `pipeline`."""
+def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings,
+                          redis_url: str | None = None) -> None:
+    """Add the streaming job's steps to `pipeline`; with `redis_url`, geofence events are
+    also appended to their Redis streams (docs/geofences.md)."""
     config, kafka = settings.config, settings.kafka
     raw = pipeline | "ReadRaw" >> ReadRawFromKafka(kafka, settings.raw_topics)
     live = pipeline | "ReadActivationEvents" >> ReadActivationsFromKafka(
@@ -67,7 +69,7 @@ def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> 
              | "ArchiveRaw" >> ArchiveRawEnvelopes(settings.archive))
     fleet = raw.envelopes | "DeliverFleet" >> DeliverFleet(
         config.applications, permit, settings.order, bounded=False,
-        delivery_shards=settings.delivery_shards, batches=True)
+        delivery_shards=settings.delivery_shards, batches=True, redis_url=redis_url)
     if settings.delivered_topic:
         _ = (fleet.records
              | "DeliveredRecords" >> beam.Map(lambda pairs: [(r.vin, r.document)
