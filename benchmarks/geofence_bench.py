@@ -13,6 +13,12 @@ the time per location update of
 
 checks that both give the same crossings, and prints a Markdown table (best of
 `--repeat` runs, one core).
+
+With `--shapely` (shapely 2 importable; it is not a FleetStream dependency) it also
+times the least work shapely would do for the same updates, all fences projected onto
+one plane around the city: `STRtree.query(point, predicate="dwithin", distance=25)`
+then `contains_xy` on the candidates, and `contains_xy` over every fence at once
+(vectorised); neither includes the hysteresis' distance to the boundary.
 """
 from __future__ import annotations
 
@@ -77,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--shapely", action="store_true")
     args = parser.parse_args()
     rng = random.Random(11)
     locations = route(args.updates, rng)
@@ -89,6 +96,53 @@ def main() -> None:
         assert grid_crossings == plain_crossings
         print(f"| {count:,} | {grid_us:.2f} | {plain_us:.2f} | {plain_us / grid_us:.1f}x "
               f"| {grid_crossings:,} |")
+    if args.shapely:
+        shapely_table(locations, rng, args.repeat)
+
+
+def shapely_table(locations: list[Location], rng: random.Random, repeat: int) -> None:
+    import numpy as np
+    import shapely
+
+    kx = EARTH_RADIUS_M * math.pi / 180 * math.cos(math.radians(CENTRE[0]))
+    ky = EARTH_RADIUS_M * math.pi / 180
+
+    def plane(lat: float, lon: float) -> tuple[float, float]:
+        return (lon - CENTRE[1]) * kx, (lat - CENTRE[0]) * ky
+
+    points = [plane(location.latitude, location.longitude) for location in locations]
+    print()
+    print("| fences | shapely STRtree + contains_xy µs/update | shapely contains_xy, all "
+          "fences µs/update |")
+    print("|---:|---:|---:|")
+    for count in (10, 100, 1_000):
+        geometries = np.array([
+            shapely.Point(*plane(f.shape.lat, f.shape.lon)).buffer(f.shape.radius_m, 32)
+            if isinstance(f.shape, Circle)
+            else shapely.Polygon([plane(*point) for point in f.shape.points])
+            for f in fences(count, rng)])
+        shapely.prepare(geometries)
+        tree = shapely.STRtree(geometries)
+
+        def with_tree() -> None:
+            for x, y in points:
+                candidates = tree.query(shapely.Point(x, y), predicate="dwithin", distance=25.0)
+                if len(candidates):
+                    shapely.contains_xy(geometries[candidates], x, y)
+
+        def every_fence() -> None:
+            for x, y in points:
+                shapely.contains_xy(geometries, x, y)
+
+        timings = []
+        for run in (with_tree, every_fence):
+            best = math.inf
+            for _ in range(repeat):
+                started = time.perf_counter()
+                run()
+                best = min(best, time.perf_counter() - started)
+            timings.append(best / len(points) * 1e6)
+        print(f"| {count:,} | {timings[0]:.2f} | {timings[1]:.2f} |")
 
 
 if __name__ == "__main__":
