@@ -70,8 +70,11 @@ def config():
         "activations": approvals}, environ=SECRETS)
 
 
-def replay(routes: Path, output: Path) -> dict[str, list[dict]]:
-    run_replay(str(routes / "routes.jsonl"), config(), output=str(output))
+def replay(routes: Path, output: Path, accounting: list | None = None
+           ) -> dict[str, list[dict]]:
+    counted = run_replay(str(routes / "routes.jsonl"), config(), output=str(output))
+    if accounting is not None:
+        accounting.append(counted)
     return {app: [orjson.loads(line) for path in sorted(glob.glob(str(output / app / "*.jsonl")))
                   for line in open(path, "rb") if line.strip()]
             for app in ("fleet", "private", "insurer")}
@@ -85,7 +88,8 @@ def events_of(lines: list[dict]) -> list[tuple[str, str, str]]:
 
 def test_a_replayed_route_gives_exactly_the_expected_crossings(routes: Path,
                                                                tmp_path: Path) -> None:
-    out = replay(routes, tmp_path)
+    accounting: list = []
+    out = replay(routes, tmp_path, accounting)
     expected = [("depot", "enter"), ("depot", "exit"), ("yard", "enter"), ("yard", "exit")]
     assert events_of(out["fleet"]) == [(VIN_A, fence, event) for fence, event in expected]
     private_a = pseudonymous_id(b"private-secret", VIN_A)
@@ -93,6 +97,11 @@ def test_a_replayed_route_gives_exactly_the_expected_crossings(routes: Path,
     # route but is approved for neither application: no event
     assert events_of(out["private"]) == [(private_a, fence, event) for fence, event in expected]
     assert events_of(out["insurer"]) == []
+    [counted] = accounting
+    for app, events in (("fleet", 4), ("private", 4), ("insurer", 0)):
+        assert counted.get(f"app/{app}", "geofence_events") == events
+        assert counted.get(f"app/{app}", "documents") == \
+            counted.get(f"app/{app}", "delivered") + events == len(out[app])
     event = next(e for e in out["fleet"] if e.get("type") == "geofence")
     assert set(event) == {"version", "type", "message_id", "application_id", "vin",
                           "geofence_id", "event", "timestamp", "location"}
