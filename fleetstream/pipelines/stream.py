@@ -96,7 +96,7 @@ def describe_published(report: PublishReport) -> str:
 
 
 def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str, ...] = (),
-                  reset_offsets: bool = False) -> PipelineResult:
+                  reset_offsets: bool = False, redis_url: str | None = None) -> PipelineResult:
     """Check the sinks, create missing topics, seed the configuration's activations, submit.
 
     The configuration's activation events go to the activations topic (keyed
@@ -120,7 +120,7 @@ def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str
     print(f"fleetstream stream: activations: {describe_published(published)}", file=sys.stderr)
     mark_partitions(settings.kafka.bootstrap_servers, settings.activations_topic)
     pipeline = beam.Pipeline(options=settings.pipeline_options(extra_options))
-    build_stream_pipeline(pipeline, settings)
+    build_stream_pipeline(pipeline, settings, redis_url)
     result = pipeline.run()
     release_job_streams(result)
     return result
