@@ -59,23 +59,29 @@ def test_geofences_are_parsed_with_their_hysteresis() -> None:
                            "g")[0].hysteresis_m == DEFAULT_HYSTERESIS_M
 
 
+_AT_0 = {"lat": 0, "lon": 0}
+
+
 @pytest.mark.parametrize("fences, words", [
-    ([{"id": "a", "circle": {"lat": 91, "lon": 0, "radius_m": 10}}], ["[0] (a).circle", "lat", "[-90, 90]"]),
+    ([{"id": "a", "circle": {"lat": 91, "lon": 0, "radius_m": 10}}],
+     ["[0] (a).circle", "lat", "[-90, 90]"]),
     ([{"id": "a", "circle": {"lat": 0, "lon": -181, "radius_m": 10}}], ["lon", "[-180, 180]"]),
     ([{"id": "a", "circle": {"lat": 0, "lon": 0, "radius_m": 0}}], ["radius_m", "> 0"]),
     ([{"id": "a", "circle": {"lat": 0, "lon": 0, "radius_m": -5}}], ["radius_m", "> 0"]),
     ([{"id": "a", "circle": {"lat": 0, "lon": 0}}], ["missing radius_m"]),
-    ([{"id": "a", "circle": {"lat": 0, "lon": 0, "radius_m": 5, "radius": 3}}], ["unknown", "radius"]),
+    ([{"id": "a", "circle": {**_AT_0, "radius_m": 5, "radius": 3}}], ["unknown", "radius"]),
     ([{"id": "a", "polygon": [[0, 0], [0, 1]]}], ["at least 3 distinct points"]),
     ([{"id": "a", "polygon": [[0, 0], [0, 1], [0, 0], [0, 1]]}], ["at least 3"]),
-    ([{"id": "bow", "polygon": [[0, 0], [1, 1], [1, 0], [0, 1]]}], ["[0] (bow).polygon", "intersects itself"]),
+    ([{"id": "bow", "polygon": [[0, 0], [1, 1], [1, 0], [0, 1]]}],
+     ["[0] (bow).polygon", "intersects itself"]),
     ([{"id": "a", "polygon": [[0, 0], [0, 200], [1, 1]]}], ["polygon[1]", "lon"]),
     ([{"id": "a", "polygon": [[0, 0], [0, 1], [1]]}], ["polygon[2]", "[lat, lon]"]),
-    ([{"id": "a", "circle": {"lat": 0, "lon": 0, "radius_m": 5}},
-      {"id": "a", "circle": {"lat": 1, "lon": 0, "radius_m": 5}}], ["[1]", "duplicate geofence id 'a'"]),
-    ([{"id": "a", "circle": {"lat": 0, "lon": 0, "radius_m": 5}, "colour": "red"}], ["unknown", "colour"]),
+    ([{"id": "a", "circle": {**_AT_0, "radius_m": 5}},
+      {"id": "a", "circle": {"lat": 1, "lon": 0, "radius_m": 5}}],
+     ["[1]", "duplicate geofence id 'a'"]),
+    ([{"id": "a", "circle": {**_AT_0, "radius_m": 5}, "colour": "red"}], ["unknown", "colour"]),
     ([{"id": "a"}], ["exactly one of circle"]),
-    ([{"id": "a", "circle": {"lat": 0, "lon": 0, "radius_m": 5}, "polygon": [[0, 0], [0, 1], [1, 1]]}],
+    ([{"id": "a", "circle": {**_AT_0, "radius_m": 5}, "polygon": [[0, 0], [0, 1], [1, 1]]}],
      ["exactly one of circle"]),
     ([{"id": "a:b", "circle": {"lat": 0, "lon": 0, "radius_m": 5}}], ["id", "':'"]),
     ([{"id": "a", "circle": {"lat": 0, "lon": 0, "radius_m": 5}, "hysteresis_m": -1}],

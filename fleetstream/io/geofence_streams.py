@@ -13,7 +13,8 @@ added with the newest entry's milliseconds, `<newest ms>-*`. So ids never go bac
 id's milliseconds are never before its event's `timestamp` (the exact time is in the
 event), and one writer's events keep their order in each stream. Each worker remembers
 the newest id it wrote per stream, so this costs nothing in the common case; only when
-another worker went ahead does an add fail, read the stream's newest id and try again. Each stream is trimmed to about `maxlen` entries (`MAXLEN ~`).
+another worker went ahead does an add fail, read the stream's newest id and try again.
+Each stream is trimmed to about `maxlen` entries (`MAXLEN ~`).
 
 Delivery is at least once, like the sinks': a retried bundle or a replay appends an
 event again, with the same `message_id`; readers drop repeats by it. A write that

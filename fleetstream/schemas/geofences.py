@@ -94,7 +94,8 @@ def parse_geofences(raw: Any, where: str,
 
 def _geofence(entry: Any, where: str, default_hysteresis_m: float) -> Geofence:
     if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: expected a mapping {{id, circle: ...}} or {{id, polygon: ...}}")
+        raise ConfigError(f"{where}: expected a mapping {{id, circle: ...}} or "
+                          f"{{id, polygon: ...}}")
     fence_id = entry.get("id")
     if not isinstance(fence_id, str) or not fence_id or len(fence_id) > 128 \
             or any(c in fence_id for c in ": \t\n"):

@@ -39,6 +39,7 @@ from fleetstream.runtime.group_in_bundle import GroupBatchesInBundle
 from fleetstream.schemas.config import Application
 from fleetstream.schemas.delivery import Record
 from fleetstream.schemas.geofences import Geofence, geofence_event, geofence_message_id
+from fleetstream.transforms import coders  # noqa: F401 - registers the NamedTuple coders
 from fleetstream.transforms.counter_names import APP_SCOPE
 from fleetstream.transforms.counters import BundleCounts
 from fleetstream.transforms.geofences import Crossing, FenceIndex, Location, locations_of
@@ -101,16 +102,24 @@ class GeofenceEvents(beam.PTransform):
         if records.is_bounded:
             events = (items
                       | "EachLocation" >> beam.FlatMap(lambda listed: (
-                          ((app, vehicle), location) for app, vehicle, location in listed))
+                          ((app, vehicle), location) for app, vehicle, location in listed)
+                      ).with_output_types(tuple[tuple[str, str], tuple[int, float, float]])
                       | "PerVehicle" >> beam.GroupByKey()
-                      | "Crossings" >> beam.ParDo(_RouteFn(fenced)))
-            return events | "AsLists" >> beam.Map(lambda pair: [pair]) if self._batches \
-                else events
+                      | "Crossings" >> beam.ParDo(_RouteFn(fenced)).with_output_types(
+                          tuple[str, Record]))
+            if not self._batches:
+                return events
+            return events | "AsLists" >> beam.Map(lambda pair: [pair]).with_output_types(
+                list[tuple[str, Record]])
         events = (items
                   | "GroupByApplicationAndShard" >> GroupBatchesInBundle(
                       lambda item: (item[0], vehicle_shard(item[1], shards)), tuple[str, int])
-                  | "Crossings" >> beam.ParDo(_KeyedCrossingsFn(fenced)))
-        return events if self._batches else events | "FromLists" >> beam.FlatMap(lambda x: x)
+                  | "Crossings" >> beam.ParDo(_KeyedCrossingsFn(fenced)).with_output_types(
+                      list[tuple[str, Record]]))
+        if self._batches:
+            return events
+        return events | "FromLists" >> beam.FlatMap(lambda pairs: pairs).with_output_types(
+            tuple[str, Record])
 
 
 class _RouteFn(beam.DoFn):
