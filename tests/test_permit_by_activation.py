@@ -173,3 +173,28 @@ def test_keyed_join_applies_approvals_and_revocations_to_later_messages() -> Non
              | beam.Map(_keep_keyed))
     # Before the approval nothing; while approved, the insurer only; after the revocation nothing.
     assert _KEYED_OUT == [("insurer", message_id("approved", "insurer"))]
+
+
+def test_a_pseudonymous_application_gets_its_own_id_and_the_same_message_id() -> None:
+    from fleetstream.schemas.vehicle_ids import pseudonymous_id
+    from fleetstream.transforms.permissions import (application_rules, documents, prepare_data,
+                                                    prepared_documents)
+
+    config = parse_config({"applications": [
+        {"id": "fleet", "permissions": ["diagnostics.*"], "sink": {"type": "file", "path": "u"},
+         "vehicle_ids": "pseudonymous", "vehicle_id_secret_env": "FLEET_SECRET"},
+        {"id": "insurer", "permissions": ["diagnostics.odometer"],
+         "sink": {"type": "file", "path": "u"}}]}, environ={"FLEET_SECRET": "s3cret"})
+    applications = application_rules(config.applications)
+    message = _message("m", DATA)
+    made = list(documents("5YJ3E7EB0KF000001", message, {"fleet", "insurer"}, applications,
+                          _Counts()))
+    prepared = message._replace(data=prepare_data(message.data, applications))
+    assert made == list(prepared_documents("5YJ3E7EB0KF000001", prepared, {"fleet", "insurer"},
+                                           applications, _Counts()))
+    (_, fleet), (_, insurer) = made
+    seen_as = pseudonymous_id(b"s3cret", "5YJ3E7EB0KF000001")
+    assert fleet.vin == orjson.loads(fleet.document)["vin"] == seen_as
+    assert b"5YJ3E7EB0KF000001" not in fleet.document
+    assert fleet.message_id == message_id("m", "fleet")
+    assert insurer.vin == orjson.loads(insurer.document)["vin"] == "5YJ3E7EB0KF000001"
