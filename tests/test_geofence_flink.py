@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from fleetstream.io.geofence_streams import stream_key
+from fleetstream.io.redis.geofence_streams import stream_key
 from fleetstream.io.kafka.producer import produce_envelopes
 from fleetstream.io.kafka.settings import KafkaSettings
 from fleetstream.pipelines.stream import ensure_topics, submit_stream

@@ -15,7 +15,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
-from fleetstream.io.geofence_streams import append_events, stream_key
+from fleetstream.io.redis.geofence_streams import append_events, stream_key
 from fleetstream.pipelines.fleet import DeliverFleet
 from fleetstream.schemas.config import Config
 from fleetstream.schemas.delivery import Record

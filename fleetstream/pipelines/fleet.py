@@ -19,7 +19,7 @@ from typing import NamedTuple, Sequence
 
 import apache_beam as beam
 
-from fleetstream.io.geofence_streams import AppendGeofenceEvents
+from fleetstream.io.redis.geofence_streams import AppendGeofenceEvents
 from fleetstream.io.sinks.registry import application_sink
 from fleetstream.runtime.group_in_bundle import BatchInBundle, Unbatch
 from fleetstream.schemas.config import Application
@@ -95,4 +95,4 @@ class DeliverFleet(beam.PTransform):
             self._applications, application_sink, self._retry, shards=self._delivery_shards,
             batches=self._batches)
         return FleetOutputs(records, (mapped[DEAD_LETTERS], delivery_dead_letters)
-                            | "AllDeadLetters" >> beam.Flatten(), events)
+                            | "AllDeadLetters" >> beam.Flatten(), geofence_events=events)
