@@ -75,6 +75,7 @@ _AT_0 = {"lat": 0, "lon": 0}
     ([{"id": "bow", "polygon": [[0, 0], [1, 1], [1, 0], [0, 1]]}],
      ["[0] (bow).polygon", "intersects itself"]),
     ([{"id": "a", "polygon": [[0, 0], [0, 200], [1, 1]]}], ["polygon[1]", "lon"]),
+    ([{"id": "a", "polygon": [[0, -100], [0, 0], [0, 100], [10, 0]]}], ["180 degrees"]),
     ([{"id": "a", "polygon": [[0, 0], [0, 1], [1]]}], ["polygon[2]", "[lat, lon]"]),
     ([{"id": "a", "circle": {**_AT_0, "radius_m": 5}},
       {"id": "a", "circle": {"lat": 1, "lon": 0, "radius_m": 5}}],

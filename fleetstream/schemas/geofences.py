@@ -158,6 +158,11 @@ def _polygon(raw: Any, where: str) -> Polygon:
     if len(points) > MAX_POLYGON_POINTS:
         raise ConfigError(f"{where}: {len(points)} points; at most {MAX_POLYGON_POINTS}, "
                           f"simplify the polygon")
+    first_lon = points[0][1]
+    unwrapped = [first_lon + (lon - first_lon + 180.0) % 360.0 - 180.0 for _, lon in points]
+    if max(unwrapped) - min(unwrapped) >= 180.0:
+        raise ConfigError(f"{where}: the polygon spans 180 degrees of longitude or more; split "
+                          f"it into smaller polygons")
     crossing = _self_intersection(points)
     if crossing is not None:
         i, j = crossing
