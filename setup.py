@@ -22,6 +22,7 @@ INSTALL_REQUIRES = [
     "grpcio==1.65.5",
     "google-cloud-pubsub==2.39.0",
     "httpx==0.29.0",               # the webhook sink's HTTP client (keep-alive, pool limits)
+    "redis==5.3.1",                # geofence event streams (comes with apache-beam; pinned as used)
 ]
 
 TEST_REQUIRES = [
@@ -32,6 +33,7 @@ TEST_REQUIRES = [
     "pytest-randomly==5.1.0",  # every run in a new order: tests must not lean on each other
     "pytest-httpserver==1.2.0",  # a local HTTP endpoint for the webhook sink's tests
     "standardwebhooks==1.1.0",   # verifies the webhook sink's signatures as a customer would
+    "fakeredis==2.41.0",         # an in-process Redis for the geofence stream tests
 ]
 
 setup(
