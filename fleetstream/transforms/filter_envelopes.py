@@ -75,8 +75,8 @@ class EnvelopeFilter:
         if not self.vins:
             return True
         mapper = mappers.get(envelope.source)
-        return mapper is not None and mapper(envelope.payload, envelope.received_at_ms).vin \
-            in self.vins
+        return mapper is not None and mapper(envelope.payload, envelope.received_at_ms,
+                                             envelope.record_type).vin in self.vins
 
 
 class FilterEnvelopes(beam.PTransform):
