@@ -33,3 +33,8 @@ MAPPERS: Mapping[str, MapPayload] = {module.SOURCE: module.map_payload for modul
 #: (one raw topic each: see `fleetstream.io.kafka.transforms.record_topics`)
 RECORD_TYPES: Mapping[str, tuple[str, ...]] = {
     module.SOURCE: module.RECORD_TYPES for module in _MODULES if hasattr(module, "RECORD_TYPES")}
+
+#: sources whose payloads are binary (`BINARY = True`): their dead letters always hold
+#: `payload_b64`, even when the bytes happen to be UTF-8
+BINARY_SOURCES: frozenset[str] = frozenset(
+    module.SOURCE for module in _MODULES if getattr(module, "BINARY", False))

@@ -48,6 +48,8 @@ from fleetstream.mappers.proto import tesla_fleet_telemetry_pb2 as pb
 from fleetstream.mappers.tesla import TARGETS, map_datums
 
 SOURCE = "tesla_telemetry"
+#: protobuf: dead letters keep the payload as `payload_b64`, whatever its bytes
+BINARY = True
 
 VEHICLE_DATA = "V"
 CONNECTIVITY = "connectivity"

@@ -18,8 +18,10 @@ DEAD_LETTERS = "dead_letters"
 
 def dead_letter(source: str | None, received_at_ms: int | None, outcome: str, stage: str,
                 errors: list[dict[str, str]], payload: bytes,
-                message_id: str | None, record_type: str | None = None) -> dict[str, Any]:
-    """A dead-letter record; the payload is kept as text, or base64 when not UTF-8.
+                message_id: str | None, record_type: str | None = None,
+                binary: bool = False) -> dict[str, Any]:
+    """A dead-letter record; the payload is kept as text, or base64 when not UTF-8 or
+    `binary` (a source whose payloads are binary: always `payload_b64`).
 
     A record type (DATA-CONTRACTS §1) is kept beside the payload, so that a resend
     rebuilds the envelope whole; dead letters of other sources have no such key.
@@ -30,7 +32,7 @@ def dead_letter(source: str | None, received_at_ms: int | None, outcome: str, st
         "outcome": outcome,
         "stage": stage,
         "errors": errors,
-        **payload_fields(payload),
+        **payload_fields(payload, binary),
         **record_type_field(record_type),
         "message_id": message_id,
     }

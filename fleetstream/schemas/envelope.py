@@ -43,12 +43,15 @@ class EnvelopeError(ValueError):
     """A line that is not a readable envelope; the message says why."""
 
 
-def payload_fields(payload: bytes) -> dict[str, str]:
-    """`{"payload": text}`, or `{"payload_b64": ...}` when the payload is not UTF-8."""
-    try:
-        return {"payload": payload.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"payload_b64": base64.b64encode(payload).decode("ascii")}
+def payload_fields(payload: bytes, binary: bool = False) -> dict[str, str]:
+    """`{"payload": text}`, or `{"payload_b64": ...}` when the payload is not UTF-8 or is
+    `binary` (a protobuf source's, which may happen to be UTF-8)."""
+    if not binary:
+        try:
+            return {"payload": payload.decode("utf-8")}
+        except UnicodeDecodeError:
+            pass
+    return {"payload_b64": base64.b64encode(payload).decode("ascii")}
 
 
 def record_type_field(record_type: str | None) -> dict[str, str]:

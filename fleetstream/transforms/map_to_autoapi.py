@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 import apache_beam as beam
 from apache_beam import pvalue
 
-from fleetstream.mappers import MAPPERS
+from fleetstream.mappers import BINARY_SOURCES, MAPPERS
 from fleetstream.mappers.base import FAILED, IGNORED, PARTIAL, MapPayload
 from fleetstream.runtime.group_in_bundle import batch_main_outputs
 from fleetstream.schemas.dead_letter import DEAD_LETTERS, MAP_STAGE, dead_letter
@@ -74,7 +74,7 @@ class _MapFn(beam.DoFn):
         if outcome == FAILED or outcome == PARTIAL:
             yield pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
                 source, received_at_ms, outcome, MAP_STAGE, result.errors, payload, smid,
-                record_type))
+                record_type, source in BINARY_SOURCES))
             if outcome == FAILED:
                 return
         yield result.vin, MappedMessage(source, smid, received_at_ms,
