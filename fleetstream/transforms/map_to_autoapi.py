@@ -64,7 +64,9 @@ class _MapFn(beam.DoFn):
                                                f"{', '.join(sorted(self._mappers))}"}],
                 payload, envelope.source_message_id(), record_type))
             return
-        result = mapper(payload, received_at_ms, record_type)
+        # a record type only where there is one: a mapper of one kind of record takes two arguments
+        result = (mapper(payload, received_at_ms) if record_type is None
+                  else mapper(payload, received_at_ms, record_type))
         outcome = result.outcome
         self._counts.add(f"{source}.read")
         self._counts.add(f"{source}.{outcome}")
