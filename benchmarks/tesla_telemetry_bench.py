@@ -1,14 +1,15 @@
 """Mapper micro-benchmark: Tesla records as protobuf (`tesla_telemetry`) against JSON (`tesla`).
 
-    python benchmarks/tesla_telemetry_bench.py [--messages 40000] [--repeat 5] [--json]
+    python benchmarks/tesla_telemetry_bench.py [--messages 20000] [--chunks 10] [--rounds 30]
 
 Equivalent data: the simulator's tesla payloads (no trouble), each once as the JSON
 text the `tesla` mapper reads and once converted to the fleet-telemetry `Payload`
 protobuf the `tesla_telemetry` mapper reads (the same Datums, the same value kinds).
 Timed per form: `map` (the mapper, from payload bytes to MapResult) and, to split
 it, `decode` alone (orjson.loads, or protobuf's Payload.FromString). The messages
-are cut into `--repeat` consecutive chunks, each timed once per step; each figure is
-the best chunk, since load on the machine only ever adds time.
+are cut into `--chunks` chunks; each round times one chunk with every step and form
+in turn (interleaved, so that a busy machine slows all alike), and each figure is
+the best over `--rounds` rounds, since load on the machine only ever adds time.
 """
 from __future__ import annotations
 
@@ -40,22 +41,27 @@ def payloads(messages: int) -> tuple[list[bytes], list[bytes]]:
     return as_json, as_protobuf
 
 
-def best_us(step: Callable[[list[bytes]], Any], items: list[bytes], repeat: int) -> float:
-    """µs per item of `step` over the best of `repeat` consecutive chunks."""
-    size = len(items) // repeat
-    best = float("inf")
-    for start in range(0, size * repeat, size):
-        chunk = items[start:start + size]
-        started = time.perf_counter()
-        step(chunk)
-        best = min(best, (time.perf_counter() - started) / len(chunk))
-    return best * 1e6
+def best_us(steps: dict[str, tuple[Callable[[bytes], Any], list[bytes]]], chunks: int,
+            rounds: int) -> dict[str, float]:
+    """µs per item of each step (a function and its items), the best chunk over `rounds`."""
+    size = min(len(items) for _, items in steps.values()) // chunks
+    best = dict.fromkeys(steps, float("inf"))
+    for round_ in range(rounds):
+        start = round_ % chunks * size
+        for name, (step, items) in steps.items():
+            chunk = items[start:start + size]
+            started = time.perf_counter()
+            for item in chunk:
+                step(item)
+            best[name] = min(best[name], (time.perf_counter() - started) / len(chunk))
+    return {name: seconds * 1e6 for name, seconds in best.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=40_000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--chunks", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     as_json, as_protobuf = payloads(args.messages)
@@ -63,25 +69,23 @@ def main(argv: list[str] | None = None) -> int:
                                                               as_protobuf)):
         outcomes = {mapper(item, RECEIVED_MS).outcome for item in items}
         assert outcomes == {"ok"}, (form, outcomes)
+    timings = best_us({
+        "decode json": (orjson.loads, as_json),
+        "decode protobuf": (pb.Payload.FromString, as_protobuf),
+        "map json": (lambda item: map_json(item, RECEIVED_MS), as_json),
+        "map protobuf": (lambda item: map_protobuf(item, RECEIVED_MS, "V"), as_protobuf),
+    }, args.chunks, args.rounds)
     figures = {
         "messages": len(as_json),
         "bytes_per_message": {"json": sum(map(len, as_json)) / len(as_json),
                               "protobuf": sum(map(len, as_protobuf)) / len(as_protobuf)},
-        "decode_us": {
-            "json": best_us(lambda chunk: [orjson.loads(item) for item in chunk], as_json,
-                            args.repeat),
-            "protobuf": best_us(lambda chunk: [pb.Payload.FromString(item) for item in chunk],
-                                as_protobuf, args.repeat)},
-        "map_us": {
-            "json": best_us(lambda chunk: [map_json(item, RECEIVED_MS) for item in chunk],
-                            as_json, args.repeat),
-            "protobuf": best_us(lambda chunk: [map_protobuf(item, RECEIVED_MS, "V")
-                                               for item in chunk], as_protobuf, args.repeat)},
+        "decode_us": {form: timings[f"decode {form}"] for form in ("json", "protobuf")},
+        "map_us": {form: timings[f"map {form}"] for form in ("json", "protobuf")},
     }
     if args.json:
         print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
         return 0
-    print(f"{figures['messages']:,} tesla messages, best of {args.repeat} chunks")
+    print(f"{figures['messages']:,} tesla messages, best chunk of {args.rounds} rounds")
     print(f"{'form':<10}{'bytes':>8}{'decode µs':>12}{'map µs':>10}{'map msg/s':>12}")
     for form in ("json", "protobuf"):
         map_us = figures["map_us"][form]
