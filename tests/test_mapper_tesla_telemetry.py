@@ -416,3 +416,38 @@ def test_replay_of_fleet_telemetry_envelopes_delivers_documents_and_dead_letters
     assert all("payload_b64" in letter and letter["record_type"] in ("V", "errors")
                for letter in dead)
     assert any(letter["errors"][0]["field"] == "vehicle_error" for letter in dead)
+
+
+def test_the_raw_reader_subscribes_one_topic_per_record_type() -> None:
+    from fleetstream.io.kafka.settings import KafkaSettings
+    from fleetstream.io.kafka.transforms import ReadRawFromKafka
+    read = ReadRawFromKafka(KafkaSettings(), {"bmw": "raw.bmw", SOURCE: "fleet"})
+    assert read._source_of_topic == {"raw.bmw": "bmw", **{
+        f"fleet_{record_type}": SOURCE for record_type in RECORD_TYPES[SOURCE]}}
+    assert read._record_type_of_topic == {f"fleet_{t}": t for t in RECORD_TYPES[SOURCE]}
+
+
+def test_simulated_records_go_to_kafka_as_the_dispatcher_writes_them(monkeypatch) -> None:
+    from fleetstream.io.kafka import producer
+
+    sent = []
+
+    class Recording:
+        def __init__(self, bootstrap: str) -> None:
+            pass
+
+        def send(self, topic, key, value, headers=None) -> None:
+            sent.append((topic, key, value, dict(headers or ())))
+
+        def flush(self, timeout_s: float):
+            return 0, []
+
+    monkeypatch.setattr(producer, "AckedProducer", Recording)
+    binary = {"source": SOURCE, "received_at": AT, "payload_b64": "CAE=", "record_type": "V"}
+    text = {"source": "tesla", "received_at": AT, "payload": "{}"}
+    assert producer.produce_envelopes("broker", [(VIN, binary), (VIN, text)], topic_of_source={
+        SOURCE: "raw.tesla_telemetry", "tesla": "raw.tesla"}) == 2
+    (topic, key, value, headers), plain = sent
+    assert (topic, key, value) == ("raw.tesla_telemetry_V", VIN.encode(), b"\x08\x01")
+    assert headers["vin"] == VIN and headers["txtype"] == "V" and int(headers["receivedat"]) > 0
+    assert plain == ("raw.tesla", VIN.encode(), b"{}", {})

@@ -171,7 +171,8 @@ def build_parser(with_dev: bool = False) -> argparse.ArgumentParser:
 
     simulate = commands.add_parser(
         "simulate", help="write realistic raw envelopes of a simulated fleet",
-        description="Simulated raw envelopes for N vehicles across the four sources: moving GPS "
+        description="Simulated raw envelopes for N vehicles across the sources (by default the "
+                    "four JSON ones; --sources): moving GPS "
                     "tracks, charging and driving, the odd OEM error and malformed message.")
     simulate.add_argument("--vehicles", type=int, default=100, help="fleet size (default %(default)s)")
     limit = simulate.add_mutually_exclusive_group()
