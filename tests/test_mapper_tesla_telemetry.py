@@ -151,6 +151,13 @@ def test_detailed_charge_state_typed_and_as_text(state, status, plugged) -> None
         assert only(result, "charging", "plugged_in")["data"] == plugged
 
 
+def test_a_charge_state_newer_than_our_schema_is_an_unknown_code() -> None:
+    result = mapped(datum(pb.DetailedChargeState, detailed_charge_state_value=9))
+    assert result.outcome == PARTIAL
+    assert {error["reason"] for error in result.errors} == {
+        "unknown code 'detailed_charge_state_value 9'"}
+
+
 def test_tire_pressures_in_bar() -> None:
     result = mapped(*(datum(field, double_value=2.9 + index / 10) for index, field in enumerate(
         (pb.TpmsPressureFl, pb.TpmsPressureFr, pb.TpmsPressureRl, pb.TpmsPressureRr))))
@@ -195,6 +202,7 @@ def test_invalid_is_the_vehicles_unavailable_not_a_partial_message() -> None:
     ({"boolean_value": True}, "not a number"),                       # a value of a wrong type
     ({"location_value": (1.0, 2.0)}, "not a number"),
     ({"shift_state_value": pb.ShiftStateD}, "not a number"),          # an enum of another field
+    ({"detailed_charge_state_value": 40}, "not a number"),            # a newer enum number
     ({"string_value": "9999999"}, "outside"),
     ({"invalid": False}, "invalid: false")])
 def test_values_we_cannot_read_are_format_errors(value, reason) -> None:

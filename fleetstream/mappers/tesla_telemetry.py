@@ -106,9 +106,9 @@ def _typed_value(value: pb.Value) -> object:
         if value.invalid:
             raise OemMarked(UNAVAILABLE, "marked invalid by the vehicle")
         raise BadValue("invalid: false and no value")
-    if kind in _ENUM_KINDS:
+    if kind in _ENUM_KINDS:  # its name; a number newer than our schema reads as no code
         number = getattr(value, kind)
-        return _ENUM_KINDS[kind].get(number, number)
+        return _ENUM_KINDS[kind].get(number) or f"{kind} {number}"
     if kind is None:
         raise BadValue("the value holds no kind this mapper reads (unset, or a newer type)")
     raise BadValue(f"a {kind} is not a value this field takes")

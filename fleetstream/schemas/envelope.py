@@ -55,7 +55,7 @@ def payload_fields(payload: bytes, binary: bool = False) -> dict[str, str]:
 
 
 def record_type_field(record_type: str | None) -> dict[str, str]:
-    """`{"record_type": ...}` when there is one, else nothing (other sources' lines are unchanged)."""
+    """`{"record_type": ...}` when there is one, else nothing (other sources' lines unchanged)."""
     return {} if record_type is None else {"record_type": record_type}
 
 

@@ -371,5 +371,5 @@ def _iso_seconds(epoch_ms: int) -> str:
     return iso_ms(epoch_ms)[:19] + "Z"
 
 
-FORMATS: dict[str, PayloadFormat] = {fmt.source: fmt for fmt in (Tesla(), Bmw(), Mercedes(), Smartcar(),
-                                                                  TeslaTelemetry())}
+FORMATS: dict[str, PayloadFormat] = {
+    fmt.source: fmt for fmt in (Tesla(), Bmw(), Mercedes(), Smartcar(), TeslaTelemetry())}
