@@ -28,19 +28,9 @@ import random
 import time
 
 from fleetstream.schemas.geofences import Circle, Geofence, Polygon
-from fleetstream.transforms.geofences import EARTH_RADIUS_M, FenceIndex, Location
+from fleetstream.transforms.geofences import EARTH_RADIUS_M, FenceIndex, Location, destination
 
 CENTRE = (48.137, 11.575)
-
-
-def destination(lat: float, lon: float, bearing_deg: float, distance_m: float
-                ) -> tuple[float, float]:
-    p1, l1, b = math.radians(lat), math.radians(lon), math.radians(bearing_deg)
-    d = distance_m / EARTH_RADIUS_M
-    p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(b))
-    l2 = l1 + math.atan2(math.sin(b) * math.sin(d) * math.cos(p1),
-                         math.cos(d) - math.sin(p1) * math.sin(p2))
-    return math.degrees(p2), math.degrees(l2)
 
 
 def fences(count: int, rng: random.Random) -> list[Geofence]:

@@ -13,21 +13,10 @@ from fleetstream.schemas.errors import ConfigError
 from fleetstream.schemas.geofences import (DEFAULT_HYSTERESIS_M, Circle, Geofence, Polygon,
                                            geofence_event, geofence_message_id, parse_geofences)
 from fleetstream.settings.config import parse_config
-from fleetstream.transforms.geofences import (EARTH_RADIUS_M, FenceIndex, Location, haversine_m,
+from fleetstream.transforms.geofences import (FenceIndex, Location, destination, haversine_m,
                                               locations_of)
 
 MUNICH = (48.137, 11.575)
-
-
-def destination(lat: float, lon: float, bearing_deg: float, distance_m: float
-                ) -> tuple[float, float]:
-    """The point `distance_m` from (lat, lon) along the initial bearing (great circle)."""
-    p1, l1, b = math.radians(lat), math.radians(lon), math.radians(bearing_deg)
-    d = distance_m / EARTH_RADIUS_M
-    p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(b))
-    l2 = l1 + math.atan2(math.sin(b) * math.sin(d) * math.cos(p1),
-                         math.cos(d) - math.sin(p1) * math.sin(p2))
-    return math.degrees(p2), (math.degrees(l2) + 540) % 360 - 180
 
 
 def route(points: list[tuple[float, float]], start_ms: int = 1_000) -> list[Location]:

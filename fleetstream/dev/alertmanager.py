@@ -9,10 +9,9 @@ shown at http://127.0.0.1:9095 and sent nowhere.
 from __future__ import annotations
 
 import os
-import urllib.request
 from pathlib import Path
 
-from fleetstream.dev.service import Service, apt_install
+from fleetstream.dev.service import Service, apt_install, http_ready
 from fleetstream.monitoring.alert_routing import SLACK_URL_ENV, alertmanager_config
 
 ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
@@ -54,8 +53,4 @@ class AlertmanagerService(Service):
                 "--cluster.listen-address="]
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as reply:
-                return reply.status == 200
-        except OSError:
-            return False
+        return http_ready(f"{self.url}/-/ready")

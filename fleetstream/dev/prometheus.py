@@ -11,12 +11,11 @@ the YAML file named by $FLEETSTREAM_ALERT_THRESHOLDS), alerts to Alertmanager on
 from __future__ import annotations
 
 import os
-import urllib.request
 from pathlib import Path
 from typing import Sequence
 
 from fleetstream.dev.flink import PROMETHEUS_PORTS
-from fleetstream.dev.service import Service, apt_install
+from fleetstream.dev.service import Service, apt_install, http_ready
 from fleetstream.monitoring.rules import Thresholds, render_rules
 from fleetstream.monitoring.scrape_config import (DEFAULT_TARGETS, prometheus_config,
                                                   write_targets)
@@ -78,8 +77,4 @@ class PrometheusService(Service):
                 f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle"]
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as reply:
-                return reply.status == 200
-        except OSError:
-            return False
+        return http_ready(f"{self.url}/-/ready")

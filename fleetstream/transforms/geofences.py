@@ -162,6 +162,26 @@ def _distance_to_ring(ring: Sequence[tuple[float, float]], x: float, y: float) -
     return math.sqrt(best)
 
 
+def _inside_after(fence: _Fence, was_inside: bool, lat: float, lon: float) -> bool:
+    """The hysteresis: a vehicle inside stays in until it is more than the margin outside;
+    one outside enters as soon as the point is inside (the boundary counts as inside)."""
+    if was_inside:
+        return fence.outside_m(lat, lon) <= fence.hysteresis_m
+    return fence.contains(lat, lon)
+
+
+def destination(lat: float, lon: float, bearing_deg: float, distance_m: float
+                ) -> tuple[float, float]:
+    """The point `distance_m` from (lat, lon) along the initial bearing (great circle), for
+    routes with known crossings (tests, benchmark, simulator)."""
+    p1, l1, b = math.radians(lat), math.radians(lon), math.radians(bearing_deg)
+    d = distance_m / EARTH_RADIUS_M
+    p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(b))
+    l2 = l1 + math.atan2(math.sin(b) * math.sin(d) * math.cos(p1),
+                         math.cos(d) - math.sin(p1) * math.sin(p2))
+    return math.degrees(p2), (math.degrees(l2) + 540) % 360 - 180
+
+
 class FenceIndex:
     """An application's fences, prepared once, with a grid over their boxes."""
 
@@ -207,10 +227,7 @@ class FenceIndex:
             fence = self.fences[index]
             if not fence.in_box(lat, lon):
                 continue            # outside by more than the hysteresis: out (or an exit)
-            if index in was:
-                if fence.outside_m(lat, lon) <= fence.hysteresis_m:
-                    now.add(index)
-            elif fence.contains(lat, lon):
+            if _inside_after(fence, index in was, lat, lon):
                 now.add(index)
         return self._result(was, now, location)
 
@@ -220,13 +237,8 @@ class FenceIndex:
         loop the benchmark compares with; same result)."""
         _, lat, lon = location
         was = {self.order[fence_id] for fence_id in inside if fence_id in self.order}
-        now = set()
-        for index, fence in enumerate(self.fences):
-            if index in was:
-                if fence.outside_m(lat, lon) <= fence.hysteresis_m:
-                    now.add(index)
-            elif fence.contains(lat, lon):
-                now.add(index)
+        now = {index for index, fence in enumerate(self.fences)
+               if _inside_after(fence, index in was, lat, lon)}
         return self._result(was, now, location)
 
     def _result(self, was: set[int], now: set[int], location: Location
