@@ -22,6 +22,7 @@ INSTALL_REQUIRES = [
     "grpcio==1.65.5",
     "google-cloud-pubsub==2.39.0",
     "httpx==0.29.0",               # the webhook sink's HTTP client (keep-alive, pool limits)
+    "rich==15.0.0",                # fleetstream status: the terminal view
 ]
 
 TEST_REQUIRES = [
@@ -32,6 +33,9 @@ TEST_REQUIRES = [
     "pytest-randomly==5.1.0",  # every run in a new order: tests must not lean on each other
     "pytest-httpserver==1.2.0",  # a local HTTP endpoint for the webhook sink's tests
     "standardwebhooks==1.1.0",   # verifies the webhook sink's signatures as a customer would
+    # drives Debian's headless Chromium (fleetstream.dev.chromium) in the dashboard's tests;
+    # 4.51 and later need a certifi newer than the package index here serves
+    "selenium==4.50.0",
 ]
 
 setup(
@@ -44,7 +48,9 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["fleetstream", "fleetstream.*"]),
-    package_data={"fleetstream": ["schemas/*.avsc"]},
+    # the dashboard's page and the uPlot it serves (operations/static/vendor/uplot/VENDORED.md)
+    package_data={"fleetstream": ["schemas/*.avsc", "operations/static/*",
+                                  "operations/static/vendor/uplot/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
     entry_points={"console_scripts": ["fleetstream = fleetstream.pipelines.cli:main"]},

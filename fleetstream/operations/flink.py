@@ -49,12 +49,15 @@ class FlinkClient:
 
     def __init__(self, url: str = DEFAULT_FLINK, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.url = url.rstrip("/")
-        self.timeout_s = timeout_s
+        self._client = httpx.Client(timeout=timeout_s)
+
+    def close(self) -> None:
+        self._client.close()
 
     def jobs(self) -> list[FlinkJob]:
         """Every job the cluster lists: live ones first, then newest first."""
         try:
-            response = httpx.get(f"{self.url}/jobs/overview", timeout=self.timeout_s)
+            response = self._client.get(f"{self.url}/jobs/overview")
             response.raise_for_status()
             body = response.json()
         except httpx.HTTPError as error:

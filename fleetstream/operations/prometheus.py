@@ -136,17 +136,21 @@ def _range_params(promql: str, start: float, end: float, step: float) -> dict[st
 
 
 class PrometheusClient:
-    """Blocking calls to one Prometheus (`url` like http://127.0.0.1:9090)."""
+    """Blocking calls to one Prometheus (`url` like http://127.0.0.1:9090), over one
+    keep-alive connection."""
 
     what = "Prometheus"
 
     def __init__(self, url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.url = url.rstrip("/")
-        self.timeout_s = timeout_s
+        self._client = httpx.Client(timeout=timeout_s)
+
+    def close(self) -> None:
+        self._client.close()
 
     def _get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         try:
-            response = httpx.get(f"{self.url}{path}", params=params, timeout=self.timeout_s)
+            response = self._client.get(f"{self.url}{path}", params=params)
         except httpx.HTTPError as error:
             raise Unreachable(self.what, self.url, _reason(error)) from None
         return _data(self.what, self.url, response)

@@ -112,7 +112,7 @@ def seconds(value: float | None) -> str:
         return DASH
     if math.isinf(value):
         return "> top bucket"
-    if value < 1:
+    if round(value * 1000) < 1000:
         return f"{value * 1000:.0f} ms"
     return f"{value:.2f} s"
 
