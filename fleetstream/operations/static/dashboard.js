@@ -61,7 +61,8 @@ async function getJSON(path) {
 
 function showProblem(message) {
   const problem = document.getElementById("problem");
-  problem.textContent = message + " The charts come back when it answers again.";
+  problem.textContent = message.replace(/[.\s]*$/, ".") +
+    " The charts come back when it answers again.";
   problem.hidden = false;
   document.body.dataset.state = "unreachable";
   document.getElementById("updated").textContent =
