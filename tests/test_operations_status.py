@@ -190,3 +190,12 @@ def test_status_of_a_real_prometheus_shows_the_known_numbers(
     assert direct["application_delivered"][("fleet",)] == pytest.approx(12.0, rel=0.01)
     assert direct["source_failure_share"][("tesla",)] == pytest.approx(0.2, rel=0.001)
     assert direct["consumer_lag"][("fleetstream.raw.tesla",)] == 1234
+
+
+def test_no_running_job_is_said_and_old_ended_jobs_are_counted_not_listed() -> None:
+    from fleetstream.operations.flink import FlinkJob
+    from fleetstream.operations.status import Snapshot
+    ended = [FlinkJob(f"{i:032x}", f"job-{i}", "CANCELED", 1000 - i, 10) for i in range(5)]
+    text = text_of(render(Snapshot("http://p", "http://f", 0.0, jobs=ended)))
+    assert "No job runs on Flink at http://f." in text
+    assert "job-2" in text and "job-3" not in text and "(and 2 older ended jobs)" in text

@@ -147,20 +147,30 @@ def _table(title: str, *columns: str) -> Table:
     return table
 
 
+#: ended jobs shown below the live ones (Flink lists them for an hour by default)
+ENDED_JOBS_SHOWN = 3
+
+
 def _jobs(snapshot: Snapshot) -> RenderableType:
     if snapshot.flink_url is None:
         return Text("")
     if snapshot.flink_error:
         return Text(snapshot.flink_error, style="bold red")
-    if not snapshot.jobs:
-        return Text(f"Flink at {snapshot.flink_url}: no jobs", style="yellow")
+    live = [job for job in snapshot.jobs if job.live]
+    ended = [job for job in snapshot.jobs if not job.live]
     table = _table("Flink jobs", "job", "state", "running for", "id")
-    table.columns[3].justify = "left"
-    for job in snapshot.jobs:
+    table.columns[1].justify = table.columns[3].justify = "left"
+    for job in live + ended[:ENDED_JOBS_SHOWN]:
         style = ("red" if job.state in TROUBLE_STATES else
                  "green" if job.state == "RUNNING" else "yellow" if job.live else "dim")
         table.add_row(job.name, Text(job.state, style=style),
                       duration(job.running_for_s) if job.live else DASH, job.id)
+    if len(ended) > ENDED_JOBS_SHOWN:
+        table.add_row(Text(f"(and {len(ended) - ENDED_JOBS_SHOWN} older ended jobs)",
+                           style="dim"), "", "", "")
+    if not live:
+        return Group(Text(f"No job runs on Flink at {snapshot.flink_url}.", style="bold yellow"),
+                     *([table] if ended else []))
     return table
 
 
@@ -171,7 +181,7 @@ def _sources(snapshot: Snapshot) -> Table:
     for (source, _stage), value in snapshot.by_key("dead_letters").items():
         dead[source] = dead.get(source, 0.0) + value
     sources = sorted({key[0] for key in outcomes} | {key[0] for key in failure} | set(dead))
-    table = _table(f"Sources (messages/s over {RATE_WINDOW})", "source", *OUTCOMES,
+    table = _table(f"Sources: messages/s over {RATE_WINDOW}", "source", *OUTCOMES,
                    "failed+partial", "dead letters/s")
     for source in sources:
         share_value = failure.get((source,))
@@ -188,7 +198,7 @@ def _applications(snapshot: Snapshot) -> Table:
     columns = {name: snapshot.by_key(name) for name in
                ("application_delivered", "application_retries", "latency_p50", "latency_p99")}
     apps = sorted({key[0] for values in columns.values() for key in values})
-    table = _table(f"Applications (per s over {RATE_WINDOW})", "application", "delivered/s",
+    table = _table(f"Applications: per s over {RATE_WINDOW}", "application", "delivered/s",
                    "retries/s", "latency p50", "latency p99")
     for app in apps:
         retries = columns["application_retries"].get((app,))
@@ -212,8 +222,8 @@ def _lag(snapshot: Snapshot) -> Table:
 
 
 def _ingest(snapshot: Snapshot) -> Table:
-    table = _table(f"Ingest push requests (per s over {RATE_WINDOW})", "source", "code",
-                   "requests/s")
+    table = _table("Ingest pushes", "source", "code", "requests/s")
+    table.columns[1].justify = "left"
     requests = snapshot.by_key("ingest_requests")
     for (source, code), value in sorted(requests.items()):
         table.add_row(source, Text(code, style="" if code.startswith("2") else "yellow"),
