@@ -228,3 +228,17 @@ def test_the_page_shows_what_prometheus_has_and_says_when_it_stops(
     assert not driver.find_element("id", "panels").is_displayed()
     driver.save_screenshot(str(tmp_path / "dashboard-unreachable.png"))
     print(f"screenshots in {tmp_path}")
+
+
+def test_a_taken_or_malformed_address_is_said_without_a_traceback(capsys) -> None:
+    import socket
+
+    from fleetstream.pipelines.cli import main
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        assert main(["dashboard", "--listen", address]) == 2
+    assert f"cannot listen on {address}: " in capsys.readouterr().err
+    assert main(["dashboard", "--listen", "8092"]) == 2
+    assert "--listen: expected HOST:PORT" in capsys.readouterr().err

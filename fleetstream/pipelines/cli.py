@@ -395,7 +395,12 @@ def _dashboard(args: argparse.Namespace) -> int:
     host, port = parse_listen(args.listen)
     print(f"fleetstream dashboard: http://{host}:{port}/ (Prometheus at {args.prometheus})",
           file=sys.stderr)
-    serve_dashboard(host, port, args.prometheus)
+    try:
+        serve_dashboard(host, port, args.prometheus)
+    except OSError as error:   # the address is taken or not ours
+        print(f"fleetstream dashboard: cannot listen on {args.listen}: {error.strerror or error}",
+              file=sys.stderr)
+        return 2
     return 0
 
 

@@ -109,10 +109,12 @@ function drawPanel(panel, results) {
   } else {
     const xs = [...new Set(lines.flatMap((line) => [...line.points.keys()]))].sort((a, b) => a - b);
     const data = [xs, ...lines.map((line) => xs.map((x) => line.points.has(x) ? line.points.get(x) : null))];
-    const width = Math.max(chart.clientWidth || node.clientWidth - 32, 300);
+    const width = Math.max(node.clientWidth - 32, 240);
+    // the whole range asked for, also where Prometheus has no data yet
+    const first = results[panel.queries[0]];
     plots[panel.id] = new uPlot({
       width: width, height: 220,
-      scales: {x: {time: true}, y: {range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.1 : 1]}},
+      scales: {x: {time: true, range: () => [first.start, first.end]}, y: {range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.1 : 1]}},
       axes: [{}, {size: 70, values: (u, splits) => splits.map(fmt)}],
       series: [{}, ...lines.map((line) => ({label: line.label, stroke: colour.get(line.label),
                                             width: 1.5, value: (u, v) => fmt(v)}))],
