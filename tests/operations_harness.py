@@ -61,29 +61,32 @@ class KnownMetrics:
         self.started = time.time() - RUNNING_FOR_S
 
     def collect(self) -> Iterator[object]:
-        return iter(self.families(time.time()))
+        # stamped with the time they are computed at, so that a scrape that starts late on
+        # a busy machine does not bend the rates
+        return iter(self.families(time.time(), stamped=True))
 
-    def families(self, at: float) -> list[object]:
+    def families(self, at: float, stamped: bool = False) -> list[object]:
         """The metric families as they are at unix time `at`."""
         elapsed = at - self.started
+        stamp = at if stamped else None
 
         def counter(name: str, help_: str, labels: list[str],
                     rates: dict[tuple[str, ...], float]) -> CounterMetricFamily:
             family = CounterMetricFamily(name, help_, labels=labels)
             for values, rate in rates.items():
-                family.add_metric(list(values), rate * elapsed)
+                family.add_metric(list(values), rate * elapsed, timestamp=stamp)
             return family
 
         lag = GaugeMetricFamily("fleetstream_consumer_lag_records",
                                 "records behind the newest offset", labels=["topic"])
         for topic, value in LAG.items():
-            lag.add_metric([topic], value)
+            lag.add_metric([topic], value, timestamp=stamp)
         latency = HistogramMetricFamily("fleetstream_delivery_latency_seconds",
                                         "receive time to sink acknowledgement",
                                         labels=["application"])
         for app, buckets in LATENCY_BUCKETS.items():
             latency.add_metric([app], [(bound, rate * elapsed) for bound, rate in buckets],
-                               sum_value=30.0 * elapsed)
+                               sum_value=30.0 * elapsed, timestamp=stamp)
         return [
             counter("fleetstream_messages", "mapping outcomes", ["source", "outcome"],
                     MESSAGE_RATES),
