@@ -179,8 +179,8 @@ def wait_for(driver: Any, condition: str, timeout_s: float = 30.0) -> None:
         time.sleep(0.2)
 
 
-def test_the_page_shows_what_prometheus_has_and_says_when_it_stops(
-        dashboard: str, operations_prometheus, chromium_driver, tmp_path: Path) -> None:  # noqa: F811
+def test_the_page_shows_what_prometheus_has_and_says_when_it_stops(  # noqa: F811 (fixture)
+        dashboard: str, operations_prometheus, chromium_driver, tmp_path: Path) -> None:
     driver = chromium_driver
     driver.get(f"{dashboard}/?refresh=2")
     wait_for(driver, 'document.body.dataset.state === "ok"')

@@ -15,7 +15,7 @@ queries of `queries.QUERIES` and the alerts, so nobody can send PromQL through i
 | `GET /` | the page |
 | `GET /static/...` | its script, styles, uPlot |
 | `GET /api/panels` | the charts: title, unit, the query names each draws |
-| `GET /api/query/NAME?range=SECONDS` | the query over the range (about 240 points per series) and its value now; 404 for a name that is not a named query |
+| `GET /api/query/NAME?range=SECONDS` | the query over the range (240 points) and now; 404 for any other name |
 | `GET /api/alerts` | the alerts Prometheus holds |
 
 A Prometheus that does not answer makes the API answer 502 with `{"error": "Prometheus at
