@@ -199,3 +199,17 @@ def test_no_running_job_is_said_and_old_ended_jobs_are_counted_not_listed() -> N
     text = text_of(render(Snapshot("http://p", "http://f", 0.0, jobs=ended)))
     assert "No job runs on Flink at http://f." in text
     assert "job-2" in text and "job-3" not in text and "(and 2 older ended jobs)" in text
+
+
+@pytest.mark.parametrize("value, text", [(9.99999, "10.0"), (9.994, "9.99"), (999.96, "1,000"),
+                                         (0.0, "0"), (float("nan"), "–"), (1234.5, "1,234")])
+def test_rates_are_shown_at_the_precision_of_their_rounded_value(value: float, text: str) -> None:
+    from fleetstream.operations.status import per_s
+    assert per_s(value) == text
+
+
+@pytest.mark.parametrize("value, text", [(0.9999, "1.00 s"), (0.0424, "42 ms"),
+                                         (float("inf"), "> top bucket"), (12.5, "12.50 s")])
+def test_latencies_are_ms_below_one_second(value: float, text: str) -> None:
+    from fleetstream.operations.status import seconds
+    assert seconds(value) == text

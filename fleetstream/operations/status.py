@@ -94,9 +94,10 @@ def per_s(value: float | None) -> str:
         return DASH
     if value == 0:
         return "0"
-    if abs(value) < 10:
+    # the precision of the value as rounded: 9.9999 is "10.0", not "10.00"
+    if abs(value) < 9.995:
         return f"{value:.2f}"
-    if abs(value) < 1000:
+    if abs(value) < 999.95:
         return f"{value:.1f}"
     return f"{value:,.0f}"
 

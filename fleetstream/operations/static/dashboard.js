@@ -24,8 +24,8 @@ function formatter(unit) {
       case "records": return Math.round(v).toLocaleString("en-US");
       default:
         if (v === 0) return "0/s";
-        if (Math.abs(v) < 10) return v.toFixed(2) + "/s";
-        if (Math.abs(v) < 1000) return v.toFixed(1) + "/s";
+        if (Math.abs(v) < 9.995) return v.toFixed(2) + "/s";   // 9.9999 is "10.0/s"
+        if (Math.abs(v) < 999.95) return v.toFixed(1) + "/s";
         return Math.round(v).toLocaleString("en-US") + "/s";
     }
   };
