@@ -213,3 +213,16 @@ def test_rates_are_shown_at_the_precision_of_their_rounded_value(value: float, t
 def test_latencies_are_ms_below_one_second(value: float, text: str) -> None:
     from fleetstream.operations.status import seconds
     assert seconds(value) == text
+
+
+def test_status_and_dashboard_import_no_beam() -> None:
+    """The operator commands start in about a second: the command line imports Beam only
+    for the pipeline commands (it takes 4-5 s here)."""
+    url = f"http://127.0.0.1:{free_port()}"
+    script = ("import sys; from fleetstream.pipelines.cli import main; "
+              f"code = main(['status', '--prometheus', '{url}', '--flink', '{url}']); "
+              "import fleetstream.operations.dashboard; "
+              "sys.exit(3 if 'apache_beam' in sys.modules else code)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 1, result.stdout + result.stderr   # 3: Beam was imported

@@ -14,11 +14,12 @@ warnings.filterwarnings("ignore", category=FutureWarning, module="google")
 
 from fleetstream.runtime.library_noise import quiet_library_noise
 from fleetstream.schemas.errors import ConfigError
-from fleetstream.settings.stream import OrderSettings
-from fleetstream.transforms.filter_envelopes import EnvelopeFilter, parse_time
 
+# settings.stream and transforms import Beam (4-5 s): imported where a pipeline command needs
+# them, so that `fleetstream status` and `dashboard` start at once
 if TYPE_CHECKING:
     from fleetstream.pipelines.dead_letters import DeadLetterFilter
+    from fleetstream.transforms.filter_envelopes import EnvelopeFilter
 
 DESCRIPTION = """FleetStream moves vehicle data from car makers to the applications that use it:
 ingest raw OEM messages, map them to one common model, deliver each application
@@ -26,6 +27,7 @@ only what its activated vehicles permit, in per-vehicle order."""
 
 
 def _order_arguments(parser: argparse.ArgumentParser) -> None:
+    from fleetstream.settings.stream import OrderSettings
     parser.add_argument("--reorder-window", type=float, default=OrderSettings.reorder_window_s,
                         metavar="SECONDS",
                         help="how long a message waits for older ones of its vehicle in "
@@ -51,6 +53,7 @@ def _receipt_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
 def envelope_filter(args: argparse.Namespace,
                     vins: frozenset[str] = frozenset()) -> EnvelopeFilter:
     """The EnvelopeFilter of --source, --from and --until (and `vins`)."""
+    from fleetstream.transforms.filter_envelopes import EnvelopeFilter, parse_time
     return EnvelopeFilter(
         sources=frozenset(args.source), vins=vins,
         from_ms=parse_time(args.from_time, "--from") if args.from_time else None,
@@ -263,6 +266,25 @@ def build_parser(with_dev: bool = False) -> argparse.ArgumentParser:
     return parser
 
 
+#: the commands that need no Beam: main() builds a parser of them alone (see _operations_parser)
+OPERATIONS_COMMANDS = ("status", "dashboard")
+
+
+def _operations_parser() -> argparse.ArgumentParser:
+    """The command line of `status` and `dashboard` alone, for main() to parse them without
+    importing the pipeline commands' Beam."""
+    parser = argparse.ArgumentParser(prog="fleetstream", description=DESCRIPTION)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log Beam's progress too")
+    _add_operations_parsers(parser.add_subparsers(dest="command", required=True,
+                                                  metavar="COMMAND"))
+    return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command in `argv` (the first argument that is not an option)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def _names_dev(argv: Sequence[str]) -> bool:
     """Whether the command in `argv` is `dev` (the first argument that is not an option)."""
     return next((arg for arg in argv if not arg.startswith("-")), None) == "dev"
@@ -420,6 +442,7 @@ def _run(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from fleetstream.pipelines.replay import run_replay
     from fleetstream.settings.config import load_config
+    from fleetstream.settings.stream import OrderSettings
     config = load_config(args.config)
     started = time.monotonic()
     accounting = run_replay(
@@ -463,6 +486,7 @@ def _dead_letters_list(args: argparse.Namespace) -> int:
 def _dead_letters_resend(args: argparse.Namespace) -> int:
     from fleetstream.pipelines.dead_letters import resend_dead_letters
     from fleetstream.settings.config import load_config
+    from fleetstream.settings.stream import OrderSettings
     config = load_config(args.config)
     resent = resend_dead_letters(
         args.input, config, args.output, selection=_dead_letter_filter(args),
@@ -564,7 +588,9 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(with_dev=_names_dev(argv)).parse_args(argv)
+    parser = (_operations_parser() if _command_of(argv) in OPERATIONS_COMMANDS
+              else build_parser(with_dev=_names_dev(argv)))
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
