@@ -83,7 +83,7 @@ def test_flink_jobs_live_first_then_newest(httpserver: HTTPServer) -> None:
 
 def test_flink_answering_something_else_is_unreachable(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/jobs/overview").respond_with_data("not found", status=404)
-    with pytest.raises(Unreachable, match="Flink at .* is unreachable: HTTPStatusError"):
+    with pytest.raises(Unreachable, match="Flink at .* is unreachable: HTTP 404, not a Flink"):
         FlinkClient(httpserver.url_for("")).jobs()
 
 

@@ -29,13 +29,20 @@ from tests.operations_harness import free_port, operations_prometheus  # noqa: F
 pytest_plugins = ["fleetstream.dev.browser_pytest_plugin"]
 
 ROOT = Path(__file__).resolve().parents[1]
+JOBS = {"jobs": [
+    {"jid": "a" * 32, "name": "fleetstream-stream", "state": "RUNNING",
+     "start-time": 1_700_000_000_000, "duration": 3_723_000},
+    {"jid": "b" * 32, "name": "fleetstream-stream", "state": "FAILED",
+     "start-time": 1_600_000_000_000, "duration": 10_000}]}
 NOW = 1_799_999_999.0   # a multiple of 7: the 1680 s range's step
 
 
-def call(prometheus_url: str, path: str) -> tuple[int, Any, dict[str, str]]:
-    """GET `path` of the dashboard app asking `prometheus_url`: status, JSON or text, headers."""
+def call(prometheus_url: str, path: str,
+         flink_url: str = "http://127.0.0.1:1") -> tuple[int, Any, dict[str, str]]:
+    """GET `path` of the dashboard app asking `prometheus_url` and `flink_url`: status, JSON
+    or text, headers."""
     async def go() -> tuple[int, Any, dict[str, str]]:
-        async with TestClient(TestServer(make_app(prometheus_url, clock=lambda: NOW,
+        async with TestClient(TestServer(make_app(prometheus_url, flink_url, clock=lambda: NOW,
                                                   timeout_s=2))) as client:
             response = await client.get(path)
             body = (await response.json() if response.content_type == "application/json"
@@ -93,6 +100,17 @@ def test_alerts_and_panels(httpserver: HTTPServer) -> None:
     assert set(panels["queries"]) == set(QUERIES)
 
 
+def test_flink_jobs_and_an_unreachable_flink(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/jobs/overview").respond_with_json(JOBS)
+    status, body, _ = call("http://127.0.0.1:1", "/api/jobs", httpserver.url_for(""))
+    assert status == 200
+    assert [(j["state"], j["live"], j["trouble"]) for j in body["jobs"]] == [
+        ("RUNNING", True, False), ("FAILED", False, True)]
+    url = f"http://127.0.0.1:{free_port()}"
+    status, body, _ = call("http://127.0.0.1:1", "/api/jobs", url)
+    assert status == 502 and body["error"].startswith(f"Flink at {url} is unreachable: ")
+
+
 def test_the_range_is_clamped_and_the_steps_shared() -> None:
     assert range_and_step("1800", 1000.5) == (1000 - 8 * POINTS, 1000, 8.0)
     start, end, step = range_and_step("1", NOW)
@@ -141,14 +159,18 @@ def test_listen_takes_ipv6() -> None:
 
 # --- the page in a real browser against a real Prometheus ---------------------------
 @pytest.fixture
-def dashboard(operations_prometheus, tmp_path: Path) -> Iterator[str]:  # noqa: F811
-    """`fleetstream dashboard` as a user starts it, on a free port; its URL."""
+def dashboard(operations_prometheus, httpserver: HTTPServer,  # noqa: F811 (fixture)
+              tmp_path: Path) -> Iterator[str]:
+    """`fleetstream dashboard` as a user starts it, on a free port, with a fake Flink
+    listing JOBS; its URL."""
+    httpserver.expect_request("/jobs/overview").respond_with_json(JOBS)
     port = free_port()
     log = tmp_path / "dashboard.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "fleetstream.pipelines.cli", "dashboard", "--listen",
-             f"127.0.0.1:{port}", "--prometheus", operations_prometheus.url],
+             f"127.0.0.1:{port}", "--prometheus", operations_prometheus.url,
+             "--flink", httpserver.url_for("")],
             stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)})
     url = f"http://127.0.0.1:{port}"
@@ -169,6 +191,22 @@ def dashboard(operations_prometheus, tmp_path: Path) -> Iterator[str]:  # noqa: 
         process.wait(timeout=20)
 
 
+#: what the page shows, read in one go (the page redraws its tables at every refresh)
+PAGE_STATE = """
+const texts = (selector, key) => Object.fromEntries(
+  [...document.querySelectorAll(selector)].map((node) => [node.dataset[key], node.innerText]));
+return {
+  values: [...document.querySelectorAll("td[data-query]")].map(
+    (cell) => [cell.dataset.query, cell.dataset.series, cell.dataset.value]),
+  canvases: Object.fromEntries([...document.querySelectorAll(".panel")].map(
+    (panel) => [panel.dataset.panel, panel.querySelectorAll(".chart canvas").length])),
+  panels: texts(".panel", "panel"),
+  alerts: texts("[data-alert]", "alert"),
+  jobs: texts("[data-job]", "job"),
+};
+"""
+
+
 def wait_for(driver: Any, condition: str, timeout_s: float = 30.0) -> None:
     """Until the JavaScript expression `condition` is true in the page."""
     deadline = time.monotonic() + timeout_s
@@ -187,17 +225,15 @@ def test_the_page_shows_what_prometheus_has_and_says_when_it_stops(  # noqa: F81
     driver.save_screenshot(str(tmp_path / "dashboard.png"))
     assert console_errors(driver) == []
 
+    page = driver.execute_script(PAGE_STATE)   # at one moment: the page redraws every 2 s
+
     # every panel drew a chart
     for panel in PANELS:
-        box = driver.find_element("id", f"panel-{panel.id}")
-        assert box.find_elements("css selector", ".chart canvas"), panel.id
+        assert page["canvases"].get(panel.id), panel.id
 
     # the figures beside the charts are the numbers Prometheus has
-    shown: dict[tuple[str, str], float | None] = {}
-    for cell in driver.find_elements("css selector", "td[data-query]"):
-        raw = cell.get_attribute("data-value")
-        shown[(cell.get_attribute("data-query"), cell.get_attribute("data-series"))] = (
-            float(raw) if raw else None)
+    shown = {(query, series): float(value) if value else None
+             for query, series, value in page["values"]}
     direct: dict[tuple[str, str], float] = {}
     for name in {name for panel in PANELS for name in panel.queries}:
         for item in operations_prometheus.prometheus.query(QUERIES[name].promql):
@@ -213,11 +249,12 @@ def test_the_page_shows_what_prometheus_has_and_says_when_it_stops(  # noqa: F81
     assert shown[("source_failure_share", "tesla")] == pytest.approx(0.2)
     assert shown[("latency_p99", "fleet")] == pytest.approx(1.0)
     assert shown[("source_throughput", "tesla")] == pytest.approx(10.0, rel=0.01)
-    lag_text = driver.find_element("id", "panel-lag").text
-    assert "1,234" in lag_text and "fleetstream.raw.bmw" in lag_text
-    assert "100 ms" in driver.find_element("id", "panel-latency").text
-    alert = driver.find_element("css selector", '[data-alert="FleetStreamConsumerLagHigh"]')
-    assert "firing" in alert.text and "1234 records behind" in alert.text
+    assert "1,234" in page["panels"]["lag"] and "fleetstream.raw.bmw" in page["panels"]["lag"]
+    assert "100 ms" in page["panels"]["latency"] and "10.0/s" in page["panels"]["throughput"]
+    alert = page["alerts"]["FleetStreamConsumerLagHigh"]
+    assert "firing" in alert and "1234 records behind" in alert
+    assert "RUNNING" in page["jobs"]["a" * 32] and "1h 2m" in page["jobs"]["a" * 32]
+    assert "FAILED" in page["jobs"]["b" * 32]
 
     # Prometheus stops: the next refresh says so instead of charts
     operations_prometheus.prometheus.stop()
@@ -226,6 +263,7 @@ def test_the_page_shows_what_prometheus_has_and_says_when_it_stops(  # noqa: F81
     assert problem.is_displayed()
     assert f"Prometheus at {operations_prometheus.url} is unreachable" in problem.text
     assert not driver.find_element("id", "panels").is_displayed()
+    assert "RUNNING" in driver.find_element("id", "jobs").text   # Flink still answers
     driver.save_screenshot(str(tmp_path / "dashboard-unreachable.png"))
     print(f"screenshots in {tmp_path}")
 

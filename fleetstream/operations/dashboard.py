@@ -4,11 +4,12 @@
 
 The page (`static/index.html`, `dashboard.js`) charts the `PANELS` over a chosen range
 (15 minutes to 7 days) with uPlot, which is vendored under `static/vendor/uplot/` (no
-CDN), shows each series' value now in a table beside its chart, and lists the firing and
-pending alerts. It refreshes every 15 s.
+CDN), shows each series' value now in a table beside its chart, lists the firing and
+pending alerts and the Flink jobs' states. It refreshes every 15 s.
 
-The page never talks to Prometheus: it asks this process, whose API answers only the named
-queries of `queries.QUERIES` and the alerts, so nobody can send PromQL through it.
+The page never talks to Prometheus or Flink: it asks this process, whose API answers only
+the named queries of `queries.QUERIES`, the alerts and the job list, so nobody can send
+PromQL (or anything else) through it.
 
 | route | answer |
 |---|---|
@@ -17,9 +18,11 @@ queries of `queries.QUERIES` and the alerts, so nobody can send PromQL through i
 | `GET /api/panels` | the charts: title, unit, the query names each draws |
 | `GET /api/query/NAME?range=SECONDS` | the query over the range (240 points) and now; 404 for any other name |
 | `GET /api/alerts` | the alerts Prometheus holds |
+| `GET /api/jobs` | the Flink jobs, live ones first |
 
 A Prometheus that does not answer makes the API answer 502 with `{"error": "Prometheus at
-URL is unreachable: ..."}`, which the page shows in place of its charts.
+URL is unreachable: ..."}`, which the page shows in place of its charts; a Flink that does
+not answer, the same for `/api/jobs`, which the page shows in place of the job list only.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
+from fleetstream.operations.flink import DEFAULT_FLINK, TROUBLE_STATES, AsyncFlinkClient
 from fleetstream.operations.prometheus import AsyncPrometheusClient, QueryError, Unreachable
 from fleetstream.operations.queries import QUERIES
 
@@ -125,14 +129,17 @@ async def _security_headers(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
-def make_app(prometheus_url: str, clock: Callable[[], float] = time.time,
-             timeout_s: float = 5.0) -> web.Application:
-    """The dashboard's aiohttp application, asking the Prometheus at `prometheus_url`."""
+def make_app(prometheus_url: str, flink_url: str = DEFAULT_FLINK,
+             clock: Callable[[], float] = time.time, timeout_s: float = 5.0) -> web.Application:
+    """The dashboard's aiohttp application, asking the Prometheus at `prometheus_url` and the
+    Flink REST API at `flink_url`."""
     app = web.Application(middlewares=[_security_headers])
     prometheus = AsyncPrometheusClient(prometheus_url, timeout_s)
+    flink = AsyncFlinkClient(flink_url, timeout_s)
 
     async def close(_: web.Application) -> None:
         await prometheus.close()
+        await flink.close()
 
     app.on_cleanup.append(close)
 
@@ -141,7 +148,7 @@ def make_app(prometheus_url: str, clock: Callable[[], float] = time.time,
 
     async def panels(_: web.Request) -> web.Response:
         return web.json_response({
-            "prometheus": prometheus.url, "uplot": UPLOT_VERSION,
+            "prometheus": prometheus.url, "flink": flink.url, "uplot": UPLOT_VERSION,
             "panels": [asdict(panel) for panel in PANELS],
             "queries": {name: {"title": q.title, "unit": q.unit, "by": list(q.by),
                                "promql": q.promql} for name, q in QUERIES.items()}})
@@ -175,7 +182,18 @@ def make_app(prometheus_url: str, clock: Callable[[], float] = time.time,
             {"name": a.name, "state": a.state, "severity": a.severity, "summary": a.summary,
              "labels": dict(a.labels), "active_at": a.active_at} for a in held]})
 
+    async def jobs(_: web.Request) -> web.Response:
+        try:
+            listed = await flink.jobs()
+        except Unreachable as error:
+            return _api_error(error)
+        return web.json_response({"jobs": [
+            {"id": job.id, "name": job.name, "state": job.state, "live": job.live,
+             "trouble": job.state in TROUBLE_STATES, "start_time_ms": job.start_time_ms,
+             "duration_ms": job.duration_ms} for job in listed]})
+
     app.router.add_get("/", page)
+    app.router.add_get("/api/jobs", jobs)
     app.router.add_get("/api/panels", panels)
     app.router.add_get("/api/query/{name}", query)
     app.router.add_get("/api/alerts", alerts)
@@ -183,8 +201,9 @@ def make_app(prometheus_url: str, clock: Callable[[], float] = time.time,
     return app
 
 
-def serve_dashboard(host: str, port: int, prometheus_url: str) -> None:
+def serve_dashboard(host: str, port: int, prometheus_url: str,
+                    flink_url: str = DEFAULT_FLINK) -> None:
     """Serve the page on host:port until SIGINT or SIGTERM."""
-    web.run_app(make_app(prometheus_url), host=host, port=port, print=None,
+    web.run_app(make_app(prometheus_url, flink_url), host=host, port=port, print=None,
                 access_log=None)
 

@@ -365,8 +365,7 @@ examples:
   fleetstream status --watch                          # redraw every 5 s until Ctrl-C
   fleetstream status --prometheus http://prom:9090 --flink http://flink:8081 --watch 15""")
     _prometheus_argument(status)
-    status.add_argument("--flink", default=DEFAULT_FLINK_REST, metavar="URL",
-                        help="Flink's REST API (default %(default)s)")
+    _flink_argument(status)
     status.add_argument("--watch", nargs="?", const=5.0, type=_seconds_at_least_1,
                         metavar="SECONDS",
                         help="keep the view on screen and redraw it every SECONDS "
@@ -383,28 +382,36 @@ examples:
 Serve one web page that charts, over the last minutes or hours, what Prometheus has
 about the running FleetStream: messages read and the failed-and-partial share per
 source, documents delivered and retries per application, dead letters, consumer lag
-per topic, delivery latency p50 and p99, ingest requests per answer code; and the
-alerts firing now. The page refreshes itself (every 15 s).
+per topic, delivery latency p50 and p99, ingest requests per answer code; the alerts
+firing now and the Flink jobs' states. The page refreshes itself (every 15 s).
 
 The page asks this process, which asks Prometheus only the fixed queries the page
-shows (GET /api/query/NAME, GET /api/alerts): the browser never sends PromQL. When
-Prometheus does not answer, the page says so instead of drawing empty charts. The
+shows (GET /api/query/NAME, GET /api/alerts) and Flink its job list (GET /api/jobs):
+the browser never sends PromQL. When Prometheus does not answer, the page says so
+instead of drawing empty charts; when Flink does not, the job list says so. The
 chart library (uPlot) is served from the package: nothing is loaded from elsewhere.""",
         epilog="""\
 examples:
   fleetstream dashboard                               # http://127.0.0.1:8092/
-  fleetstream dashboard --listen 0.0.0.0:8092 --prometheus http://prom:9090""")
+  fleetstream dashboard --listen 0.0.0.0:8092 --prometheus http://prom:9090 \\
+                        --flink http://flink:8081""")
     dashboard.add_argument("--listen", default="127.0.0.1:8092", metavar="HOST:PORT",
                            help="address to serve the page on (default %(default)s; the page "
                                 "has no login, so keep it on loopback or behind a proxy that "
                                 "has one)")
     _prometheus_argument(dashboard)
+    _flink_argument(dashboard)
     dashboard.set_defaults(handler=_dashboard)
 
 
 def _prometheus_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prometheus", default=DEFAULT_PROMETHEUS, metavar="URL",
                         help="Prometheus' address (default %(default)s)")
+
+
+def _flink_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--flink", default=DEFAULT_FLINK_REST, metavar="URL",
+                        help="Flink's REST API, for the jobs' states (default %(default)s)")
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -415,10 +422,10 @@ def _status(args: argparse.Namespace) -> int:
 def _dashboard(args: argparse.Namespace) -> int:
     from fleetstream.operations.dashboard import parse_listen, serve_dashboard
     host, port = parse_listen(args.listen)
-    print(f"fleetstream dashboard: http://{host}:{port}/ (Prometheus at {args.prometheus})",
-          file=sys.stderr)
+    print(f"fleetstream dashboard: http://{host}:{port}/ (Prometheus at {args.prometheus}, "
+          f"Flink at {args.flink})", file=sys.stderr)
     try:
-        serve_dashboard(host, port, args.prometheus)
+        serve_dashboard(host, port, args.prometheus, args.flink)
     except OSError as error:   # the address is taken or not ours
         print(f"fleetstream dashboard: cannot listen on {args.listen}: {error.strerror or error}",
               file=sys.stderr)

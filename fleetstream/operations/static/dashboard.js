@@ -160,6 +160,55 @@ function drawAlerts(alerts) {
   box.replaceChildren(table);
 }
 
+function duration(ms) {
+  const s = Math.max(Math.floor(ms / 1000), 0);
+  const d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600);
+  const m = Math.floor(s % 3600 / 60), sec = s % 60;
+  if (d) return d + "d " + h + "h";
+  if (h) return h + "h " + m + "m";
+  if (m) return m + "m " + sec + "s";
+  return sec + "s";
+}
+
+// live jobs, then the three newest ended ones (Flink lists ended jobs for an hour)
+function drawJobs(jobs) {
+  const box = document.getElementById("jobs");
+  const live = jobs.filter((job) => job.live);
+  const ended = jobs.filter((job) => !job.live);
+  const parts = [];
+  if (live.length === 0) parts.push(el("p", {class: "pending"}, "No job runs on Flink."));
+  const shown = live.concat(ended.slice(0, 3));
+  if (shown.length) {
+    const table = el("table", {}, el("tr", {}, el("th", {}, "job"), el("th", {}, "state"),
+                                     el("th", {}, "running for"), el("th", {}, "id")));
+    for (const job of shown) {
+      const style = job.trouble ? "firing" : job.state === "RUNNING" ? "none"
+        : job.live ? "pending" : "muted";
+      table.append(el("tr", {"data-job": job.id, "data-state": job.state},
+        el("td", {}, job.name), el("td", {class: style}, job.state),
+        el("td", {}, job.live ? duration(job.duration_ms) : "–"), el("td", {class: "muted"}, job.id)));
+    }
+    if (ended.length > 3) {
+      table.append(el("tr", {}, el("td", {class: "muted", colSpan: 4},
+                                   "and " + (ended.length - 3) + " older ended jobs")));
+    }
+    parts.push(table);
+  }
+  box.replaceChildren(...parts);
+}
+
+// Flink's answer, or why there is none, in the job list only: the charts do not need Flink
+async function refreshJobs() {
+  const box = document.getElementById("jobs");
+  try {
+    drawJobs((await getJSON("api/jobs")).jobs);
+    box.dataset.state = "ok";
+  } catch (error) {
+    box.dataset.state = "unreachable";
+    box.replaceChildren(el("p", {class: "firing"}, error.message));
+  }
+}
+
 function drawAll() {
   if (!lastResults) return;
   for (const panel of panels) drawPanel(panel, lastResults);
@@ -168,6 +217,7 @@ function drawAll() {
 async function refresh() {
   if (busy) return;
   busy = true;
+  const jobs = refreshJobs();
   try {
     const range = document.getElementById("range").value;
     const names = [...new Set(panels.flatMap((panel) => panel.queries))];
@@ -189,6 +239,7 @@ async function refresh() {
   } catch (error) {
     showProblem(error.message);
   } finally {
+    await jobs;
     busy = false;
   }
 }
