@@ -249,7 +249,8 @@ async function start() {
     const answer = await getJSON("api/panels");
     panels = answer.panels;
     queries = answer.queries;
-    document.getElementById("source").textContent = "Prometheus at " + answer.prometheus;
+    document.getElementById("source").textContent =
+      "Prometheus at " + answer.prometheus + " · Flink at " + answer.flink;
   } catch (error) {
     showProblem(error.message);
     return;
