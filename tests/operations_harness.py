@@ -218,14 +218,15 @@ def operations_prometheus(tmp_path: Path) -> Iterator[OperationsPrometheus]:
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            # a rate needs two scrapes; the alert one evaluation after them
-            if (prometheus.query('fleetstream_messages_total') and
-                    prometheus.query('sum(rate(fleetstream_messages_total[1m])) > 0') and
+            # the history makes the rates and the alert at once, but the first scrape comes
+            # ~5 s after the start (Prometheus' target discovery): until two have been taken
+            # the newest sample is the history's last one and the rates sag as it ages
+            if (prometheus.query(f'count_over_time(up{{job="{JOB}"}}[30s]) >= 2') and
                     prometheus.query('ALERTS{alertstate="firing"}')):
                 break
             time.sleep(0.5)
         else:
-            raise AssertionError(f"no rates after 60 s: {prometheus.log.read_text()[-3000:]}")
+            raise AssertionError(f"no scrapes after 60 s: {prometheus.log.read_text()[-3000:]}")
         yield OperationsPrometheus(prometheus, f"127.0.0.1:{port}")
     finally:
         prometheus.stop()

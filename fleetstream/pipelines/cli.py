@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Sequence
 # Google client libraries that Beam's GCP extra imports warn about future Python versions.
 warnings.filterwarnings("ignore", category=FutureWarning, module="google")
 
+from fleetstream.pipelines.monitoring_commands import add_monitoring_parsers
 from fleetstream.runtime.library_noise import quiet_library_noise
 from fleetstream.schemas.errors import ConfigError
 
@@ -175,7 +176,8 @@ def build_parser(with_dev: bool = False) -> argparse.ArgumentParser:
 
     simulate = commands.add_parser(
         "simulate", help="write realistic raw envelopes of a simulated fleet",
-        description="Simulated raw envelopes for N vehicles across the four sources: moving GPS "
+        description="Simulated raw envelopes for N vehicles across the sources (by default the "
+                    "four JSON ones; --sources): moving GPS "
                     "tracks, charging and driving, the odd OEM error and malformed message.")
     simulate.add_argument("--vehicles", type=int, default=100, help="fleet size (default %(default)s)")
     limit = simulate.add_mutually_exclusive_group()
@@ -185,6 +187,10 @@ def build_parser(with_dev: bool = False) -> argparse.ArgumentParser:
     simulate.add_argument("--rate", type=float, default=0.1,
                           help="messages per second per vehicle (default %(default)s)")
     simulate.add_argument("--seed", type=int, default=0, help="seed (default %(default)s)")
+    simulate.add_argument("--sources", default=None, metavar="NAME,...",
+                          help="the sources the fleet spreads over (default: tesla, bmw, "
+                               "mercedes, smartcar; tesla_telemetry writes fleet-telemetry "
+                               "protobuf records)")
     simulate.add_argument("--error-rate", type=float, default=0.01,
                           help="share of messages with trouble (default %(default)s)")
     simulate.add_argument("--duplicate-rate", type=float, default=0.001,
@@ -255,6 +261,7 @@ def build_parser(with_dev: bool = False) -> argparse.ArgumentParser:
     stream.add_argument("--beam-option", action="append", default=[], metavar="--NAME=VALUE",
                         help="any other Beam or Flink pipeline option (repeatable)")
     stream.set_defaults(handler=_stream)
+    add_monitoring_parsers(commands)
 
     _add_operations_parsers(commands)
 
@@ -570,10 +577,15 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.messages is None and duration is None:
         duration = 600.0
     to_kafka = args.to.startswith("kafka://")
-    envelopes = simulate_keyed(
-        args.vehicles, messages=args.messages, duration_s=duration, rate=args.rate,
-        seed=args.seed, error_rate=args.error_rate, duplicate_rate=args.duplicate_rate,
-        **({"start_ms": int(time.time() * 1000)} if to_kafka else {}))
+    sources = {} if args.sources is None else {
+        "sources": tuple(name.strip() for name in args.sources.split(",") if name.strip())}
+    try:
+        envelopes = simulate_keyed(
+            args.vehicles, messages=args.messages, duration_s=duration, rate=args.rate,
+            seed=args.seed, error_rate=args.error_rate, duplicate_rate=args.duplicate_rate,
+            **sources, **({"start_ms": int(time.time() * 1000)} if to_kafka else {}))
+    except ValueError as error:
+        raise ConfigError(f"simulate: {error}") from None
     if to_kafka:
         from fleetstream.io.kafka.producer import produce_envelopes
         from fleetstream.settings.topics import DEFAULT_RAW_TOPICS
@@ -586,7 +598,7 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.activations:
         app_ids = [a.strip() for a in args.applications.split(",") if a.strip()]
         with open(args.activations, "wb") as out:
-            for event in activations(args.vehicles, app_ids, seed=args.seed):
+            for event in activations(args.vehicles, app_ids, seed=args.seed, **sources):
                 out.write(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
         print(f"wrote activations for {len(app_ids)} application(s) to {args.activations}",
               file=sys.stderr)

@@ -95,8 +95,12 @@ def run_replay(input_pattern: str | None, config: Config, *, archive: str | None
                output: str | None = None, dead_letters: str | None = None,
                order: OrderSettings = OrderSettings(),
                selection: EnvelopeFilter = EnvelopeFilter(), only: Sequence[str] = (),
-               beam_args: Sequence[str] = ()) -> Accounting:
-    """Run the replay to completion and return its accounting (empty when no file matches)."""
+               beam_args: Sequence[str] = (), redis_url: str | None = None) -> Accounting:
+    """Run the replay to completion and return its accounting (empty when no file matches).
+
+    Applications with geofences receive their crossings beside their documents; with
+    `redis_url` the crossings are also appended to their Redis streams (docs/geofences.md).
+    """
     applications = select_applications(
         output_applications(config, output) if output else config.applications, only)
     check_sinks(applications)
@@ -120,7 +124,8 @@ def run_replay(input_pattern: str | None, config: Config, *, archive: str | None
         envelopes = envelopes | "FilterEnvelopes" >> FilterEnvelopes(selection)
     dead = (envelopes
             | "DeliverFleet" >> DeliverFleet(
-                applications, PermitByActivation(applications, table), order)).dead_letters
+                applications, PermitByActivation(applications, table), order,
+                redis_url=redis_url)).dead_letters
     ((dead, read[UNREADABLE]) | "DeadLetters" >> beam.Flatten()
      | "SerialiseDeadLetters" >> beam.Map(to_json_line)
      | "WriteDeadLetters" >> beam.io.WriteToText(

@@ -36,13 +36,15 @@ from fleetstream.pipelines.replay import check_sinks
 from fleetstream.runtime.group_in_bundle import Unbatch
 from fleetstream.runtime.job_streams import release_job_streams
 from fleetstream.settings.stream import StreamSettings
-from fleetstream.settings.topics import job_topics
+from fleetstream.settings.topics import job_topics, topics_read
 from fleetstream.transforms.order_and_permit_keyed import OrderAndPermitKeyed
 from fleetstream.transforms.permit_by_activation import ActivationTable, PermitByActivation
 
 
-def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> None:
-    """Add the streaming job's steps to `pipeline`."""
+def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings,
+                          redis_url: str | None = None) -> None:
+    """Add the streaming job's steps to `pipeline`; with `redis_url`, geofence events are
+    also appended to their Redis streams (docs/geofences.md)."""
     config, kafka = settings.config, settings.kafka
     raw = pipeline | "ReadRaw" >> ReadRawFromKafka(kafka, settings.raw_topics)
     live = pipeline | "ReadActivationEvents" >> ReadActivationsFromKafka(
@@ -67,7 +69,7 @@ def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> 
              | "ArchiveRaw" >> ArchiveRawEnvelopes(settings.archive))
     fleet = raw.envelopes | "DeliverFleet" >> DeliverFleet(
         config.applications, permit, settings.order, bounded=False,
-        delivery_shards=settings.delivery_shards, batches=True)
+        delivery_shards=settings.delivery_shards, batches=True, redis_url=redis_url)
     if settings.delivered_topic:
         _ = (fleet.records
              | "DeliveredRecords" >> beam.Map(lambda pairs: [(r.vin, r.document)
@@ -83,7 +85,7 @@ def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> 
 def ensure_topics(settings: StreamSettings) -> None:
     """Create the job's topics that do not exist yet (activations compacted)."""
     create_topics(settings.kafka.bootstrap_servers, job_topics(
-        settings.raw_topics.values(), settings.activations_topic,
+        topics_read(settings.raw_topics), settings.activations_topic,
         settings.dead_letters_topic, settings.delivered_topic))
 
 
@@ -94,7 +96,7 @@ def describe_published(report: PublishReport) -> str:
 
 
 def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str, ...] = (),
-                  reset_offsets: bool = False) -> PipelineResult:
+                  reset_offsets: bool = False, redis_url: str | None = None) -> PipelineResult:
     """Check the sinks, create missing topics, seed the configuration's activations, submit.
 
     The configuration's activation events go to the activations topic (keyed
@@ -112,13 +114,13 @@ def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str
     kafka = settings.kafka
     if not settings.flink.savepoint_path and (reset_offsets or isinstance(kafka.start, int)):
         reset_group_offsets(kafka.bootstrap_servers, kafka.consumer_group,
-                            settings.raw_topics.values(), kafka.start)
+                            topics_read(settings.raw_topics), kafka.start)
     published = publish_activations(settings.kafka.bootstrap_servers,
                                     settings.activations_topic, settings.config.activations)
     print(f"fleetstream stream: activations: {describe_published(published)}", file=sys.stderr)
     mark_partitions(settings.kafka.bootstrap_servers, settings.activations_topic)
     pipeline = beam.Pipeline(options=settings.pipeline_options(extra_options))
-    build_stream_pipeline(pipeline, settings)
+    build_stream_pipeline(pipeline, settings, redis_url)
     result = pipeline.run()
     release_job_streams(result)
     return result

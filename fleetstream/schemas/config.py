@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from fleetstream.schemas.activations import ActivationEvent
 from fleetstream.schemas.delivery import Batching
+from fleetstream.schemas.geofences import Geofence
 from fleetstream.schemas.vehicle_ids import vehicle_id
 
 __all__ = ["Application", "Config"]
@@ -28,6 +29,8 @@ class Application:
     #: `vehicle_ids: pseudonymous`: the secret its ids are derived with (see schemas.vehicle_ids);
     #: None: the application sees VINs
     vehicle_id_secret: bytes | None = field(default=None, repr=False)
+    #: its geofences (DATA-CONTRACTS §11), validated; crossings are delivered through its sink
+    geofences: tuple[Geofence, ...] = ()
 
     def vehicle_id(self, vin: str) -> str:
         """The id this application sees for `vin` (the VIN, or its pseudonym)."""
