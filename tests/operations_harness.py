@@ -41,6 +41,7 @@ RETRY_RATES = {("insurer", "webhook"): 0.5}
 DEAD_LETTER_RATES = {("tesla", "map"): 1.0}
 INGEST_RATES = {("tesla", "202"): 10.0, ("tesla", "503"): 0.25}
 LAG = {"fleetstream.raw.tesla": 1234.0, "fleetstream.raw.bmw": 56.0}
+LAG_SECONDS = {"fleetstream.raw.tesla": 95.0, "fleetstream.raw.bmw": 2.5}
 #: observations per second at or under each bucket bound: p50 = 0.1 s, p99 = 1.0 s exactly
 LATENCY_BUCKETS = {"fleet": (("0.05", 0.0), ("0.1", 50.0), ("0.5", 90.0), ("1.0", 99.0),
                              ("2.5", 100.0), ("+Inf", 100.0))}
@@ -81,6 +82,10 @@ class KnownMetrics:
                                 "records behind the newest offset", labels=["topic"])
         for topic, value in LAG.items():
             lag.add_metric([topic], value, timestamp=stamp)
+        behind = GaugeMetricFamily("fleetstream_consumer_lag_seconds",
+                                   "age of the oldest record not yet committed", labels=["topic"])
+        for topic, value in LAG_SECONDS.items():
+            behind.add_metric([topic], value, timestamp=stamp)
         latency = HistogramMetricFamily("fleetstream_delivery_latency_seconds",
                                         "receive time to sink acknowledgement",
                                         labels=["application"])
@@ -98,7 +103,7 @@ class KnownMetrics:
                     DEAD_LETTER_RATES),
             counter("fleetstream_ingest_requests", "push requests answered",
                     ["source", "code"], INGEST_RATES),
-            lag, latency]
+            lag, behind, latency]
 
     def history(self, start: float, end: float, target: str, step: float = 1.0) -> str:
         """OpenMetrics text of every series every `step` seconds in [start, end), for

@@ -251,6 +251,7 @@ def test_the_page_shows_what_prometheus_has_and_says_when_it_stops(  # noqa: F81
     assert shown[("source_throughput", "tesla")] == pytest.approx(10.0, rel=0.01)
     assert "1,234" in page["panels"]["lag"] and "fleetstream.raw.bmw" in page["panels"]["lag"]
     assert "100 ms" in page["panels"]["latency"] and "10.0/s" in page["panels"]["throughput"]
+    assert "1m 35s" in page["panels"]["lag_seconds"]
     alert = page["alerts"]["FleetStreamConsumerLagHigh"]
     assert "firing" in alert and "1234 records behind" in alert
     assert "RUNNING" in page["jobs"]["a" * 32] and "1h 2m" in page["jobs"]["a" * 32]

@@ -45,6 +45,7 @@ ANSWERS = {
     "dead_letters": vector(({"source": "tesla", "stage": "map"}, "2"),
                            ({"source": "tesla", "stage": "deliver"}, "0.5")),
     "consumer_lag": vector(({"topic": "fleetstream.raw.tesla"}, "98765")),
+    "consumer_lag_seconds": vector(({"topic": "fleetstream.raw.tesla"}, "3723")),
     "latency_p50": vector(({"application": "fleet"}, "0.042")),
     "latency_p99": vector(({"application": "fleet"}, "NaN")),
     "ingest_requests": vector(({"source": "tesla", "code": "503"}, "0.25")),
@@ -89,7 +90,7 @@ def test_the_view_shows_jobs_rates_shares_latency_lag_and_alerts(fake_servers: s
     # source: read ok partial failed ignored | share | dead letters (map + deliver)
     assert row(text, "tesla")[1:] == ["10.0", "7.50", "–", "2.50", "–", "25.0%", "2.50"]
     assert row(text, "fleet")[1:] == ["1,234", "0.50", "42 ms", "–"]
-    assert row(text, "fleetstream.raw.tesla")[1:] == ["98,765"]
+    assert row(text, "fleetstream.raw.tesla")[1:] == ["98,765", "1h 2m"]
     assert row(text, "FleetStreamDeliveryRetries")[1:3] == ["firing", "critical"]
     assert "fleet retries its sink" in text
 
@@ -175,8 +176,8 @@ def test_status_of_a_real_prometheus_shows_the_known_numbers(
     # delivered/s retries/s p50 p99 (the histogram's p50 and p99 are 0.1 s and 1 s)
     assert row(text, "fleet")[1:] == ["12.0", "–", "100 ms", "1.00 s"]
     assert row(text, "insurer")[1:] == ["3.00", "0.50", "–", "–"]
-    assert row(text, "fleetstream.raw.tesla")[1] == "1,234"
-    assert row(text, "fleetstream.raw.bmw")[1] == "56"
+    assert row(text, "fleetstream.raw.tesla")[1:] == ["1,234", "1m 35s"]
+    assert row(text, "fleetstream.raw.bmw")[1:] == ["56", "2.50 s"]
     assert "503" in text and "0.25" in text
     assert row(text, "FleetStreamConsumerLagHigh")[1:3] == ["firing", "warning"]
     assert "fleetstream.raw.tesla is 1234 records behind" in text
@@ -209,8 +210,9 @@ def test_rates_are_shown_at_the_precision_of_their_rounded_value(value: float, t
 
 
 @pytest.mark.parametrize("value, text", [(0.9999, "1.00 s"), (0.0424, "42 ms"),
-                                         (float("inf"), "> top bucket"), (12.5, "12.50 s")])
-def test_latencies_are_ms_below_one_second(value: float, text: str) -> None:
+                                         (float("inf"), "> top bucket"), (12.5, "12.50 s"),
+                                         (59.999, "1m 0s"), (7322.0, "2h 2m")])
+def test_durations_are_ms_below_one_second_and_minutes_past_one(value: float, text: str) -> None:
     from fleetstream.operations.status import seconds
     assert seconds(value) == text
 

@@ -76,6 +76,8 @@ PANELS = (
           "receive time to sink acknowledgement, over 5 minutes"),
     Panel("lag", "Consumer lag per topic", "records", ("consumer_lag",),
           "records behind the newest offset"),
+    Panel("lag_seconds", "Consumer lag per topic in time", "seconds", ("consumer_lag_seconds",),
+          "age of the oldest record the job has not committed"),
     Panel("dead_letters", "Dead letters per source and stage", "per_s", ("dead_letters",),
           "dead letters written per second"),
     Panel("ingest", "Ingest push requests per source and code", "per_s", ("ingest_requests",),

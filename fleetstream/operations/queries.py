@@ -1,7 +1,8 @@
 """The PromQL behind `fleetstream status` and `fleetstream dashboard`, defined once.
 
 Each `Query` has a name (the dashboard's API asks for queries by this name and by nothing
-else), the PromQL over the DATA-CONTRACTS §9 metrics, the labels that tell its series apart
+else), the PromQL over the DATA-CONTRACTS §9 metrics (and the exporter's consumer lag in
+seconds, docs/operations.md), the labels that tell its series apart
 and the unit its values are in. Rates are per second over `RATE_WINDOW`; latency
 percentiles over `LATENCY_WINDOW`.
 
@@ -74,6 +75,9 @@ _QUERIES = (
           "per_s"),
     Query("consumer_lag", "Consumer lag per topic",
           "sum by (topic) (fleetstream_consumer_lag_records)", ("topic",), "records"),
+    # not a §9 name: `fleetstream exporter`'s, which the FleetStreamConsumerLag alert watches
+    Query("consumer_lag_seconds", "Consumer lag per topic in time",
+          "max by (topic) (fleetstream_consumer_lag_seconds)", ("topic",), "seconds"),
     Query("latency_p50", "Delivery latency p50 per application", _latency(0.5),
           ("application",), "seconds"),
     Query("latency_p99", "Delivery latency p99 per application", _latency(0.99),

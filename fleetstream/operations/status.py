@@ -115,7 +115,9 @@ def seconds(value: float | None) -> str:
         return "> top bucket"
     if round(value * 1000) < 1000:
         return f"{value * 1000:.0f} ms"
-    return f"{value:.2f} s"
+    if round(value, 2) < 60:
+        return f"{value:.2f} s"
+    return duration(value)
 
 
 def records(value: float | None) -> str:
@@ -125,7 +127,7 @@ def records(value: float | None) -> str:
 
 
 def duration(seconds_: float) -> str:
-    seconds_ = int(max(seconds_, 0))
+    seconds_ = round(max(seconds_, 0))
     days, rest = divmod(seconds_, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
@@ -213,12 +215,12 @@ def _applications(snapshot: Snapshot) -> Table:
 
 
 def _lag(snapshot: Snapshot) -> Table:
-    table = _table("Consumer lag", "topic", "records behind")
-    lag = snapshot.by_key("consumer_lag")
-    for (topic,), value in sorted(lag.items()):
-        table.add_row(topic, records(value))
-    if not lag:
-        table.add_row("(no topic reports)", "")
+    table = _table("Consumer lag", "topic", "records behind", "time behind")
+    lag, behind = snapshot.by_key("consumer_lag"), snapshot.by_key("consumer_lag_seconds")
+    for key in sorted(set(lag) | set(behind)):
+        table.add_row(key[0], records(lag.get(key)), seconds(behind.get(key)))
+    if not lag and not behind:
+        table.add_row("(no topic reports)", "", "")
     return table
 
 

@@ -20,7 +20,9 @@ function formatter(unit) {
     if (v === null || v === undefined || Number.isNaN(v)) return "–";
     switch (unit) {
       case "ratio": return (v * 100).toFixed(1) + "%";
-      case "seconds": return Math.round(v * 1000) < 1000 ? (v * 1000).toFixed(0) + " ms" : v.toFixed(2) + " s";
+      case "seconds":
+        if (Math.round(v * 1000) < 1000) return (v * 1000).toFixed(0) + " ms";
+        return Math.round(v * 100) / 100 < 60 ? v.toFixed(2) + " s" : duration(v * 1000);
       case "records": return Math.round(v).toLocaleString("en-US");
       default:
         if (v === 0) return "0/s";
@@ -161,7 +163,7 @@ function drawAlerts(alerts) {
 }
 
 function duration(ms) {
-  const s = Math.max(Math.floor(ms / 1000), 0);
+  const s = Math.max(Math.round(ms / 1000), 0);
   const d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600);
   const m = Math.floor(s % 3600 / 60), sec = s % 60;
   if (d) return d + "d " + h + "h";
