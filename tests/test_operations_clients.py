@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 from pytest_httpserver import HTTPServer
@@ -125,3 +126,24 @@ def test_watch_redraws_until_ctrl_c(httpserver: HTTPServer, monkeypatch) -> None
     assert sleeps == [3.0, 3.0]
     text = console.export_text()
     assert "No alerts firing." in text and re.search(r"raw\s+│\s+6", text)
+
+
+def test_every_metric_the_views_read_is_recorded_or_exported_by_fleetstream() -> None:
+    """The views read only names FleetStream's own monitoring gives Prometheus: the shipped
+    recording rules (fleetstream/monitoring/fleetstream.rules.yml), `fleetstream exporter`
+    and the ingest gateway's /metrics."""
+    import yaml
+
+    from fleetstream.ingest.metrics import IngestMetrics
+    from fleetstream.monitoring import exporter
+    package = Path(exporter.__file__).parent
+    rules = yaml.safe_load((package / "fleetstream.rules.yml").read_text())
+    given = {rule["record"] for group in rules["groups"] for rule in group["rules"]
+             if "record" in rule}
+    given |= set(re.findall(r'GaugeMetricFamily\("(fleetstream_[a-z_]+)"',
+                            Path(exporter.__file__).read_text()))
+    given |= {metric.name + "_total" for metric in IngestMetrics().registry.collect()
+              if metric.type == "counter"}
+    for query in QUERIES.values():
+        for metric in re.findall(r"fleetstream_[a-z_]+", query.promql):
+            assert metric in given, (query.name, metric)
