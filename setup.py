@@ -27,6 +27,7 @@ INSTALL_REQUIRES = [
     # needs protobuf >= 5.26.1); apache-beam brings it already, pinned here because the
     # tesla_telemetry mapper parses with it
     "protobuf==5.29.6",
+    "rich==15.0.0",                # fleetstream status: the terminal view
 ]
 
 TEST_REQUIRES = [
@@ -38,6 +39,9 @@ TEST_REQUIRES = [
     "pytest-httpserver==1.2.0",  # a local HTTP endpoint for the webhook sink's tests
     "standardwebhooks==1.1.0",   # verifies the webhook sink's signatures as a customer would
     "fakeredis==2.41.0",         # an in-process Redis for the geofence stream tests
+    # drives Debian's headless Chromium (fleetstream.dev.chromium) in the dashboard's tests;
+    # 4.51 and later need a certifi newer than the package index here serves
+    "selenium==4.50.0",
 ]
 
 setup(
@@ -50,7 +54,9 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["fleetstream", "fleetstream.*"]),
-    package_data={"fleetstream": ["schemas/*.avsc", "monitoring/*.yml", "mappers/proto/*.proto"]},
+    # the dashboard's page and the uPlot it serves (operations/static/vendor/uplot/VENDORED.md)
+    package_data={"fleetstream": ["schemas/*.avsc", "monitoring/*.yml", "mappers/proto/*.proto",
+                                  "operations/static/*", "operations/static/vendor/uplot/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
     entry_points={"console_scripts": ["fleetstream = fleetstream.pipelines.cli:main"]},
