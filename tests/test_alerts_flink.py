@@ -6,6 +6,9 @@ reporters; pytest-httpserver stands in for Slack's incoming webhook.
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import urllib.parse
 import urllib.request
@@ -139,6 +142,7 @@ def test_a_burst_of_malformed_messages_alerts_slack_and_resolves(
     try:
         _assert_prometheus_counts_what_happened(alerting.url, produced, tmp_path / "fleet",
                                                 raw_topics.values())
+        _assert_status_shows_the_job(alerting.url, flink_cluster.flink_rest, raw_topics.values())
     finally:
         exporter.shutdown()
     attachment = firing["attachments"][0]
@@ -190,3 +194,16 @@ def _assert_prometheus_counts_what_happened(prometheus: str, produced: Counter[s
             raise AssertionError(f"Prometheus has {seen} (lag topics {lag_topics}), "
                                  f"expected {expected}")
         time.sleep(2)
+
+
+def _assert_status_shows_the_job(prometheus: str, flink_rest: str, topics) -> None:
+    """`fleetstream status`, as an operator runs it, over these rules and this job: the
+    running job, every source, the application and each raw topic's lag are on screen."""
+    done = subprocess.run([sys.executable, "-m", "fleetstream.pipelines.cli", "status",
+                           "--prometheus", prometheus, "--flink", flink_rest],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "RUNNING" in done.stdout
+    for name in (*SOURCES, "fleet", *topics):
+        assert name in done.stdout, f"{name} missing from:\n{done.stdout}"
