@@ -30,6 +30,9 @@ class FleetOutputs(NamedTuple):
     #: (application_id, Record): every document, before batching (lists of them with batches)
     records: beam.PCollection
     dead_letters: beam.PCollection  # dicts: mapping and delivery dead letters
+    #: (vin, MappedMessage) (lists of them with batches): every mapped message, before
+    #: ordering and permissions, once per source message (the latest-state store's input)
+    mapped: beam.PCollection | None = None
 
 
 class DeliverFleet(beam.PTransform):
@@ -76,4 +79,4 @@ class DeliverFleet(beam.PTransform):
             self._applications, application_sink, self._retry, shards=self._delivery_shards,
             batches=self._batches)
         return FleetOutputs(records, (mapped[DEAD_LETTERS], delivery_dead_letters)
-                            | "AllDeadLetters" >> beam.Flatten())
+                            | "AllDeadLetters" >> beam.Flatten(), mapped.mapped)

@@ -12,7 +12,9 @@ per-vehicle order in keyed state, joins activation events from the compacted
 submission), and delivers through each application's sink. Dead letters
 (mapping, ingest, delivery) go to the `dead-letters` topic and, optionally,
 every document to the `delivered` topic. With an `archive:` section the job
-also writes every raw envelope to the raw archive (`ArchiveRawEnvelopes`).
+also writes every raw envelope to the raw archive (`ArchiveRawEnvelopes`). With a `state:`
+section in the applications' configuration every mapped message's entries go to the
+latest-state store in Redis (`WriteLatestState`, DATA-CONTRACTS §10).
 Read positions live in Flink's checkpoints (see `kafka_topics`), so a job
 restarted from its last checkpoint or savepoint loses nothing; documents it
 sends twice carry the same `message_id`.
@@ -27,6 +29,7 @@ from apache_beam.runners.runner import PipelineResult
 from fleetstream.io.archive.raw_archive import ArchiveRawEnvelopes
 from fleetstream.io.kafka.admin import create_topics
 from fleetstream.io.kafka.offsets import reset_group_offsets
+from fleetstream.io.redis.state import WriteLatestState, check_state_store
 from fleetstream.io.kafka.activations import PublishReport, publish_activations
 from fleetstream.io.kafka.producer import mark_partitions
 from fleetstream.io.kafka.transforms import (INVALID, ReadActivationsFromKafka, ReadRawFromKafka,
@@ -68,6 +71,9 @@ def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> 
     fleet = raw.envelopes | "DeliverFleet" >> DeliverFleet(
         config.applications, permit, settings.order, bounded=False,
         delivery_shards=settings.delivery_shards, batches=True)
+    if config.state is not None:
+        _ = fleet.mapped | "WriteLatestState" >> WriteLatestState(config.state.redis,
+                                                                 batches=True)
     if settings.delivered_topic:
         _ = (fleet.records
              | "DeliveredRecords" >> beam.Map(lambda pairs: [(r.vin, r.document)
@@ -108,6 +114,8 @@ def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str
     (`release_job_streams`): ask `result.state` for the job's state.
     """
     check_sinks(settings.config.applications)
+    if settings.config.state is not None:
+        check_state_store(settings.config.state.redis)
     ensure_topics(settings)
     kafka = settings.kafka
     if not settings.flink.savepoint_path and (reset_offsets or isinstance(kafka.start, int)):

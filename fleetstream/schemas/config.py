@@ -13,7 +13,7 @@ from fleetstream.schemas.activations import ActivationEvent
 from fleetstream.schemas.delivery import Batching
 from fleetstream.schemas.vehicle_ids import vehicle_id
 
-__all__ = ["Application", "Config"]
+__all__ = ["Application", "Config", "StateStore"]
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,20 @@ class Application:
     #: `vehicle_ids: pseudonymous`: the secret its ids are derived with (see schemas.vehicle_ids);
     #: None: the application sees VINs
     vehicle_id_secret: bytes | None = field(default=None, repr=False)
+    #: the environment variable holding its API keys, comma-separated (`fleetstream api`)
+    api_keys_env: str | None = None
 
     def vehicle_id(self, vin: str) -> str:
         """The id this application sees for `vin` (the VIN, or its pseudonym)."""
         return vehicle_id(self.vehicle_id_secret, vin)
+
+
+@dataclass(frozen=True)
+class StateStore:
+    """`state:` (DATA-CONTRACTS §10): where the latest state of every vehicle is kept."""
+
+    #: redis://HOST:PORT/DB (the database number selects the database)
+    redis: str
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,8 @@ class Config:
 
     applications: tuple[Application, ...]
     activations: tuple[ActivationEvent, ...] = field(default=())
+    #: None: no latest-state store is configured
+    state: StateStore | None = None
 
     def application(self, application_id: str) -> Application:
         return next(a for a in self.applications if a.id == application_id)

@@ -1,0 +1,1 @@
+"""Redis: the latest-state store (DATA-CONTRACTS §10)."""
