@@ -22,6 +22,13 @@ INSTALL_REQUIRES = [
     "grpcio==1.65.5",
     "google-cloud-pubsub==2.39.0",
     "httpx==0.29.0",               # the webhook sink's HTTP client (keep-alive, pool limits)
+    # the latest-state store (Redis; hiredis parses its replies) and `fleetstream api`
+    "redis==5.3.1",
+    "hiredis==3.5.0",
+    "starlette==1.10.0",
+    "uvicorn==0.55.0",
+    "uvloop==0.23.0",              # uvicorn's event loop (loop="auto" picks it)
+    "httptools==0.9.0",            # uvicorn's HTTP parser (http="auto" picks it)
 ]
 
 TEST_REQUIRES = [
@@ -32,6 +39,7 @@ TEST_REQUIRES = [
     "pytest-randomly==5.1.0",  # every run in a new order: tests must not lean on each other
     "pytest-httpserver==1.2.0",  # a local HTTP endpoint for the webhook sink's tests
     "standardwebhooks==1.1.0",   # verifies the webhook sink's signatures as a customer would
+    "fakeredis==2.41.0",         # the latest-state rules without a Redis server
 ]
 
 setup(

@@ -35,7 +35,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from fleetstream.io.archive.layout import archive_patterns
-from fleetstream.io.redis.state import WriteLatestState, check_state_store
+from fleetstream.io.redis.state_store import check_state_store
+from fleetstream.io.redis.write_state import WriteLatestState
 from fleetstream.io.files.envelope_files import (UNREADABLE, EnvelopeFile, ReadEnvelopes,
                                                  match_envelope_files)
 from fleetstream.io.sinks.object.file import FileSink

@@ -29,7 +29,8 @@ from apache_beam.runners.runner import PipelineResult
 from fleetstream.io.archive.raw_archive import ArchiveRawEnvelopes
 from fleetstream.io.kafka.admin import create_topics
 from fleetstream.io.kafka.offsets import reset_group_offsets
-from fleetstream.io.redis.state import WriteLatestState, check_state_store
+from fleetstream.io.redis.state_store import check_state_store
+from fleetstream.io.redis.write_state import WriteLatestState
 from fleetstream.io.kafka.activations import PublishReport, publish_activations
 from fleetstream.io.kafka.producer import mark_partitions
 from fleetstream.io.kafka.transforms import (INVALID, ReadActivationsFromKafka, ReadRawFromKafka,

@@ -1,18 +1,18 @@
-"""Writing the latest state of every vehicle to Redis (DATA-CONTRACTS §10, docs/state.md).
+"""The latest-state store in Redis (DATA-CONTRACTS §10, docs/state.md): connecting and writing.
 
-    messages | "WriteLatestState" >> WriteLatestState(config.state.redis, batches=True)
+    writer = StateWriter("redis://127.0.0.1:6379/0")
+    writer.write([(vin, state_updates(message.data)), ...])
 
-`WriteLatestState` takes the mapped messages, `(vin, MappedMessage)` (lists of them
-with `batches=True`, the streaming job), once per source message before permissions:
-state is kept per VIN for every application alike and permissions are applied when it is
-read. Each message becomes one call of one Lua script (`KEEP_NEWEST`) that, atomically in
-Redis, keeps each property's (instance's) entry only when it is newer than the kept one
-and indexes a kept location in the geo index; so late, repeated and replayed data never
-overwrite newer values and the order of writes does not matter. A bundle's calls go in
-pipelines of `batch_size`. When Redis cannot be reached the writer waits and retries the
-whole batch (the script is idempotent) for up to `max_wait_s`, then fails the bundle,
-which the runner retries: no update is dropped. What Redis has acknowledged survives as
-its persistence allows (the dev server: append-only file, fsync every second).
+State is kept per VIN for every application alike; permissions are applied when it is
+read. Each vehicle's updates become one call of one Lua script (`KEEP_NEWEST`) that,
+atomically in Redis, keeps each property's (instance's) entry only when it is newer than
+the kept one and indexes a kept location in the geo index; so late, repeated and replayed
+data never overwrite newer values and the order of writes does not matter. Calls go in
+pipelines of `batch_size`. When Redis cannot be reached the writer retries the whole batch
+(the script is idempotent) for up to `max_wait_s`, then raises (`WriteLatestState` then
+fails the bundle, which the runner retries): no update is dropped. What Redis has
+acknowledged survives as its persistence allows (the dev server: append-only file, fsync
+every second).
 """
 from __future__ import annotations
 
@@ -20,12 +20,10 @@ import logging
 import time
 from typing import Iterable, Sequence
 
-import apache_beam as beam
 import redis
 
 from fleetstream.schemas.errors import ConfigError
-from fleetstream.schemas.mapped import MappedMessage
-from fleetstream.schemas.state import GEO_KEY, StateUpdate, state_key, state_updates
+from fleetstream.schemas.state import GEO_KEY, StateUpdate, state_key
 
 _log = logging.getLogger(__name__)
 
@@ -114,61 +112,3 @@ class StateWriter:
 
     def close(self) -> None:
         self._client.close()
-
-
-class WriteLatestState(beam.PTransform):
-    """Keep each vehicle's newest entries in Redis, from `(vin, MappedMessage)` (or lists)."""
-
-    def __init__(self, redis_url: str, batches: bool = False, max_wait_s: float = 600.0,
-                 batch_size: int = 500) -> None:
-        super().__init__()
-        self._redis_url = redis_url
-        self._batches = batches
-        self._max_wait_s = max_wait_s
-        self._batch_size = batch_size
-
-    def expand(self, messages: beam.PCollection) -> beam.PCollection:
-        return messages | "KeepNewest" >> beam.ParDo(_WriteStateFn(
-            self._redis_url, self._batches, self._max_wait_s, self._batch_size))
-
-
-class _WriteStateFn(beam.DoFn):
-    """Collects a bundle's updates and writes them when the batch is full and at its end,
-    so that a bundle (and with it a checkpoint) completes only once Redis has them."""
-
-    def __init__(self, url: str, batches: bool, max_wait_s: float, batch_size: int) -> None:
-        self._url = url
-        self._batches = batches
-        self._max_wait_s = max_wait_s
-        self._batch_size = batch_size
-        self._writer: StateWriter | None = None
-        self._pending: list[tuple[str, list[StateUpdate]]] = []
-
-    def setup(self) -> None:
-        self._writer = StateWriter(self._url, self._max_wait_s, self._batch_size)
-
-    def start_bundle(self) -> None:
-        self._pending = []
-
-    def process(self, element) -> Iterable[None]:
-        pairs: Iterable[tuple[str, MappedMessage]] = element if self._batches else (element,)
-        for vin, message in pairs:
-            updates = state_updates(message.data)
-            if updates:
-                self._pending.append((vin, updates))
-        if len(self._pending) >= self._batch_size:
-            self._flush()
-        return ()
-
-    def finish_bundle(self) -> None:
-        self._flush()
-
-    def _flush(self) -> None:
-        if self._pending:
-            assert self._writer is not None
-            self._writer.write(self._pending)
-            self._pending = []
-
-    def teardown(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
