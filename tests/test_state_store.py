@@ -166,3 +166,17 @@ def test_the_writer_retries_through_a_redis_restart_and_loses_nothing(
                 == BASE_MS + n
     finally:
         server.stop()
+
+
+def test_write_latest_state_takes_the_streaming_job_s_lists_of_messages(store) -> None:
+    import apache_beam as beam
+
+    from fleetstream.io.redis.write_state import WriteLatestState
+    from fleetstream.schemas.mapped import MappedMessage
+    url, client = store
+    batches = [[(f"V{n}", MappedMessage("tesla", f"m{n}{i}", 0, 0, message("odometer", i, i)))
+                for i in range(3)] for n in range(4)]
+    with beam.Pipeline() as pipeline:
+        _ = pipeline | beam.Create(batches) | WriteLatestState(url, batches=True)
+    assert sorted(client.keys("fs:state:*")) == [f"fs:state:V{n}".encode() for n in range(4)]
+    assert value_ms(client.hget("fs:state:V3", "diagnostics.odometer")) == BASE_MS + 2
