@@ -117,17 +117,25 @@ def state_answer(vehicle_id: str, stored: Mapping[bytes, bytes],
     """`{"vin", "updated_at", "data"}` of the permitted properties of a stored hash (§10);
     None when nothing permitted is kept."""
     data: dict[str, dict[str, list[Any]]] = {}
-    newest = -1
+    newest = b""
     for name, value in sorted(stored.items()):
         capability, prop = _property_of(name)
         if prop not in permitted.get(capability, ()):
             continue
-        data.setdefault(capability, {}).setdefault(prop, []).append(
-            orjson.Fragment(value[TS_DIGITS:]))
-        newest = max(newest, value_ms(value))
-    if newest < 0:
+        properties = data.get(capability)
+        if properties is None:
+            properties = data[capability] = {}
+        entries = properties.get(prop)
+        if entries is None:
+            properties[prop] = [orjson.Fragment(value[TS_DIGITS:])]
+        else:
+            entries.append(orjson.Fragment(value[TS_DIGITS:]))
+        stamp = value[:TS_DIGITS]          # zero-padded: compares as text
+        if stamp > newest:
+            newest = stamp
+    if not newest:
         return None
-    return {"vin": vehicle_id, "updated_at": iso_ms(newest), "data": data}
+    return {"vin": vehicle_id, "updated_at": iso_ms(int(newest)), "data": data}
 
 
 def property_entries(stored: Iterable[tuple[bytes, bytes]], capability: str,
@@ -144,7 +152,17 @@ def property_fields(capability: str, prop: str) -> tuple[str, bool]:
     return f"{capability}.{prop}", False
 
 
+#: field name -> (capability, property): the names are few (catalogue x instances)
+_PROPERTY_OF: dict[bytes | str, tuple[str, str]] = {}
+
+
 def _property_of(name: bytes | str) -> tuple[str, str]:
-    text = name.decode() if isinstance(name, bytes) else name
+    known = _PROPERTY_OF.get(name)
+    if known is not None:
+        return known
+    text = name.decode(errors="replace") if isinstance(name, bytes) else name
     capability, _, rest = text.partition(".")
-    return capability, rest.partition("|")[0]
+    found = capability, rest.partition("|")[0]
+    if len(_PROPERTY_OF) < 4096:
+        _PROPERTY_OF[name] = found
+    return found
