@@ -33,6 +33,7 @@ from starlette.routing import Route
 
 from fleetstream.api.activations import Approvals
 from fleetstream.api.keys import ApiKeys
+from fleetstream.api.reads import BatchedReads
 from fleetstream.api.openapi import OPENAPI
 from fleetstream.schemas.config import Application
 from fleetstream.schemas.state import (GEO_KEY, geofence_events_key, property_entries,
@@ -89,6 +90,7 @@ class StateApi:
         self.approvals = approvals
         self.keys = keys
         self.redis = client
+        self.reads = BatchedReads(client)
 
     def _caller(self, request: Request) -> Application | None:
         app_id = self.keys.application_of(request.headers.get("authorization"))
@@ -123,7 +125,7 @@ class StateApi:
         vin = self._vin(app, vehicle_id)
         if vin is None:
             return _error(404, _NOT_FOUND_VEHICLE)
-        stored = await self.redis.hgetall(state_key(vin))
+        stored = await self.reads.hgetall(state_key(vin))
         if self.approvals.vin_of(app.id, vehicle_id) is None:   # revoked meanwhile
             return _error(404, _NOT_FOUND_VEHICLE)
         answer = state_answer(vehicle_id, stored, app.permitted) or {
@@ -141,9 +143,9 @@ class StateApi:
             return _error(404, _NOT_FOUND_PROPERTY)
         name, is_prefix = property_fields(capability, prop)
         if is_prefix:
-            stored = list((await self.redis.hgetall(state_key(vin))).items())
+            stored = list((await self.reads.hgetall(state_key(vin))).items())
         else:
-            value = await self.redis.hget(state_key(vin), name)
+            value = await self.reads.hget(state_key(vin), name)
             stored = [] if value is None else [(name.encode(), value)]
         if self.approvals.vin_of(app.id, vehicle_id) is None:
             return _error(404, _NOT_FOUND_VEHICLE)
@@ -224,10 +226,10 @@ class _LimitUrl:
 
 def create_app(api: StateApi, lifespan: Any = None) -> Any:
     """The ASGI application."""
-    routes = [
-        Route("/openapi.json", _openapi, methods=["GET"]),
-        Route("/v1/vehicles", _authorised(api, api.vehicles), methods=["GET"]),
+    routes = [      # the most asked first: routes are tried in order
         Route("/v1/vehicles/{vehicle_id}", _authorised(api, api.vehicle), methods=["GET"]),
+        Route("/v1/vehicles", _authorised(api, api.vehicles), methods=["GET"]),
+        Route("/openapi.json", _openapi, methods=["GET"]),
         Route("/v1/vehicles/{vehicle_id}/{capability}/{property}",
               _authorised(api, api.vehicle_property), methods=["GET"]),
         Route("/v1/geofences/{geofence_id}/events", _authorised(api, api.geofence_events),

@@ -83,6 +83,7 @@ def run_api(config: Config, listen: str = DEFAULT_LISTEN, bootstrap: str = "127.
     try:
         uvicorn.run(service.asgi(), host=host, port=port, access_log=False, log_level="warning",
                     loop="auto", http="auto", lifespan="on", server_header=False,
+                    proxy_headers=False,
                     h11_max_incomplete_event_size=16 * 1024)
     finally:
         service.close()
