@@ -1,6 +1,6 @@
 """`GET /v1/vehicles/{vin}` of one `fleetstream api` process, against a bare HGETALL loop.
 
-    python benchmarks/api_bench.py --vehicles 100000 --duration 20 --connections 32
+    python benchmarks/api_bench.py --vehicles 100000 --duration 20 --connections 64 [--no-pin]
 
 1. fill: `--vehicles` vehicles with a full state (every catalogue property, four tire
    pressures, a location) written by the real writer (`StateWriter`, one Lua call per
@@ -16,7 +16,7 @@
    `--duration` s: 200 answers/s and latency percentiles;
 6. half rate: the same connections paced (wrk's per-request `delay`) to half the
    saturation rate: rate and p50/p99.
-Redis is not pinned (it runs wherever the kernel puts it, mostly beside wrk). Needs the
+Redis is not pinned (it runs wherever the kernel puts it). `--no-pin` pins nothing. Needs the
 local Redis and Kafka (`fleetstream dev up redis kafka`) and wrk.
 """
 from __future__ import annotations
@@ -154,10 +154,10 @@ def wrk_script(folder: Path, vehicles: int, delay_ms: float) -> Path:
     return path
 
 
-def wrk_phase(url: str, connections: int, duration_s: float, script: Path
+def wrk_phase(pin: list[str], url: str, connections: int, duration_s: float, script: Path
               ) -> tuple[float, int, dict[str, float]]:
-    """(2xx answers/s, other answers, latency percentiles in ms) of one wrk run on CPU 1."""
-    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}",
+    """(2xx answers/s, other answers, latency percentiles in ms) of one wrk run."""
+    out = subprocess.run([*pin, "wrk", "-t1", f"-c{connections}",
                           f"-d{duration_s:.0f}s", "--latency", "-s", str(script), url],
                          capture_output=True, text=True, check=True).stdout
     total = int(re.search(r"(\d+) requests in", out).group(1))
@@ -176,21 +176,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vehicles", type=int, default=100_000)
     parser.add_argument("--duration", type=float, default=20.0)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--db", type=int, default=12, help="Redis database (emptied)")
     parser.add_argument("--redis", default="127.0.0.1:6379")
     parser.add_argument("--kafka", default="127.0.0.1:9092")
     parser.add_argument("--port", type=int, default=18091)
+    parser.add_argument("--no-pin", action="store_true",
+                        help="leave the API, wrk and the ceiling loop to the scheduler (on a "
+                             "machine busy with other work, pinning the API to one core "
+                             "makes each Redis wait cost it a scheduling slice)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the state a previous run filled in (no fill, no memory)")
     args = parser.parse_args()
     url = f"redis://{args.redis}/{args.db}"
+    pin = (lambda cpu: []) if args.no_pin else (lambda cpu: ["taskset", "-c", cpu])
 
-    rate, memory = fill(url, args.vehicles)
+    if args.reuse and redis.Redis.from_url(url).dbsize() > args.vehicles:
+        print(f"fill: reusing the {args.vehicles:,} vehicles in {url}")
+    else:
+        fill_and_report(url, args.vehicles)
+    run_api_phases(args, url, pin)
+
+
+def fill_and_report(url: str, vehicles: int) -> None:
+    rate, memory = fill(url, vehicles)
     print(f"fill: {args.vehicles:,} vehicles at {rate:,.0f} vehicles/s (one Lua call each, "
           f"{memory['fields']} fields); memory per vehicle: {memory['used_bytes_per_vehicle']:,.0f} "
           f"B used_memory delta, {memory['hash_bytes']:,.0f} B MEMORY USAGE of its hash "
           f"({memory['encoding'].decode()}), {memory['geo_bytes_per_vehicle']:,.0f} B in the "
           f"geo index -> {memory['used_bytes_per_vehicle'] * 1e6 / 2 ** 30:,.2f} GiB per "
           f"million vehicles")
+
+
+def run_api_phases(args: argparse.Namespace, url: str, pin) -> None:
     topic = publish_approvals(args.kafka, args.vehicles)
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "config.yaml"
@@ -200,7 +218,7 @@ def main() -> None:
             "api_keys_env": "BENCH_API_KEYS"}]}))
         started = time.monotonic()
         api = subprocess.Popen(
-            ["taskset", "-c", "0", sys.executable, "-m", "fleetstream.pipelines.cli", "api",
+            [*pin("0"), sys.executable, "-m", "fleetstream.pipelines.cli", "api",
              "--config", str(config), "--listen", f"127.0.0.1:{args.port}", "--kafka",
              args.kafka, "--activations-topic", topic], cwd=ROOT,
             env={**os.environ, "BENCH_API_KEYS": KEY,
@@ -219,18 +237,20 @@ def main() -> None:
                     time.sleep(0.2)
             print(f"api: ready in {time.monotonic() - started:.1f} s (read {args.vehicles:,} "
                   f"activations); an answer is {len(answer.content):,} bytes")
-            os.sched_setaffinity(0, {0})
+            if not args.no_pin:
+                os.sched_setaffinity(0, {0})
             calls, p99 = hgetall_ceiling(url, args.vehicles, args.duration / 2)
-            os.sched_setaffinity(0, {0, 1})
-            print(f"ceiling: bare redis-py HGETALL loop, CPU 0: {calls:,.0f} calls/s, "
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+            where = "" if args.no_pin else ", CPU 0"
+            print(f"ceiling: bare redis-py HGETALL loop{where}: {calls:,.0f} calls/s, "
                   f"p99 {p99:.2f} ms")
-            throughput, others, pct = wrk_phase(base, args.connections, args.duration,
+            throughput, others, pct = wrk_phase(pin("1"), base, args.connections, args.duration,
                                                 wrk_script(Path(folder), args.vehicles, 0))
-            print(f"saturation (wrk, {args.connections} connections, CPU 1): "
+            print(f"saturation (wrk, {args.connections} connections{where and ', CPU 1'}): "
                   f"{throughput:,.0f} answers/s ({others} non-200), p50 {pct['50']:.1f} ms, "
                   f"p99 {pct['99']:.1f} ms; {throughput / calls:.2f} of the ceiling")
             delay_ms = args.connections / (throughput / 2) * 1000
-            half, others, pct = wrk_phase(base, args.connections, args.duration,
+            half, others, pct = wrk_phase(pin("1"), base, args.connections, args.duration,
                                           wrk_script(Path(folder), args.vehicles, delay_ms))
             print(f"half rate (wrk, {delay_ms:.1f} ms between a connection's requests): "
                   f"{half:,.0f} answers/s ({others} non-200), p50 {pct['50']:.1f} ms, "

@@ -48,6 +48,9 @@ class RedisService(Service):
             "appendonly yes", "appendfsync everysec", 'appendfilename "appendonly.aof"',
             "save 3600 1 300 100 60 10000", 'dbfilename "dump.rdb"',
             "databases 16",
+            # a vehicle's hash (21 fields of ~100 B values) stays a compact listpack: ~17 % less
+            # memory than a hashtable (docs/state.md)
+            "hash-max-listpack-value 512",
         ]) + "\n")
 
     def command(self) -> list[str]:
