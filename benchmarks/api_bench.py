@@ -15,7 +15,10 @@
    random vehicle per request) with `--connections` keep-alive connections for
    `--duration` s: 200 answers/s and latency percentiles;
 6. half rate: the same connections paced (wrk's per-request `delay`) to half the
-   saturation rate: rate and p50/p99.
+   saturation rate: rate and p50/p99;
+7. framework floor: uvicorn and Starlette alone (same options and pinning), one route
+   answering a constant body of the same size, at saturation: what any API process of this
+   stack can do on this machine now.
 Redis is not pinned (it runs wherever the kernel puts it). `--no-pin` pins nothing. Needs the
 local Redis and Kafka (`fleetstream dev up redis kafka`) and wrk.
 """
@@ -200,7 +203,7 @@ def main() -> None:
 
 def fill_and_report(url: str, vehicles: int) -> None:
     rate, memory = fill(url, vehicles)
-    print(f"fill: {args.vehicles:,} vehicles at {rate:,.0f} vehicles/s (one Lua call each, "
+    print(f"fill: {vehicles:,} vehicles at {rate:,.0f} vehicles/s (one Lua call each, "
           f"{memory['fields']} fields); memory per vehicle: {memory['used_bytes_per_vehicle']:,.0f} "
           f"B used_memory delta, {memory['hash_bytes']:,.0f} B MEMORY USAGE of its hash "
           f"({memory['encoding'].decode()}), {memory['geo_bytes_per_vehicle']:,.0f} B in the "
@@ -258,6 +261,50 @@ def run_api_phases(args: argparse.Namespace, url: str, pin) -> None:
         finally:
             api.terminate()
             api.wait(20)
+        floor, others = framework_floor(Path(folder), pin, args, len(answer.content))
+        print(f"framework floor (uvicorn + Starlette, a constant {len(answer.content):,}-byte "
+              f"answer): {floor:,.0f} answers/s ({others} non-200); the API is "
+              f"{throughput / floor:.2f} of it")
+
+
+FLOOR_APP = """
+import sys
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+BODY = b"x" * int(sys.argv[2])
+async def vehicle(request):
+    return Response(BODY, media_type="application/json", headers={"etag": '"e"'})
+uvicorn.run(Starlette(routes=[Route("/v1/vehicles/{vehicle_id}", vehicle)]), host="127.0.0.1",
+            port=int(sys.argv[1]), access_log=False, log_level="warning", proxy_headers=False,
+            server_header=False)
+"""
+
+
+def framework_floor(folder: Path, pin, args: argparse.Namespace, size: int) -> tuple[float, int]:
+    """(answers/s, non-200) of uvicorn + Starlette answering a constant body, at saturation."""
+    script = folder / "floor_app.py"
+    script.write_text(FLOOR_APP)
+    server = subprocess.Popen([*pin("0"), sys.executable, str(script), str(args.port + 1),
+                               str(size)])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{args.port + 1}/v1/vehicles/x")
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the framework floor app did not start")
+                time.sleep(0.2)
+        rate, others, _ = wrk_phase(pin("1"), f"http://127.0.0.1:{args.port + 1}",
+                                    args.connections, args.duration,
+                                    wrk_script(folder, args.vehicles, 0))
+        return rate, others
+    finally:
+        server.terminate()
+        server.wait(20)
 
 
 if __name__ == "__main__":
