@@ -199,7 +199,9 @@ def test_bad_parameters_answer_400(served, path: str) -> None:
     (f"/v1/vehicles/{VIN}/diagnostics/odometer/extra", 404), ("/v1/vehicles/" + "A" * 300, 404),
     ("/v1/nothing", 404), ("/", 404), ("/v1/vehicles?x=" + "y" * 5000, 414),
     ("/v1/vehicles/" + "A" * 600, 414), ("/v1/geofences/..%2F..%2Fx/events", 404),
-    (f"/v1/vehicles/{VIN}%00", 404), ("/v1/vehicles/%ff%fe", 404)])
+    (f"/v1/vehicles/{VIN}%00", 404), ("/v1/vehicles/%ff%fe", 404),
+    (f"/v1/vehicles/{VIN}%0A", 404), (f"/v1/vehicles/{VIN}/diagnostics/odometer%0A", 404),
+    ("/v1/geofences/depot%0A/events", 404)])
 def test_strange_paths_answer_4xx(served, path: str, status: int) -> None:
     client, *_ = served
     answer = get(client, path)

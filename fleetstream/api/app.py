@@ -36,16 +36,17 @@ from fleetstream.api.keys import ApiKeys
 from fleetstream.api.reads import BatchedReads
 from fleetstream.api.openapi import OPENAPI
 from fleetstream.schemas.config import Application
-from fleetstream.schemas.state import (GEO_KEY, geofence_events_key, property_entries,
-                                       property_fields, state_answer, state_key)
+from fleetstream.schemas.state import (GEO_KEY, PermittedFields, geofence_events_key,
+                                       property_entries, property_fields, state_answer_json,
+                                       state_key)
 from fleetstream.schemas.timestamps import iso_ms, to_epoch_ms
 
 _log = logging.getLogger(__name__)
 
 #: a vehicle id: a VIN (17 characters) or a pseudonym (`p-` + 32 hex); anything else is unknown
-_VEHICLE_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-_NAME = re.compile(r"^[a-z_]{1,64}$")
-_GEOFENCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_VEHICLE_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+_NAME = re.compile(r"[a-z_]{1,64}")
+_GEOFENCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 MAX_QUERY_BYTES = 1024
 MAX_PATH_BYTES = 512
 MAX_RADIUS_M = 1_000_000.0
@@ -68,7 +69,7 @@ def _bad_request(reason: str) -> Response:
 
 def _json(request: Request, answer: Any) -> Response:
     """200 with an ETag, or 304 when the client has that version already."""
-    body = orjson.dumps(answer)
+    body = answer if isinstance(answer, bytes) else orjson.dumps(answer)
     etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
     if_none_match = request.headers.get("if-none-match")
     if if_none_match and _matches(if_none_match, etag):
@@ -91,13 +92,14 @@ class StateApi:
         self.keys = keys
         self.redis = client
         self.reads = BatchedReads(client)
+        self._fields = {app.id: PermittedFields(app.permitted) for app in applications}
 
     def _caller(self, request: Request) -> Application | None:
         app_id = self.keys.application_of(request.headers.get("authorization"))
         return None if app_id is None else self.applications.get(app_id)
 
     def _vin(self, app: Application, vehicle_id: str) -> str | None:
-        if not _VEHICLE_ID.match(vehicle_id):
+        if not _VEHICLE_ID.fullmatch(vehicle_id):
             return None
         return self.approvals.vin_of(app.id, vehicle_id)
 
@@ -128,7 +130,7 @@ class StateApi:
         stored = await self.reads.hgetall(state_key(vin))
         if self.approvals.vin_of(app.id, vehicle_id) is None:   # revoked meanwhile
             return _error(404, _NOT_FOUND_VEHICLE)
-        answer = state_answer(vehicle_id, stored, app.permitted) or {
+        answer = state_answer_json(vehicle_id, stored, self._fields[app.id]) or {
             "vin": vehicle_id, "updated_at": None, "data": {}}
         return _json(request, answer)
 
@@ -138,7 +140,7 @@ class StateApi:
         vin = self._vin(app, vehicle_id)
         if vin is None:
             return _error(404, _NOT_FOUND_VEHICLE)
-        if not (_NAME.match(capability) and _NAME.match(prop)
+        if not (_NAME.fullmatch(capability) and _NAME.fullmatch(prop)
                 and prop in app.permitted.get(capability, ())):
             return _error(404, _NOT_FOUND_PROPERTY)
         name, is_prefix = property_fields(capability, prop)
@@ -154,7 +156,7 @@ class StateApi:
 
     async def geofence_events(self, request: Request, app: Application) -> Response:
         geofence_id = request.path_params["geofence_id"]
-        if not _GEOFENCE_ID.match(geofence_id):
+        if not _GEOFENCE_ID.fullmatch(geofence_id):
             return _error(404, _NOT_FOUND_GEOFENCE)
         since_text = request.query_params.get("since")
         limit_text = request.query_params.get("limit", str(1000))

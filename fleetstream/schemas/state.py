@@ -116,26 +116,57 @@ def state_answer(vehicle_id: str, stored: Mapping[bytes, bytes],
                  permitted: Mapping[str, frozenset[str]]) -> dict[str, Any] | None:
     """`{"vin", "updated_at", "data"}` of the permitted properties of a stored hash (§10);
     None when nothing permitted is kept."""
-    data: dict[str, dict[str, list[Any]]] = {}
+    body = state_answer_json(vehicle_id, stored, PermittedFields(permitted))
+    return None if body is None else orjson.loads(body)
+
+
+class PermittedFields(dict):
+    """Hash field -> (capability, property) as JSON-ready bytes, or None when the property
+    is not permitted; filled as fields are met (they are few: catalogue x instances)."""
+
+    def __init__(self, permitted: Mapping[str, frozenset[str]]) -> None:
+        super().__init__()
+        self.permitted = permitted
+
+    def __missing__(self, name: bytes) -> tuple[bytes, bytes] | None:
+        capability, prop = _property_of(name)
+        found = (capability.encode(), prop.encode()) \
+            if prop in self.permitted.get(capability, ()) else None
+        if len(self) < 4096:
+            self[name] = found
+        return found
+
+
+def state_answer_json(vehicle_id: str, stored: Mapping[bytes, bytes],
+                      fields: PermittedFields) -> bytes | None:
+    """The JSON of `state_answer`, put together from the stored entries' JSON as it is (no
+    decoding); `vehicle_id` must need no JSON escaping (the API lets only [A-Za-z0-9-] in).
+    Sorted field names keep each capability's and each property's entries together."""
+    parts: list[bytes] = []
+    open_capability = open_property = None
     newest = b""
     for name, value in sorted(stored.items()):
-        capability, prop = _property_of(name)
-        if prop not in permitted.get(capability, ()):
+        names = fields[name]
+        if names is None:
             continue
-        properties = data.get(capability)
-        if properties is None:
-            properties = data[capability] = {}
-        entries = properties.get(prop)
-        if entries is None:
-            properties[prop] = [orjson.Fragment(value[TS_DIGITS:])]
+        capability, prop = names
+        if capability != open_capability:
+            parts.append(b'{"' if open_capability is None else b']},"')
+            parts += (capability, b'":{"', prop, b'":[')
+            open_capability, open_property = capability, prop
+        elif prop != open_property:
+            parts += (b'],"', prop, b'":[')
+            open_property = prop
         else:
-            entries.append(orjson.Fragment(value[TS_DIGITS:]))
+            parts.append(b",")
+        parts.append(value[TS_DIGITS:])
         stamp = value[:TS_DIGITS]          # zero-padded: compares as text
         if stamp > newest:
             newest = stamp
-    if not newest:
+    if open_capability is None:
         return None
-    return {"vin": vehicle_id, "updated_at": iso_ms(int(newest)), "data": data}
+    return b'{"vin":"%s","updated_at":"%s","data":%s]}}}' % (
+        vehicle_id.encode(), iso_ms(int(newest)).encode(), b"".join(parts))
 
 
 def property_entries(stored: Iterable[tuple[bytes, bytes]], capability: str,
