@@ -170,6 +170,12 @@ def wrk_phase(pin: list[str], url: str, connections: int, duration_s: float, scr
     return (total - errors) / seconds, errors, percentiles
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _ms(text: str) -> float:
     value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
@@ -247,11 +253,16 @@ def run_api_phases(args: argparse.Namespace, url: str, pin) -> None:
             where = "" if args.no_pin else ", CPU 0"
             print(f"ceiling: bare redis-py HGETALL loop{where}: {calls:,.0f} calls/s, "
                   f"p99 {p99:.2f} ms")
+            cpu_before, wall_before = cpu_seconds(api.pid), time.monotonic()
             throughput, others, pct = wrk_phase(pin("1"), base, args.connections, args.duration,
                                                 wrk_script(Path(folder), args.vehicles, 0))
+            cpu = cpu_seconds(api.pid) - cpu_before
+            wall = time.monotonic() - wall_before
             print(f"saturation (wrk, {args.connections} connections{where and ', CPU 1'}): "
                   f"{throughput:,.0f} answers/s ({others} non-200), p50 {pct['50']:.1f} ms, "
-                  f"p99 {pct['99']:.1f} ms; {throughput / calls:.2f} of the ceiling")
+                  f"p99 {pct['99']:.1f} ms; {throughput / calls:.2f} of the ceiling; the API "
+                  f"process used {cpu / wall:.0%} of a core, {cpu / (throughput * wall) * 1e6:,.0f}"
+                  f" us of CPU per answer")
             delay_ms = args.connections / (throughput / 2) * 1000
             half, others, pct = wrk_phase(pin("1"), base, args.connections, args.duration,
                                           wrk_script(Path(folder), args.vehicles, delay_ms))
