@@ -30,7 +30,8 @@ SECRET = "s" * 32
 def config(state: bool = True, pseudonymous_b: bool = False):
     raw = {"applications": [
         {"id": "fleet-a", "permissions": ["diagnostics.*", "vehicle_location.coordinates"],
-         "sink": {"type": "file", "path": "/tmp/unused"}, "api_keys_env": "FLEET_A_API_KEYS"},
+         "sink": {"type": "file", "path": "/tmp/unused"}, "api_keys_env": "FLEET_A_API_KEYS",
+         "geofences": [{"id": "depot", "circle": {"lat": 48.1, "lon": 11.5, "radius_m": 200}}]},
         {"id": "insurer-b", "permissions": ["diagnostics.odometer"],
          "sink": {"type": "file", "path": "/tmp/unused"}, "api_keys_env": "INSURER_B_API_KEYS",
          **({"vehicle_ids": "pseudonymous", "vehicle_id_secret_env": "B_SECRET"}
@@ -242,12 +243,13 @@ def test_geofence_events_since_of_the_caller_s_fences_and_vehicles(served) -> No
     answer = get(client, "/v1/geofences/depot/events?since=2026-03-01T08:00:01.500Z").json()
     assert [e["message_id"] for e in answer["events"]] == ["m3000"]   # OTHER not approved
     assert len(get(client, "/v1/geofences/depot/events").json()["events"]) == 2
-    assert get(client, "/v1/geofences/yard/events").status_code == 404  # insurer-b's fence
+    # only fences configured for the caller: a stream in Redis is not enough
+    assert get(client, "/v1/geofences/yard/events").status_code == 404   # another app's key
+    assert get(client, "/v1/geofences/yard/events", KEY_B).status_code == 404  # not configured
+    assert get(client, "/v1/geofences/depot/events", KEY_B).status_code == 404  # fleet-a's
     assert get(client, "/v1/geofences/nope/events").status_code == 404
-    assert [e["vin"] for e in get(client, "/v1/geofences/yard/events", KEY_B).json()[
-        "events"]] == [b_id]
-    approvals.offer(ActivationEvent(VIN, "insurer-b", "revoked", 5))
-    assert get(client, "/v1/geofences/yard/events", KEY_B).json()["events"] == []
+    approvals.offer(ActivationEvent(VIN, "fleet-a", "revoked", 5))
+    assert get(client, "/v1/geofences/depot/events").json()["events"] == []
 
 
 def test_redis_down_answers_503_not_500() -> None:

@@ -32,16 +32,18 @@ def test_permitted_data_keeps_only_permitted_properties() -> None:
 def test_documents_from_prepared_data_are_the_documents_from_the_data() -> None:
     """The keyed step's documents (data prepared per application before the shuffle) are
     byte for byte those of PermitByActivation, with the same counts."""
-    from fleetstream.transforms.permissions import documents, prepare_data, prepared_documents
+    from fleetstream.transforms.permissions import (application_rules, documents, prepare_data,
+                                                    prepared_documents)
 
-    applications = tuple((a.id, a.permitted) for a in CONFIG.applications)
+    applications = application_rules(CONFIG.applications)
     ids = [a.id for a in CONFIG.applications]
     for message in (_message("m", DATA), _message("m", DATA)._replace(late=True),
                     _message("m", {"doors": {"locks_state": ENTRY}})):
         prepared = message._replace(data=prepare_data(message.data, applications))
         for approved in (set(ids), {ids[0]}, set()):
             counts, prepared_counts = _Counts(), _Counts()
-            assert list(prepared_documents("V", prepared, approved, ids, prepared_counts)) \
+            assert list(prepared_documents("V", prepared, approved, applications,
+                                           prepared_counts)) \
                 == list(documents("V", message, approved, applications, counts))
             assert prepared_counts.seen == counts.seen
     assert len(list(documents("V", _message("m", DATA), set(ids), applications, _Counts()))) == 2
@@ -171,3 +173,28 @@ def test_keyed_join_applies_approvals_and_revocations_to_later_messages() -> Non
              | beam.Map(_keep_keyed))
     # Before the approval nothing; while approved, the insurer only; after the revocation nothing.
     assert _KEYED_OUT == [("insurer", message_id("approved", "insurer"))]
+
+
+def test_a_pseudonymous_application_gets_its_own_id_and_the_same_message_id() -> None:
+    from fleetstream.schemas.vehicle_ids import pseudonymous_id
+    from fleetstream.transforms.permissions import (application_rules, documents, prepare_data,
+                                                    prepared_documents)
+
+    config = parse_config({"applications": [
+        {"id": "fleet", "permissions": ["diagnostics.*"], "sink": {"type": "file", "path": "u"},
+         "vehicle_ids": "pseudonymous", "vehicle_id_secret_env": "FLEET_SECRET"},
+        {"id": "insurer", "permissions": ["diagnostics.odometer"],
+         "sink": {"type": "file", "path": "u"}}]}, environ={"FLEET_SECRET": "s3cret"})
+    applications = application_rules(config.applications)
+    message = _message("m", DATA)
+    made = list(documents("5YJ3E7EB0KF000001", message, {"fleet", "insurer"}, applications,
+                          _Counts()))
+    prepared = message._replace(data=prepare_data(message.data, applications))
+    assert made == list(prepared_documents("5YJ3E7EB0KF000001", prepared, {"fleet", "insurer"},
+                                           applications, _Counts()))
+    (_, fleet), (_, insurer) = made
+    seen_as = pseudonymous_id(b"s3cret", "5YJ3E7EB0KF000001")
+    assert fleet.vin == orjson.loads(fleet.document)["vin"] == seen_as
+    assert b"5YJ3E7EB0KF000001" not in fleet.document
+    assert fleet.message_id == message_id("m", "fleet")
+    assert insurer.vin == orjson.loads(insurer.document)["vin"] == "5YJ3E7EB0KF000001"

@@ -46,7 +46,6 @@ _log = logging.getLogger(__name__)
 #: a vehicle id: a VIN (17 characters) or a pseudonym (`p-` + 32 hex); anything else is unknown
 _VEHICLE_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 _NAME = re.compile(r"[a-z_]{1,64}")
-_GEOFENCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 MAX_QUERY_BYTES = 1024
 MAX_PATH_BYTES = 512
 MAX_RADIUS_M = 1_000_000.0
@@ -156,7 +155,7 @@ class StateApi:
 
     async def geofence_events(self, request: Request, app: Application) -> Response:
         geofence_id = request.path_params["geofence_id"]
-        if not _GEOFENCE_ID.fullmatch(geofence_id):
+        if geofence_id not in {fence.id for fence in app.geofences}:
             return _error(404, _NOT_FOUND_GEOFENCE)
         since_text = request.query_params.get("since")
         limit_text = request.query_params.get("limit", str(1000))
@@ -169,8 +168,6 @@ class StateApi:
         key = geofence_events_key(app.id, geofence_id)
         entries = await self.redis.xrange(key, min=str(since_ms), max="+",
                                           count=int(limit_text))
-        if not entries and not await self.redis.exists(key):
-            return _error(404, _NOT_FOUND_GEOFENCE)
         events = []
         for _, fields in entries:
             try:

@@ -35,6 +35,8 @@ TASK_SLOTS = 2
 CLUSTER_LIB_EXCLUDED = ("flink-", "slf4j-")
 #: a starting JobManager keeps the retained checkpoints of this many jobs, the newest
 KEPT_JOB_CHECKPOINTS = 20
+#: the ports Flink's Prometheus reporter serves /metrics on: JobManager, TaskManager
+PROMETHEUS_PORTS = (9249, 9250)
 
 
 def flink_home() -> Path:
@@ -159,9 +161,12 @@ class FlinkJobManager(_FlinkProcess):
     name = "flink-jm"
     script = "jobmanager.sh"
 
-    def __init__(self, port: int = 8081, rpc_port: int = 6123) -> None:
+    def __init__(self, port: int = 8081, rpc_port: int = 6123,
+                 metrics_reporter: bool = True) -> None:
+        """`metrics_reporter=False` leaves Prometheus's reporter out (to measure its cost)."""
         super().__init__(port)
         self.rpc_port = rpc_port
+        self.metrics_reporter = metrics_reporter
 
     def prepare(self) -> None:
         shipped = flink_home() / "conf"
@@ -201,6 +206,14 @@ class FlinkJobManager(_FlinkProcess):
             "blob.service.cleanup.interval": 60,
         }.items():
             _set(config, key, value)
+        if self.metrics_reporter:
+            # metrics for Prometheus (dev/prometheus.py scrapes both ports): the JobManager
+            # takes the first free port of the range, the TaskManager the next. Flink 1.19's
+            # reporter has no bind-address option: it listens on every interface.
+            _set(config, "metrics.reporter.prom.factory.class",
+                 "org.apache.flink.metrics.prometheus.PrometheusReporterFactory")
+            _set(config, "metrics.reporter.prom.port",
+                 f"{PROMETHEUS_PORTS[0]}-{PROMETHEUS_PORTS[1]}")
         cluster_dir("tmp").mkdir(parents=True, exist_ok=True)
         self.remove_stale_working_dirs("jm")
         self.prune_retained_checkpoints()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Callable, Mapping
 
+from fleetstream.dev.alertmanager import AlertmanagerService
 from fleetstream.dev.azurite import AzuriteService
 from fleetstream.dev.expansion import ExpansionService
 from fleetstream.dev.flink import FlinkJobManager, FlinkTaskManager
@@ -16,6 +17,7 @@ from fleetstream.dev.mosquitto import MosquittoService
 from fleetstream.dev.moto import MotoService
 from fleetstream.dev.rabbitmq import RabbitMQService
 from fleetstream.dev.redis import RedisService
+from fleetstream.dev.prometheus import PrometheusService
 from fleetstream.dev.pubsub import PubSubEmulator
 from fleetstream.dev.service import Service
 from fleetstream.dev.workerpool import WorkerPool
@@ -35,4 +37,7 @@ SERVICES: Mapping[str, Callable[[], Service]] = {
     "jobserver": FlinkJobServer,
     "expansion": ExpansionService,
     "workerpool": WorkerPool,
+    # after Flink: Prometheus scrapes its reporters, and sends alerts to Alertmanager
+    "alertmanager": AlertmanagerService,
+    "prometheus": PrometheusService,
 }

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 #: a log larger than this at a start moves aside to `<name>.log.1` (replacing the older one)
@@ -169,6 +170,15 @@ class Service(abc.ABC):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def http_ready(url: str) -> bool:
+    """True when `url` answers 200 (a server's readiness endpoint)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
 
 
 def apt_install(service: str, package: str) -> None:

@@ -1,9 +1,13 @@
 """The one interface every source mapper implements.
 
 A mapper is a module with `SOURCE` (the name in the raw envelope's `source`)
-and a pure function `map_payload(payload, received_at_ms) -> MapResult`. It
-never raises: whatever the input, it returns a result whose `outcome` says what
-happened (DATA-CONTRACTS §2, §5):
+and a pure function `map_payload(payload, received_at_ms, record_type=None) ->
+MapResult`. `record_type` is the envelope's (DATA-CONTRACTS §1): the kind of
+record where the transport names it beside the payload (a fleet-telemetry
+record's topic), passed only when the envelope has one; a source with one kind of
+record may take two arguments, one with several declares them in `RECORD_TYPES`.
+It never raises: whatever the input, it returns a result whose `outcome` says
+what happened (DATA-CONTRACTS §2, §5):
 
 - ``ok``: every recognised field was read;
 - ``partial``: some entries carry a `format_error` failure, listed in `errors`;
@@ -51,4 +55,5 @@ def failed(reason: str, field: str = "payload", vin: str | None = None) -> MapRe
 class MapPayload(Protocol):
     """The signature of a mapper module's `map_payload`."""
 
-    def __call__(self, payload: str | bytes, received_at_ms: int) -> MapResult: ...
+    def __call__(self, payload: str | bytes, received_at_ms: int,
+                 record_type: str | None = None) -> MapResult: ...

@@ -59,8 +59,9 @@ _TARGETS: Mapping[str, Target] = {
 }
 
 
-def map_payload(payload: str | bytes, received_at_ms: int) -> MapResult:
-    """Map one CarData streaming message; never raises."""
+def map_payload(payload: str | bytes, received_at_ms: int,
+                record_type: str | None = None) -> MapResult:
+    """Map one CarData streaming message (`record_type` is not read); never raises."""
     return read_message(payload, received_at_ms, _map_message)
 
 

@@ -48,8 +48,9 @@ _TARGETS: Mapping[str, Target] = {
 _HEADING = number_target("vehicle_location.heading")
 
 
-def map_payload(payload: str | bytes, received_at_ms: int) -> MapResult:
-    """Map one webhook delivery; never raises."""
+def map_payload(payload: str | bytes, received_at_ms: int,
+                record_type: str | None = None) -> MapResult:
+    """Map one webhook delivery (`record_type` is not read); never raises."""
     return read_message(payload, received_at_ms, _map_event)
 
 

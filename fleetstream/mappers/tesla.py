@@ -5,17 +5,20 @@ Every datum takes the record's `createdAt` (the receive time when it is absent).
 A `value` holds one typed field, or ``"invalid": true``: the vehicle's own
 "unavailable". Soc wins over BatteryLevel whenever Soc is present; of
 ACChargingPower and DCChargingPower the larger is delivered.
+
+The tables and `map_datums` also serve the protobuf form of the same records
+(`tesla_telemetry`): one OEM, one field table.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from fleetstream.mappers.base import MapResult
 from fleetstream.mappers.entries import (UNAVAILABLE, BadValue, ErrorItem, OemMarked, Outcome,
-                                         Target, Trouble, deliver, enum_target, finish, larger_of,
-                                         message_stamp, number_target, read_coordinates, read_into,
-                                         read_message, read_outcome, require_list, require_vin,
-                                         show, target, tire_pressure_reader)
+                                         Stamp, Target, Trouble, deliver, enum_target, finish,
+                                         larger_of, message_stamp, number_target, read_coordinates,
+                                         read_into, read_message, read_outcome, require_list,
+                                         require_vin, show, target, tire_pressure_reader)
 from fleetstream.schemas.mapped import Data
 from fleetstream.schemas.units import MILES_TO_KM, MPH_TO_KMH, PERCENT_TO_FRACTION
 
@@ -24,7 +27,7 @@ SOURCE = "tesla"
 _VALUE_KINDS = frozenset(("stringValue", "intValue", "longValue", "floatValue", "doubleValue",
                           "booleanValue", "locationValue"))
 
-_CHARGE_STATUS = {
+CHARGE_STATUS = {
     "DetailedChargeStateCharging": "charging",
     "DetailedChargeStateStarting": "charging",
     "DetailedChargeStateComplete": "charging_complete",
@@ -33,7 +36,7 @@ _CHARGE_STATUS = {
     "DetailedChargeStateDisconnected": "not_charging",
 }
 _PLUGGED_IN = {state: "disconnected" if state == "DetailedChargeStateDisconnected" else "plugged_in"
-               for state in _CHARGE_STATUS}
+               for state in CHARGE_STATUS}
 
 
 def _typed_value(value: object) -> object:
@@ -51,15 +54,15 @@ def _typed_value(value: object) -> object:
     raise BadValue(f"value must hold exactly one typed field, got {show(value)}")
 
 
-#: key -> the properties it feeds
-_TARGETS: Mapping[str, tuple[Target, ...]] = {
+#: key (fleet-telemetry's Field name) -> the properties it feeds
+TARGETS: Mapping[str, tuple[Target, ...]] = {
     "VehicleSpeed": (number_target("diagnostics.speed", MPH_TO_KMH),),
     "Odometer": (number_target("diagnostics.odometer", MILES_TO_KM),),
     "EstBatteryRange": (number_target("charging.estimated_range", MILES_TO_KM),),
     "Location": (target("vehicle_location.coordinates", read_coordinates),),
     "GpsHeading": (number_target("vehicle_location.heading"),),
     "Locked": (enum_target("doors.locks_state", {"true": "locked", "false": "unlocked"}),),
-    "DetailedChargeState": (enum_target("charging.status", _CHARGE_STATUS),
+    "DetailedChargeState": (enum_target("charging.status", CHARGE_STATUS),
                             enum_target("charging.plugged_in", _PLUGGED_IN)),
     "ChargeLimitSoc": (number_target("charging.charge_limit", PERCENT_TO_FRACTION),),
     "OutsideTemp": (number_target("climate.outside_temperature"),),
@@ -72,7 +75,7 @@ _TARGETS: Mapping[str, tuple[Target, ...]] = {
 _BATTERY_LEVEL = number_target("charging.battery_level", PERCENT_TO_FRACTION)
 _CHARGING_RATE = number_target("charging.charging_rate")
 #: keys that compete for one property, resolved once the whole record is read
-_COMPETING: Mapping[str, Target] = {
+COMPETING: Mapping[str, Target] = {
     "Soc": _BATTERY_LEVEL,
     "BatteryLevel": _BATTERY_LEVEL,
     "ACChargingPower": _CHARGING_RATE,
@@ -80,37 +83,52 @@ _COMPETING: Mapping[str, Target] = {
 }
 
 
-def map_payload(payload: str | bytes, received_at_ms: int) -> MapResult:
-    """Map one fleet-telemetry record; never raises."""
+def map_payload(payload: str | bytes, received_at_ms: int,
+                record_type: str | None = None) -> MapResult:
+    """Map one JSON fleet-telemetry record (`record_type` is not read); never raises."""
     return read_message(payload, received_at_ms, _map_record)
 
 
 def _map_record(record: dict[str, Any], received_at_ms: int) -> MapResult:
     vin = require_vin(record.get("vin"))
-    epoch_ms, timestamp = message_stamp(record.get("createdAt"), received_at_ms, "createdAt")
+    stamp = message_stamp(record.get("createdAt"), received_at_ms, "createdAt")
+    datums = ((datum.get("key"), datum.get("value")) if type(datum) is dict else (None, None)
+              for datum in require_list(record.get("data"), "data"))
+    return map_datums(vin, stamp, datums, _typed_value)
+
+
+def map_datums(vin: str, stamp: Stamp, datums: Iterable[tuple[object, object]],
+               typed_value: Callable[[object], object],
+               targets: Mapping[str, tuple[Target, ...]] = TARGETS) -> MapResult:
+    """Map a record's (key, value) pairs, every one at the record's time `stamp`.
+
+    `typed_value` turns a value into what the readers take, or raises Trouble
+    (the failure entry of every property the key feeds). Keys that are not
+    text, or not in `targets` or COMPETING, are ignored.
+    """
+    epoch_ms, timestamp = stamp
     data: Data = {}
     errors: list[ErrorItem] = []
     competing: dict[str, Outcome] = {}
-    for datum in require_list(record.get("data"), "data"):
-        key = datum.get("key") if type(datum) is dict else None
+    for key, value in datums:
         if type(key) is not str:
             continue
-        targets = _TARGETS.get(key)
-        if targets is None and key not in _COMPETING:
+        into_all = targets.get(key)
+        if into_all is None and key not in COMPETING:
             continue
         try:
-            raw = _typed_value(datum.get("value"))
+            raw = typed_value(value)
         except Trouble as trouble:  # each property it feeds gets the failure
-            if targets is None:
+            if into_all is None:
                 competing[key] = trouble.outcome(key, timestamp)
             else:
-                for capability, name, _ in targets:
+                for capability, name, _ in into_all:
                     deliver(data, errors, capability, name, trouble.outcome(key, timestamp))
             continue
-        if targets is None:
-            competing[key] = read_outcome(_COMPETING[key][2], key, raw, None, timestamp)
+        if into_all is None:
+            competing[key] = read_outcome(COMPETING[key][2], key, raw, None, timestamp)
         else:
-            for into in targets:
+            for into in into_all:
                 read_into(data, errors, into, key, raw, None, timestamp)
     if competing:
         _deliver_competing(data, errors, competing)

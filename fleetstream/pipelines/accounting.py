@@ -5,6 +5,8 @@ delivered means sent to at least one application, filtered to none, failed
 dead-lettered whole, ignored carried no data by design (smartcar VERIFY,
 VEHICLE_ERROR) and duplicate dropped as an exact repeat. Partial messages are
 delivered (or filtered) and also dead-lettered for their unreadable fields.
+Per application, `documents` counts what its sink was written: the documents it was
+`delivered` plus its `geofence_events`.
 Envelopes a replay's filters skip are never read; a `skipped` line counts them.
 """
 from __future__ import annotations
@@ -19,8 +21,8 @@ from fleetstream.transforms.counter_names import APP_SCOPE, NAMESPACE, REPLAY_SC
 
 SOURCE_COLUMNS = ("read", "delivered", "filtered", "failed", "ignored", "duplicate", "partial",
                   "late")
-APPLICATION_COLUMNS = ("delivered", "filtered", "documents", "batches", "retries",
-                       "failed_batches")
+APPLICATION_COLUMNS = ("delivered", "filtered", "geofence_events", "documents", "batches",
+                       "retries", "failed_batches")
 
 
 @dataclass

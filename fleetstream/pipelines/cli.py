@@ -1,4 +1,5 @@
-"""The `fleetstream` command line: run, replay, dead-letters, simulate, stream, api, dev."""
+"""The `fleetstream` command line: run, replay, dead-letters, simulate, stream, api, status,
+dashboard, exporter, monitoring, dev."""
 from __future__ import annotations
 
 import argparse
@@ -11,13 +12,15 @@ from typing import TYPE_CHECKING, Sequence
 # Google client libraries that Beam's GCP extra imports warn about future Python versions.
 warnings.filterwarnings("ignore", category=FutureWarning, module="google")
 
+from fleetstream.pipelines.monitoring_commands import add_monitoring_parsers
 from fleetstream.runtime.library_noise import quiet_library_noise
 from fleetstream.schemas.errors import ConfigError
-from fleetstream.settings.stream import OrderSettings
-from fleetstream.transforms.filter_envelopes import EnvelopeFilter, parse_time
 
+# settings.stream and transforms import Beam (4-5 s): imported where a pipeline command needs
+# them, so that `fleetstream status` and `dashboard` start at once
 if TYPE_CHECKING:
     from fleetstream.pipelines.dead_letters import DeadLetterFilter
+    from fleetstream.transforms.filter_envelopes import EnvelopeFilter
 
 DESCRIPTION = """FleetStream moves vehicle data from car makers to the applications that use it:
 ingest raw OEM messages, map them to one common model, deliver each application
@@ -25,6 +28,7 @@ only what its activated vehicles permit, in per-vehicle order."""
 
 
 def _order_arguments(parser: argparse.ArgumentParser) -> None:
+    from fleetstream.settings.stream import OrderSettings
     parser.add_argument("--reorder-window", type=float, default=OrderSettings.reorder_window_s,
                         metavar="SECONDS",
                         help="how long a message waits for older ones of its vehicle in "
@@ -50,6 +54,7 @@ def _receipt_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
 def envelope_filter(args: argparse.Namespace,
                     vins: frozenset[str] = frozenset()) -> EnvelopeFilter:
     """The EnvelopeFilter of --source, --from and --until (and `vins`)."""
+    from fleetstream.transforms.filter_envelopes import EnvelopeFilter, parse_time
     return EnvelopeFilter(
         sources=frozenset(args.source), vins=vins,
         from_ms=parse_time(args.from_time, "--from") if args.from_time else None,
@@ -171,7 +176,8 @@ def build_parser(with_dev: bool = False) -> argparse.ArgumentParser:
 
     simulate = commands.add_parser(
         "simulate", help="write realistic raw envelopes of a simulated fleet",
-        description="Simulated raw envelopes for N vehicles across the four sources: moving GPS "
+        description="Simulated raw envelopes for N vehicles across the sources (by default the "
+                    "four JSON ones; --sources): moving GPS "
                     "tracks, charging and driving, the odd OEM error and malformed message.")
     simulate.add_argument("--vehicles", type=int, default=100, help="fleet size (default %(default)s)")
     limit = simulate.add_mutually_exclusive_group()
@@ -181,6 +187,10 @@ def build_parser(with_dev: bool = False) -> argparse.ArgumentParser:
     simulate.add_argument("--rate", type=float, default=0.1,
                           help="messages per second per vehicle (default %(default)s)")
     simulate.add_argument("--seed", type=int, default=0, help="seed (default %(default)s)")
+    simulate.add_argument("--sources", default=None, metavar="NAME,...",
+                          help="the sources the fleet spreads over (default: tesla, bmw, "
+                               "mercedes, smartcar; tesla_telemetry writes fleet-telemetry "
+                               "protobuf records)")
     simulate.add_argument("--error-rate", type=float, default=0.01,
                           help="share of messages with trouble (default %(default)s)")
     simulate.add_argument("--duplicate-rate", type=float, default=0.001,
@@ -264,6 +274,9 @@ def build_parser(with_dev: bool = False) -> argparse.ArgumentParser:
     stream.add_argument("--beam-option", action="append", default=[], metavar="--NAME=VALUE",
                         help="any other Beam or Flink pipeline option (repeatable)")
     stream.set_defaults(handler=_stream)
+    add_monitoring_parsers(commands)
+
+    _add_operations_parsers(commands)
 
     if with_dev:
         from fleetstream.dev.cli import add_dev_parser
@@ -271,6 +284,25 @@ def build_parser(with_dev: bool = False) -> argparse.ArgumentParser:
     else:
         commands.add_parser("dev", help=DEV_HELP)
     return parser
+
+
+#: the commands that need no Beam: main() builds a parser of them alone (see _operations_parser)
+OPERATIONS_COMMANDS = ("status", "dashboard")
+
+
+def _operations_parser() -> argparse.ArgumentParser:
+    """The command line of `status` and `dashboard` alone, for main() to parse them without
+    importing the pipeline commands' Beam."""
+    parser = argparse.ArgumentParser(prog="fleetstream", description=DESCRIPTION)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log Beam's progress too")
+    _add_operations_parsers(parser.add_subparsers(dest="command", required=True,
+                                                  metavar="COMMAND"))
+    return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command in `argv` (the first argument that is not an option)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def _names_dev(argv: Sequence[str]) -> bool:
@@ -313,6 +345,114 @@ def _add_dead_letters_parser(commands: argparse._SubParsersAction) -> None:
     resend.set_defaults(handler=_dead_letters_resend)
 
 
+#: where the operator views look by default (`fleetstream dev up` serves both there)
+DEFAULT_PROMETHEUS = "http://127.0.0.1:9090"
+DEFAULT_FLINK_REST = "http://127.0.0.1:8081"
+
+
+def _seconds_at_least_1(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1 second, got {text!r}")
+    return value
+
+
+def _add_operations_parsers(commands: argparse._SubParsersAction) -> None:
+    status = commands.add_parser(
+        "status", help="what the running FleetStream does now: jobs, rates, lag, latency, alerts",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Print one screen about the running FleetStream, from Prometheus (the DATA-CONTRACTS
+section 9 metrics) and Flink's REST API:
+
+  Flink jobs      each job's state (RUNNING green; RESTARTING, FAILING, FAILED red)
+  Sources         messages/s by outcome (read, ok, partial, failed, ignored), the share
+                  of failed and partial among those read, dead letters/s
+  Applications    documents delivered/s, delivery retries/s, latency p50 and p99
+                  (receive time to sink acknowledgement, over 5 minutes)
+  Consumer lag    records behind the newest offset, per topic
+  Ingest          push requests/s per source and answer code
+  Alerts          what Prometheus' alert rules hold (firing, pending)
+
+Rates are per second over the last minute. A server that does not answer is said in
+the view; a one-shot run then exits 1 (0 when both answered), so scripts can use it.""",
+        epilog="""\
+examples:
+  fleetstream status                                  # once, local servers
+  fleetstream status --watch                          # redraw every 5 s until Ctrl-C
+  fleetstream status --prometheus http://prom:9090 --flink http://flink:8081 --watch 15""")
+    _prometheus_argument(status)
+    _flink_argument(status)
+    status.add_argument("--watch", nargs="?", const=5.0, type=_seconds_at_least_1,
+                        metavar="SECONDS",
+                        help="keep the view on screen and redraw it every SECONDS "
+                             "(default 5) until Ctrl-C")
+    status.add_argument("--timeout", type=_seconds_at_least_1, default=5.0, metavar="SECONDS",
+                        help="how long to wait for each answer (default %(default)s)")
+    status.set_defaults(handler=_status)
+
+    dashboard = commands.add_parser(
+        "dashboard", help="serve a web page of throughput, failures, deliveries, lag, "
+                          "latency and alerts",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Serve one web page that charts, over the last minutes or hours, what Prometheus has
+about the running FleetStream: messages read and the failed-and-partial share per
+source, documents delivered and retries per application, dead letters, consumer lag
+per topic, delivery latency p50 and p99, ingest requests per answer code; the alerts
+firing now and the Flink jobs' states. The page refreshes itself (every 15 s).
+
+The page asks this process, which asks Prometheus only the fixed queries the page
+shows (GET /api/query/NAME, GET /api/alerts) and Flink its job list (GET /api/jobs):
+the browser never sends PromQL. When Prometheus does not answer, the page says so
+instead of drawing empty charts; when Flink does not, the job list says so. The
+chart library (uPlot) is served from the package: nothing is loaded from elsewhere.""",
+        epilog="""\
+examples:
+  fleetstream dashboard                               # http://127.0.0.1:8092/
+  fleetstream dashboard --listen 0.0.0.0:8092 --prometheus http://prom:9090 \\
+                        --flink http://flink:8081""")
+    dashboard.add_argument("--listen", default="127.0.0.1:8092", metavar="HOST:PORT",
+                           help="address to serve the page on (default %(default)s; the page "
+                                "has no login, so keep it on loopback or behind a proxy that "
+                                "has one)")
+    _prometheus_argument(dashboard)
+    _flink_argument(dashboard)
+    dashboard.set_defaults(handler=_dashboard)
+
+
+def _prometheus_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prometheus", default=DEFAULT_PROMETHEUS, metavar="URL",
+                        help="Prometheus' address (default %(default)s)")
+
+
+def _flink_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--flink", default=DEFAULT_FLINK_REST, metavar="URL",
+                        help="Flink's REST API, for the jobs' states (default %(default)s)")
+
+
+def _status(args: argparse.Namespace) -> int:
+    from fleetstream.operations.status import run_status
+    return run_status(args.prometheus, args.flink, args.watch, timeout_s=args.timeout)
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from fleetstream.operations.dashboard import parse_listen, serve_dashboard
+    host, port = parse_listen(args.listen)
+    print(f"fleetstream dashboard: http://{host}:{port}/ (Prometheus at {args.prometheus}, "
+          f"Flink at {args.flink})", file=sys.stderr)
+    try:
+        serve_dashboard(host, port, args.prometheus, args.flink)
+    except OSError as error:   # the address is taken or not ours
+        print(f"fleetstream dashboard: cannot listen on {args.listen}: {error.strerror or error}",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from fleetstream.pipelines.demo import run_demo
     started = time.monotonic()
@@ -329,6 +469,7 @@ def _run(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from fleetstream.pipelines.replay import run_replay
     from fleetstream.settings.config import load_config
+    from fleetstream.settings.stream import OrderSettings
     config = load_config(args.config)
     started = time.monotonic()
     accounting = run_replay(
@@ -372,6 +513,7 @@ def _dead_letters_list(args: argparse.Namespace) -> int:
 def _dead_letters_resend(args: argparse.Namespace) -> int:
     from fleetstream.pipelines.dead_letters import resend_dead_letters
     from fleetstream.settings.config import load_config
+    from fleetstream.settings.stream import OrderSettings
     config = load_config(args.config)
     resent = resend_dead_letters(
         args.input, config, args.output, selection=_dead_letter_filter(args),
@@ -458,10 +600,15 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.messages is None and duration is None:
         duration = 600.0
     to_kafka = args.to.startswith("kafka://")
-    envelopes = simulate_keyed(
-        args.vehicles, messages=args.messages, duration_s=duration, rate=args.rate,
-        seed=args.seed, error_rate=args.error_rate, duplicate_rate=args.duplicate_rate,
-        **({"start_ms": int(time.time() * 1000)} if to_kafka else {}))
+    sources = {} if args.sources is None else {
+        "sources": tuple(name.strip() for name in args.sources.split(",") if name.strip())}
+    try:
+        envelopes = simulate_keyed(
+            args.vehicles, messages=args.messages, duration_s=duration, rate=args.rate,
+            seed=args.seed, error_rate=args.error_rate, duplicate_rate=args.duplicate_rate,
+            **sources, **({"start_ms": int(time.time() * 1000)} if to_kafka else {}))
+    except ValueError as error:
+        raise ConfigError(f"simulate: {error}") from None
     if to_kafka:
         from fleetstream.io.kafka.producer import produce_envelopes
         from fleetstream.settings.topics import DEFAULT_RAW_TOPICS
@@ -474,7 +621,7 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.activations:
         app_ids = [a.strip() for a in args.applications.split(",") if a.strip()]
         with open(args.activations, "wb") as out:
-            for event in activations(args.vehicles, app_ids, seed=args.seed):
+            for event in activations(args.vehicles, app_ids, seed=args.seed, **sources):
                 out.write(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
         print(f"wrote activations for {len(app_ids)} application(s) to {args.activations}",
               file=sys.stderr)
@@ -483,7 +630,9 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(with_dev=_names_dev(argv)).parse_args(argv)
+    parser = (_operations_parser() if _command_of(argv) in OPERATIONS_COMMANDS
+              else build_parser(with_dev=_names_dev(argv)))
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:

@@ -47,7 +47,7 @@ from fleetstream.settings.stream import OrderSettings
 from fleetstream.transforms.filter_envelopes import EnvelopeFilter
 
 #: the keys of a map-stage dead letter that make up its raw envelope (DATA-CONTRACTS §1)
-ENVELOPE_KEYS = ("source", "received_at", "payload", "payload_b64")
+ENVELOPE_KEYS = ("source", "received_at", "payload", "payload_b64", "record_type")
 #: how many of the most common reasons `list` prints
 TOP_REASONS = 10
 

@@ -6,6 +6,12 @@ a batch job, `PermitByActivation`, or the keyed-state join of the streaming job,
 permitted documents and every dead letter (mapping and delivery); the batch
 replay, the embedded demo and the streaming job differ only in where envelopes
 and activations come from and where the outputs go.
+
+When an application has geofences, `GeofenceEvents` reads the permitted documents
+for its crossings and the events join the documents on their way to `Deliver`, so
+they reach the application's own sink unchanged; with `redis_url` they are also
+appended to their Redis streams (`AppendGeofenceEvents`). Without geofences the
+job's graph is what it was.
 """
 from __future__ import annotations
 
@@ -13,12 +19,14 @@ from typing import NamedTuple, Sequence
 
 import apache_beam as beam
 
+from fleetstream.io.redis.geofence_streams import AppendGeofenceEvents
 from fleetstream.io.sinks.registry import application_sink
 from fleetstream.runtime.group_in_bundle import BatchInBundle, Unbatch
 from fleetstream.schemas.config import Application
 from fleetstream.schemas.dead_letter import DEAD_LETTERS
 from fleetstream.settings.stream import OrderSettings
 from fleetstream.transforms.deliver import Deliver, RetryPolicy
+from fleetstream.transforms.geofence_events import GeofenceEvents, fenced_applications
 from fleetstream.transforms.map_to_autoapi import MapToAutoApi
 from fleetstream.transforms.order_and_permit_keyed import OrderAndPermitKeyed
 from fleetstream.transforms.order_per_vehicle import OrderPerVehicle
@@ -33,6 +41,8 @@ class FleetOutputs(NamedTuple):
     #: (vin, MappedMessage) (lists of them with batches): every mapped message, before
     #: ordering and permissions, once per source message (the latest-state store's input)
     mapped: beam.PCollection | None = None
+    #: (application_id, Record) geofence events (lists with batches); None without geofences
+    geofence_events: beam.PCollection | None = None
 
 
 class DeliverFleet(beam.PTransform):
@@ -48,7 +58,7 @@ class DeliverFleet(beam.PTransform):
     def __init__(self, applications: Sequence[Application], permit: beam.PTransform,
                  order: OrderSettings = OrderSettings(), retry: RetryPolicy | None = None,
                  bounded: bool | None = None, delivery_shards: int = 1,
-                 batches: bool = False) -> None:
+                 batches: bool = False, redis_url: str | None = None) -> None:
         super().__init__()
         if isinstance(permit, OrderAndPermitKeyed) and not batches:
             raise ValueError("OrderAndPermitKeyed takes lists of messages: use batches=True")
@@ -59,6 +69,7 @@ class DeliverFleet(beam.PTransform):
         self._retry = retry
         self._bounded = bounded
         self._batches = batches
+        self._redis_url = redis_url
 
     def expand(self, envelopes: beam.PCollection) -> FleetOutputs:
         mapped = envelopes | "MapToAutoApi" >> MapToAutoApi(batches=self._batches)
@@ -75,8 +86,16 @@ class DeliverFleet(beam.PTransform):
                        | "PermitByActivation" >> self._permit)
             if self._batches:
                 records = records | "Batch" >> BatchInBundle()
-        delivery_dead_letters = records | "Deliver" >> Deliver(
+        to_deliver, events = records, None
+        if fenced_applications(self._applications):
+            events = records | "GeofenceEvents" >> GeofenceEvents(
+                self._applications, shards=self._delivery_shards, batches=self._batches)
+            to_deliver = (records, events) | "DocumentsAndEvents" >> beam.Flatten()
+            if self._redis_url:
+                _ = events | "AppendGeofenceEvents" >> AppendGeofenceEvents(
+                    self._redis_url, batches=self._batches)
+        delivery_dead_letters = to_deliver | "Deliver" >> Deliver(
             self._applications, application_sink, self._retry, shards=self._delivery_shards,
             batches=self._batches)
         return FleetOutputs(records, (mapped[DEAD_LETTERS], delivery_dead_letters)
-                            | "AllDeadLetters" >> beam.Flatten(), mapped.mapped)
+                            | "AllDeadLetters" >> beam.Flatten(), mapped.mapped, geofence_events=events)

@@ -102,7 +102,12 @@ def run_replay(input_pattern: str | None, config: Config, *, archive: str | None
                order: OrderSettings = OrderSettings(),
                selection: EnvelopeFilter = EnvelopeFilter(), only: Sequence[str] = (),
                beam_args: Sequence[str] = ()) -> Accounting:
-    """Run the replay to completion and return its accounting (empty when no file matches)."""
+    """Run the replay to completion and return its accounting (empty when no file matches).
+
+    Applications with geofences receive their crossings beside their documents; with a
+    `state:` section the crossings are also appended to their Redis streams
+    (docs/geofences.md) and the latest state is written (docs/state.md).
+    """
     applications = select_applications(
         output_applications(config, output) if output else config.applications, only)
     check_sinks(applications)
@@ -127,7 +132,8 @@ def run_replay(input_pattern: str | None, config: Config, *, archive: str | None
     if not selection.keeps_everything():
         envelopes = envelopes | "FilterEnvelopes" >> FilterEnvelopes(selection)
     fleet = envelopes | "DeliverFleet" >> DeliverFleet(
-        applications, PermitByActivation(applications, table), order)
+        applications, PermitByActivation(applications, table), order,
+        redis_url=config.redis_url)
     dead = fleet.dead_letters
     if config.state is not None:
         _ = fleet.mapped | "WriteLatestState" >> WriteLatestState(config.state.redis)

@@ -40,13 +40,14 @@ from fleetstream.pipelines.replay import check_sinks
 from fleetstream.runtime.group_in_bundle import Unbatch
 from fleetstream.runtime.job_streams import release_job_streams
 from fleetstream.settings.stream import StreamSettings
-from fleetstream.settings.topics import job_topics
+from fleetstream.settings.topics import job_topics, topics_read
 from fleetstream.transforms.order_and_permit_keyed import OrderAndPermitKeyed
 from fleetstream.transforms.permit_by_activation import ActivationTable, PermitByActivation
 
 
 def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> None:
-    """Add the streaming job's steps to `pipeline`."""
+    """Add the streaming job's steps to `pipeline`; with a `state:` section, the latest
+    state is written and geofence events are appended to their Redis streams."""
     config, kafka = settings.config, settings.kafka
     raw = pipeline | "ReadRaw" >> ReadRawFromKafka(kafka, settings.raw_topics)
     live = pipeline | "ReadActivationEvents" >> ReadActivationsFromKafka(
@@ -71,7 +72,7 @@ def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> 
              | "ArchiveRaw" >> ArchiveRawEnvelopes(settings.archive))
     fleet = raw.envelopes | "DeliverFleet" >> DeliverFleet(
         config.applications, permit, settings.order, bounded=False,
-        delivery_shards=settings.delivery_shards, batches=True)
+        delivery_shards=settings.delivery_shards, batches=True, redis_url=config.redis_url)
     if config.state is not None:
         _ = fleet.mapped | "WriteLatestState" >> WriteLatestState(config.state.redis,
                                                                  batches=True)
@@ -90,7 +91,7 @@ def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> 
 def ensure_topics(settings: StreamSettings) -> None:
     """Create the job's topics that do not exist yet (activations compacted)."""
     create_topics(settings.kafka.bootstrap_servers, job_topics(
-        settings.raw_topics.values(), settings.activations_topic,
+        topics_read(settings.raw_topics), settings.activations_topic,
         settings.dead_letters_topic, settings.delivered_topic))
 
 
@@ -121,7 +122,7 @@ def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str
     kafka = settings.kafka
     if not settings.flink.savepoint_path and (reset_offsets or isinstance(kafka.start, int)):
         reset_group_offsets(kafka.bootstrap_servers, kafka.consumer_group,
-                            settings.raw_topics.values(), kafka.start)
+                            topics_read(settings.raw_topics), kafka.start)
     published = publish_activations(settings.kafka.bootstrap_servers,
                                     settings.activations_topic, settings.config.activations)
     print(f"fleetstream stream: activations: {describe_published(published)}", file=sys.stderr)

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from fleetstream.schemas.activations import ActivationEvent
 from fleetstream.schemas.delivery import Batching
+from fleetstream.schemas.geofences import Geofence
 from fleetstream.schemas.vehicle_ids import vehicle_id
 
 __all__ = ["Application", "Config", "StateStore"]
@@ -30,6 +31,8 @@ class Application:
     vehicle_id_secret: bytes | None = field(default=None, repr=False)
     #: the environment variable holding its API keys, comma-separated (`fleetstream api`)
     api_keys_env: str | None = None
+    #: its geofences (DATA-CONTRACTS §11), validated; crossings are delivered through its sink
+    geofences: tuple[Geofence, ...] = ()
 
     def vehicle_id(self, vin: str) -> str:
         """The id this application sees for `vin` (the VIN, or its pseudonym)."""
@@ -52,6 +55,11 @@ class Config:
     activations: tuple[ActivationEvent, ...] = field(default=())
     #: None: no latest-state store is configured
     state: StateStore | None = None
+
+    @property
+    def redis_url(self) -> str | None:
+        """Where the latest state and the geofence events' streams go; None without `state:`."""
+        return self.state.redis if self.state is not None else None
 
     def application(self, application_id: str) -> Application:
         return next(a for a in self.applications if a.id == application_id)

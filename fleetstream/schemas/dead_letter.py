@@ -5,7 +5,7 @@ from typing import Any
 
 import orjson
 
-from fleetstream.schemas.envelope import payload_fields
+from fleetstream.schemas.envelope import payload_fields, record_type_field
 from fleetstream.schemas.timestamps import iso_ms
 
 #: stages a dead letter can come from
@@ -18,15 +18,22 @@ DEAD_LETTERS = "dead_letters"
 
 def dead_letter(source: str | None, received_at_ms: int | None, outcome: str, stage: str,
                 errors: list[dict[str, str]], payload: bytes,
-                message_id: str | None) -> dict[str, Any]:
-    """A dead-letter record; the payload is kept as text, or base64 when not UTF-8."""
+                message_id: str | None, record_type: str | None = None,
+                binary: bool = False) -> dict[str, Any]:
+    """A dead-letter record; the payload is kept as text, or base64 when not UTF-8 or
+    `binary` (a source whose payloads are binary: always `payload_b64`).
+
+    A record type (DATA-CONTRACTS §1) is kept beside the payload, so that a resend
+    rebuilds the envelope whole; dead letters of other sources have no such key.
+    """
     return {
         "source": source,
         "received_at": iso_ms(received_at_ms) if received_at_ms is not None else None,
         "outcome": outcome,
         "stage": stage,
         "errors": errors,
-        **payload_fields(payload),
+        **payload_fields(payload, binary),
+        **record_type_field(record_type),
         "message_id": message_id,
     }
 

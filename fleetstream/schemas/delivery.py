@@ -25,6 +25,7 @@ class Record(NamedTuple):
     message_id: str
     event_ms: int       # newest entry timestamp in the document (epoch ms)
     document: bytes     # the JSON document (DATA-CONTRACTS §4), no trailing newline
+    received_ms: int = 0  # when the source message reached FleetStream (delivery latency)
 
 
 class Batch(NamedTuple):

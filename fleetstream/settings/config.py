@@ -13,6 +13,10 @@ raises ConfigError naming the entry and the fix, before any data moves.
 An application may name `api_keys_env`, the environment variable holding its
 comma-separated API keys; only `fleetstream api` reads that variable.
 
+An application may add `geofences:` (circles and polygons, DATA-CONTRACTS §11;
+`fleetstream.schemas.geofences`) and `geofence_hysteresis_m:` (its default margin);
+geofences need the `vehicle_location.coordinates` permission and a JSON sink format.
+
 Relative file names (activations, a sink's local `path`) are relative to the
 configuration file. Each `sink:` section is checked through the sink registry
 (`fleetstream.io.sinks.registry`), which also gives the application's batching.
@@ -31,6 +35,7 @@ from fleetstream.schemas.activations import ActivationEvent, parse_activation
 from fleetstream.schemas.catalogue import expand_permission
 from fleetstream.schemas.config import Application, Config, StateStore
 from fleetstream.schemas.errors import ConfigError, refuse_unknown
+from fleetstream.schemas.geofences import DEFAULT_HYSTERESIS_M, parse_geofences, parse_hysteresis
 from fleetstream.schemas.secrets import secret_from_env
 from fleetstream.schemas.vehicle_ids import VEHICLE_ID_MODES
 from fleetstream.settings.yaml_file import read_yaml
@@ -96,7 +101,7 @@ def _application(index: int, entry: Any, base_dir: Path,
                           f"got {app_id!r}")
     refuse_unknown(f"applications[{app_id}]", entry,
                    {"id", "permissions", "sink", "vehicle_ids", "vehicle_id_secret_env",
-                    "api_keys_env"})
+                    "api_keys_env", "geofences", "geofence_hysteresis_m"})
     permissions = entry.get("permissions")
     if not isinstance(permissions, list) or not permissions \
             or not all(isinstance(p, str) for p in permissions):
@@ -123,7 +128,26 @@ def _application(index: int, entry: Any, base_dir: Path,
                           f"environment variable, got {api_keys_env!r}")
     return Application(app_id, {c: frozenset(p) for c, p in permitted.items()},
                        sink_options, batching, _vehicle_id_secret(app_id, entry, environ),
-                       api_keys_env)
+                       api_keys_env, _geofences(app_id, entry, permitted))
+
+
+def _geofences(app_id: str, entry: dict, permitted: dict[str, set[str]]) -> tuple:
+    """`geofences:` with the application's default `geofence_hysteresis_m`; they need the
+    location permission (crossings reveal where the car is) and a sink that delivers JSON."""
+    where = f"applications[{app_id}]"
+    default = (parse_hysteresis(entry["geofence_hysteresis_m"], f"{where}.geofence_hysteresis_m")
+               if "geofence_hysteresis_m" in entry else DEFAULT_HYSTERESIS_M)
+    fences = parse_geofences(entry.get("geofences"), f"{where}.geofences", default)
+    if not fences:
+        return fences
+    if "coordinates" not in permitted.get("vehicle_location", ()):
+        raise ConfigError(f"{where}.geofences: need the permission vehicle_location.coordinates "
+                          f"(add it to permissions, or remove the geofences)")
+    sink = entry["sink"]
+    if isinstance(sink, dict) and sink.get("format") == "avro":
+        raise ConfigError(f"{where}.geofences: the sink's format avro holds documents only; "
+                          f"use format: jsonl to receive geofence events")
+    return fences
 
 
 def _vehicle_id_secret(app_id: str, entry: dict, environ: Mapping[str, str]) -> bytes | None:

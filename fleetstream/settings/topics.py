@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Iterable, Mapping
 
 from fleetstream.io.kafka.admin import Topic
+from fleetstream.io.kafka.record_topics import record_topics
 from fleetstream.mappers import MAPPERS
 
 ACTIVATIONS_TOPIC = "activations"
@@ -23,8 +24,14 @@ def raw_topic(source: str) -> str:
     return f"raw.{source}"
 
 
-#: source -> its raw topic, unless kafka.raw_topics says otherwise
+#: source -> its raw topic, unless kafka.raw_topics says otherwise; for a source with record
+#: types (tesla_telemetry) the namespace of its topics, `<name>_<record type>`
 DEFAULT_RAW_TOPICS: Mapping[str, str] = {source: raw_topic(source) for source in MAPPERS}
+
+
+def topics_read(raw_topics: Mapping[str, str]) -> list[str]:
+    """The names of the topics a job with these `kafka.raw_topics` reads (see `record_topics`)."""
+    return list(record_topics(raw_topics))
 
 
 def job_topics(raw_topics: Iterable[str], activations: str = ACTIVATIONS_TOPIC,
@@ -37,4 +44,4 @@ def job_topics(raw_topics: Iterable[str], activations: str = ACTIVATIONS_TOPIC,
 
 
 #: the default job's topics, which `fleetstream dev` creates
-FLEETSTREAM_TOPICS: tuple[Topic, ...] = tuple(job_topics(DEFAULT_RAW_TOPICS.values()))
+FLEETSTREAM_TOPICS: tuple[Topic, ...] = tuple(job_topics(topics_read(DEFAULT_RAW_TOPICS)))

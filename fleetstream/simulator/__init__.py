@@ -24,6 +24,11 @@ Trouble, each at its own rate per message:
 - `duplicate_rate`: the envelope is sent twice;
 - `verify_rate`: a smartcar VERIFY event comes before a smartcar message.
 
+`tesla_telemetry` (not among the default `SOURCES`: pass `sources`) sends the
+tesla vehicles' records as fleet-telemetry protobuf (`payload_b64`,
+`record_type` ``V``), with ``connectivity`` and the odd ``errors`` record
+beside them; a malformed one is cut short.
+
 The same arguments give the same envelopes, byte for byte.
 
     from fleetstream.simulator import activations, simulate, write_envelopes
@@ -47,7 +52,8 @@ from fleetstream.simulator.formats import FORMATS, SNAPSHOT_EVERY, PayloadFormat
 from fleetstream.simulator.vehicle import Vehicle
 
 START_MS = to_epoch_ms("2026-03-01T08:00:00Z")
-SOURCES: tuple[str, ...] = tuple(FORMATS)
+#: the sources a fleet spreads over unless told otherwise; `FORMATS` has more (tesla_telemetry)
+SOURCES: tuple[str, ...] = ("tesla", "bmw", "mercedes", "smartcar")
 DEFAULT_RATE = 0.1
 DEFAULT_ERROR_RATE = 0.01
 DEFAULT_DUPLICATE_RATE = 0.001
@@ -60,7 +66,7 @@ _ACTIVATION_STATUSES = ("approved", "pending", "revoked", "rejected")
 _ACTIVATION_WEIGHTS = (85, 7, 5, 3)
 _DAY_MS = 86_400_000
 
-#: {"source", "received_at", "payload"}
+#: {"source", "received_at", "payload"}, or `payload_b64` and `record_type` for tesla_telemetry
 Envelope = dict[str, str]
 
 
@@ -172,24 +178,26 @@ class _Network:
         sent = []
         if fmt.source == "smartcar" and rng.random() < self.verify_rate:
             sent.append(_envelope(fmt.source, received_at, verify_event(rng, at_ms)))
-        text = self._spoil(fmt, payload) if rng.random() < self.error_rate else _text(payload)
-        sent.append({"source": fmt.source, "received_at": received_at, "payload": text})
+        companions = fmt.companions(payload, at_ms, rng)  # before trouble: the server's own
+        fields = self._spoil(fmt, payload) if rng.random() < self.error_rate else fmt.wire(payload)
+        sent.append({"source": fmt.source, "received_at": received_at, **fields})
         if rng.random() < self.duplicate_rate:
             sent.append(dict(sent[-1]))
+        sent += [{"source": fmt.source, "received_at": received_at, **fields}
+                 for fields in companions]
         return sent
 
-    def _spoil(self, fmt: PayloadFormat, payload: dict) -> str:
-        """The payload text with one kind of trouble in it."""
+    def _spoil(self, fmt: PayloadFormat, payload: dict) -> dict[str, str]:
+        """The payload fields with one kind of trouble in the payload."""
         rng = self.rng
         kind = rng.choice(_TROUBLE_KINDS)
         if kind == "malformed" and rng.random() < 0.5:
-            text = _text(payload)
-            return text[:rng.randrange(1, len(text))]
+            return fmt.truncated(payload, rng)
         if kind == "malformed":
             fmt.drop_vin(payload)
         elif not (kind == "unavailable" and fmt.mark_unavailable(payload, rng)):
             fmt.spoil(payload, rng)
-        return _text(payload)
+        return fmt.wire(payload)
 
 
 def _envelopes(cars: list[Vehicle], interval_ms: float, start_ms: int, end_ms: float | None,

@@ -11,10 +11,14 @@ and whenever the vehicle changed mode.
 """
 from __future__ import annotations
 
+import base64
 from random import Random
 from typing import Any
 
-from fleetstream.schemas.timestamps import iso_ms
+import orjson
+
+from fleetstream.mappers.proto import tesla_fleet_telemetry_pb2 as fleet_telemetry
+from fleetstream.schemas.timestamps import iso_ms, to_epoch_ms
 from fleetstream.simulator.vehicle import ACTIVE, COMPLETE, STARTING, UNPLUGGED, Vehicle
 
 SNAPSHOT_EVERY = 6
@@ -62,6 +66,19 @@ class PayloadFormat:
     def drop_vin(self, payload: Payload) -> None:
         del payload["vin"]
 
+    def wire(self, payload: Payload) -> dict[str, str]:
+        """The envelope's payload fields (DATA-CONTRACTS §1) for `payload`: JSON text here."""
+        return {"payload": orjson.dumps(payload).decode()}
+
+    def truncated(self, payload: Payload, rng: Random) -> dict[str, str]:
+        """The envelope's payload fields for `payload` cut short somewhere."""
+        text = self.wire(payload)["payload"]
+        return {"payload": text[:rng.randrange(1, len(text))]}
+
+    def companions(self, payload: Payload, at_ms: int, rng: Random) -> list[dict[str, str]]:
+        """Payload fields of the records the maker sends beside a vehicle message (none here)."""
+        return []
+
 
 class Tesla(PayloadFormat):
     """Fleet-telemetry records: miles, mph, numbers often as strings."""
@@ -107,6 +124,81 @@ class Tesla(PayloadFormat):
     def mark_unavailable(self, payload: Payload, rng: Random) -> bool:
         rng.choice(payload["data"])["value"] = {"invalid": True}
         return True
+
+
+class TeslaTelemetry(Tesla):
+    """The same records in fleet-telemetry's protobuf, as its Kafka dispatcher writes them.
+
+    Vehicle data is record type ``V`` (`payload_b64` and `record_type` in the
+    envelope); DetailedChargeState comes typed (an enum, as firmware 2024.38 and
+    later sends it), and Gear, which the catalogue has no property for, now and
+    then. Beside the vehicle data come ``connectivity`` records (about one in
+    `CONNECTIVITY_EVERY` messages) and, rarely, an ``errors`` record.
+    """
+
+    source = "tesla_telemetry"
+    CONNECTIVITY_EVERY = 20
+    ERRORS_EVERY = 500
+    _kinds = {"stringValue": "string_value", "intValue": "int_value", "longValue": "long_value",
+              "floatValue": "float_value", "doubleValue": "double_value",
+              "booleanValue": "boolean_value", "invalid": "invalid",
+              "detailedChargeStateValue": "detailed_charge_state_value",
+              "shiftStateValue": "shift_state_value"}
+
+    def encode(self, car: Vehicle, at_ms: int, snapshot: bool) -> Payload:
+        payload = super().encode(car, at_ms, snapshot)
+        for datum in payload["data"]:
+            if datum["key"] == "DetailedChargeState":
+                datum["value"] = {"detailedChargeStateValue": datum["value"]["stringValue"]}
+        if snapshot:
+            gear = "ShiftStateD" if car.speed_kmh > 0 else "ShiftStateP"
+            payload["data"].append({"key": "Gear", "value": {"shiftStateValue": gear}})
+        return payload
+
+    def wire(self, payload: Payload) -> dict[str, str]:
+        return {"payload_b64": base64.b64encode(self.to_protobuf(payload)).decode("ascii"),
+                "record_type": "V"}
+
+    def truncated(self, payload: Payload, rng: Random) -> dict[str, str]:
+        data = self.to_protobuf(payload)
+        return {"payload_b64": base64.b64encode(data[:rng.randrange(1, len(data))]).decode(),
+                "record_type": "V"}
+
+    def to_protobuf(self, payload: Payload) -> bytes:
+        """A fleet-telemetry `Payload` from the JSON form of the record."""
+        record = fleet_telemetry.Payload(vin=payload.get("vin", ""))
+        record.created_at.FromMilliseconds(to_epoch_ms(payload["createdAt"]))
+        for datum in payload["data"]:
+            item = record.data.add()
+            item.key = fleet_telemetry.Field.Value(datum["key"])
+            [(kind, raw)] = datum["value"].items()
+            if kind == "locationValue":
+                item.value.location_value.latitude = raw["latitude"]
+                item.value.location_value.longitude = raw["longitude"]
+            else:
+                setattr(item.value, self._kinds[kind], raw)
+        return record.SerializeToString()
+
+    def companions(self, payload: Payload, at_ms: int, rng: Random) -> list[dict[str, str]]:
+        sent = []
+        vin = payload.get("vin", "")
+        if rng.random() < 1 / self.CONNECTIVITY_EVERY:
+            status = rng.choice((fleet_telemetry.CONNECTED, fleet_telemetry.DISCONNECTED))
+            record = fleet_telemetry.VehicleConnectivity(
+                vin=vin, connection_id=_uuid(rng), status=status,
+                network_interface=rng.choice(("wifi", "cellular")))
+            record.created_at.FromMilliseconds(at_ms)
+            sent.append({"payload_b64": base64.b64encode(record.SerializeToString()).decode(),
+                         "record_type": "connectivity"})
+        if rng.random() < 1 / self.ERRORS_EVERY:
+            errors = fleet_telemetry.VehicleErrors(vin=vin)
+            errors.created_at.FromMilliseconds(at_ms)
+            error = errors.errors.add(name="unsupported_field", body="field is not supported")
+            error.created_at.FromMilliseconds(at_ms)
+            error.tags["field_name"] = "SemitruckTpmsPressureRe1L0"
+            sent.append({"payload_b64": base64.b64encode(errors.SerializeToString()).decode(),
+                         "record_type": "errors"})
+        return sent
 
 
 class Bmw(PayloadFormat):
@@ -279,4 +371,5 @@ def _iso_seconds(epoch_ms: int) -> str:
     return iso_ms(epoch_ms)[:19] + "Z"
 
 
-FORMATS: dict[str, PayloadFormat] = {fmt.source: fmt for fmt in (Tesla(), Bmw(), Mercedes(), Smartcar())}
+FORMATS: dict[str, PayloadFormat] = {
+    fmt.source: fmt for fmt in (Tesla(), Bmw(), Mercedes(), Smartcar(), TeslaTelemetry())}

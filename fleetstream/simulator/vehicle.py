@@ -70,8 +70,9 @@ MODELS: dict[str, tuple[Model, ...]] = {
                  Model("KM8KRDAF", "HYUNDAI", "Ioniq 5"),
                  Model("1FTFW1E5", "FORD", "F-150", combustion=True)),
 }
+MODELS["tesla_telemetry"] = MODELS["tesla"]  # the same cars, their records in protobuf
 _HOME_CITIES = {"tesla": _EUROPE + _AMERICA, "bmw": _EUROPE, "mercedes": _EUROPE,
-                "smartcar": _AMERICA + _EUROPE[:2]}
+                "smartcar": _AMERICA + _EUROPE[:2], "tesla_telemetry": _EUROPE + _AMERICA}
 
 
 def vin_check_digit(vin: str) -> str:

@@ -26,8 +26,10 @@ dead-letter PCollection with the reason and its documents whole. Nothing is
 dropped.
 
 Counters per application: `app/<id>.documents`, `.bytes`, `.batches`,
-`.retries`, `.failed_batches`; distribution `app/<id>.latency_ms`
-(write time minus the document's newest entry time).
+`.retries`, `.failed_batches`; the delivery latency (acknowledgement time minus
+the source message's receive time) as counters per bucket, `app/<id>.latency_le_<ms>`,
+and their sum `app/<id>.latency_sum_ms` (schemas/metrics.py); `dead_letters/<source>.deliver`
+per document dead-lettered.
 """
 from __future__ import annotations
 
@@ -39,8 +41,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import apache_beam as beam
+import orjson
 from apache_beam.coders import coders
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec, TimerSpec,
                                               on_timer)
@@ -50,11 +52,12 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from fleetstream.runtime.group_in_bundle import GroupBatchesInBundle, Unbatch
 from fleetstream.schemas.config import Application
-from fleetstream.schemas.dead_letter import DEAD_LETTERS, delivery_dead_letter
+from fleetstream.schemas.dead_letter import DEAD_LETTERS, DELIVER_STAGE, delivery_dead_letter
 from fleetstream.schemas.delivery import Batch, Batching, Record
 from fleetstream.schemas.errors import PermanentWriteError
+from fleetstream.schemas.metrics import DEAD_LETTER_SCOPE, LATENCY_SUM_MS, latency_bucket
 from fleetstream.transforms.coders import decode_records, encode_records
-from fleetstream.transforms.counter_names import APP_SCOPE, NAMESPACE
+from fleetstream.transforms.counter_names import APP_SCOPE
 from fleetstream.transforms.counters import BundleCounts
 from fleetstream.transforms.ordering import vehicle_shard
 
@@ -271,7 +274,6 @@ class _WriteFn(beam.DoFn):
         self._retry = retry
         self._sinks: dict[str, Sink] = {}
         self._counts = BundleCounts()
-        self._latency: dict[str, Any] = {}
 
     def setup(self) -> None:
         self._sinks = {a.id: self._make_sink(a) for a in self._applications}
@@ -286,6 +288,9 @@ class _WriteFn(beam.DoFn):
         failure = self._write_with_retries(self._sinks[app], self._policies[app], batch)
         if failure is not None:
             self._counts.add(f"{scope}.failed_batches")
+            for record in batch.records:   # a document's `brand` is its source's name
+                source = orjson.loads(record.document).get("brand", "unknown")
+                self._counts.add(f"{DEAD_LETTER_SCOPE}{source}.{DELIVER_STAGE}")
             _LOG.error("delivery to %s failed for batch %s (%d documents): %s",
                        app, batch.batch_id, len(batch.records), failure)
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, delivery_dead_letter(
@@ -294,11 +299,13 @@ class _WriteFn(beam.DoFn):
         self._counts.add(f"{scope}.documents", len(batch.records))
         self._counts.add(f"{scope}.bytes", sum(len(r.document) for r in batch.records))
         self._counts.add(f"{scope}.batches")
-        latency = self._latency.get(app)
-        if latency is None:
-            latency = self._latency[app] = Metrics.distribution(NAMESPACE, f"{scope}.latency_ms")
         now_ms = int(time.time() * 1000)
-        latency.update(max(0, now_ms - batch.records[-1].event_ms))
+        total_ms = 0
+        for record in batch.records:
+            latency_ms = max(0, now_ms - record.received_ms)
+            total_ms += latency_ms
+            self._counts.add(f"{scope}.{latency_bucket(latency_ms)}")
+        self._counts.add(f"{scope}.{LATENCY_SUM_MS}", total_ms)
 
     def _write_with_retries(self, sink: Sink, policy: RetryPolicy, batch: Batch) -> str | None:
         """None once written; else the reason it could not be."""

@@ -75,8 +75,13 @@ class EnvelopeFilter:
         if not self.vins:
             return True
         mapper = mappers.get(envelope.source)
-        return mapper is not None and mapper(envelope.payload, envelope.received_at_ms).vin \
-            in self.vins
+        if mapper is None:
+            return False
+        payload, received_at_ms, record_type = envelope.payload, envelope.received_at_ms, \
+            envelope.record_type
+        result = (mapper(payload, received_at_ms) if record_type is None
+                  else mapper(payload, received_at_ms, record_type))
+        return result.vin in self.vins
 
 
 class FilterEnvelopes(beam.PTransform):

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 import apache_beam as beam
 from apache_beam import pvalue
 
-from fleetstream.mappers import MAPPERS
+from fleetstream.mappers import BINARY_SOURCES, MAPPERS
 from fleetstream.mappers.base import FAILED, IGNORED, PARTIAL, MapPayload
 from fleetstream.runtime.group_in_bundle import batch_main_outputs
 from fleetstream.schemas.dead_letter import DEAD_LETTERS, MAP_STAGE, dead_letter
@@ -53,7 +53,7 @@ class _MapFn(beam.DoFn):
 
     def process(self, envelope: RawEnvelope) -> Iterable[Any]:
         """The envelope's dead letter (tagged), if any, then its (vin, message), if any."""
-        source, received_at_ms, payload = envelope
+        source, received_at_ms, payload, record_type = envelope
         mapper = self._mappers.get(source)
         if mapper is None:
             self._counts.add(f"{UNKNOWN_SOURCE}.read")
@@ -62,9 +62,11 @@ class _MapFn(beam.DoFn):
                 source, received_at_ms, FAILED, MAP_STAGE,
                 [{"field": "source", "reason": f"unknown source {source!r}; known: "
                                                f"{', '.join(sorted(self._mappers))}"}],
-                payload, envelope.source_message_id()))
+                payload, envelope.source_message_id(), record_type))
             return
-        result = mapper(payload, received_at_ms)
+        # a record type only where there is one: a mapper of one kind of record takes two arguments
+        result = (mapper(payload, received_at_ms) if record_type is None
+                  else mapper(payload, received_at_ms, record_type))
         outcome = result.outcome
         self._counts.add(f"{source}.read")
         self._counts.add(f"{source}.{outcome}")
@@ -73,7 +75,8 @@ class _MapFn(beam.DoFn):
         smid = envelope.source_message_id()
         if outcome == FAILED or outcome == PARTIAL:
             yield pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
-                source, received_at_ms, outcome, MAP_STAGE, result.errors, payload, smid))
+                source, received_at_ms, outcome, MAP_STAGE, result.errors, payload, smid,
+                record_type, source in BINARY_SOURCES))
             if outcome == FAILED:
                 return
         yield result.vin, MappedMessage(source, smid, received_at_ms,

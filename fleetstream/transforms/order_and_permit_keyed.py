@@ -27,7 +27,8 @@ from fleetstream.transforms.counters import BundleCounts
 from fleetstream.transforms.order_per_vehicle import set_flush_timers
 from fleetstream.transforms.ordering import (NO_IDS, Reorder, VehicleOrder, empty_order, merge_seen,
                                              order_from_plain, plain_order, vehicle_shard, wall_ms)
-from fleetstream.transforms.permissions import Applications, prepare_data, prepared_documents
+from fleetstream.transforms.permissions import (Applications, application_rules, prepare_data,
+                                                prepared_documents)
 
 #: how long after its reorder window (in event time) a vehicle's first release after the
 #: job starts waits, so that activation events read before the watermark passed also
@@ -92,7 +93,7 @@ class OrderAndPermitKeyed(beam.PTransform):
                              "be >= 0")
         if shards < 1:
             raise ValueError(f"shards must be >= 1, got {shards}")
-        self._applications = tuple((a.id, a.permitted) for a in applications)
+        self._applications = application_rules(applications)
         self._events = activation_events
         self._window_ms = int(reorder_window_s * 1000)
         self._horizon_ms = int(dedupe_horizon_s * 1000)
@@ -113,8 +114,7 @@ class OrderAndPermitKeyed(beam.PTransform):
                 | "GroupByShard" >> GroupBatchesInBundle(
                     lambda item: vehicle_shard(item[1], shards), int)
                 | "OrderAndPermit" >> beam.ParDo(_OrderAndPermitFn(
-                    [application_id for application_id, _ in self._applications],
-                    self._window_ms, self._horizon_ms, self._hold_ms, self._seen_merge_ms))
+                    self._applications, self._window_ms, self._horizon_ms, self._hold_ms, self._seen_merge_ms))
                 .with_input_types(tuple[int, list[_Item]])
                 .with_output_types(list[tuple[str, Record]]))
 
@@ -179,9 +179,9 @@ class _OrderAndPermitFn(beam.DoFn):
     #: the wall clock passing the earliest window of a settled vehicle
     FLUSH_NOW = TimerSpec("flush_now", TimeDomain.REAL_TIME)
 
-    def __init__(self, application_ids: Sequence[str], window_ms: int, horizon_ms: int,
+    def __init__(self, applications: Applications, window_ms: int, horizon_ms: int,
                  hold_ms: int, seen_merge_ms: int) -> None:
-        self._application_ids = tuple(application_ids)
+        self._applications = tuple(applications)
         self._window_ms = window_ms
         self._horizon_ms = horizon_ms
         self._hold_ms = hold_ms
@@ -213,7 +213,7 @@ class _OrderAndPermitFn(beam.DoFn):
             latest_ms = max(latest_ms, arrived_ms)
             if now is not None:
                 documents.extend(prepared_documents(vin, now, approved_applications(vehicle.newest),
-                                                     self._application_ids, self._counts))
+                                                     self._applications, self._counts))
         if merged_at is None or latest_ms - merged_at >= self._seen_merge_ms:
             older_state.write((latest_ms, self._merge_seen(vehicles, older)))
         state.write(vehicles)
@@ -255,7 +255,7 @@ class _OrderAndPermitFn(beam.DoFn):
             approved = approved_applications(vehicle.newest)
             for message in released:
                 documents.extend(prepared_documents(vin, message, approved,
-                                                     self._application_ids, self._counts))
+                                                     self._applications, self._counts))
         if changed:
             state.write(vehicles)
         self._set_timers(vehicles, flush, flush_now)

@@ -2,26 +2,48 @@
 
 A vehicle's message becomes one document (DATA-CONTRACTS §4) per application
 that is approved for the vehicle and permitted at least one of its properties,
-holding only those; empty documents are dropped. Counted per application
+holding only those; empty documents are dropped. An application with pseudonymous
+vehicle ids (`vehicle_ids: pseudonymous`) gets `Application.vehicle_id(vin)` in the
+document's `vin` and the Record's `vin` (which sinks use as a key or in a topic), never
+the VIN; `message_id` does not depend on it. Counted per application
 (`app/<id>.delivered` / `.filtered`) and per source message (`<source>.delivered`
 / `.filtered`). `PermitByActivation` and `OrderAndPermitKeyed` apply it.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Container, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Container, Iterable, Mapping, NamedTuple, Sequence
 
 import orjson
 
+from fleetstream.schemas.config import Application
 from fleetstream.schemas.delivery import Record
 from fleetstream.schemas.document import document_json, message_id
 from fleetstream.schemas.mapped import Data, MappedMessage
+from fleetstream.schemas.vehicle_ids import vehicle_id
 from fleetstream.transforms.counter_names import APP_SCOPE
 
 if TYPE_CHECKING:   # counts are passed in; the rules only call `add`
     from fleetstream.transforms.counters import BundleCounts
 
-#: (application id, capability -> permitted property names) of each application
-Applications = tuple[tuple[str, Mapping[str, frozenset[str]]], ...]
+
+
+class ApplicationRule(NamedTuple):
+    """What the permission rule needs of an application (plain, small, picklable)."""
+
+    id: str
+    #: capability -> permitted property names
+    permitted: Mapping[str, frozenset[str]]
+    #: the secret of its pseudonymous vehicle ids; None: it sees VINs
+    vehicle_id_secret: bytes | None = None
+
+
+#: the rule's view of each application, in the configuration's order
+Applications = tuple[ApplicationRule, ...]
+
+
+def application_rules(applications: Sequence[Application]) -> Applications:
+    """The rule's view of configured applications."""
+    return tuple(ApplicationRule(a.id, a.permitted, a.vehicle_id_secret) for a in applications)
 
 
 def permitted_data(data: Data, permitted: Mapping[str, frozenset[str]]) -> Data:
@@ -51,7 +73,7 @@ PreparedData = tuple[bytes | None, ...]
 def prepare_data(data: Data, applications: Applications) -> PreparedData:
     """Each application's permitted data as JSON (None where nothing is permitted)."""
     prepared = []
-    for _, permitted in applications:
+    for _, permitted, _ in applications:
         kept = permitted_data(data, permitted)
         prepared.append(orjson.dumps(kept) if kept else None)
     return tuple(prepared)
@@ -62,32 +84,38 @@ def documents(vin: str, message: MappedMessage, approved: Container[str],
                ) -> Iterable[tuple[str, Record]]:
     """One (application, Record) per approved application that may see part of the message."""
     return _documents_of(vin, message, [
-        (application_id, permitted_data(message.data, permitted)
-         if application_id in approved else None)
-        for application_id, permitted in applications], counts)
+        (application, permitted_data(message.data, application.permitted)
+         if application.id in approved else None)
+        for application in applications], counts)
 
 
 def prepared_documents(vin: str, message: MappedMessage, approved: Container[str],
-                        application_ids: Sequence[str], counts: BundleCounts
+                        applications: Applications, counts: BundleCounts
                         ) -> Iterable[tuple[str, Record]]:
     """`documents` of a message whose data is `PreparedData`."""
     return _documents_of(vin, message, [
-        (application_id, orjson.Fragment(data)
-         if data is not None and application_id in approved else None)
-        for application_id, data in zip(application_ids, message.data)], counts)
+        (application, orjson.Fragment(data)
+         if data is not None and application.id in approved else None)
+        for application, data in zip(applications, message.data)], counts)
 
 
-def _documents_of(vin: str, message: MappedMessage, data_per_application: list[tuple[str, Any]],
+def _documents_of(vin: str, message: MappedMessage,
+                  data_per_application: list[tuple[ApplicationRule, Any]],
                   counts: BundleCounts) -> Iterable[tuple[str, Record]]:
+    """The one place a document is built for an application: its data, and the vehicle id
+    it sees (the VIN or its pseudonym) in both the document and the Record."""
     delivered = False
-    for application_id, data in data_per_application:
+    for application, data in data_per_application:
+        application_id = application.id
         if not data:
             counts.add(f"{APP_SCOPE}{application_id}.filtered")
             continue
         delivered = True
         counts.add(f"{APP_SCOPE}{application_id}.delivered")
         msg_id = message_id(message.source_message_id, application_id)
+        seen_as = vehicle_id(application.vehicle_id_secret, vin)
         yield application_id, Record(
-            vin, msg_id, message.newest_ms,
-            document_json(application_id, vin, message.source, msg_id, data, message.late))
+            seen_as, msg_id, message.newest_ms,
+            document_json(application_id, seen_as, message.source, msg_id, data, message.late),
+            message.received_at_ms)
     counts.add(f"{message.source}.{'delivered' if delivered else 'filtered'}")

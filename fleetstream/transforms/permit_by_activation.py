@@ -28,7 +28,7 @@ from fleetstream.schemas.mapped import MappedMessage
 from fleetstream.transforms import coders  # noqa: F401 - registers the NamedTuple coders
 from fleetstream.transforms.activations import Newest, approved_table, offer_activation
 from fleetstream.transforms.counters import BundleCounts
-from fleetstream.transforms.permissions import Applications, documents
+from fleetstream.transforms.permissions import Applications, application_rules, documents
 
 ActivationTableType = Mapping[str, frozenset[str]]
 
@@ -67,7 +67,7 @@ class PermitByActivation(beam.PTransform):
     def __init__(self, applications: Sequence[Application],
                  activation_table: beam.PCollection[dict]) -> None:
         super().__init__()
-        self._applications = tuple((a.id, a.permitted) for a in applications)
+        self._applications = application_rules(applications)
         self._table = activation_table
 
     def expand(self, messages: beam.PCollection[tuple[str, MappedMessage]]

@@ -26,8 +26,15 @@ import fastavro
 from fleetstream.io.archive.layout import ARCHIVE_FORMATS
 from fleetstream.schemas.envelope import EnvelopeError, RawEnvelope, parse_envelope_line
 
-ENVELOPE_SCHEMA: dict[str, Any] = fastavro.parse_schema(json.loads(
-    resources.files("fleetstream.schemas").joinpath("envelope.avsc").read_text()))
+_ENVELOPE_AVSC = json.loads(
+    resources.files("fleetstream.schemas").joinpath("envelope.avsc").read_text())
+ENVELOPE_SCHEMA: dict[str, Any] = fastavro.parse_schema(_ENVELOPE_AVSC)
+#: the schema of files that hold record types (DATA-CONTRACTS §1): one optional field more,
+#: so that every other source's files keep the bytes they always had
+ENVELOPE_WITH_RECORD_TYPE_SCHEMA: dict[str, Any] = fastavro.parse_schema({
+    **_ENVELOPE_AVSC, "fields": [*_ENVELOPE_AVSC["fields"], {
+        "name": "record_type", "type": ["null", "string"], "default": None,
+        "doc": "the kind of record where the transport names it (a fleet-telemetry topic)"}]})
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MILLISECOND = timedelta(milliseconds=1)
 
@@ -48,9 +55,16 @@ def encode_archive(envelopes: Iterable[RawEnvelope], archive_format: str, name: 
     if archive_format == "jsonl.gz":
         return gzip.compress(b"".join(e.to_json_line() + b"\n" for e in envelopes), mtime=0)
     out = io.BytesIO()
-    fastavro.writer(out, ENVELOPE_SCHEMA,
-                    ({"source": e.source, "received_at": e.received_at_ms, "payload": e.payload}
-                     for e in envelopes),
+    envelopes = list(envelopes)
+    if any(e.record_type is not None for e in envelopes):
+        schema = ENVELOPE_WITH_RECORD_TYPE_SCHEMA
+        records = ({"source": e.source, "received_at": e.received_at_ms, "payload": e.payload,
+                    "record_type": e.record_type} for e in envelopes)
+    else:
+        schema = ENVELOPE_SCHEMA
+        records = ({"source": e.source, "received_at": e.received_at_ms, "payload": e.payload}
+                   for e in envelopes)
+    fastavro.writer(out, schema, records,
                     codec="deflate",
                     sync_marker=hashlib.blake2b(name.encode(), digest_size=16).digest())
     return out.getvalue()
@@ -68,7 +82,8 @@ def read_archive(stream: BinaryIO, path: str, start: int = 0, end: int | None = 
             received = record["received_at"]
             if isinstance(received, datetime):
                 received = (received - _EPOCH) // _MILLISECOND
-            yield RawEnvelope(record["source"], received, record["payload"])
+            yield RawEnvelope(record["source"], received, record["payload"],
+                              record.get("record_type"))
         return
     lines = gzip.GzipFile(fileobj=stream) if path.endswith(".gz") else _lines_from(
         stream, start, end)

@@ -161,11 +161,11 @@ def shard_of(payload: bytes, shards: int) -> int:
 
 
 def _file_key(envelope: RawEnvelope, shards: int
-              ) -> tuple[tuple[str, int, int], tuple[int, bytes]]:
-    """((source, receive hour in epoch ms, shard), (received_at_ms, payload))."""
+              ) -> tuple[tuple[str, int, int], tuple[int, bytes, str | None]]:
+    """((source, receive hour in epoch ms, shard), (received_at_ms, payload, record_type))."""
     return ((envelope.source, envelope.received_at_ms // HOUR_MS * HOUR_MS,
              shard_of(envelope.payload, shards)),
-            (envelope.received_at_ms, envelope.payload))
+            (envelope.received_at_ms, envelope.payload, envelope.record_type))
 
 
 class _WriteArchiveFileFn(beam.DoFn):
@@ -176,14 +176,16 @@ class _WriteArchiveFileFn(beam.DoFn):
     def setup(self) -> None:
         self._writer = WholeFileWriter()
 
-    def process(self, group: tuple[tuple[str, int, int], Iterable[tuple[int, bytes]]],
+    def process(self, group: tuple[tuple[str, int, int],
+                                   Iterable[tuple[int, bytes, str | None]]],
                 window: IntervalWindow = beam.DoFn.WindowParam) -> Iterable[str]:
         (source, hour_ms, shard), items = group
         settings = self._settings
         path = archive_file(settings.path, source, hour_ms,
                             (window.start.micros // 1000, window.end.micros // 1000),
                             shard, settings.format)
-        envelopes = [RawEnvelope(source, at_ms, payload) for at_ms, payload in sorted(items)]
+        envelopes = [RawEnvelope(source, at_ms, payload, record_type)
+                     for at_ms, payload, record_type in sorted(items, key=_in_file_order)]
         # the name relative to the root seeds Avro's sync marker: a copied archive keeps its bytes
         name = path[len(settings.path.rstrip("/")) + 1:]
         self._writer.write(path, encode_archive(envelopes, settings.format, name),
@@ -194,6 +196,12 @@ class _WriteArchiveFileFn(beam.DoFn):
 
     def finish_bundle(self) -> None:
         self._counts.flush()
+
+
+def _in_file_order(item: tuple[int, bytes, str | None]) -> tuple[int, bytes, str]:
+    """Receive time, then payload, then record type: the same file bytes in every run."""
+    at_ms, payload, record_type = item
+    return at_ms, payload, record_type or ""
 
 
 class WholeFileWriter:

@@ -4,13 +4,17 @@
                       messages_per_s=100, topic_of_source={"tesla": "raw.tesla", ...})
 
 Each envelope's payload becomes the record value on its source's topic
-(`topic_of_source`; the default names are in `fleetstream.settings.topics`), with the VIN as key so a vehicle's records share
+(`topic_of_source`; the default names are in `fleetstream.settings.topics`; an
+envelope with a `record_type` goes to `<topic>_<record type>` with the `vin`,
+`txtype` and `receivedat` headers, as fleet-telemetry's Kafka dispatcher writes
+it), with the VIN as key so a vehicle's records share
 a partition and keep their order; the record timestamp is the produce time
 (the receive time, DATA-CONTRACTS §1). Records are sent at `messages_per_s`
 (None: as fast as the broker takes them), with progress on stderr.
 """
 from __future__ import annotations
 
+import base64
 import sys
 import time
 from typing import Any, Iterable, Mapping, Sequence
@@ -76,8 +80,15 @@ def produce_envelopes(bootstrap: str, keyed_envelopes: Iterable[tuple[str, Envel
     sent = 0
     for vin, envelope in keyed_envelopes:
         source = envelope["source"]
-        producer.send(topic_of_source[source], vin.encode(),
-                      envelope["payload"].encode())
+        record_type = envelope.get("record_type")
+        payload = (envelope["payload"].encode() if "payload" in envelope
+                   else base64.b64decode(envelope["payload_b64"]))
+        if record_type is None:
+            producer.send(topic_of_source[source], vin.encode(), payload)
+        else:  # as fleet-telemetry's dispatcher: <namespace>_<record type>, and its headers
+            producer.send(f"{topic_of_source[source]}_{record_type}", vin.encode(), payload,
+                          [("vin", vin), ("txtype", record_type),
+                           ("receivedat", str(int(time.time() * 1000)))])
         sent += 1
         if messages_per_s:
             ahead_s = sent / messages_per_s - (time.monotonic() - started)

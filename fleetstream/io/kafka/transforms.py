@@ -11,7 +11,13 @@ the expansion service (the Java side of KafkaIO) and what reads the raw topics
 (`raw_reader`: KafkaIO, or `ReadKafkaPartitions` in the Python workers, which
 keeps its positions and commits its offsets the same way; see its module). Raw topics carry the
 OEM payload as the record value and the receive time as the record timestamp
-(DATA-CONTRACTS §1); each topic names its source. The envelope's receive time
+(DATA-CONTRACTS §1); each topic names its source. A source whose mapper reads
+several record types (`RECORD_TYPES`: Tesla fleet-telemetry's `V`,
+`connectivity`, `errors`, `alerts`) has one topic per type, named as
+fleet-telemetry's Kafka dispatcher names them, `<namespace>_<record type>`, with
+the source's configured topic as the namespace (`raw.tesla_telemetry_V`, ...):
+the topic gives the envelope its `record_type`, and the payload is not looked
+at (`record_topics`). The envelope's receive time
 is the record timestamp; the element timestamp (and so the watermark) is the
 time the job read the record: a watermark from record timestamps would stall
 on any partition that has no data yet. The activations topic is read with
@@ -44,6 +50,7 @@ from confluent_kafka import KafkaException
 
 from fleetstream.io.kafka.partition_reader import KafkaRecord, ReadKafkaPartitions
 from fleetstream.io.kafka.producer import READ_MARK_KEY, AckedProducer
+from fleetstream.io.kafka.record_topics import record_topics
 from fleetstream.io.kafka.settings import KafkaSettings
 from fleetstream.runtime.group_in_bundle import BatchInBundle, batch_main_outputs
 from fleetstream.schemas.activations import ActivationEvent, parse_activation
@@ -67,7 +74,10 @@ class ReadRawFromKafka(beam.PTransform):
     def __init__(self, kafka: KafkaSettings, topics: Mapping[str, str]) -> None:
         super().__init__()
         self._kafka = kafka
-        self._source_of_topic = {topic: source for source, topic in topics.items()}
+        read = record_topics(topics)
+        self._source_of_topic = {topic: source for topic, (source, _) in read.items()}
+        self._record_type_of_topic = {topic: record_type for topic, (_, record_type)
+                                      in read.items() if record_type is not None}
 
     def expand(self, begin: pvalue.PBegin) -> "RawRead":
         kafka = self._kafka
@@ -75,11 +85,12 @@ class ReadRawFromKafka(beam.PTransform):
             records = begin | "ReadRawTopics" >> ReadKafkaPartitions(
                 kafka.bootstrap_servers, list(self._source_of_topic), kafka.consumer_group,
                 kafka.reset(), kafka.commit_offsets)
-            to_envelopes = _PollToEnvelopesFn(self._source_of_topic)
+            to_envelopes = _PollToEnvelopesFn(self._source_of_topic,
+                                              self._record_type_of_topic)
         else:
             records = begin | "ReadRawTopics" >> kafka.read(
                 self._source_of_topic, commit_offsets=kafka.commit_offsets)
-            to_envelopes = _ToEnvelopeFn(self._source_of_topic)
+            to_envelopes = _ToEnvelopeFn(self._source_of_topic, self._record_type_of_topic)
         read = records | "ToEnvelopes" >> beam.ParDo(to_envelopes).with_outputs(
             INVALID, main="envelopes")
         envelopes = read.envelopes
@@ -96,10 +107,15 @@ class RawRead(NamedTuple):
 
 
 class _ToEnvelopeFn(beam.DoFn):
-    """A KafkaIO record -> RawEnvelope, or a dead letter when no source reads its topic."""
+    """A KafkaIO record -> RawEnvelope, or a dead letter when no source reads its topic.
 
-    def __init__(self, source_of_topic: Mapping[str, str]) -> None:
+    The topic names the source and, for a source with record types, the record type.
+    """
+
+    def __init__(self, source_of_topic: Mapping[str, str],
+                 record_type_of_topic: Mapping[str, str] | None = None) -> None:
         self._source_of_topic = dict(source_of_topic)
+        self._record_type_of_topic = dict(record_type_of_topic or {})
         self._counts = BundleCounts()
 
     def process(self, record: Any) -> Iterable[Any]:
@@ -114,7 +130,7 @@ class _ToEnvelopeFn(beam.DoFn):
                 None, timestamp_ms, "failed", INGEST_STAGE,
                 [{"field": "topic", "reason": f"no source reads topic {topic!r}"}],
                 payload, None))
-        return RawEnvelope(source, timestamp_ms, payload)
+        return RawEnvelope(source, timestamp_ms, payload, self._record_type_of_topic.get(topic))
 
     def finish_bundle(self) -> None:
         self._counts.flush()

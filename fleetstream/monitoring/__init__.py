@@ -1,0 +1,1 @@
+"""Operators' eyes: the metrics exporter, Prometheus's rules and Alertmanager's routing."""

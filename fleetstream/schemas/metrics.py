@@ -1,0 +1,28 @@
+"""What the job's Beam counters mean for Prometheus (DATA-CONTRACTS §9).
+
+Beam distributions reach Flink's Prometheus reporter as zeros, so the delivery
+latency histogram is counted as plain counters, one per bucket: a document whose
+latency is at most `LATENCY_BUCKETS_MS[i]` (and above the bound before) adds one
+to `app/<id>.latency_le_<bound>`; the recording rules (`fleetstream.monitoring`)
+add the buckets up into Prometheus's cumulative `_bucket{le=...}` series.
+"""
+from __future__ import annotations
+
+import bisect
+
+#: upper bounds of the delivery latency buckets, in milliseconds (+Inf after the last)
+LATENCY_BUCKETS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000)
+#: counter name suffix of a latency bucket
+LATENCY_BUCKET_PREFIX = "latency_le_"
+INF_BUCKET = "inf"
+#: counter of the latencies' sum, in milliseconds (`_sum` of the histogram)
+LATENCY_SUM_MS = "latency_sum_ms"
+#: counter scope of dead letters: `dead_letters/<source>.<stage>`
+DEAD_LETTER_SCOPE = "dead_letters/"
+
+
+def latency_bucket(latency_ms: int) -> str:
+    """The counter suffix of the bucket that `latency_ms` falls in."""
+    index = bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)
+    return LATENCY_BUCKET_PREFIX + (str(LATENCY_BUCKETS_MS[index])
+                                    if index < len(LATENCY_BUCKETS_MS) else INF_BUCKET)
