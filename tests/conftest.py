@@ -42,7 +42,9 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 #: fixtures that start (or reuse) real local servers: a test using one is in the `servers` tier
 SERVER_FIXTURES = frozenset({"kafka_service", "flink_cluster", "mosquitto_service",
                              "moto_service", "azurite_service", "secured_broker",
-                             "rabbitmq_service", "pubsub_service", "chromium_driver",
+                             "rabbitmq_service", "pubsub_service", "redis_service",
+
+                             "chromium_driver",
                              "operations_prometheus"})
 
 

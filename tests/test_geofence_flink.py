@@ -45,6 +45,7 @@ def test_the_streaming_job_delivers_crossings_under_the_applications_own_id(
     run = uuid.uuid4().hex[:8]
     app = f"geo-{run}"
     config = parse_config({
+        "state": {"redis": REDIS_URL},
         "applications": [{"id": app, "permissions": ["vehicle_location.coordinates"],
                           "sink": {"type": "file", "path": str(tmp_path / app), "max_delay": 0.5},
                           "geofences": FENCES, "vehicle_ids": "pseudonymous",
@@ -63,7 +64,7 @@ def test_the_streaming_job_delivers_crossings_under_the_applications_own_id(
         delivery_shards=2)
     ensure_topics(settings)
     known = tuple(flink_jobs.running_jobs())
-    submit_stream(settings, redis_url=REDIS_URL)
+    submit_stream(settings)
     flink_jobs.wait_running(known=known)
     start_ms = int(time.time() * 1000)
     west = destination(*DEPOT, 270, 1_000)

@@ -6,6 +6,7 @@ of the session stops only what it started (servers left running by
 `fleetstream dev up` stay up).
 
 * `kafka_service`: a ready `Kafka` (`.bootstrap` is "127.0.0.1:9092").
+* `redis_service`: a ready `RedisService` (`.url` is "redis://127.0.0.1:6379/0").
 * `flink_cluster`: a `LocalFlink` once the Flink cluster, the Beam job server,
   the SDK worker pool and the Kafka expansion service are ready.
 
@@ -30,6 +31,7 @@ from fleetstream.dev.expansion import ExpansionService
 from fleetstream.dev.flink import FlinkJobManager, FlinkTaskManager
 from fleetstream.dev.jobserver import FlinkJobServer
 from fleetstream.dev.kafka import Kafka
+from fleetstream.dev.redis import RedisService
 from fleetstream.dev.service import Service
 from fleetstream.dev.workerpool import WorkerPool
 
@@ -79,6 +81,14 @@ def kafka_service() -> Iterator[Kafka]:
     kafka = Kafka()
     with _started([kafka]):
         yield kafka
+
+
+@pytest.fixture(scope="session")
+def redis_service() -> Iterator[RedisService]:
+    """A Redis server on 127.0.0.1:6379, the latest-state store (`.url` for clients)."""
+    redis = RedisService()
+    with _started([redis]):
+        yield redis
 
 
 @pytest.fixture(scope="session")

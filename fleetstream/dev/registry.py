@@ -16,6 +16,7 @@ from fleetstream.dev.kafka import Kafka
 from fleetstream.dev.mosquitto import MosquittoService
 from fleetstream.dev.moto import MotoService
 from fleetstream.dev.rabbitmq import RabbitMQService
+from fleetstream.dev.redis import RedisService
 from fleetstream.dev.prometheus import PrometheusService
 from fleetstream.dev.pubsub import PubSubEmulator
 from fleetstream.dev.service import Service
@@ -26,6 +27,7 @@ SERVICES: Mapping[str, Callable[[], Service]] = {
     "mosquitto": MosquittoService,
     "moto": MotoService,
     "rabbitmq": RabbitMQService,
+    "redis": RedisService,
     "azurite": AzuriteService,
     "pubsub": PubSubEmulator,
     # listed in start order: the Flink TaskManager joins the JobManager

@@ -1,5 +1,5 @@
-"""The `fleetstream` command line: run, replay, dead-letters, simulate, stream, status,
-dashboard, dev."""
+"""The `fleetstream` command line: run, replay, dead-letters, simulate, stream, api, status,
+dashboard, exporter, monitoring, dev."""
 from __future__ import annotations
 
 import argparse
@@ -238,6 +238,19 @@ def build_parser(with_dev: bool = False) -> argparse.ArgumentParser:
                              "default %(default)s); bridges and the poller run only in the "
                              "first; /metrics counts per process")
     ingest.set_defaults(handler=_ingest)
+    api = commands.add_parser(
+        "api", help="serve the latest-state REST API (Redis, activations from Kafka)",
+        description="Serve GET /v1/vehicles... (DATA-CONTRACTS §10) over the latest state in "
+                    "the configuration's state.redis, to each application with the API keys "
+                    "in its api_keys_env variable, following the activations topic live.")
+    api.add_argument("--config", required=True, metavar="FILE", help="configuration YAML")
+    api.add_argument("--listen", default="127.0.0.1:8091", metavar="HOST:PORT",
+                     help="address to serve on (default %(default)s)")
+    api.add_argument("--kafka", default="127.0.0.1:9092", metavar="HOST:PORT",
+                     help="Kafka bootstrap servers (default %(default)s)")
+    api.add_argument("--activations-topic", default="activations", metavar="TOPIC",
+                     help="the compacted activations topic (default %(default)s)")
+    api.set_defaults(handler=_api)
     stream = commands.add_parser(
         "stream", help="submit the streaming job (Kafka in, Flink, sinks out)",
         description="Submit the streaming job to Beam's Flink job server with the settings in "
@@ -526,6 +539,16 @@ def _ingest(args: argparse.Namespace) -> int:
           f"{settings.bootstrap_servers}, HTTP on {settings.http.host}:{settings.http.port}"
           f" ({args.workers} process{'es' if args.workers > 1 else ''})", file=sys.stderr)
     run_ingest(settings, workers=args.workers)
+    return 0
+
+
+def _api(args: argparse.Namespace) -> int:
+    from fleetstream.api.server import run_api
+    from fleetstream.settings.config import load_config
+    config = load_config(args.config)
+    print(f"fleetstream api: serving {len(config.applications)} application(s) on "
+          f"http://{args.listen}", file=sys.stderr)
+    run_api(config, args.listen, args.kafka, args.activations_topic)
     return 0
 
 

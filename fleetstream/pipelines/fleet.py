@@ -38,6 +38,9 @@ class FleetOutputs(NamedTuple):
     #: (application_id, Record): every document, before batching (lists of them with batches)
     records: beam.PCollection
     dead_letters: beam.PCollection  # dicts: mapping and delivery dead letters
+    #: (vin, MappedMessage) (lists of them with batches): every mapped message, before
+    #: ordering and permissions, once per source message (the latest-state store's input)
+    mapped: beam.PCollection | None = None
     #: (application_id, Record) geofence events (lists with batches); None without geofences
     geofence_events: beam.PCollection | None = None
 
@@ -95,4 +98,4 @@ class DeliverFleet(beam.PTransform):
             self._applications, application_sink, self._retry, shards=self._delivery_shards,
             batches=self._batches)
         return FleetOutputs(records, (mapped[DEAD_LETTERS], delivery_dead_letters)
-                            | "AllDeadLetters" >> beam.Flatten(), geofence_events=events)
+                            | "AllDeadLetters" >> beam.Flatten(), mapped.mapped, geofence_events=events)

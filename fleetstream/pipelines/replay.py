@@ -14,6 +14,10 @@ files: only the hour folders of the selected sources and receive times are
 listed and opened. The files are matched before the job starts; a replay
 that finds none says so and ends with an empty summary.
 
+With a `state:` section in the configuration, every mapped message's entries also go to
+the latest-state store (`WriteLatestState`), so replaying an archive rebuilds the state
+(values newer than the replayed ones stay).
+
 `selection` (an `EnvelopeFilter`: `--source`, `--vin`, `--from`, `--until`)
 replays only some envelopes; the others are counted as skipped. `only`
 (`--application`) delivers to those configured applications alone.
@@ -31,6 +35,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from fleetstream.io.archive.layout import archive_patterns
+from fleetstream.io.redis.state_store import check_state_store
+from fleetstream.io.redis.write_state import WriteLatestState
 from fleetstream.io.files.envelope_files import (UNREADABLE, EnvelopeFile, ReadEnvelopes,
                                                  match_envelope_files)
 from fleetstream.io.sinks.object.file import FileSink
@@ -95,15 +101,18 @@ def run_replay(input_pattern: str | None, config: Config, *, archive: str | None
                output: str | None = None, dead_letters: str | None = None,
                order: OrderSettings = OrderSettings(),
                selection: EnvelopeFilter = EnvelopeFilter(), only: Sequence[str] = (),
-               beam_args: Sequence[str] = (), redis_url: str | None = None) -> Accounting:
+               beam_args: Sequence[str] = ()) -> Accounting:
     """Run the replay to completion and return its accounting (empty when no file matches).
 
-    Applications with geofences receive their crossings beside their documents; with
-    `redis_url` the crossings are also appended to their Redis streams (docs/geofences.md).
+    Applications with geofences receive their crossings beside their documents; with a
+    `state:` section the crossings are also appended to their Redis streams
+    (docs/geofences.md) and the latest state is written (docs/state.md).
     """
     applications = select_applications(
         output_applications(config, output) if output else config.applications, only)
     check_sinks(applications)
+    if config.state is not None:
+        check_state_store(config.state.redis)
     dead_letter_dir = os.path.join(output, "dead_letters") if output else (
         dead_letters or "dead_letters")
     options = PipelineOptions(list(beam_args))
@@ -122,10 +131,12 @@ def run_replay(input_pattern: str | None, config: Config, *, archive: str | None
     envelopes = read.envelopes
     if not selection.keeps_everything():
         envelopes = envelopes | "FilterEnvelopes" >> FilterEnvelopes(selection)
-    dead = (envelopes
-            | "DeliverFleet" >> DeliverFleet(
-                applications, PermitByActivation(applications, table), order,
-                redis_url=redis_url)).dead_letters
+    fleet = envelopes | "DeliverFleet" >> DeliverFleet(
+        applications, PermitByActivation(applications, table), order,
+        redis_url=config.redis_url)
+    dead = fleet.dead_letters
+    if config.state is not None:
+        _ = fleet.mapped | "WriteLatestState" >> WriteLatestState(config.state.redis)
     ((dead, read[UNREADABLE]) | "DeadLetters" >> beam.Flatten()
      | "SerialiseDeadLetters" >> beam.Map(to_json_line)
      | "WriteDeadLetters" >> beam.io.WriteToText(

@@ -12,7 +12,9 @@ per-vehicle order in keyed state, joins activation events from the compacted
 submission), and delivers through each application's sink. Dead letters
 (mapping, ingest, delivery) go to the `dead-letters` topic and, optionally,
 every document to the `delivered` topic. With an `archive:` section the job
-also writes every raw envelope to the raw archive (`ArchiveRawEnvelopes`).
+also writes every raw envelope to the raw archive (`ArchiveRawEnvelopes`). With a `state:`
+section in the applications' configuration every mapped message's entries go to the
+latest-state store in Redis (`WriteLatestState`, DATA-CONTRACTS §10).
 Read positions live in Flink's checkpoints (see `kafka_topics`), so a job
 restarted from its last checkpoint or savepoint loses nothing; documents it
 sends twice carry the same `message_id`.
@@ -27,6 +29,8 @@ from apache_beam.runners.runner import PipelineResult
 from fleetstream.io.archive.raw_archive import ArchiveRawEnvelopes
 from fleetstream.io.kafka.admin import create_topics
 from fleetstream.io.kafka.offsets import reset_group_offsets
+from fleetstream.io.redis.state_store import check_state_store
+from fleetstream.io.redis.write_state import WriteLatestState
 from fleetstream.io.kafka.activations import PublishReport, publish_activations
 from fleetstream.io.kafka.producer import mark_partitions
 from fleetstream.io.kafka.transforms import (INVALID, ReadActivationsFromKafka, ReadRawFromKafka,
@@ -41,10 +45,9 @@ from fleetstream.transforms.order_and_permit_keyed import OrderAndPermitKeyed
 from fleetstream.transforms.permit_by_activation import ActivationTable, PermitByActivation
 
 
-def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings,
-                          redis_url: str | None = None) -> None:
-    """Add the streaming job's steps to `pipeline`; with `redis_url`, geofence events are
-    also appended to their Redis streams (docs/geofences.md)."""
+def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings) -> None:
+    """Add the streaming job's steps to `pipeline`; with a `state:` section, the latest
+    state is written and geofence events are appended to their Redis streams."""
     config, kafka = settings.config, settings.kafka
     raw = pipeline | "ReadRaw" >> ReadRawFromKafka(kafka, settings.raw_topics)
     live = pipeline | "ReadActivationEvents" >> ReadActivationsFromKafka(
@@ -69,7 +72,10 @@ def build_stream_pipeline(pipeline: beam.Pipeline, settings: StreamSettings,
              | "ArchiveRaw" >> ArchiveRawEnvelopes(settings.archive))
     fleet = raw.envelopes | "DeliverFleet" >> DeliverFleet(
         config.applications, permit, settings.order, bounded=False,
-        delivery_shards=settings.delivery_shards, batches=True, redis_url=redis_url)
+        delivery_shards=settings.delivery_shards, batches=True, redis_url=config.redis_url)
+    if config.state is not None:
+        _ = fleet.mapped | "WriteLatestState" >> WriteLatestState(config.state.redis,
+                                                                 batches=True)
     if settings.delivered_topic:
         _ = (fleet.records
              | "DeliveredRecords" >> beam.Map(lambda pairs: [(r.vin, r.document)
@@ -96,7 +102,7 @@ def describe_published(report: PublishReport) -> str:
 
 
 def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str, ...] = (),
-                  reset_offsets: bool = False, redis_url: str | None = None) -> PipelineResult:
+                  reset_offsets: bool = False) -> PipelineResult:
     """Check the sinks, create missing topics, seed the configuration's activations, submit.
 
     The configuration's activation events go to the activations topic (keyed
@@ -110,6 +116,8 @@ def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str
     (`release_job_streams`): ask `result.state` for the job's state.
     """
     check_sinks(settings.config.applications)
+    if settings.config.state is not None:
+        check_state_store(settings.config.state.redis)
     ensure_topics(settings)
     kafka = settings.kafka
     if not settings.flink.savepoint_path and (reset_offsets or isinstance(kafka.start, int)):
@@ -120,7 +128,7 @@ def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str
     print(f"fleetstream stream: activations: {describe_published(published)}", file=sys.stderr)
     mark_partitions(settings.kafka.bootstrap_servers, settings.activations_topic)
     pipeline = beam.Pipeline(options=settings.pipeline_options(extra_options))
-    build_stream_pipeline(pipeline, settings, redis_url)
+    build_stream_pipeline(pipeline, settings)
     result = pipeline.run()
     release_job_streams(result)
     return result

@@ -14,7 +14,7 @@ from fleetstream.schemas.delivery import Batching
 from fleetstream.schemas.geofences import Geofence
 from fleetstream.schemas.vehicle_ids import vehicle_id
 
-__all__ = ["Application", "Config"]
+__all__ = ["Application", "Config", "StateStore"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class Application:
     #: `vehicle_ids: pseudonymous`: the secret its ids are derived with (see schemas.vehicle_ids);
     #: None: the application sees VINs
     vehicle_id_secret: bytes | None = field(default=None, repr=False)
+    #: the environment variable holding its API keys, comma-separated (`fleetstream api`)
+    api_keys_env: str | None = None
     #: its geofences (DATA-CONTRACTS §11), validated; crossings are delivered through its sink
     geofences: tuple[Geofence, ...] = ()
 
@@ -38,11 +40,26 @@ class Application:
 
 
 @dataclass(frozen=True)
+class StateStore:
+    """`state:` (DATA-CONTRACTS §10): where the latest state of every vehicle is kept."""
+
+    #: redis://HOST:PORT/DB (the database number selects the database)
+    redis: str
+
+
+@dataclass(frozen=True)
 class Config:
     """A validated configuration."""
 
     applications: tuple[Application, ...]
     activations: tuple[ActivationEvent, ...] = field(default=())
+    #: None: no latest-state store is configured
+    state: StateStore | None = None
+
+    @property
+    def redis_url(self) -> str | None:
+        """Where the latest state and the geofence events' streams go; None without `state:`."""
+        return self.state.redis if self.state is not None else None
 
     def application(self, application_id: str) -> Application:
         return next(a for a in self.applications if a.id == application_id)

@@ -8,6 +8,10 @@ raises ConfigError naming the entry and the fix, before any data moves.
         permissions: [diagnostics.odometer, charging.*]
         sink: {type: file, path: out/fleet-a, max_delay: 60}
     activations: activations.jsonl   # a JSON-lines file, or an inline list
+    state: {redis: "redis://127.0.0.1:6379/0"}   # optional: the latest-state store (§10)
+
+An application may name `api_keys_env`, the environment variable holding its
+comma-separated API keys; only `fleetstream api` reads that variable.
 
 An application may add `geofences:` (circles and polygons, DATA-CONTRACTS §11;
 `fleetstream.schemas.geofences`) and `geofence_hysteresis_m:` (its default margin);
@@ -29,7 +33,7 @@ import orjson
 from fleetstream.io.sinks.registry import build_sink
 from fleetstream.schemas.activations import ActivationEvent, parse_activation
 from fleetstream.schemas.catalogue import expand_permission
-from fleetstream.schemas.config import Application, Config
+from fleetstream.schemas.config import Application, Config, StateStore
 from fleetstream.schemas.errors import ConfigError, refuse_unknown
 from fleetstream.schemas.geofences import DEFAULT_HYSTERESIS_M, parse_geofences, parse_hysteresis
 from fleetstream.schemas.secrets import secret_from_env
@@ -54,10 +58,10 @@ def parse_config(raw: Any, base_dir: Path = Path("."), name: str = "configuratio
     if not isinstance(raw, dict) or not isinstance(raw.get("applications"), list) \
             or not raw["applications"]:
         raise ConfigError(f"{name}: needs `applications:`, a non-empty list of applications")
-    unknown = sorted(set(raw) - {"applications", "activations"})
+    unknown = sorted(set(raw) - {"applications", "activations", "state"})
     if unknown:
         raise ConfigError(f"{name}: unknown top-level key(s) {', '.join(unknown)}; "
-                          f"expected applications and activations")
+                          f"expected applications, activations and state")
     applications = tuple(_application(i, entry, base_dir, environ)
                          for i, entry in enumerate(raw["applications"]))
     seen: set[str] = set()
@@ -66,7 +70,24 @@ def parse_config(raw: Any, base_dir: Path = Path("."), name: str = "configuratio
             raise ConfigError(f"applications: duplicate application id {app.id!r}; ids must be unique")
         seen.add(app.id)
     activations = _activations(raw.get("activations"), base_dir, seen)
-    return Config(applications, activations)
+    return Config(applications, activations, _state(raw.get("state")))
+
+
+_REDIS_URL = re.compile(r"^rediss?://(?:[^@/]*@)?[^/:@]+(?::\d{1,5})?(?:/(\d{1,2}))?/?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _state(raw: Any) -> StateStore | None:
+    """`state: {redis: "redis://HOST:PORT/DB"}`, or None when absent."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError('state: expected a mapping, e.g. state: {redis: "redis://127.0.0.1:6379/0"}')
+    refuse_unknown("state", raw, {"redis"})
+    url = raw.get("redis")
+    if not isinstance(url, str) or not _REDIS_URL.match(url):
+        raise ConfigError(f"state.redis: expected redis://HOST:PORT/DB (or rediss://), got {url!r}")
+    return StateStore(url)
 
 
 def _application(index: int, entry: Any, base_dir: Path,
@@ -80,7 +101,7 @@ def _application(index: int, entry: Any, base_dir: Path,
                           f"got {app_id!r}")
     refuse_unknown(f"applications[{app_id}]", entry,
                    {"id", "permissions", "sink", "vehicle_ids", "vehicle_id_secret_env",
-                    "geofences", "geofence_hysteresis_m"})
+                    "api_keys_env", "geofences", "geofence_hysteresis_m"})
     permissions = entry.get("permissions")
     if not isinstance(permissions, list) or not permissions \
             or not all(isinstance(p, str) for p in permissions):
@@ -100,9 +121,14 @@ def _application(index: int, entry: Any, base_dir: Path,
                           f"sink: {{type: file, path: out/{app_id}}}")
     sink_options = _resolve_local_path(entry["sink"], base_dir)
     _, batching = build_sink(app_id, sink_options)
+    api_keys_env = entry.get("api_keys_env")
+    if api_keys_env is not None and (not isinstance(api_keys_env, str)
+                                     or not _ENV_NAME.match(api_keys_env)):
+        raise ConfigError(f"applications[{app_id}].api_keys_env: expected the name of an "
+                          f"environment variable, got {api_keys_env!r}")
     return Application(app_id, {c: frozenset(p) for c, p in permitted.items()},
                        sink_options, batching, _vehicle_id_secret(app_id, entry, environ),
-                       _geofences(app_id, entry, permitted))
+                       api_keys_env, _geofences(app_id, entry, permitted))
 
 
 def _geofences(app_id: str, entry: dict, permitted: dict[str, set[str]]) -> tuple:

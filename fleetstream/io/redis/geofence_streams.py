@@ -31,6 +31,7 @@ from typing import Iterable, Sequence
 import apache_beam as beam
 import orjson
 
+from fleetstream.schemas.state import geofence_events_key
 from fleetstream.schemas.delivery import Record
 from fleetstream.transforms.counter_names import APP_SCOPE
 from fleetstream.transforms.counters import BundleCounts
@@ -42,8 +43,8 @@ _NOT_GREATER = "equal or smaller"
 
 
 def stream_key(application_id: str, geofence_id: str) -> str:
-    """The Redis stream of one application's fence."""
-    return f"fs:geofence:{application_id}:{geofence_id}"
+    """The Redis stream of one application's fence (the layout is schemas.state's)."""
+    return geofence_events_key(application_id, geofence_id)
 
 
 def append_events(client, events: Sequence[tuple[str, Record]], maxlen: int = DEFAULT_MAXLEN,

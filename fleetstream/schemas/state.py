@@ -1,0 +1,199 @@
+"""The latest state of every vehicle (DATA-CONTRACTS §10): what is kept, and the Redis key layout.
+
+Pure functions over plain data, shared by the writer (`fleetstream.io.redis.state`, fed by
+the jobs) and the reader (`fleetstream api`); docs/state.md describes the layout:
+
+* `fs:state:{vin}`: a hash per vehicle. One field per property (`capability.property`),
+  or per instance where a property has several (`diagnostics.tire_pressures|front_left`:
+  one per `location`). Each value is the entry's timestamp as 13 zero-padded digits of
+  epoch milliseconds followed by the entry's JSON (`{"data", "timestamp"}`), so that the
+  write script compares timestamps as strings without decoding JSON.
+* `fs:geo`: a geo index (GEOADD) of every vehicle's newest `vehicle_location.coordinates`,
+  member = VIN.
+* `fs:geofence:{application_id}:{geofence_id}`: a stream of one application's geofence
+  events (§11), written by the streaming job, entry id = the event's timestamp in ms.
+
+State is keyed by VIN and the same for every application: permissions and activations
+are applied when it is read. Only entries with `data` are state; failure entries reach
+customers in the stream only. Of two entries at the same timestamp the one already kept
+stays (so a replay changes nothing).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, NamedTuple
+
+import orjson
+
+from fleetstream.schemas.mapped import Data
+from fleetstream.schemas.timestamps import iso_ms, to_epoch_ms
+
+STATE_KEY_PREFIX = "fs:state:"
+GEO_KEY = "fs:geo"
+GEOFENCE_KEY_PREFIX = "fs:geofence:"
+#: properties with several instances: the data field that tells the instances apart
+INSTANCE_FIELDS: Mapping[tuple[str, str], str] = {("diagnostics", "tire_pressures"): "location"}
+LOCATION = ("vehicle_location", "coordinates")
+#: digits of the timestamp prefix of a stored value (epoch ms up to the year 2286)
+TS_DIGITS = 13
+_MAX_TS = 10 ** TS_DIGITS - 1
+#: GEOADD takes latitudes up to this (Web Mercator); locations nearer the poles are not indexed
+GEO_MAX_LATITUDE = 85.05112878
+
+
+class StateUpdate(NamedTuple):
+    """One property (instance) to keep if it is newer than what is kept."""
+
+    field: str          # hash field: "capability.property" or "capability.property|instance"
+    value: bytes        # 13-digit epoch ms + the entry's JSON
+    geo: str            # "lon,lat" for a location to index, else ""
+
+
+def state_key(vin: str) -> str:
+    return STATE_KEY_PREFIX + vin
+
+
+def geofence_events_key(application_id: str, geofence_id: str) -> str:
+    return f"{GEOFENCE_KEY_PREFIX}{application_id}:{geofence_id}"
+
+
+def state_field(capability: str, prop: str, entry: Mapping[str, Any]) -> str | None:
+    """The hash field an entry is kept under; None when an instance has no readable name."""
+    instance_field = INSTANCE_FIELDS.get((capability, prop))
+    if instance_field is None:
+        return f"{capability}.{prop}"
+    data = entry.get("data")
+    instance = data.get(instance_field) if isinstance(data, dict) else None
+    if not isinstance(instance, str) or not instance or "|" in instance:
+        return None
+    return f"{capability}.{prop}|{instance}"
+
+
+def state_updates(data: Data) -> list[StateUpdate]:
+    """What a message (or document) changes in its vehicle's state: per field its newest
+    entry with `data`, failure entries and unreadable timestamps left out."""
+    newest: dict[str, tuple[int, dict[str, Any]]] = {}
+    for capability, properties in data.items():
+        for prop, entries in properties.items():
+            for entry in entries:
+                if "data" not in entry:
+                    continue
+                try:
+                    ts_ms = min(max(to_epoch_ms(entry.get("timestamp")), 0), _MAX_TS)
+                except (TypeError, ValueError, OverflowError):
+                    continue
+                name = state_field(capability, prop, entry)
+                if name is not None and (name not in newest or newest[name][0] < ts_ms):
+                    newest[name] = ts_ms, entry
+    return [StateUpdate(name, b"%013d" % ts_ms + orjson.dumps(entry), _geo(name, entry))
+            for name, (ts_ms, entry) in newest.items()]
+
+
+def _geo(name: str, entry: Mapping[str, Any]) -> str:
+    if name != "vehicle_location.coordinates":
+        return ""
+    data = entry["data"]
+    try:
+        lat, lon = float(data["latitude"]), float(data["longitude"])
+    except (TypeError, KeyError, ValueError):
+        return ""
+    if not (abs(lat) <= GEO_MAX_LATITUDE and abs(lon) <= 180.0):
+        return ""
+    return f"{lon!r},{lat!r}"
+
+
+def document_updates(document: bytes | Mapping[str, Any]) -> tuple[str, list[StateUpdate]]:
+    """(vin, updates) of a delivered document (DATA-CONTRACTS §4)."""
+    doc = orjson.loads(document) if isinstance(document, (bytes, str)) else document
+    return doc["vin"], state_updates(doc.get("data") or {})
+
+
+def value_ms(value: bytes) -> int:
+    """The timestamp (epoch ms) of a stored value."""
+    return int(value[:TS_DIGITS])
+
+
+def state_answer(vehicle_id: str, stored: Mapping[bytes, bytes],
+                 permitted: Mapping[str, frozenset[str]]) -> dict[str, Any] | None:
+    """`{"vin", "updated_at", "data"}` of the permitted properties of a stored hash (§10);
+    None when nothing permitted is kept."""
+    body = state_answer_json(vehicle_id, stored, PermittedFields(permitted))
+    return None if body is None else orjson.loads(body)
+
+
+class PermittedFields(dict):
+    """Hash field -> (capability, property) as JSON-ready bytes, or None when the property
+    is not permitted; filled as fields are met (they are few: catalogue x instances)."""
+
+    def __init__(self, permitted: Mapping[str, frozenset[str]]) -> None:
+        super().__init__()
+        self.permitted = permitted
+
+    def __missing__(self, name: bytes) -> tuple[bytes, bytes] | None:
+        capability, prop = _property_of(name)
+        found = (capability.encode(), prop.encode()) \
+            if prop in self.permitted.get(capability, ()) else None
+        if len(self) < 4096:
+            self[name] = found
+        return found
+
+
+def state_answer_json(vehicle_id: str, stored: Mapping[bytes, bytes],
+                      fields: PermittedFields) -> bytes | None:
+    """The JSON of `state_answer`, put together from the stored entries' JSON as it is (no
+    decoding); `vehicle_id` must need no JSON escaping (the API lets only [A-Za-z0-9-] in).
+    Sorted field names keep each capability's and each property's entries together."""
+    parts: list[bytes] = []
+    open_capability = open_property = None
+    newest = b""
+    for name, value in sorted(stored.items()):
+        names = fields[name]
+        if names is None:
+            continue
+        capability, prop = names
+        if capability != open_capability:
+            parts.append(b'{"' if open_capability is None else b']},"')
+            parts += (capability, b'":{"', prop, b'":[')
+            open_capability, open_property = capability, prop
+        elif prop != open_property:
+            parts += (b'],"', prop, b'":[')
+            open_property = prop
+        else:
+            parts.append(b",")
+        parts.append(value[TS_DIGITS:])
+        stamp = value[:TS_DIGITS]          # zero-padded: compares as text
+        if stamp > newest:
+            newest = stamp
+    if open_capability is None:
+        return None
+    return b'{"vin":"%s","updated_at":"%s","data":%s]}}}' % (
+        vehicle_id.encode(), iso_ms(int(newest)).encode(), b"".join(parts))
+
+
+def property_entries(stored: Iterable[tuple[bytes, bytes]], capability: str,
+                     prop: str) -> list[Any]:
+    """The stored entries of one property (each instance's), as JSON fragments."""
+    return [orjson.Fragment(value[TS_DIGITS:]) for name, value in sorted(stored)
+            if _property_of(name) == (capability, prop)]
+
+
+def property_fields(capability: str, prop: str) -> tuple[str, bool]:
+    """(field or field prefix, whether it is a prefix) of a property's instances."""
+    if (capability, prop) in INSTANCE_FIELDS:
+        return f"{capability}.{prop}|", True
+    return f"{capability}.{prop}", False
+
+
+#: field name -> (capability, property): the names are few (catalogue x instances)
+_PROPERTY_OF: dict[bytes | str, tuple[str, str]] = {}
+
+
+def _property_of(name: bytes | str) -> tuple[str, str]:
+    known = _PROPERTY_OF.get(name)
+    if known is not None:
+        return known
+    text = name.decode(errors="replace") if isinstance(name, bytes) else name
+    capability, _, rest = text.partition(".")
+    found = capability, rest.partition("|")[0]
+    if len(_PROPERTY_OF) < 4096:
+        _PROPERTY_OF[name] = found
+    return found
