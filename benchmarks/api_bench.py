@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from confluent_kafka import Producer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from wrk import wrk_phase  # noqa: E402
 from fleetstream.io.kafka.activations import activation_key, activation_value  # noqa: E402
 from fleetstream.io.kafka.admin import Topic, create_topics  # noqa: E402
 from fleetstream.io.redis.state_store import StateWriter  # noqa: E402
@@ -157,28 +157,10 @@ def wrk_script(folder: Path, vehicles: int, delay_ms: float) -> Path:
     return path
 
 
-def wrk_phase(pin: list[str], url: str, connections: int, duration_s: float, script: Path
-              ) -> tuple[float, int, dict[str, float]]:
-    """(2xx answers/s, other answers, latency percentiles in ms) of one wrk run."""
-    out = subprocess.run([*pin, "wrk", "-t1", f"-c{connections}",
-                          f"-d{duration_s:.0f}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    errors = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
-    seconds = float(re.search(r"requests in ([\d.]+)(m?s)", out).group(1))
-    percentiles = {p: _ms(v) for p, v in re.findall(r"^\s+(\d+)%\s+([\d.]+\w+)$", out, re.M)}
-    return (total - errors) / seconds, errors, percentiles
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process has used so far (/proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
 def main() -> None:
@@ -254,8 +236,9 @@ def run_api_phases(args: argparse.Namespace, url: str, pin) -> None:
             print(f"ceiling: bare redis-py HGETALL loop{where}: {calls:,.0f} calls/s, "
                   f"p99 {p99:.2f} ms")
             cpu_before, wall_before = cpu_seconds(api.pid), time.monotonic()
-            throughput, others, pct = wrk_phase(pin("1"), base, args.connections, args.duration,
-                                                wrk_script(Path(folder), args.vehicles, 0))
+            throughput, others, pct = wrk_phase(base, args.connections, args.duration,
+                                                wrk_script(Path(folder), args.vehicles, 0),
+                                                prefix=pin("1"))
             cpu = cpu_seconds(api.pid) - cpu_before
             wall = time.monotonic() - wall_before
             print(f"saturation (wrk, {args.connections} connections{where and ', CPU 1'}): "
@@ -264,8 +247,9 @@ def run_api_phases(args: argparse.Namespace, url: str, pin) -> None:
                   f"process used {cpu / wall:.0%} of a core, {cpu / (throughput * wall) * 1e6:,.0f}"
                   f" us of CPU per answer")
             delay_ms = args.connections / (throughput / 2) * 1000
-            half, others, pct = wrk_phase(pin("1"), base, args.connections, args.duration,
-                                          wrk_script(Path(folder), args.vehicles, delay_ms))
+            half, others, pct = wrk_phase(base, args.connections, args.duration,
+                                          wrk_script(Path(folder), args.vehicles, delay_ms),
+                                          prefix=pin("1"))
             print(f"half rate (wrk, {delay_ms:.1f} ms between a connection's requests): "
                   f"{half:,.0f} answers/s ({others} non-200), p50 {pct['50']:.1f} ms, "
                   f"p99 {pct['99']:.1f} ms")
@@ -309,9 +293,9 @@ def framework_floor(folder: Path, pin, args: argparse.Namespace, size: int) -> t
                 if time.monotonic() > deadline:
                     raise SystemExit("the framework floor app did not start")
                 time.sleep(0.2)
-        rate, others, _ = wrk_phase(pin("1"), f"http://127.0.0.1:{args.port + 1}",
+        rate, others, _ = wrk_phase(f"http://127.0.0.1:{args.port + 1}",
                                     args.connections, args.duration,
-                                    wrk_script(folder, args.vehicles, 0))
+                                    wrk_script(folder, args.vehicles, 0), prefix=pin("1"))
         return rate, others
     finally:
         server.terminate()

@@ -21,7 +21,6 @@ import asyncio
 import hashlib
 import hmac
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from confluent_kafka import Producer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from wrk import wrk_phase  # noqa: E402
 from fleetstream.io.kafka.admin import Topic, create_topics  # noqa: E402
 from fleetstream.io.kafka.topic_reader import read_records  # noqa: E402
 
@@ -122,24 +122,6 @@ def wrk_script(folder: Path, delay_ms: float) -> Path:
     return path
 
 
-def wrk_phase(url: str, connections: int, duration_s: float, script: Path
-              ) -> tuple[float, int, dict[str, float]]:
-    """(2xx answers/s, non-2xx answers, latency percentiles in ms) of one wrk run."""
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration_s:.0f}s", "--latency",
-                          "-s", str(script), url], capture_output=True, text=True,
-                         check=True).stdout
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    errors = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
-    seconds = float(re.search(r"requests in ([\d.]+)s", out).group(1))
-    percentiles = {p: _ms(v) for p, v in re.findall(r"^\s+(\d+)%\s+([\d.]+\w+)$", out, re.M)}
-    return (total - errors) / seconds, errors, percentiles
-
-
-def _ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
-
-
 def produce_ceiling(bootstrap: str, topic: str, count: int) -> float:
     """Records/s of a bare acks=all idempotent producer loop writing `count` records."""
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
@@ -208,13 +190,13 @@ def main() -> int:
                     time.sleep(0.2)
             if args.client == "wrk":
                 throughput, others, pct = wrk_phase(url, args.connections, args.duration,
-                                                    wrk_script(Path(folder), 0))
+                                                    wrk_script(Path(folder), 0), threads=2)
                 print(f"saturation (wrk): {throughput:,.0f} accepted/s over "
                       f"{args.connections} connections ({others} other answers), "
                       f"p50 {pct['50']:.1f} ms, p99 {pct['99']:.1f} ms")
                 delay_ms = args.connections / (throughput / 2) * 1000
                 half, others_paced, pct = wrk_phase(url, args.connections, args.duration,
-                                                    wrk_script(Path(folder), delay_ms))
+                                                    wrk_script(Path(folder), delay_ms), threads=2)
                 print(f"half rate (wrk, {delay_ms:.1f} ms between a connection's requests): "
                       f"{half:,.0f} accepted/s ({others_paced} other answers), "
                       f"p50 {pct['50']:.1f} ms, p99 {pct['99']:.1f} ms")
