@@ -13,6 +13,7 @@ reporter is what differs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import uuid
@@ -24,6 +25,7 @@ from stream_bench import BOOTSTRAP, delivered, produce, sent, settings_for, simu
 from fleetstream.dev.flink import FlinkJobManager, FlinkTaskManager
 from fleetstream.pipelines.stream import ensure_topics, submit_stream
 from fleetstream.runtime import flink_jobs
+from fleetstream.schemas.config import StateStore
 
 
 def restart_flink(reporter: bool) -> None:
@@ -35,10 +37,14 @@ def restart_flink(reporter: bool) -> None:
     worker.start()
 
 
-def throughput(vehicles: int, backlog_size: int) -> float:
-    """Sustained messages/s of one job through a backlog."""
+def throughput(vehicles: int, backlog_size: int, state_redis: str | None = None) -> float:
+    """Sustained messages/s of one job through a backlog; with `state_redis`, the job also
+    writes the latest state there (`state:`)."""
     run = uuid.uuid4().hex[:8]
     settings = settings_for(run, vehicles, 0.2, f"/tmp/fleetstream-overhead-{run}")
+    if state_redis:
+        settings = dataclasses.replace(settings, config=dataclasses.replace(
+            settings.config, state=StateStore(state_redis)))
     ensure_topics(settings)
     consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"overhead-{run}",
                          "auto.offset.reset": "earliest", "fetch.min.bytes": 1 << 20,

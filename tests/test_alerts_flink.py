@@ -16,7 +16,7 @@ from collections import Counter
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import orjson
 import pytest
@@ -105,7 +105,7 @@ def test_a_burst_of_malformed_messages_alerts_slack_and_resolves(
     submit_stream(settings)
     flink_jobs.wait_running(known=known)
 
-    exporter = _serve_exporter(settings)
+    exporter, collector = _serve_exporter(settings)
     write_targets(alerting.targets_dir, "exporter", [f"127.0.0.1:{exporter.server_port}"])
     produced: Counter[str] = Counter()
     burst = threading.Event()
@@ -145,6 +145,7 @@ def test_a_burst_of_malformed_messages_alerts_slack_and_resolves(
         _assert_status_shows_the_job(alerting.url, flink_cluster.flink_rest, raw_topics.values())
     finally:
         exporter.shutdown()
+        collector.close()
     attachment = firing["attachments"][0]
     assert "FleetStreamSourceFailing" in attachment["title"]
     assert FAILING_SOURCE in attachment["title"]
@@ -155,11 +156,12 @@ def test_a_burst_of_malformed_messages_alerts_slack_and_resolves(
 
 
 
-def _serve_exporter(settings: StreamSettings):
+def _serve_exporter(settings: StreamSettings) -> tuple[Any, FleetCollector]:
+    collector = FleetCollector(settings, refresh_s=2.0)
     registry = CollectorRegistry()
-    registry.register(FleetCollector(settings))
+    registry.register(collector)
     server, _ = start_http_server(0, addr="127.0.0.1", registry=registry)
-    return server
+    return server, collector
 
 
 def _query(prometheus: str, promql: str) -> dict[tuple, float]:

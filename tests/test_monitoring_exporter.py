@@ -62,9 +62,7 @@ def test_the_exporter_serves_lag_approvals_and_application_info(kafka_service,
          "sink": {"type": "file", "path": str(tmp_path)}}]})
     settings = StreamSettings(config, kafka=KafkaSettings(bootstrap, f"group-{run}"),
                               raw_topics=raw_topics, activations_topic=activations)
-    registry = CollectorRegistry()
-    registry.register(FleetCollector(settings))
-    text = generate_latest(registry).decode()
+    text = _scrape(settings)
     assert 'fleetstream_exporter_kafka_up 1.0' in text
     assert f'fleetstream_consumer_lag_records{{topic="{run}.raw.tesla"}} 4.0' in text
     assert 'fleetstream_approved_vehicles{application="fleet-a"} 1.0' in text
@@ -77,9 +75,18 @@ def test_a_scrape_with_kafka_down_says_so_instead_of_failing(tmp_path: Path) -> 
         {"id": "fleet", "permissions": ["diagnostics.*"],
          "sink": {"type": "file", "path": str(tmp_path)}}]})
     settings = StreamSettings(config, kafka=KafkaSettings("127.0.0.1:1", "group"))
-    registry = CollectorRegistry()
-    registry.register(FleetCollector(settings))
-    text = generate_latest(registry).decode()
+    text = _scrape(settings)
     assert "fleetstream_exporter_kafka_up 0.0" in text
     assert "fleetstream_application_info" in text
     assert "fleetstream_consumer_lag_records{" not in text
+
+
+def _scrape(settings: StreamSettings) -> str:
+    """One scrape of a fresh exporter (which reads Kafka once before it serves)."""
+    collector = FleetCollector(settings)
+    try:
+        registry = CollectorRegistry()
+        registry.register(collector)
+        return generate_latest(registry).decode()
+    finally:
+        collector.close()

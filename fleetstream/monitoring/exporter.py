@@ -11,21 +11,23 @@
 * `fleetstream_exporter_kafka_up`: 0 while Kafka cannot be read (the other series then
   keep their last values out: a scrape never fails because Kafka is down).
 
-Each scrape reads Kafka afresh (the activations incrementally), so figures are as new as
-Prometheus's scrape interval.
+Kafka is read by a thread of the exporter's own every `refresh_s` (the activations
+incrementally), and a scrape answers at once with the newest figures: reading lag takes a
+round trip per partition, longer than a short scrape timeout allows (with 2 s scrapes,
+most timed out and the application join had gaps).
 """
 from __future__ import annotations
 
 import logging
 import re
 import threading
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from fleetstream.io.kafka.activations import ActivationLog
-from fleetstream.io.kafka.lag import consumer_lag
+from fleetstream.io.kafka.lag import TopicLag, consumer_lag
 from fleetstream.schemas.errors import ConfigError
 from fleetstream.settings.stream import StreamSettings
 
@@ -49,16 +51,46 @@ def check_app_keys(application_ids: list[str]) -> None:
                               f"rename one for per-application metrics")
 
 
-class FleetCollector(Collector):
-    """Collects the exporter's series from Kafka at every scrape."""
+class _Reading(NamedTuple):
+    """What one read of Kafka found; `lags` None when Kafka could not be read."""
 
-    def __init__(self, settings: StreamSettings) -> None:
+    lags: dict[str, TopicLag] | None
+    approved: dict[str, int]
+
+
+class FleetCollector(Collector):
+    """The exporter's series; Kafka is read once at construction, then every `refresh_s`
+    by a daemon thread (until `close`)."""
+
+    def __init__(self, settings: StreamSettings, refresh_s: float = 5.0) -> None:
         self._settings = settings
         self._applications = {a.id: str(a.sink_options.get("type")) for a in
                               settings.config.applications}
         check_app_keys(list(self._applications))
         self._activations = ActivationLog()
-        self._lock = threading.Lock()   # scrapes may overlap; ActivationLog is not shared-safe
+        self._reading = self._read()
+        self._closed = threading.Event()
+        self._refresher = threading.Thread(target=self._refresh, args=(refresh_s,),
+                                           name="exporter-refresh", daemon=True)
+        self._refresher.start()
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _refresh(self, every_s: float) -> None:
+        while not self._closed.wait(every_s):
+            self._reading = self._read()
+
+    def _read(self) -> _Reading:
+        kafka = self._settings.kafka
+        try:
+            lags = consumer_lag(kafka.bootstrap_servers, kafka.consumer_group,
+                                self._settings.raw_topics.values())
+            self._activations.read(kafka.bootstrap_servers, self._settings.activations_topic)
+        except Exception as error:  # noqa: BLE001 - reported as kafka_up 0, never raised
+            _LOG.warning("cannot read Kafka at %s: %s", kafka.bootstrap_servers, error)
+            return _Reading(None, {})
+        return _Reading(lags, self._approved())
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         info = GaugeMetricFamily("fleetstream_application_info",
@@ -67,22 +99,13 @@ class FleetCollector(Collector):
         for application_id, sink in sorted(self._applications.items()):
             info.add_metric([application_id, app_key(application_id), sink], 1)
         yield info
-        kafka = self._settings.kafka
+        lags, approved = self._reading
         up = GaugeMetricFamily("fleetstream_exporter_kafka_up",
-                               "1 when the exporter could read Kafka at this scrape")
-        try:
-            with self._lock:
-                lags = consumer_lag(kafka.bootstrap_servers, kafka.consumer_group,
-                                    self._settings.raw_topics.values())
-                self._activations.read(kafka.bootstrap_servers, self._settings.activations_topic)
-                approved = self._approved()
-        except Exception as error:  # noqa: BLE001 - a scrape reports Kafka down, never fails
-            _LOG.warning("cannot read Kafka at %s: %s", kafka.bootstrap_servers, error)
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
+                               "1 when the exporter's last read of Kafka succeeded")
+        up.add_metric([], 0 if lags is None else 1)
         yield up
+        if lags is None:
+            return
         records = GaugeMetricFamily("fleetstream_consumer_lag_records",
                                     "records behind the newest offset", labels=["topic"])
         seconds = GaugeMetricFamily("fleetstream_consumer_lag_seconds",
