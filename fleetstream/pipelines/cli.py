@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Sequence
 warnings.filterwarnings("ignore", category=FutureWarning, module="google")
 
 from fleetstream.pipelines.monitoring_commands import add_monitoring_parsers
+from fleetstream.pipelines.operations_commands import add_operations_parsers
 from fleetstream.runtime.library_noise import quiet_library_noise
 from fleetstream.schemas.errors import ConfigError
 
@@ -276,7 +277,7 @@ def build_parser(with_dev: bool = False) -> argparse.ArgumentParser:
     stream.set_defaults(handler=_stream)
     add_monitoring_parsers(commands)
 
-    _add_operations_parsers(commands)
+    add_operations_parsers(commands)
 
     if with_dev:
         from fleetstream.dev.cli import add_dev_parser
@@ -295,7 +296,7 @@ def _operations_parser() -> argparse.ArgumentParser:
     importing the pipeline commands' Beam."""
     parser = argparse.ArgumentParser(prog="fleetstream", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="log Beam's progress too")
-    _add_operations_parsers(parser.add_subparsers(dest="command", required=True,
+    add_operations_parsers(parser.add_subparsers(dest="command", required=True,
                                                   metavar="COMMAND"))
     return parser
 
@@ -303,11 +304,6 @@ def _operations_parser() -> argparse.ArgumentParser:
 def _command_of(argv: Sequence[str]) -> str | None:
     """The command in `argv` (the first argument that is not an option)."""
     return next((arg for arg in argv if not arg.startswith("-")), None)
-
-
-def _names_dev(argv: Sequence[str]) -> bool:
-    """Whether the command in `argv` is `dev` (the first argument that is not an option)."""
-    return next((arg for arg in argv if not arg.startswith("-")), None) == "dev"
 
 
 def _add_dead_letters_parser(commands: argparse._SubParsersAction) -> None:
@@ -343,114 +339,6 @@ def _add_dead_letters_parser(commands: argparse._SubParsersAction) -> None:
     _beam_arguments(resend)
     listing.set_defaults(handler=_dead_letters_list)
     resend.set_defaults(handler=_dead_letters_resend)
-
-
-#: where the operator views look by default (`fleetstream dev up` serves both there)
-DEFAULT_PROMETHEUS = "http://127.0.0.1:9090"
-DEFAULT_FLINK_REST = "http://127.0.0.1:8081"
-
-
-def _seconds_at_least_1(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1 second, got {text!r}")
-    return value
-
-
-def _add_operations_parsers(commands: argparse._SubParsersAction) -> None:
-    status = commands.add_parser(
-        "status", help="what the running FleetStream does now: jobs, rates, lag, latency, alerts",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="""\
-Print one screen about the running FleetStream, from Prometheus (the DATA-CONTRACTS
-section 9 metrics) and Flink's REST API:
-
-  Flink jobs      each job's state (RUNNING green; RESTARTING, FAILING, FAILED red)
-  Sources         messages/s by outcome (read, ok, partial, failed, ignored), the share
-                  of failed and partial among those read, dead letters/s
-  Applications    documents delivered/s, delivery retries/s, latency p50 and p99
-                  (receive time to sink acknowledgement, over 5 minutes)
-  Consumer lag    records behind the newest offset, per topic
-  Ingest          push requests/s per source and answer code
-  Alerts          what Prometheus' alert rules hold (firing, pending)
-
-Rates are per second over the last minute. A server that does not answer is said in
-the view; a one-shot run then exits 1 (0 when both answered), so scripts can use it.""",
-        epilog="""\
-examples:
-  fleetstream status                                  # once, local servers
-  fleetstream status --watch                          # redraw every 5 s until Ctrl-C
-  fleetstream status --prometheus http://prom:9090 --flink http://flink:8081 --watch 15""")
-    _prometheus_argument(status)
-    _flink_argument(status)
-    status.add_argument("--watch", nargs="?", const=5.0, type=_seconds_at_least_1,
-                        metavar="SECONDS",
-                        help="keep the view on screen and redraw it every SECONDS "
-                             "(default 5) until Ctrl-C")
-    status.add_argument("--timeout", type=_seconds_at_least_1, default=5.0, metavar="SECONDS",
-                        help="how long to wait for each answer (default %(default)s)")
-    status.set_defaults(handler=_status)
-
-    dashboard = commands.add_parser(
-        "dashboard", help="serve a web page of throughput, failures, deliveries, lag, "
-                          "latency and alerts",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="""\
-Serve one web page that charts, over the last minutes or hours, what Prometheus has
-about the running FleetStream: messages read and the failed-and-partial share per
-source, documents delivered and retries per application, dead letters, consumer lag
-per topic, delivery latency p50 and p99, ingest requests per answer code; the alerts
-firing now and the Flink jobs' states. The page refreshes itself (every 15 s).
-
-The page asks this process, which asks Prometheus only the fixed queries the page
-shows (GET /api/query/NAME, GET /api/alerts) and Flink its job list (GET /api/jobs):
-the browser never sends PromQL. When Prometheus does not answer, the page says so
-instead of drawing empty charts; when Flink does not, the job list says so. The
-chart library (uPlot) is served from the package: nothing is loaded from elsewhere.""",
-        epilog="""\
-examples:
-  fleetstream dashboard                               # http://127.0.0.1:8092/
-  fleetstream dashboard --listen 0.0.0.0:8092 --prometheus http://prom:9090 \\
-                        --flink http://flink:8081""")
-    dashboard.add_argument("--listen", default="127.0.0.1:8092", metavar="HOST:PORT",
-                           help="address to serve the page on (default %(default)s; the page "
-                                "has no login, so keep it on loopback or behind a proxy that "
-                                "has one)")
-    _prometheus_argument(dashboard)
-    _flink_argument(dashboard)
-    dashboard.set_defaults(handler=_dashboard)
-
-
-def _prometheus_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prometheus", default=DEFAULT_PROMETHEUS, metavar="URL",
-                        help="Prometheus' address (default %(default)s)")
-
-
-def _flink_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--flink", default=DEFAULT_FLINK_REST, metavar="URL",
-                        help="Flink's REST API, for the jobs' states (default %(default)s)")
-
-
-def _status(args: argparse.Namespace) -> int:
-    from fleetstream.operations.status import run_status
-    return run_status(args.prometheus, args.flink, args.watch, timeout_s=args.timeout)
-
-
-def _dashboard(args: argparse.Namespace) -> int:
-    from fleetstream.operations.dashboard import parse_listen, serve_dashboard
-    host, port = parse_listen(args.listen)
-    print(f"fleetstream dashboard: http://{host}:{port}/ (Prometheus at {args.prometheus}, "
-          f"Flink at {args.flink})", file=sys.stderr)
-    try:
-        serve_dashboard(host, port, args.prometheus, args.flink)
-    except OSError as error:   # the address is taken or not ours
-        print(f"fleetstream dashboard: cannot listen on {args.listen}: {error.strerror or error}",
-              file=sys.stderr)
-        return 2
-    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -631,7 +519,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = (_operations_parser() if _command_of(argv) in OPERATIONS_COMMANDS
-              else build_parser(with_dev=_names_dev(argv)))
+              else build_parser(with_dev=_command_of(argv) == "dev"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
