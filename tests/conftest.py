@@ -40,8 +40,8 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 #: fixtures that start (or reuse) real local servers: a test using one is in the `servers` tier
-SERVER_FIXTURES = frozenset({"kafka_service", "flink_cluster", "mosquitto_service",
-                             "moto_service", "azurite_service", "secured_broker",
+SERVER_FIXTURES = frozenset({"kafka_service", "private_kafka", "flink_cluster",
+                             "mosquitto_service", "moto_service", "azurite_service", "secured_broker",
                              "rabbitmq_service", "pubsub_service", "redis_service",
 
                              "chromium_driver",

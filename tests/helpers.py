@@ -1,18 +1,11 @@
 """Small builders shared by the tests."""
 from __future__ import annotations
 
-import socket
 import uuid
 from typing import Any
 
+from fleetstream.dev.service import free_port  # noqa: F401 - the tests' import of it
 from fleetstream.schemas.mapped import MappedMessage
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def message(newest_ms: int, smid: str | None = None, received_ms: int | None = None,

@@ -13,13 +13,11 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
 
 from fleetstream.dev.kafka import Kafka
-from fleetstream.dev.service import home as fleetstream_home
 from fleetstream.dev.service import port_open
 from fleetstream.io.kafka.admin import Topic, create_topics
 from fleetstream.io.kafka.topic_reader import read_records
@@ -89,36 +87,16 @@ def assert_every_202_written_once_or_as_copies(records: list[bytes], load: Load)
     assert set(counts) <= load.attempted
 
 
-@pytest.fixture
-def own_kafka(tmp_path_factory: pytest.TempPathFactory,
-              monkeypatch: pytest.MonkeyPatch) -> Iterator[Kafka]:
-    """A second broker (19092, controller 19093) under a FLEETSTREAM_HOME of its own that
-    reuses the installed jars, so that stopping it disturbs nobody."""
-    if port_open(19092) or port_open(19093):
-        pytest.skip("ports 19092/19093 are taken")
-    shared = fleetstream_home() / "java"        # where `fleetstream dev` keeps the jars
-    shared.mkdir(parents=True, exist_ok=True)   # (first use on a fresh machine: not there yet)
-    home = tmp_path_factory.mktemp("kafka-home")
-    (home / "java").symlink_to(shared)
-    monkeypatch.setenv("FLEETSTREAM_HOME", str(home))
-    kafka = Kafka(port=19092, controller_port=19093)
-    kafka.start()
-    try:
-        yield kafka
-    finally:
-        kafka.stop()
-
-
 @pytest.mark.servers
-def test_while_kafka_is_away_pushes_get_503_and_every_202_is_kept(own_kafka: Kafka) -> None:
-    config = settings(own_kafka.bootstrap)
+def test_while_kafka_is_away_pushes_get_503_and_every_202_is_kept(private_kafka: Kafka) -> None:
+    config = settings(private_kafka.bootstrap)
     with Gateway(config, writer_timeout_s=5.0) as gateway, Load(gateway.port) as load:
         time.sleep(3)
-        own_kafka.stop()
+        private_kafka.stop()
         stopped = time.monotonic()
         time.sleep(30)
         restarting = time.monotonic()
-        own_kafka.start()
+        private_kafka.start()
         time.sleep(10)
     while_down = [a for a in load.answers if a[0] > stopped + 1 and a[1] < restarting]
     assert while_down, "no request was answered while Kafka was down"
@@ -126,7 +104,7 @@ def test_while_kafka_is_away_pushes_get_503_and_every_202_is_kept(own_kafka: Kaf
     assert all(retry_after == "5" for *_, retry_after in while_down)
     after = [a for a in load.answers if a[0] > restarting + 5]
     assert after and all(status == 202 for _, _, _, status, _ in after[-20:])
-    records = [r.value() for r in read_records(own_kafka.bootstrap, gateway.topic("mercedes"),
+    records = [r.value() for r in read_records(private_kafka.bootstrap, gateway.topic("mercedes"),
                                                timeout_s=30)]
     assert_every_202_written_once_or_as_copies(records, load)
 

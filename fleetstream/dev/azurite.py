@@ -25,6 +25,8 @@ class AzuriteService(Service):
 
     name = "azurite"
     start_timeout_s = 30.0
+    #: Azurite would wait for every idle keep-alive client before exiting
+    stop_timeout_s = 5.0
 
     def __init__(self, port: int = 10000) -> None:
         super().__init__(port)
@@ -58,10 +60,6 @@ class AzuriteService(Service):
                               capture_output=True, text=True)
         if done.returncode != 0 or not self.executable.exists():
             raise ServiceError(f"azurite: npm install failed:\n{done.stderr[-2000:]}")
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop; Azurite would wait for every idle keep-alive client before exiting."""
-        super().stop(timeout_s)
 
     def command(self) -> list[str]:
         return [str(self.executable), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),

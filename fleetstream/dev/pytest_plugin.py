@@ -6,6 +6,8 @@ of the session stops only what it started (servers left running by
 `fleetstream dev up` stay up).
 
 * `kafka_service`: a ready `Kafka` (`.bootstrap` is "127.0.0.1:9092").
+* `private_kafka`: a broker of the test's own on free ports, for a test that stops or
+  restarts Kafka: every other test keeps meeting the shared broker up and ready.
 * `redis_service`: a ready `RedisService` (`.url` is "redis://127.0.0.1:6379/0").
 * `flink_cluster`: a `LocalFlink` once the Flink cluster, the Beam job server,
   the SDK worker pool and the Kafka expansion service are ready.
@@ -32,7 +34,7 @@ from fleetstream.dev.flink import FlinkJobManager, FlinkTaskManager
 from fleetstream.dev.jobserver import FlinkJobServer
 from fleetstream.dev.kafka import Kafka
 from fleetstream.dev.redis import RedisService
-from fleetstream.dev.service import Service
+from fleetstream.dev.service import Service, free_port
 from fleetstream.dev.workerpool import WorkerPool
 
 
@@ -81,6 +83,19 @@ def kafka_service() -> Iterator[Kafka]:
     kafka = Kafka()
     with _started([kafka]):
         yield kafka
+
+
+@pytest.fixture
+def private_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kafka]:
+    """A fresh single-node Kafka of the test's own (free ports, data in a temporary folder,
+    the jars shared); stopped after the test."""
+    kafka = Kafka(port=free_port(), controller_port=free_port(),
+                  root=tmp_path_factory.mktemp("private-kafka"))
+    kafka.start()
+    try:
+        yield kafka
+    finally:
+        kafka.stop()
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,13 @@ def home() -> Path:
     return Path(os.environ.get("FLEETSTREAM_HOME", Path.home() / ".fleetstream")).resolve()
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
     """True when something accepts TCP connections on host:port."""
     try:
@@ -47,9 +54,14 @@ class Service(abc.ABC):
     name: str
     #: how long start() waits for ready()
     start_timeout_s: float = 60.0
+    #: how long stop() waits after TERM before it KILLs
+    stop_timeout_s: float = 20.0
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, root: Path | None = None) -> None:
         self.port = port
+        #: the folder for this server's run/, logs/ and data/ (default: `home()`); installed
+        #: tools stay shared under `home()`
+        self.root = root
 
     # --- what a subclass provides -------------------------------------------------
     def install(self) -> None:
@@ -73,15 +85,15 @@ class Service(abc.ABC):
     # --- shared machinery -------------------------------------------------------
     @property
     def data_dir(self) -> Path:
-        return home() / "data" / self.name
+        return (self.root or home()) / "data" / self.name
 
     @property
     def log_path(self) -> Path:
-        return home() / "logs" / f"{self.name}.log"
+        return (self.root or home()) / "logs" / f"{self.name}.log"
 
     @property
     def pid_path(self) -> Path:
-        return home() / "run" / f"{self.name}.pid"
+        return (self.root or home()) / "run" / f"{self.name}.pid"
 
     def pid(self) -> int | None:
         """The pid of our running server process, or None."""
@@ -140,8 +152,10 @@ class Service(abc.ABC):
             time.sleep(0.25)
         return False
 
-    def stop(self, timeout_s: float = 20.0) -> None:
-        """Stop the server's whole process group: TERM, then KILL after timeout_s."""
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Stop the server's whole process group: TERM, then KILL after timeout_s
+        (default: `stop_timeout_s`)."""
+        timeout_s = self.stop_timeout_s if timeout_s is None else timeout_s
         pid = self.pid()
         if pid is None:
             self.pid_path.unlink(missing_ok=True)
