@@ -17,7 +17,8 @@ from fleetstream.io.sinks.registry import application_sink
 from fleetstream.schemas.delivery import Batch, Batching, Record
 from fleetstream.schemas.errors import PermanentWriteError
 from fleetstream.settings.config import parse_config
-from fleetstream.transforms.deliver import Deliver, RetryPolicy, batch_id
+from fleetstream.transforms.deliver import Deliver, batch_id
+from fleetstream.transforms.delivery_retry import RetryPolicy
 
 WRITTEN: list[Batch] = []
 ATTEMPTS: list[str] = []

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 from fleetstream.schemas.delivery import Batch, Batching
 
 if TYPE_CHECKING:
-    from fleetstream.transforms.deliver import RetryPolicy
+    from fleetstream.transforms.delivery_retry import RetryPolicy
 
 
 class Sink(abc.ABC):
