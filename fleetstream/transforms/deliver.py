@@ -354,7 +354,8 @@ class _BatchAndWriteFn(beam.DoFn):
     """Streaming: batch in keyed state per application and shard, write, hold what failed.
 
     Takes each bundle's records of one key as one list (`GroupBatchesInBundle`), so the
-    runner's per-element cost is paid per list, not per document. Timers: `delay`
+    runner's per-element cost is paid per list, not per document. Counters are handed to
+    Beam at the end of each call, timers' included (as `OrderAndPermitKeyed` does). Timers: `delay`
     (`max_delay` after a batch's first document), `retry` (the held batch's next
     attempt), `end` (the window's end: everything is tried once more, and what fails is
     dead-lettered).
@@ -413,6 +414,7 @@ class _BatchAndWriteFn(beam.DoFn):
                 f"this delivery shard (max_buffer {knobs.max_buffer_bytes}); last failure: "
                 f"{key.last_failure()}"))
         key.save()
+        self._sinks.counts.flush()
 
     @on_timer(DELAY)
     def on_delay(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
@@ -422,6 +424,7 @@ class _BatchAndWriteFn(beam.DoFn):
         if not state.blocked:   # a held batch's retry writes the pending documents after it
             yield from self._send(key[0], state, retry, state.take_pending())
         state.save()
+        self._sinks.counts.flush()
 
     @on_timer(RETRY)
     def on_retry(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
@@ -435,6 +438,7 @@ class _BatchAndWriteFn(beam.DoFn):
             if not state.blocked:
                 yield from self._send(key[0], state, retry, state.take_pending())
         state.save()
+        self._sinks.counts.flush()
 
     @on_timer(END)
     def on_end(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
@@ -456,6 +460,7 @@ class _BatchAndWriteFn(beam.DoFn):
                     app, records, f"the window ended (end of input or a drained job) while the "
                                   f"sink failed: {failure_reason(error)}")
         state.save()
+        self._sinks.counts.flush()
 
     def _send(self, app: str, key: _Key, retry: Any, records: Sequence[Record],
               retried: tuple[int, float, str] | None = None) -> Iterator[Any]:
@@ -502,9 +507,6 @@ class _BatchAndWriteFn(beam.DoFn):
             self._sinks.retrying(app, failures, due - now, error)
             key.hold(batch, failures, first_s, reason)
             retry.set(Timestamp(due))
-
-    def finish_bundle(self) -> None:
-        self._sinks.counts.flush()
 
     def teardown(self) -> None:
         self._sinks.close()
