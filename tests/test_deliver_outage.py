@@ -23,7 +23,7 @@ from fleetstream.io.sinks import registry
 from fleetstream.io.sinks.base import Sink
 from fleetstream.io.sinks.registry import application_sink
 from fleetstream.schemas.delivery import Batch, Batching, Record
-from fleetstream.schemas.errors import PermanentWriteError
+from fleetstream.schemas.errors import ConfigError, PermanentWriteError
 from fleetstream.settings.config import parse_config
 from fleetstream.transforms.deliver import Deliver, cut_batches
 from fleetstream.transforms.delivery_retry import Circuit, RetryPolicy, next_attempt
@@ -262,3 +262,12 @@ def test_cut_batches_keeps_order_and_the_knobs() -> None:
     assert [r for b in batches for r in b] == records
     one = len(records[0].document) + 1
     assert [len(b) for b in cut_batches(records, Batching(100, 2 * one, 1))] == [2, 2, 2, 1]
+
+
+def test_max_buffer_is_a_batching_knob_with_a_default_and_a_named_error() -> None:
+    [app] = applications(small={"max_buffer": 4096})
+    assert app.batching.max_buffer_bytes == 4096
+    [default] = applications(plain={})
+    assert default.batching.max_buffer_bytes == 64 << 20
+    with pytest.raises(ConfigError, match=r"applications\[bad\]\.sink\.max_buffer: expected a whole"):
+        applications(bad={"max_buffer": 0.5})
