@@ -596,8 +596,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3, help="timed passes per sink")
-    parser.add_argument("--sinks", nargs="+", default=[],
-                        help="measure only the sinks whose label starts with one of these")
     parser.add_argument("--rates", type=float, nargs="+", default=[200, 2000])
     parser.add_argument("--delays", type=float, nargs="+", default=[0, 0.1, 0.5, 1, 5, 30])
     parser.add_argument("--no-validate", action="store_true",
