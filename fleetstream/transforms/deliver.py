@@ -413,8 +413,7 @@ class _BatchAndWriteFn(beam.DoFn):
                 f"buffer full: {key.buffered_bytes} bytes already wait for the sink of {app} in "
                 f"this delivery shard (max_buffer {knobs.max_buffer_bytes}); last failure: "
                 f"{key.last_failure()}"))
-        key.save()
-        self._sinks.counts.flush()
+        self._done(key)
 
     @on_timer(DELAY)
     def on_delay(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
@@ -423,8 +422,7 @@ class _BatchAndWriteFn(beam.DoFn):
         state = _Key(pending, size, held)
         if not state.blocked:   # a held batch's retry writes the pending documents after it
             yield from self._send(key[0], state, retry, state.take_pending())
-        state.save()
-        self._sinks.counts.flush()
+        self._done(state)
 
     @on_timer(RETRY)
     def on_retry(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
@@ -437,8 +435,7 @@ class _BatchAndWriteFn(beam.DoFn):
             yield from self._send(key[0], state, retry, waiting[0], waiting[1:])
             if not state.blocked:
                 yield from self._send(key[0], state, retry, state.take_pending())
-        state.save()
-        self._sinks.counts.flush()
+        self._done(state)
 
     @on_timer(END)
     def on_end(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
@@ -459,7 +456,11 @@ class _BatchAndWriteFn(beam.DoFn):
                 yield self._sinks.dead_letter(
                     app, records, f"the window ended (end of input or a drained job) while the "
                                   f"sink failed: {failure_reason(error)}")
-        state.save()
+        self._done(state)
+
+    def _done(self, key: _Key) -> None:
+        """End of a call: the key's state saved, the counts handed to Beam."""
+        key.save()
         self._sinks.counts.flush()
 
     def _send(self, app: str, key: _Key, retry: Any, records: Sequence[Record],
