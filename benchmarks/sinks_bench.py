@@ -17,7 +17,7 @@
    of its words). Each figure is the best of `--repeat` timed
    passes after one warm-up write, since load on the machine only adds time.
 
-2. Trade-off. Deliver's streaming batcher (`_TimedBatchFn`: flush at
+2. Trade-off. Deliver's streaming batcher (`_BatchAndWriteFn`: flush at
    `max_records`, at `max_bytes`, or `max_delay` after the batch's first
    document on a processing-time timer; every document at once when
    `max_delay` is 0) is driven directly with in-memory state and timers and a
@@ -73,7 +73,8 @@ from fleetstream.schemas.delivery import Batch, Batching, Record
 from fleetstream.schemas.document import document_json, message_id
 from fleetstream.schemas.envelope import parse_envelope_line
 from fleetstream.simulator import simulate
-from fleetstream.transforms.deliver import _BundleBatchFn, _TimedBatchFn
+from fleetstream.transforms.deliver import _BatchAndWriteFn, _BundleBatchFn, _Sinks
+from fleetstream.transforms.delivery_retry import DEFAULT_RETRY
 
 APP = "fleet-manager"
 AWS_REGION = "eu-central-1"
@@ -91,7 +92,7 @@ METHOD = (
     "for S3 and Kinesis, azurite; single local processes, "
     "so these are client-plus-emulator figures, not cloud ones), with simulated and mapped "
     "documents cut into batches by Deliver's own batch-job batcher at each sink's "
-    "`DEFAULT_BATCHING`. Trade-off: Deliver's streaming batcher (`_TimedBatchFn` from "
+    "`DEFAULT_BATCHING`. Trade-off: Deliver's streaming batcher (`_BatchAndWriteFn` from "
     "`fleetstream/transforms/deliver.py`, so the same flush rule as the pipeline) driven with "
     "in-memory state and timers on a simulated clock over evenly spaced arrivals; a timer fires "
     "exactly at its time; the wait is from a document's arrival to its batch's flush, the write "
@@ -385,29 +386,44 @@ class Flush:
     by_timer: bool
 
 
+class _RecordedWrites(_Sinks):
+    """Deliver's sinks for the simulation: each write succeeds and is kept as a Flush."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        super().__init__((), None, None)  # type: ignore[arg-type]
+        self.clock = clock
+        self.by_timer = False
+        self.flushes: list[Flush] = []
+
+    def open(self) -> None:
+        self.policies = {APP: DEFAULT_RETRY}
+
+    def write(self, batch: Batch) -> None:
+        self.flushes.append(Flush(self.clock(), len(batch.records), self.by_timer))
+
+
 def simulate_flushes(batching: Batching, arrivals: Sequence[float],
                      records: Sequence[Record]) -> list[Flush]:
-    """The batches `_TimedBatchFn` emits for documents arriving at `arrivals` (seconds).
+    """The batches `_BatchAndWriteFn` writes for documents arriving at `arrivals` (seconds).
 
-    Documents are `records` reused in turn; a partial batch left at the end is not emitted.
+    Documents are `records` reused in turn; a partial batch left at the end is not written.
     """
     now = [0.0]
-    batcher = _TimedBatchFn({APP: batching}, clock=lambda: now[0])
-    bag, size, delay, end = _Bag(), _Value(), _Timer(), _Timer()
+    writes = _RecordedWrites(lambda: now[0])
+    batcher = _BatchAndWriteFn({APP: batching}, writes, clock=lambda: now[0],
+                               circuit_name="sinks-bench")
+    batcher.setup()
+    bag, size, held, delay, retry, end = _Bag(), _Value(), _Value(), _Timer(), _Timer(), _Timer()
     window = GlobalWindow()
-    flushes = []
     for index, arrival in enumerate(arrivals):
         if delay.at is not None and delay.at <= arrival:
-            now[0] = delay.at
-            flushes += [Flush(now[0], len(b.records), True)
-                        for b in batcher.on_delay(key=(APP, 0), records=bag, size=size,
-                                                  delay=delay)]
-        now[0] = arrival
-        flushes += [Flush(arrival, len(b.records), False)
-                    for b in batcher.process(((APP, 0), [(APP, records[index % len(records)])]),
-                                             records=bag, size=size, delay=delay, end=end,
-                                             window=window)]
-    return flushes
+            now[0], delay.at, writes.by_timer = delay.at, None, True   # the timer fires once
+            list(batcher.on_delay(key=(APP, 0), pending=bag, size=size, held=held, retry=retry))
+        now[0], writes.by_timer = arrival, False
+        list(batcher.process(((APP, 0), [(APP, records[index % len(records)])]), pending=bag,
+                             size=size, held=held, delay=delay, retry=retry, end=end,
+                             window=window))
+    return writes.flushes
 
 
 @dataclass(frozen=True)
@@ -580,8 +596,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3, help="timed passes per sink")
-    parser.add_argument("--sinks", nargs="+", default=[],
-                        help="measure only the sinks whose label starts with one of these")
     parser.add_argument("--rates", type=float, nargs="+", default=[200, 2000])
     parser.add_argument("--delays", type=float, nargs="+", default=[0, 0.1, 0.5, 1, 5, 30])
     parser.add_argument("--no-validate", action="store_true",

@@ -17,7 +17,9 @@ from fleetstream.io.sinks.registry import application_sink
 from fleetstream.schemas.delivery import Batch, Batching, Record
 from fleetstream.schemas.errors import PermanentWriteError
 from fleetstream.settings.config import parse_config
-from fleetstream.transforms.deliver import Deliver, RetryPolicy, batch_id
+from fleetstream.transforms import deliver
+from fleetstream.transforms.deliver import Deliver, batch_id
+from fleetstream.transforms.delivery_retry import RetryPolicy
 
 WRITTEN: list[Batch] = []
 ATTEMPTS: list[str] = []
@@ -223,6 +225,19 @@ def test_a_sinks_own_schedule_applies_unless_deliver_is_given_one(monkeypatch) -
     run_batch(_scheduled_apps(), 2, retry=RetryPolicy(initial_backoff_s=0.01, max_backoff_s=0.01,
                                                       max_elapsed_s=0.2))
     assert len(ATTEMPTS) > 4                       # Deliver's own policy: no schedule
+
+
+def test_a_batch_job_retries_one_batch_for_at_most_bounded_max_elapsed(monkeypatch) -> None:
+    """A schedule over hours (the webhook's) does not keep a batch job sleeping: past
+    BOUNDED_MAX_ELAPSED_S the batch is a dead letter."""
+    monkeypatch.setitem(registry.SINKS, "scheduled", ScheduledSink)  # type: ignore[index]
+    monkeypatch.setattr(deliver, "BOUNDED_MAX_ELAPSED_S", 0.5)
+    started = time.monotonic()
+    dead = run_batch(_scheduled_apps(), 2, retry=RetryPolicy(schedule=(0.01, 3600.0), jitter=0.0,
+                                                             max_elapsed_s=1e9))
+    assert time.monotonic() - started < 60
+    assert len(ATTEMPTS) == 2
+    assert "gave up after 2 attempts" in dead[0]["errors"][0]["reason"]
 
 
 def test_a_retry_after_is_waited_at_least(monkeypatch) -> None:

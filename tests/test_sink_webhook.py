@@ -23,7 +23,8 @@ from fleetstream.io.sinks.webhook import (SCHEDULE_S, WEBHOOK_RETRY, WebhookDisa
 from fleetstream.schemas.errors import ConfigError, PermanentWriteError
 from fleetstream.schemas.timestamps import retry_after_s
 from fleetstream.settings.config import parse_config
-from fleetstream.transforms.deliver import Deliver, RetryPolicy
+from fleetstream.transforms.deliver import Deliver
+from fleetstream.transforms.delivery_retry import RetryPolicy
 
 pytest_plugins = ["fleetstream.dev.sink_pytest_plugin"]
 

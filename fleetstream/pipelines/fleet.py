@@ -25,7 +25,8 @@ from fleetstream.runtime.group_in_bundle import BatchInBundle, Unbatch
 from fleetstream.schemas.config import Application
 from fleetstream.schemas.dead_letter import DEAD_LETTERS
 from fleetstream.settings.stream import OrderSettings
-from fleetstream.transforms.deliver import Deliver, RetryPolicy
+from fleetstream.transforms.deliver import Deliver
+from fleetstream.transforms.delivery_retry import RetryPolicy
 from fleetstream.transforms.geofence_events import GeofenceEvents, fenced_applications
 from fleetstream.transforms.map_to_autoapi import MapToAutoApi
 from fleetstream.transforms.order_and_permit_keyed import OrderAndPermitKeyed

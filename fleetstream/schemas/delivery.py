@@ -9,13 +9,19 @@ from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
 
+#: what one (application, delivery shard) may hold while its sink fails (`max_buffer`)
+DEFAULT_MAX_BUFFER_BYTES = 64 << 20
+
+
 @dataclass(frozen=True, slots=True)
 class Batching:
-    """When a batch is flushed: whichever limit is reached first."""
+    """When a batch is flushed: whichever limit is reached first; and how much waits for a
+    failing sink per application and delivery shard before the rest is dead-lettered."""
 
     max_records: int
     max_bytes: int
     max_delay_s: float
+    max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES
 
 
 class Record(NamedTuple):

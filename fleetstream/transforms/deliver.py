@@ -12,33 +12,46 @@ flush when any of its knobs is reached:
   (streaming jobs; a batch job has all its data and flushes at its end);
 - the end of the bundle (batch jobs) or of the window.
 
-Streaming jobs batch with keyed state and timers per application and delivery
+Streaming jobs batch and write in one keyed step per application and delivery
 shard (`shards`: a vehicle's documents always go to the same shard, so per-vehicle
 order holds; more shards spread one application's batching over more workers, at
-the cost of up to that many times the writes), so they behave the same on the
-DirectRunner and on Flink; batch jobs (bounded input)
-batch within each bundle and flush at its end, with no state or shuffle. A failed write is retried with exponential
-backoff and jitter (`RetryPolicy`: Deliver's `retry` for every sink when given, else
-each sink's own `Sink.RETRY`, else the default) until the policy gives up; a
-failure that carries `retry_after_s` (a server's Retry-After) waits at least
-that long. Past the policy, or at once for a `PermanentWriteError`, the batch goes to the returned delivery
-dead-letter PCollection with the reason and its documents whole. Nothing is
+the cost of up to that many times the writes), so the write happens where the
+batch's state is, and they behave the same on the DirectRunner and on Flink.
+A failed write never waits in the bundle: the batch stays in the key's state and is
+tried again on a processing-time timer (`delivery_retry.RetryPolicy`: Deliver's `retry`
+for every sink when given, else each sink's own `Sink.RETRY`, else the default;
+exponential backoff and jitter, at least a failure's `retry_after_s`, e.g. a server's
+Retry-After). While a key holds a failed batch, its newer documents wait behind it in
+state, in order, up to the application's `max_buffer` bytes per key; documents past
+that go to the dead letters at once (reason "buffer full"), so a failing sink costs
+bounded state and nothing is lost silently. Once one of an application's writes failed,
+that worker's other keys of the application do not try its sink before the failed
+batch's next attempt (`delivery_retry.Circuit`): they hold their batches until then.
+The other applications are not held at all. At the end of the window (end of input,
+or a drained job) what a key holds is tried once more and dead-lettered if it fails.
+
+Batch jobs (bounded input) batch within each bundle and flush at its end, with no
+state or shuffle, and retry a failed write in place, waiting per the policy but never
+longer than `BOUNDED_MAX_ELAPSED_S` per batch (a batch job can be run again; its dead
+letters keep the documents).
+
+Past the policy, or at once for a `PermanentWriteError`, a batch goes to the returned
+delivery dead-letter PCollection with the reason and its documents whole. Nothing is
 dropped.
 
 Counters per application: `app/<id>.documents`, `.bytes`, `.batches`,
-`.retries`, `.failed_batches`; the delivery latency (acknowledgement time minus
-the source message's receive time) as counters per bucket, `app/<id>.latency_le_<ms>`,
-and their sum `app/<id>.latency_sum_ms` (schemas/metrics.py); `dead_letters/<source>.deliver`
-per document dead-lettered.
+`.retries` (failed writes that will be tried again), `.failed_batches`; the delivery
+latency (acknowledgement time minus the source message's receive time) as counters per
+bucket, `app/<id>.latency_le_<ms>`, and their sum `app/<id>.latency_sum_ms`
+(schemas/metrics.py); `dead_letters/<source>.deliver` per document dead-lettered.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+import uuid
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import apache_beam as beam
 import orjson
@@ -59,6 +72,8 @@ from fleetstream.schemas.metrics import DEAD_LETTER_SCOPE, LATENCY_SUM_MS, laten
 from fleetstream.transforms.coders import decode_records, encode_records
 from fleetstream.transforms.counter_names import APP_SCOPE
 from fleetstream.transforms.counters import BundleCounts
+from fleetstream.transforms.delivery_retry import (DEFAULT_RETRY, Circuit, RetryPolicy,
+                                                   failure_reason, next_attempt, worker_circuit)
 from fleetstream.transforms.ordering import vehicle_shard
 
 if TYPE_CHECKING:   # io sits above transforms: its Sink is only named here
@@ -67,47 +82,9 @@ if TYPE_CHECKING:   # io sits above transforms: its Sink is only named here
 #: a fresh Sink for an application, once per worker: a module-level function (it is
 #: pickled with the DoFn), e.g. `fleetstream.io.sinks.registry.application_sink`
 MakeSink = Callable[[Application], "Sink"]
+#: a batch job's longest retrying of one batch, whatever its policy allows
+BOUNDED_MAX_ELAPSED_S = 300.0
 _LOG = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Backoff with jitter, capped per wait and in total.
-
-    Without `schedule` the wait doubles from `initial_backoff_s` up to `max_backoff_s`;
-    with one, `schedule[n - 1]` is the wait before retry `n` and the write gives up after
-    the last (a schedule over hours, like the webhook sink's). Every wait is jittered to
-    `1 - jitter` .. 100 % of its value; a write also gives up once the next wait would end
-    past `max_elapsed_s` since its first attempt.
-    """
-
-    initial_backoff_s: float = 0.5
-    max_backoff_s: float = 30.0
-    max_elapsed_s: float = 300.0
-    schedule: tuple[float, ...] = ()
-    jitter: float = 0.5
-
-    def backoff_s(self, attempt: int) -> float:
-        """The wait before retry number `attempt` (1-based), jittered."""
-        if self.schedule:
-            ceiling = self.schedule[min(attempt, len(self.schedule)) - 1]
-        else:
-            ceiling = min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1))
-        return ceiling * random.uniform(1.0 - self.jitter, 1.0)
-
-    def gives_up(self, attempt: int, elapsed_s: float, wait_s: float) -> bool:
-        """Whether retry number `attempt`, `wait_s` from now, is one too many."""
-        return (bool(self.schedule) and attempt > len(self.schedule)) or \
-            elapsed_s + wait_s > self.max_elapsed_s
-
-
-DEFAULT_RETRY = RetryPolicy()
-
-
-def retry_after_s(error: BaseException) -> float:
-    """The least wait a failure asks for: its `retry_after_s` (e.g. an HTTP Retry-After), else 0."""
-    wait = getattr(error, "retry_after_s", None)
-    return float(wait) if isinstance(wait, (int, float)) and wait > 0 else 0.0
 
 
 def batch_id(records: Sequence[Record]) -> str:
@@ -116,6 +93,26 @@ def batch_id(records: Sequence[Record]) -> str:
     for record in records:
         digest.update(record.message_id.encode())
     return digest.hexdigest()
+
+
+def record_size(record: Record) -> int:
+    """A document's bytes as the batching knobs count them (with its newline)."""
+    return len(record.document) + 1
+
+
+def cut_batches(records: Sequence[Record], knobs: Batching) -> Iterator[list[Record]]:
+    """`records` in order as batches of at most `max_records` and about `max_bytes` each
+    (a batch closes at the document that reaches either)."""
+    batch: list[Record] = []
+    nbytes = 0
+    for record in records:
+        batch.append(record)
+        nbytes += record_size(record)
+        if len(batch) >= knobs.max_records or nbytes >= knobs.max_bytes:
+            yield batch
+            batch, nbytes = [], 0
+    if batch:
+        yield batch
 
 
 class Deliver(beam.PTransform):
@@ -136,28 +133,85 @@ class Deliver(beam.PTransform):
 
     def expand(self, records: beam.PCollection) -> beam.PCollection[dict]:
         batching = {a.id: a.batching for a in self._applications}
+        sinks = _Sinks(self._applications, self._make_sink, self._retry)
         if self._batches and records.is_bounded:
             records = records | "Unbatch" >> Unbatch()
         if records.is_bounded:
-            batches = records | "BatchPerApplication" >> beam.ParDo(
-                _BundleBatchFn(batching)).with_input_types(tuple[str, Record]).with_output_types(
-                    Batch)
-        else:
-            shards = self._shards
-            if not self._batches:
-                records = records | "AsLists" >> beam.Map(lambda pair: [pair])
-            batches = (records
-                       | "GroupByApplicationAndShard" >> GroupBatchesInBundle(
-                           lambda pair: (pair[0], vehicle_shard(pair[1].vin, shards)),
-                           tuple[str, int])
-                       | "BatchPerApplication" >> beam.ParDo(
-                           _TimedBatchFn(batching, self._clock)).with_input_types(
-                               _ShardedLists).with_output_types(Batch))
-        written = (batches
-                   | "WriteToSink" >> beam.ParDo(
-                       _WriteFn(self._applications, self._make_sink, self._retry)).with_outputs(
+            written = (records
+                       | "BatchPerApplication" >> beam.ParDo(_BundleBatchFn(batching)).with_input_types(
+                           tuple[str, Record]).with_output_types(Batch)
+                       | "WriteToSink" >> beam.ParDo(_WriteFn(sinks)).with_outputs(
                            DEAD_LETTERS, main="written"))
+            return written[DEAD_LETTERS]
+        shards = self._shards
+        if not self._batches:
+            records = records | "AsLists" >> beam.Map(lambda pair: [pair])
+        written = (records
+                   | "GroupByApplicationAndShard" >> GroupBatchesInBundle(
+                       lambda pair: (pair[0], vehicle_shard(pair[1].vin, shards)), tuple[str, int])
+                   | "BatchAndWrite" >> beam.ParDo(
+                       _BatchAndWriteFn(batching, sinks, self._clock, uuid.uuid4().hex)
+                   ).with_input_types(_ShardedLists).with_outputs(DEAD_LETTERS, main="written"))
         return written[DEAD_LETTERS]
+
+
+class _Sinks:
+    """Each application's sink and retry policy in one worker, and what writing them counts."""
+
+    def __init__(self, applications: Sequence[Application], make_sink: MakeSink,
+                 retry: RetryPolicy | None) -> None:
+        self._applications = tuple(applications)
+        self._make_sink = make_sink
+        self._retry = retry
+        self.counts = BundleCounts()
+
+    def open(self) -> None:
+        self._sinks: dict[str, Sink] = {a.id: self._make_sink(a) for a in self._applications}
+        self.policies = {app: self._retry or getattr(sink, "RETRY", None) or DEFAULT_RETRY
+                         for app, sink in self._sinks.items()}
+        for sink in self._sinks.values():
+            sink.open()
+
+    def write(self, batch: Batch) -> Exception | None:
+        """One attempt: None once written (counted), else the failure."""
+        try:
+            self._sinks[batch.application_id].write(batch)
+        except Exception as error:  # noqa: BLE001 - any sink failure is retried or dead-lettered
+            return error
+        scope = APP_SCOPE + batch.application_id
+        self.counts.add(f"{scope}.documents", len(batch.records))
+        self.counts.add(f"{scope}.bytes", sum(len(r.document) for r in batch.records))
+        self.counts.add(f"{scope}.batches")
+        now_ms = int(time.time() * 1000)
+        total_ms = 0
+        for record in batch.records:
+            latency_ms = max(0, now_ms - record.received_ms)
+            total_ms += latency_ms
+            self.counts.add(f"{scope}.{latency_bucket(latency_ms)}")
+        self.counts.add(f"{scope}.{LATENCY_SUM_MS}", total_ms)
+        return None
+
+    def retrying(self, application_id: str, failures: int, wait_s: float, error: Exception) -> None:
+        self.counts.add(f"{APP_SCOPE}{application_id}.retries")
+        _LOG.warning("write to %s failed (attempt %d), retrying in %.1f s: %s",
+                     application_id, failures, wait_s, error)
+
+    def dead_letter(self, application_id: str, records: Sequence[Record],
+                    reason: str) -> beam.pvalue.TaggedOutput:
+        """The records as one delivery dead letter, counted."""
+        self.counts.add(f"{APP_SCOPE}{application_id}.failed_batches")
+        for record in records:   # a document's `brand` is its source's name
+            source = orjson.loads(record.document).get("brand", "unknown")
+            self.counts.add(f"{DEAD_LETTER_SCOPE}{source}.{DELIVER_STAGE}")
+        name = batch_id(records)
+        _LOG.error("delivery to %s failed for batch %s (%d documents): %s",
+                   application_id, name, len(records), reason)
+        return beam.pvalue.TaggedOutput(DEAD_LETTERS, delivery_dead_letter(
+            application_id, name, reason, [r.document for r in records]))
+
+    def close(self) -> None:
+        for sink in self._sinks.values():
+            sink.close()
 
 
 class _BundleBatchFn(beam.DoFn):
@@ -177,7 +231,7 @@ class _BundleBatchFn(beam.DoFn):
         application_id, record = element
         records, nbytes = self._pending.get(application_id) or ([], 0)
         records.append(record)
-        nbytes += len(record.document) + 1
+        nbytes += record_size(record)
         knobs = self._batching[application_id]
         if len(records) >= knobs.max_records or nbytes >= knobs.max_bytes:
             del self._pending[application_id]
@@ -192,144 +246,268 @@ class _BundleBatchFn(beam.DoFn):
         self._pending = {}
 
 
+class _WriteFn(beam.DoFn):
+    """Batch jobs: each batch written in place, retried per its policy for at most
+    `BOUNDED_MAX_ELAPSED_S`, else dead-lettered."""
+
+    def __init__(self, sinks: _Sinks) -> None:
+        self._sinks = sinks
+
+    def setup(self) -> None:
+        self._sinks.open()
+
+    def process(self, batch: Batch) -> Iterable[Any]:
+        app = batch.application_id
+        policy = self._sinks.policies[app]
+        started = time.monotonic()
+        failures = 0
+        while (error := self._sinks.write(batch)) is not None:
+            if isinstance(error, PermanentWriteError):
+                yield self._sinks.dead_letter(app, batch.records, failure_reason(error))
+                return
+            failures += 1
+            now = time.monotonic()
+            due = next_attempt(policy, failures, started, now, error)
+            if due is None or due - started > BOUNDED_MAX_ELAPSED_S:
+                yield self._sinks.dead_letter(
+                    app, batch.records, f"gave up after {failures} attempts: {failure_reason(error)}")
+                return
+            self._sinks.retrying(app, failures, due - now, error)
+            time.sleep(due - now)
+
+    def finish_bundle(self) -> None:
+        self._sinks.counts.flush()
+
+    def teardown(self) -> None:
+        self._sinks.close()
+
+
 #: ((application_id, delivery shard), the shard's (application_id, Record) pairs in one
 #: bundle, in order)
 _ShardedLists = tuple[tuple[str, int], list[tuple[str, Record]]]
 
 
-class _TimedBatchFn(beam.DoFn):
-    """Streaming: keyed state per application and shard, a processing-time timer for `max_delay`.
+class _Key:
+    """One (application, shard)'s state, read once per call and saved at its end.
 
-    Takes each bundle's records of one key as one list (`GroupBatchesInBundle`), so the
-    runner's per-element cost is paid per list, not per document.
+    `pending`: the documents not written yet, in order (chunks of `encode_records`, one per
+    call that added any, plus `added`, this call's, not in state yet). `held`: the batch that
+    failed (or waits for the application's circuit) and its retry bookkeeping,
+    `(encoded records, failed attempts, first due time, last failure)`; while there is one,
+    nothing of the key is written before it.
     """
 
-    #: the batch so far: chunks of records (`encode_records`), one per call that added any
-    RECORDS = BagStateSpec("records", coders.BytesCoder())
-    SIZE = ReadModifyWriteStateSpec("size", coders.FastPrimitivesCoder())  # (records, bytes)
+    def __init__(self, pending: Any, size: Any, held: Any) -> None:
+        self._pending, self._size, self._held = pending, size, held
+        self.count, self.nbytes, self.held_count, self.held_bytes = size.read() or (0, 0, 0, 0)
+        self.added: list[Record] = []
+
+    @property
+    def blocked(self) -> bool:
+        return self.held_count > 0
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self.nbytes + self.held_bytes
+
+    def add(self, record: Record) -> None:
+        self.added.append(record)
+        self.count += 1
+        self.nbytes += record_size(record)
+
+    def take_pending(self) -> list[Record]:
+        """Every pending document, in order; the key then has none."""
+        records = [record for chunk in self._pending.read() for record in decode_records(chunk)]
+        records.extend(self.added)
+        self._pending.clear()
+        self.added, self.count, self.nbytes = [], 0, 0
+        return records
+
+    def held_batch(self) -> tuple[list[Record], int, float, str] | None:
+        if not self.blocked:
+            return None
+        encoded, failures, first_s, reason = self._held.read()
+        return decode_records(encoded), failures, first_s, reason
+
+    def last_failure(self) -> str:
+        return self._held.read()[3] if self.blocked else ""
+
+    def hold(self, records: Sequence[Record], failures: int, first_s: float, reason: str) -> None:
+        self._held.write((encode_records(records), failures, first_s, reason))
+        self.held_count, self.held_bytes = len(records), sum(map(record_size, records))
+
+    def release(self) -> None:
+        self._held.clear()
+        self.held_count = self.held_bytes = 0
+
+    def save(self) -> None:
+        if self.added:
+            self._pending.add(encode_records(self.added))
+            self.added = []
+        if self.count or self.held_count:
+            self._size.write((self.count, self.nbytes, self.held_count, self.held_bytes))
+        else:
+            self._size.clear()
+
+
+class _BatchAndWriteFn(beam.DoFn):
+    """Streaming: batch in keyed state per application and shard, write, hold what failed.
+
+    Takes each bundle's records of one key as one list (`GroupBatchesInBundle`), so the
+    runner's per-element cost is paid per list, not per document. Counters are handed to
+    Beam at the end of each call, timers' included (as `OrderAndPermitKeyed` does). Timers: `delay`
+    (`max_delay` after a batch's first document), `retry` (the held batch's next
+    attempt), `end` (the window's end: everything is tried once more, and what fails is
+    dead-lettered).
+    """
+
+    PENDING = BagStateSpec("records", coders.BytesCoder())
+    #: (pending documents, their bytes, held documents, their bytes)
+    SIZE = ReadModifyWriteStateSpec("size", coders.FastPrimitivesCoder())
+    HELD = ReadModifyWriteStateSpec("held", coders.FastPrimitivesCoder())
     DELAY = TimerSpec("delay", TimeDomain.REAL_TIME)
+    RETRY = TimerSpec("retry", TimeDomain.REAL_TIME)
     END = TimerSpec("end", TimeDomain.WATERMARK)
 
-    def __init__(self, batching: Mapping[str, Batching], clock: Callable[[], float]) -> None:
+    def __init__(self, batching: Mapping[str, Batching], sinks: _Sinks,
+                 clock: Callable[[], float], circuit_name: str) -> None:
         self._batching = dict(batching)
+        self._sinks = sinks
         self._clock = clock
+        self._circuit_name = circuit_name
+
+    def setup(self) -> None:
+        self._sinks.open()
+        self._circuit: Circuit = worker_circuit(self._circuit_name)
 
     def process(self, element: _ShardedLists,
-                records=beam.DoFn.StateParam(RECORDS),
+                pending=beam.DoFn.StateParam(PENDING),
                 size=beam.DoFn.StateParam(SIZE),
+                held=beam.DoFn.StateParam(HELD),
                 delay=beam.DoFn.TimerParam(DELAY),
+                retry=beam.DoFn.TimerParam(RETRY),
                 end=beam.DoFn.TimerParam(END),
-                window=beam.DoFn.WindowParam) -> Iterable[Batch]:
-        (application_id, _), arrived = element
-        knobs = self._batching[application_id]
-        count, nbytes = size.read() or (0, 0)
-        added: list[Record] = []
+                window=beam.DoFn.WindowParam) -> Iterable[Any]:
+        (app, _), arrived = element
+        knobs = self._batching[app]
+        key = _Key(pending, size, held)
+        overflow: list[Record] = []
         for _, record in arrived:
-            if count == 0:
+            if key.blocked:
+                if key.buffered_bytes + record_size(record) > knobs.max_buffer_bytes:
+                    overflow.append(record)
+                else:
+                    key.add(record)
+                continue
+            if key.count == 0:
                 end.set(window.max_timestamp())
                 if knobs.max_delay_s > 0:
                     delay.set(Timestamp(self._clock() + knobs.max_delay_s))
-            added.append(record)
-            count, nbytes = count + 1, nbytes + len(record.document) + 1
-            if count >= knobs.max_records or nbytes >= knobs.max_bytes or \
+            key.add(record)
+            if key.count >= knobs.max_records or key.nbytes >= knobs.max_bytes or \
                     knobs.max_delay_s == 0:
-                yield from _flush(application_id, records, size, delay, added)
-                added = []
-                count, nbytes = 0, 0
-        if added:
-            records.add(encode_records(added))
-        if count:
-            size.write((count, nbytes))
+                delay.clear()
+                yield from self._send(app, key, retry, key.take_pending())
+        if overflow:
+            yield self._sinks.dead_letter(app, overflow, (
+                f"buffer full: {key.buffered_bytes} bytes already wait for the sink of {app} in "
+                f"this delivery shard (max_buffer {knobs.max_buffer_bytes}); last failure: "
+                f"{key.last_failure()}"))
+        self._done(key)
 
     @on_timer(DELAY)
-    def on_delay(self, key=beam.DoFn.KeyParam, records=beam.DoFn.StateParam(RECORDS),
-                 size=beam.DoFn.StateParam(SIZE),
-                 delay=beam.DoFn.TimerParam(DELAY)) -> Iterable[Batch]:
-        yield from _flush(key[0], records, size, delay)
+    def on_delay(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
+                 size=beam.DoFn.StateParam(SIZE), held=beam.DoFn.StateParam(HELD),
+                 retry=beam.DoFn.TimerParam(RETRY)) -> Iterable[Any]:
+        state = _Key(pending, size, held)
+        if not state.blocked:   # a held batch's retry writes the pending documents after it
+            yield from self._send(key[0], state, retry, state.take_pending())
+        self._done(state)
+
+    @on_timer(RETRY)
+    def on_retry(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
+                 size=beam.DoFn.StateParam(SIZE), held=beam.DoFn.StateParam(HELD),
+                 retry=beam.DoFn.TimerParam(RETRY)) -> Iterable[Any]:
+        state = _Key(pending, size, held)
+        waiting = state.held_batch()
+        if waiting is not None:
+            state.release()
+            yield from self._send(key[0], state, retry, waiting[0], waiting[1:])
+            if not state.blocked:
+                yield from self._send(key[0], state, retry, state.take_pending())
+        self._done(state)
 
     @on_timer(END)
-    def on_end(self, key=beam.DoFn.KeyParam, records=beam.DoFn.StateParam(RECORDS),
-               size=beam.DoFn.StateParam(SIZE),
-               delay=beam.DoFn.TimerParam(DELAY)) -> Iterable[Batch]:
-        yield from _flush(key[0], records, size, delay)
+    def on_end(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
+               size=beam.DoFn.StateParam(SIZE), held=beam.DoFn.StateParam(HELD),
+               delay=beam.DoFn.TimerParam(DELAY),
+               retry=beam.DoFn.TimerParam(RETRY)) -> Iterable[Any]:
+        app = key[0]
+        state = _Key(pending, size, held)
+        waiting = state.held_batch()
+        state.release()
+        delay.clear()
+        retry.clear()
+        batches = [waiting[0]] if waiting else []
+        batches.extend(cut_batches(state.take_pending(), self._batching[app]))
+        for records in batches:
+            error = self._sinks.write(Batch(app, batch_id(records), records))
+            if error is not None:
+                yield self._sinks.dead_letter(
+                    app, records, f"the window ended (end of input or a drained job) while the "
+                                  f"sink failed: {failure_reason(error)}")
+        self._done(state)
 
+    def _done(self, key: _Key) -> None:
+        """End of a call: the key's state saved, the counts handed to Beam."""
+        key.save()
+        self._sinks.counts.flush()
 
-def _flush(application_id: str, records: Any, size: Any, delay: Any,
-           added: Sequence[Record] = ()) -> Iterable[Batch]:
-    """The batch: the chunks in state, then `added` (this call's records, not in state yet)."""
-    batch = [record for chunk in records.read() for record in decode_records(chunk)]
-    batch.extend(added)
-    records.clear()
-    size.clear()
-    delay.clear()
-    if batch:
-        yield Batch(application_id, batch_id(batch), batch)
+    def _send(self, app: str, key: _Key, retry: Any, records: Sequence[Record],
+              retried: tuple[int, float, str] | None = None) -> Iterator[Any]:
+        """Write `records` as batches in order, unless the key is held; from the first batch
+        that fails (or that the application's circuit holds) on, the rest stay pending.
 
-
-class _WriteFn(beam.DoFn):
-    def __init__(self, applications: Sequence[Application], make_sink: MakeSink,
-                 retry: RetryPolicy | None) -> None:
-        self._applications = applications
-        self._make_sink = make_sink
-        self._retry = retry
-        self._sinks: dict[str, Sink] = {}
-        self._counts = BundleCounts()
-
-    def setup(self) -> None:
-        self._sinks = {a.id: self._make_sink(a) for a in self._applications}
-        self._policies = {app: self._retry or getattr(sink, "RETRY", None) or DEFAULT_RETRY
-                          for app, sink in self._sinks.items()}
-        for sink in self._sinks.values():
-            sink.open()
-
-    def process(self, batch: Batch) -> Iterable[Any]:
-        app = batch.application_id
-        scope = APP_SCOPE + app
-        failure = self._write_with_retries(self._sinks[app], self._policies[app], batch)
-        if failure is not None:
-            self._counts.add(f"{scope}.failed_batches")
-            for record in batch.records:   # a document's `brand` is its source's name
-                source = orjson.loads(record.document).get("brand", "unknown")
-                self._counts.add(f"{DEAD_LETTER_SCOPE}{source}.{DELIVER_STAGE}")
-            _LOG.error("delivery to %s failed for batch %s (%d documents): %s",
-                       app, batch.batch_id, len(batch.records), failure)
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, delivery_dead_letter(
-                app, batch.batch_id, failure, [r.document for r in batch.records]))
-            return
-        self._counts.add(f"{scope}.documents", len(batch.records))
-        self._counts.add(f"{scope}.bytes", sum(len(r.document) for r in batch.records))
-        self._counts.add(f"{scope}.batches")
-        now_ms = int(time.time() * 1000)
-        total_ms = 0
-        for record in batch.records:
-            latency_ms = max(0, now_ms - record.received_ms)
-            total_ms += latency_ms
-            self._counts.add(f"{scope}.{latency_bucket(latency_ms)}")
-        self._counts.add(f"{scope}.{LATENCY_SUM_MS}", total_ms)
-
-    def _write_with_retries(self, sink: Sink, policy: RetryPolicy, batch: Batch) -> str | None:
-        """None once written; else the reason it could not be."""
-        started = time.monotonic()
-        attempt = 0
-        while True:
-            try:
-                sink.write(batch)
-                return None
-            except PermanentWriteError as error:
-                return f"{type(error).__name__}: {error}"
-            except Exception as error:  # noqa: BLE001 - any sink failure is retried
-                attempt += 1
-                wait = max(policy.backoff_s(attempt), retry_after_s(error))
-                if policy.gives_up(attempt, time.monotonic() - started, wait):
-                    return f"gave up after {attempt} attempts: {type(error).__name__}: {error}"
-                _LOG.warning("write to %s failed (attempt %d), retrying in %.1f s: %s",
-                             batch.application_id, attempt, wait, error)
-                self._counts.add(f"{APP_SCOPE}{batch.application_id}.retries")
-                time.sleep(wait)
-
-    def finish_bundle(self) -> None:
-        self._counts.flush()
+        `retried`: `records` are one held batch, with its (failures, first due time, reason).
+        """
+        policy = self._sinks.policies[app]
+        batches = [list(records)] if retried else cut_batches(records, self._batching[app])
+        for batch in batches:
+            if key.blocked:
+                for record in batch:
+                    key.add(record)
+                continue
+            now = self._clock()
+            failures, first_s, reason = retried or (0, now, "")
+            retried = None
+            opening = self._circuit.opening(app, now)
+            if opening is not None:       # another batch of the application failed: wait with it
+                if policy.gives_up(failures + 1, now - first_s, opening.until - now):
+                    yield self._sinks.dead_letter(
+                        app, batch, f"gave up after {failures} attempts: {opening.reason}")
+                    continue
+                key.hold(batch, failures, first_s, opening.reason)
+                retry.set(Timestamp(opening.until))
+                continue
+            error = self._sinks.write(Batch(app, batch_id(batch), batch))
+            if error is None:
+                self._circuit.close(app)
+                continue
+            failures += 1
+            reason = failure_reason(error)
+            if isinstance(error, PermanentWriteError):
+                yield self._sinks.dead_letter(app, batch, reason)
+                continue
+            due = next_attempt(policy, failures, first_s, now, error)
+            if due is None:
+                # the application's next batches wait a backoff too, not one timeout each
+                self._circuit.open(app, now + policy.backoff_s(1), reason)
+                yield self._sinks.dead_letter(app, batch, f"gave up after {failures} attempts: {reason}")
+                continue
+            self._circuit.open(app, due, reason)
+            self._sinks.retrying(app, failures, due - now, error)
+            key.hold(batch, failures, first_s, reason)
+            retry.set(Timestamp(due))
 
     def teardown(self) -> None:
-        for sink in self._sinks.values():
-            sink.close()
+        self._sinks.close()

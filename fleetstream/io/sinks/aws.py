@@ -3,17 +3,25 @@
 Keys: `region`, `endpoint_url` (moto, MinIO, LocalStack), and the optional
 pair `access_key_id` + `secret_access_key`; without them boto3's usual
 credential chain (environment, profile, instance role) applies.
+
+Clients connect within 5 s, wait at most 15 s for an answer and make one retry of
+their own (botocore's defaults: 60 s each and up to 4 retries, minutes per call
+against an unreachable endpoint), so a write ends within about `WRITE_TIMEOUT_S`.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fleetstream.schemas.errors import ConfigError
 
 AWS_OPTIONS = frozenset({"region", "endpoint_url", "access_key_id", "secret_access_key"})
+#: bounded calls (see the module docstring)
+CLIENT_CONFIG = Config(connect_timeout=5, read_timeout=15,
+                       retries={"max_attempts": 2, "mode": "standard"})
 
 
 def check_credential_pair(where: str, options: Mapping[str, Any]) -> None:
@@ -29,7 +37,8 @@ def aws_client(service: str, options: Mapping[str, Any]) -> Any:
     return boto3.client(service, region_name=options.get("region"),
                         endpoint_url=options.get("endpoint_url"),
                         aws_access_key_id=options.get("access_key_id"),
-                        aws_secret_access_key=options.get("secret_access_key"))
+                        aws_secret_access_key=options.get("secret_access_key"),
+                        config=CLIENT_CONFIG)
 
 
 def check_exists(where: str, key: str, name: str, probe: Callable[[], Any]) -> None:

@@ -3,13 +3,18 @@
 A sink is a class in its own module of `fleetstream/io/`, registered in
 `fleetstream/io/sinks/registry.py` under its configuration `type`. `Deliver`
 (fleetstream/transforms/deliver.py) batches each application's documents with
-keyed state and timers, then calls `write(batch)`; it retries a raising
-`write` with exponential backoff and jitter, and past the retry cap sends the
-batch to the delivery dead-letter output. A sink therefore only writes: it
-neither batches, retries nor swallows errors. It may shape Deliver's retry:
-`RETRY` is its own retry schedule (used unless Deliver is given one), and an
-error with a `retry_after_s` attribute (seconds, e.g. a server's Retry-After)
-makes Deliver wait at least that long before the next attempt.
+keyed state and timers, then calls `write(batch)`; when `write` raises, Deliver
+keeps the batch in state and tries it again on a timer, with exponential backoff
+and jitter, and past the retry cap sends the batch to the delivery dead-letter
+output. A sink therefore only writes: it neither batches, retries nor swallows
+errors. It may shape Deliver's retry: `RETRY` is its own retry schedule (used
+unless Deliver is given one), and an error with a `retry_after_s` attribute
+(seconds, e.g. a server's Retry-After) makes Deliver wait at least that long
+before the next attempt.
+
+One `write` runs inside a bundle, and the bundle's other applications wait for it:
+it must end, written or raising, within about `WRITE_TIMEOUT_S` (every network call
+with a timeout, client-side retries cut short) rather than wait for a dead server.
 
 `write` must be idempotent for one batch: `batch.batch_id` is derived from the
 batch's content, so an object store names the object after it and a retried
@@ -23,7 +28,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 from fleetstream.schemas.delivery import Batch, Batching
 
 if TYPE_CHECKING:
-    from fleetstream.transforms.deliver import RetryPolicy
+    from fleetstream.transforms.delivery_retry import RetryPolicy
+
+#: about the longest one `write` may take before it raises (network timeouts included)
+WRITE_TIMEOUT_S = 20.0
 
 
 class Sink(abc.ABC):
@@ -59,7 +67,7 @@ class Sink(abc.ABC):
 
     @abc.abstractmethod
     def write(self, batch: Batch) -> None:
-        """Write one batch, raising on any failure (Deliver retries)."""
+        """Write one batch within about WRITE_TIMEOUT_S, raising on any failure (Deliver retries)."""
 
     def close(self) -> None:
         """Release connections; called once per worker."""

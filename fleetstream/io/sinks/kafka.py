@@ -17,7 +17,10 @@ Record key = the VIN, value = the document JSON, headers `message_id` and
 `acks=all`): the broker keeps each partition's records in the order sent and
 drops the producer's own resends, and since the key is the VIN a vehicle's
 documents stay in order. `write` queues the whole batch and waits (up to
-`DELIVERY_TIMEOUT_S`) for every delivery report; any failure raises
+`DELIVERY_TIMEOUT_S`) for every delivery report; librdkafka gives up on a record
+after `message.timeout.ms` (15 s here unless `producer_config` sets it; librdkafka's
+own default is 5 minutes), so against an unreachable cluster a write fails within
+about 15 s instead of leaving records queued behind it; any failure raises
 `KafkaDeliveryError` and Deliver retries the batch, so a document may arrive
 twice, with the same `message_id`. A record the producer refuses as too large
 (`message.max.bytes`, 1 MB unless `producer_config` raises it) raises
@@ -38,7 +41,7 @@ from typing import Any, Mapping
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from fleetstream.io.kafka.producer import AckedProducer
-from fleetstream.io.sinks.base import Sink
+from fleetstream.io.sinks.base import WRITE_TIMEOUT_S, Sink
 from fleetstream.schemas.delivery import Batch, Batching
 from fleetstream.schemas.errors import ConfigError, PermanentWriteError
 from fleetstream.schemas.secrets import client_config
@@ -46,7 +49,10 @@ from fleetstream.schemas.secrets import client_config
 #: librdkafka settings the sink sets itself
 OWN_SETTINGS = frozenset({"bootstrap.servers", "enable.idempotence", "acks"})
 #: how long `write` waits for a batch's delivery reports, and `check` for the cluster
-DELIVERY_TIMEOUT_S = 60.0
+DELIVERY_TIMEOUT_S = WRITE_TIMEOUT_S
+#: librdkafka settings the sink defaults and `producer_config` may change: a record not
+#: acknowledged within 15 s fails (its delivery report comes within DELIVERY_TIMEOUT_S)
+DEFAULT_SETTINGS = {"message.timeout.ms": 15_000}
 CHECK_TIMEOUT_S = 10.0
 
 
@@ -78,7 +84,7 @@ class KafkaSink(Sink):
         if not isinstance(self.topic, str) or not self.topic:
             raise ConfigError(f"{self.where}.topic: expected a topic name, got {self.topic!r}")
         # holds secrets: kept out of `options`, reprs and messages
-        self._config = {**client_config(f"{self.where}.producer_config",
+        self._config = {**DEFAULT_SETTINGS, **client_config(f"{self.where}.producer_config",
                                         options.get("producer_config", {}), OWN_SETTINGS,
                                         os.environ if environ is None else environ),
                         "enable.idempotence": True, "acks": "all"}

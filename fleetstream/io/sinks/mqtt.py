@@ -13,6 +13,7 @@ Configuration (`sink:` of an application)::
       tls: true                          # or {ca_certs: ca.pem, certfile: c.pem, keyfile: k.pem}
       client_id: fleetstream-fleet-a     # optional; default: a random id per connection
       timeout: 10                        # seconds to connect and have a batch acknowledged
+                                         # (a lost connection is waited for 0.2 s at most)
 
 `topic` may use `{application_id}` and `{vin}`; its levels before the first
 `{vin}` must be fixed, and an application's subscribers are granted exactly
@@ -20,7 +21,10 @@ those topics (`fleetstream.dev.mqtt_acl`). The payload is the document JSON.
 
 `open()` starts connecting in the background (paho-mqtt 2.x network thread,
 which also reconnects after a lost connection, at most 5 s apart). `write`
-waits up to `timeout` for a connection, publishes every document of the batch,
+waits up to `timeout` for the first connection, but at most `LOST_WAIT_S` once a
+connection was lost or refused (a broker that is down fails each attempt at once
+instead of holding the bundle `timeout` seconds; Deliver tries again later),
+publishes every document of the batch,
 and waits until the broker acknowledges each (PUBACK for QoS 1, PUBCOMP for
 QoS 2); otherwise it raises `MqttDeliveryError` and Deliver retries the batch,
 so a document may arrive twice with the same `message_id`.
@@ -40,6 +44,8 @@ from fleetstream.schemas.errors import ConfigError
 DEFAULT_TOPIC = "live/fleetstream/{application_id}"
 TLS_KEYS = frozenset({"ca_certs", "certfile", "keyfile"})
 _RECONNECT_MAX_DELAY_S = 5
+#: the longest `write` waits for a connection that was lost or refused
+LOST_WAIT_S = 0.2
 _MAX_INFLIGHT = 1000
 
 
@@ -83,6 +89,7 @@ class MqttSink(Sink):
         self._client: mqtt.Client | None = None
         self._connected = threading.Event()
         self._refusal: str | None = None
+        self._lost = False   # a connection was lost, refused or failed since open()
 
     def open(self) -> None:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
@@ -96,6 +103,8 @@ class MqttSink(Sink):
         client.max_inflight_messages_set(_MAX_INFLIGHT)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
+        self._lost = False
         client.connect_async(self.host, self.port, keepalive=30)
         client.loop_start()
         self._client = client
@@ -104,6 +113,7 @@ class MqttSink(Sink):
                     reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             self._refusal = str(reason_code)
+            self._lost = True
         else:
             self._refusal = None
             self._connected.set()
@@ -111,15 +121,20 @@ class MqttSink(Sink):
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                        reason_code: Any, properties: Any) -> None:
         self._connected.clear()
+        self._lost = True
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._lost = True
 
     def write(self, batch: Batch) -> None:
         if self._client is None:
             self.open()
         deadline = time.monotonic() + self.timeout
-        if not self._connected.wait(self.timeout):
+        waited = self._wait_connected()
+        if waited is not None:
             reason = f"refused: {self._refusal}" if self._refusal else "not reachable"
             raise MqttDeliveryError(f"MQTT broker {self.host}:{self.port} {reason} "
-                                    f"(waited {self.timeout} s)")
+                                    f"(waited {waited:.1f} s)")
         sent = [self._client.publish(self.topic.format(application_id=batch.application_id,
                                                        vin=record.vin),
                                      record.document, qos=self.qos)
@@ -134,10 +149,23 @@ class MqttSink(Sink):
                     f"MQTT broker {self.host}:{self.port} did not acknowledge "
                     f"{len(sent)} message(s) of batch {batch.batch_id} within {self.timeout} s")
 
+    def _wait_connected(self) -> float | None:
+        """None once connected; else the seconds waited: `timeout`, or `LOST_WAIT_S` once
+        a connection was lost, refused or failed."""
+        started = time.monotonic()
+        while not self._connected.wait(0.05):
+            waited = time.monotonic() - started
+            if waited >= self.timeout or (self._lost and waited >= LOST_WAIT_S):
+                return waited
+        return None
+
     def close(self) -> None:
+        """Disconnect; the network thread is stopped in the background, since joining it
+        waits out paho's reconnect backoff (~0.5 s a close measured against a broker that
+        is down), which would hold the worker's bundle."""
         if self._client is not None:
             self._client.disconnect()
-            self._client.loop_stop()
+            threading.Thread(target=self._client.loop_stop, daemon=True).start()
             self._client = None
             self._connected.clear()
 

@@ -36,7 +36,7 @@ from typing import Any, Mapping
 
 from google.api_core import exceptions as google_errors
 
-from fleetstream.io.sinks.base import Sink
+from fleetstream.io.sinks.base import WRITE_TIMEOUT_S, Sink
 from fleetstream.schemas.delivery import Batch, Batching
 from fleetstream.schemas.errors import ConfigError, PermanentWriteError
 
@@ -44,8 +44,9 @@ from fleetstream.schemas.errors import ConfigError, PermanentWriteError
 MAX_MESSAGES_PER_REQUEST = 1000
 MAX_BYTES_PER_REQUEST = 10_000_000
 MAX_MESSAGE_BYTES = 10_000_000
-#: how long `write` waits for a batch's publishes, and `check` for the topic
-PUBLISH_TIMEOUT_S = 60.0
+#: how long `write` waits for a batch's publishes (one write must not hold the
+#: bundle's other applications for long; `base.WRITE_TIMEOUT_S`), and `check` for the topic
+PUBLISH_TIMEOUT_S = WRITE_TIMEOUT_S
 CHECK_TIMEOUT_S = 10.0
 
 

@@ -25,7 +25,7 @@ _SINK_CLASSES: tuple[type[Sink], ...] = (FileSink, S3Sink, AzureBlobSink, Kinesi
 
 SINKS: Mapping[str, type[Sink]] = {cls.TYPE: cls for cls in _SINK_CLASSES}
 
-BATCHING_KEYS = ("max_records", "max_bytes", "max_delay")
+BATCHING_KEYS = ("max_records", "max_bytes", "max_delay", "max_buffer")
 
 
 def application_sink(application: Application) -> Sink:
@@ -61,7 +61,7 @@ def build_sink(application_id: str, options: Mapping[str, Any]) -> tuple[Sink, B
 def _batching(where: str, options: Mapping[str, Any], default: Batching) -> Batching:
     values = {}
     for key, fallback in zip(BATCHING_KEYS, (default.max_records, default.max_bytes,
-                                              default.max_delay_s)):
+                                              default.max_delay_s, default.max_buffer_bytes)):
         value = options.get(key, fallback)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
                 or (key != "max_delay" and (value < 1 or value != int(value))):
@@ -70,4 +70,4 @@ def _batching(where: str, options: Mapping[str, Any], default: Batching) -> Batc
                 f"got {value!r}")
         values[key] = value
     return Batching(int(values["max_records"]), int(values["max_bytes"]),
-                    float(values["max_delay"]))
+                    float(values["max_delay"]), int(values["max_buffer"]))

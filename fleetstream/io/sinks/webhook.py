@@ -63,7 +63,7 @@ from fleetstream.schemas.delivery import Batch, Batching
 from fleetstream.schemas.errors import ConfigError, PermanentWriteError
 from fleetstream.schemas.timestamps import retry_after_s
 from fleetstream.transforms.counter_names import APP_SCOPE, NAMESPACE
-from fleetstream.transforms.deliver import RetryPolicy
+from fleetstream.transforms.delivery_retry import RetryPolicy
 
 MODES = ("batch", "single")
 SECRET_PREFIX = "whsec_"

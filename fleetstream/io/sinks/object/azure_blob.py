@@ -32,9 +32,12 @@ from fleetstream.io.sinks.object.format import ObjectSink
 from fleetstream.schemas.delivery import Batching
 from fleetstream.schemas.errors import ConfigError
 
-#: the client's own retries of one call (about 1 s, then 3 s apart); Deliver
-#: retries whole batches beyond that, so the SDK's minutes-long default is cut
-_CLIENT_RETRY = {"retry_total": 2, "initial_backoff": 1, "increment_base": 2}
+#: the client's own retries of one call (about 1 s, then 3 s apart) and its timeouts
+#: (connect 5 s, each read 10 s; the SDK's defaults are 20 s and 60 s); Deliver
+#: retries whole batches beyond that, so the SDK's minutes-long default is cut and a
+#: write ends within about `WRITE_TIMEOUT_S` against an unreachable account
+_CLIENT_OPTIONS = {"retry_total": 1, "initial_backoff": 1, "increment_base": 2,
+                   "connection_timeout": 5, "read_timeout": 10}
 
 
 class AzureBlobSink(ObjectSink):
@@ -58,9 +61,9 @@ class AzureBlobSink(ObjectSink):
     def _container_client(self) -> ContainerClient:
         if "connection_string" in self.options:
             return ContainerClient.from_connection_string(
-                self.options["connection_string"], self.container, **_CLIENT_RETRY)
+                self.options["connection_string"], self.container, **_CLIENT_OPTIONS)
         return ContainerClient(self.options["account_url"], self.container,
-                               credential=self.options.get("credential"), **_CLIENT_RETRY)
+                               credential=self.options.get("credential"), **_CLIENT_OPTIONS)
 
     def check(self) -> None:
         try:
