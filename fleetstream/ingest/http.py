@@ -1,8 +1,10 @@
 """HTTP push: `POST /v1/push/<source>[/<vin>]`, each body written untouched to the source's
 raw topic and answered 202 only after Kafka acknowledged it (DATA-CONTRACTS §8).
 
-    app = build_app(settings, writer, metrics)       # aiohttp web.Application
     await serve_http(settings, writer, metrics, stop)  # listen on settings.http until `stop`
+
+The listener is `http_server` (a lean HTTP/1.1 server on httptools; it enforces the body
+limit, the body timeout and keep-alive); this module is what the routes answer.
 
 Answers to a push, checked in this order; none but 202 writes anything:
 
@@ -40,13 +42,15 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import re
 import ssl
 import time
 from typing import Any, Mapping
+from urllib.parse import unquote
 
 import orjson
-from aiohttp import web
 
+from fleetstream.ingest.http_server import Answer, Limits, Request, start_server, stop_server
 from fleetstream.ingest.metrics import IngestMetrics
 from fleetstream.ingest.writer import KafkaUnavailable, RawWriter, RecordRefused
 from fleetstream.settings.ingest import IngestSettings, PushAuth, SourceSettings
@@ -65,16 +69,30 @@ RETRY_AFTER_S = 5
 #: a VIN (or other vehicle id) in the path
 VIN_PATTERN = r"[A-Za-z0-9._-]{1,64}"
 UNKNOWN_SOURCE = "unknown"
+PUSH_PREFIX = "/v1/push/"
 
-_TEXT = "text/plain"
-
-
-class _TooLarge(Exception):
-    pass
+_VIN = re.compile(VIN_PATTERN)
+_TEXT = "text/plain; charset=utf-8"
+_ACCEPTED = Answer(202)
+_NOT_FOUND = Answer(404, b"Not Found", _TEXT)
+_METHOD_NOT_ALLOWED = Answer(405, b"use POST", _TEXT, (("Allow", "POST"),))
+_UNKNOWN_SOURCE = Answer(404, b"unknown source", _TEXT)
+_UNAVAILABLE = Answer(503, b"Kafka unavailable, retry later", _TEXT,
+                      (("Retry-After", str(RETRY_AFTER_S)),))
+_HEALTHY = Answer(200, b"ok", _TEXT)
+_UNHEALTHY = Answer(503, b"Kafka unreachable", _TEXT)
+_HEALTHZ_METHODS = Answer(405, b"use GET", _TEXT, (("Allow", "GET, HEAD"),))
+_METRICS_METHODS = Answer(405, b"use GET", _TEXT, (("Allow", "GET"),))
+_BODY_ERRORS = {
+    400: (Answer(400, b"body cut short or malformed", _TEXT, close=True), "body unreadable"),
+    408: (Answer(408, b"body not received in time", _TEXT, close=True),
+          "body not received in time"),
+}
 
 
 class _Push:
-    """The request handlers of one listener, sharing the writer, metrics and health cache."""
+    """The routes of one listener (`http_server.Routes`), sharing the writer, metrics and
+    the health cache. A push's route is (source name or None, VIN or None)."""
 
     def __init__(self, settings: IngestSettings, writer: RawWriter,
                  metrics: IngestMetrics) -> None:
@@ -82,54 +100,86 @@ class _Push:
             name: source for name, source in settings.sources.items() if source.push}
         self.max_body = settings.http.max_body_bytes
         self.writer, self.metrics = writer, metrics
-        self.body_timeout_s = settings.http.body_timeout_s
         tls = settings.http.tls or {}
         #: client certificate CN -> the sources it may push to (None: any source)
         self.subjects: dict[str, frozenset[str]] | None = (
             {str(cn): frozenset(sources) for cn, sources in tls["subjects"].items()}
             if tls.get("subjects") is not None else None)
         self.tls = bool(tls)
+        self._too_large = Answer(413, f"body over {self.max_body} bytes".encode(), _TEXT,
+                                 close=True)
+        self._counters: dict[tuple[str, int], Any] = {}
         self._healthy, self._checked_at = False, float("-inf")
         self._health_lock = asyncio.Lock()
 
-    async def push(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["source"]
-        source = self.sources.get(name)
-        response = await self._answer(request, source)
-        self.metrics.requests.labels(source=name if source else UNKNOWN_SOURCE,
-                                     code=str(response.status)).inc()
-        return response
+    # --- http_server.Routes ---------------------------------------------------------------
 
-    async def _answer(self, request: web.Request,
-                      source: SourceSettings | None) -> web.StreamResponse:
-        received_ms = int(time.time() * 1000)
+    def head(self, request: Request) -> Answer | None:
+        """The answer a request gets from its head alone, or None to read its body."""
+        path = request.path
+        if path.startswith(PUSH_PREFIX):
+            route = _push_route(path[len(PUSH_PREFIX):])
+            if route is None:
+                return _NOT_FOUND
+            request.route = route
+            name = route[0]
+            source = self.sources.get(name)
+            answer = self._refusal(request, source)
+            if answer is not None:
+                self._count(name if source else UNKNOWN_SOURCE, answer.status)
+            return answer
+        if path == "/healthz":
+            return None if request.method in ("GET", "HEAD") else _HEALTHZ_METHODS
+        if path == "/metrics":
+            return None if request.method == "GET" else _METRICS_METHODS
+        return _NOT_FOUND
+
+    def complete(self, request: Request) -> Answer | asyncio.Future[Answer]:
+        """The answer to a request whose head was accepted, now that its body is in."""
+        if request.route is None:
+            return asyncio.ensure_future(self._healthz()) if request.path == "/healthz" \
+                else Answer(200, self.metrics.exposition(),
+                            "text/plain; version=0.0.4; charset=utf-8")
+        name, vin = request.route
+        source = self.sources[name]
+        answer = self._push(request, source, vin)
+        if isinstance(answer, Answer):
+            self._count(name, answer.status)
+        return answer
+
+    def body_error(self, request: Request, status: int) -> Answer:
+        """The answer to a body over the limit (413), late (408) or cut short (400)."""
+        if status == 413:
+            answer, reason = self._too_large, f"body over {self.max_body} bytes"
+        else:
+            answer, reason = _BODY_ERRORS.get(status, _BODY_ERRORS[400])
+        if request.route is not None:
+            name = request.route[0]
+            log.info("push to %s: %s", name, reason)
+            self._count(name if name in self.sources else UNKNOWN_SOURCE, answer.status)
+        return answer
+
+    # --- a push ---------------------------------------------------------------------------
+
+    def _refusal(self, request: Request, source: SourceSettings | None) -> Answer | None:
+        """What the head of a push is refused with (405, 404, 403, 401), or None."""
         if request.method != "POST":
-            return web.Response(status=405, text="use POST", headers={"Allow": "POST"},
-                                content_type=_TEXT)
+            return _METHOD_NOT_ALLOWED
         if source is None:
-            return web.Response(status=404, text="unknown source", content_type=_TEXT)
+            return _UNKNOWN_SOURCE
         auth: PushAuth = source.push  # type: ignore[assignment]
         if self.tls and not self._subject_may_push(request, source.name):
             return _refused(403, source.name, "client certificate may not push to this source")
         if auth.type == "bearer" and not _bearer_ok(request, auth.secret):
             return _refused(401, source.name, "missing or wrong bearer token")
-        if auth.type == "hmac-sha256" and not request.headers.get(auth.header):
+        if auth.type == "hmac-sha256" and not request.headers.get(auth.header.lower().encode()):
             return _refused(401, source.name, "missing signature")
-        length = request.content_length
-        if length is not None and length > self.max_body:
-            return _closing(413, f"body over {self.max_body} bytes")
-        try:
-            async with asyncio.timeout(self.body_timeout_s):
-                body = await _read_capped(request, self.max_body)
-        except _TooLarge:
-            return _closing(413, f"body over {self.max_body} bytes")
-        except TimeoutError:
-            log.info("push to %s: body not received within %.0f s", source.name,
-                     self.body_timeout_s)
-            return _closing(408, "body not received in time")
-        except Exception as error:  # noqa: BLE001 - a broken body is the sender's fault
-            log.info("push to %s: body unreadable (%s)", source.name, type(error).__name__)
-            return _closing(400, "body cut short or malformed")
+        return None
+
+    def _push(self, request: Request, source: SourceSettings,
+              vin: str | None) -> Answer | asyncio.Future[Answer]:
+        body = request.body
+        auth: PushAuth = source.push  # type: ignore[assignment]
         if auth.type == "hmac-sha256":
             if not _signature_ok(request, auth, body):
                 return _refused(401, source.name, "missing or wrong signature")
@@ -137,24 +187,40 @@ class _Push:
                 verify = _verify_answer(body, auth.secret)
                 if verify is not None:
                     return verify
-        vin = request.match_info.get("vin")
+        started = time.perf_counter()
         try:
-            with self.metrics.produce_latency.time():
-                await self.writer.write(source.topic, body, vin.encode() if vin else None,
-                                        received_ms)
-        except RecordRefused as error:
-            return _refused(413 if error.too_large else 400, source.name, str(error))
-        except KafkaUnavailable as error:
-            log.warning("push to %s: answered 503, %s", source.name, error)
-            return web.Response(status=503, text="Kafka unavailable, retry later",
-                                headers={"Retry-After": str(RETRY_AFTER_S)},
-                                content_type=_TEXT)
-        self.metrics.records.labels(source=source.name, via="push").inc()
-        return web.Response(status=202)
+            acked = self.writer.submit(source.topic, body, vin.encode() if vin else None,
+                                       request.received_ms)
+        except (RecordRefused, KafkaUnavailable) as error:
+            return self._written(source.name, started, error)
+        answer: asyncio.Future[Answer] = acked.get_loop().create_future()
+        acked.add_done_callback(lambda done: answer.set_result(
+            self._written(source.name, started, done.exception())))
+        return answer
 
-    def _subject_may_push(self, request: web.Request, source: str) -> bool:
-        transport = request.transport
-        cert = transport.get_extra_info("peercert") if transport is not None else None
+    def _written(self, name: str, started: float, error: BaseException | None) -> Answer:
+        """The answer once the writer is done with a record (`error` None: acknowledged)."""
+        self.metrics.produce_latency.observe(time.perf_counter() - started)
+        if error is None:
+            self.metrics.records.labels(source=name, via="push").inc()
+            answer = _ACCEPTED
+        elif isinstance(error, RecordRefused):
+            answer = _refused(413 if error.too_large else 400, name, str(error))
+        else:
+            log.warning("push to %s: answered 503, %s", name, error)
+            answer = _UNAVAILABLE
+        self._count(name, answer.status)
+        return answer
+
+    def _count(self, source: str, status: int) -> None:
+        counter = self._counters.get((source, status))
+        if counter is None:
+            counter = self._counters[source, status] = self.metrics.requests.labels(
+                source=source, code=str(status))
+        counter.inc()
+
+    def _subject_may_push(self, request: Request, source: str) -> bool:
+        cert = request.transport.get_extra_info("peercert")
         if not cert:
             return False
         if self.subjects is None:
@@ -163,56 +229,44 @@ class _Push:
                  if key == "commonName"]
         return any(source in self.subjects.get(cn, ()) for cn in names)
 
-    async def healthz(self, _request: web.Request) -> web.Response:
+    async def _healthz(self) -> Answer:
         async with self._health_lock:
             if time.monotonic() - self._checked_at >= HEALTH_CACHE_S:
                 loop = asyncio.get_running_loop()
                 self._healthy = await loop.run_in_executor(None, self.writer.reachable,
                                                            HEALTH_TIMEOUT_S)
                 self._checked_at = time.monotonic()
-        if self._healthy:
-            return web.Response(text="ok", content_type=_TEXT)
-        return web.Response(status=503, text="Kafka unreachable", content_type=_TEXT)
-
-    async def metrics_text(self, _request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.exposition(),
-                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return _HEALTHY if self._healthy else _UNHEALTHY
 
 
-async def _read_capped(request: web.Request, limit: int) -> bytes:
-    """The whole body, or _TooLarge as soon as more than `limit` bytes came."""
-    if request.content_length is not None:
-        return await request.content.read()   # the parser stops at Content-Length (<= limit)
-    chunks, size = [], 0
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
+def _push_route(rest: str) -> tuple[str, str | None] | None:
+    """(source, VIN or None) of the path after /v1/push/, or None when it is no push path."""
+    parts = [unquote(part) for part in rest.split("/")]
+    if not parts[0] or len(parts) > 2 or "/" in parts[0]:
+        return None
+    if len(parts) == 1:
+        return parts[0], None
+    return (parts[0], parts[1]) if _VIN.fullmatch(parts[1]) else None
 
 
-def _bearer_ok(request: web.Request, token: bytes) -> bool:
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode("utf-8", "replace"), token)
+def _bearer_ok(request: Request, token: bytes) -> bool:
+    scheme, _, given = request.headers.get(b"authorization", b"").partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), token)
 
 
-def _signature_ok(request: web.Request, auth: PushAuth, body: bytes) -> bool:
-    given = request.headers.get(auth.header)
+def _signature_ok(request: Request, auth: PushAuth, body: bytes) -> bool:
+    given = request.headers.get(auth.header.lower().encode())
     if not given:
         return False
     expected = hmac.new(auth.secret, body, hashlib.sha256).hexdigest().encode()
-    return hmac.compare_digest(given.strip().lower().encode("utf-8", "replace"), expected)
+    return hmac.compare_digest(given.strip().lower(), expected)
 
 
 def _may_be_verify(body: bytes) -> bool:
     return len(body) <= VERIFY_MAX_BYTES and body.lstrip()[:1] == b"{" and b'"VERIFY"' in body
 
 
-def _verify_answer(body: bytes, secret: bytes) -> web.Response | None:
+def _verify_answer(body: bytes, secret: bytes) -> Answer | None:
     """The answer to a verification request, or None when the body is a normal payload."""
     try:
         parsed: Any = orjson.loads(body)
@@ -223,34 +277,14 @@ def _verify_answer(body: bytes, secret: bytes) -> web.Response | None:
     data = parsed.get("data")
     challenge = data.get("challenge") if isinstance(data, dict) else None
     if not isinstance(challenge, str):
-        return web.Response(status=400, text="VERIFY without a string data.challenge",
-                            content_type=_TEXT)
+        return Answer(400, b"VERIFY without a string data.challenge", _TEXT)
     answer = hmac.new(secret, challenge.encode(), hashlib.sha256).hexdigest()
-    return web.json_response({"challenge": answer})
+    return Answer(200, orjson.dumps({"challenge": answer}), "application/json")
 
 
-def _refused(status: int, source: str, reason: str) -> web.Response:
+def _refused(status: int, source: str, reason: str) -> Answer:
     log.info("push to %s refused (%d): %s", source, status, reason)
-    return web.Response(status=status, text=reason, content_type=_TEXT)
-
-
-def _closing(status: int, text: str) -> web.Response:
-    """An answer after which the connection closes (the rest of the body is not read)."""
-    response = web.Response(status=status, text=text, content_type=_TEXT)
-    response.force_close()
-    return response
-
-
-def build_app(settings: IngestSettings, writer: RawWriter,
-              metrics: IngestMetrics) -> web.Application:
-    """The push, health and metrics routes of one listener."""
-    handlers = _Push(settings, writer, metrics)
-    app = web.Application(client_max_size=settings.http.max_body_bytes)
-    app.router.add_route("*", "/v1/push/{source}", handlers.push)
-    app.router.add_route("*", "/v1/push/{source}/{vin:" + VIN_PATTERN + "}", handlers.push)
-    app.router.add_get("/healthz", handlers.healthz, allow_head=True)
-    app.router.add_get("/metrics", handlers.metrics_text)
-    return app
+    return Answer(status, reason.encode(), _TEXT)
 
 
 def tls_context(tls: Mapping[str, Any]) -> ssl.SSLContext:
@@ -268,17 +302,13 @@ async def serve_http(settings: IngestSettings, writer: RawWriter, metrics: Inges
 
     `reuse_port` lets several processes listen on the same port (`--workers`)."""
     http = settings.http
-    # auto_decompress off: a Content-Encoding body is written as received, and the size
+    # the body is written as received (a Content-Encoding is not undone), and the size
     # limit counts the bytes that came, not what they would inflate to
-    runner = web.AppRunner(build_app(settings, writer, metrics), access_log=None,
-                           keepalive_timeout=KEEPALIVE_TIMEOUT_S, auto_decompress=False,
-                           shutdown_timeout=writer.timeout_s + 1)
-    await runner.setup()
-    site = web.TCPSite(runner, http.host, http.port, backlog=1024, reuse_port=reuse_port or None,
-                       ssl_context=tls_context(http.tls) if http.tls else None)
-    await site.start()
+    limits = Limits(http.max_body_bytes, http.body_timeout_s, KEEPALIVE_TIMEOUT_S)
+    server = await start_server(_Push(settings, writer, metrics), http.host, http.port, limits,
+                                tls_context(http.tls) if http.tls else None, reuse_port)
     log.info("HTTP push on %s://%s:%d", "https" if http.tls else "http", http.host, http.port)
     try:
         await stop.wait()
     finally:
-        await runner.cleanup()
+        await stop_server(server, writer.timeout_s + 1)

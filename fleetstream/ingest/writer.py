@@ -10,14 +10,18 @@ acknowledged is on every in-sync replica and a retry inside the client never dup
 it. A write the broker does not acknowledge within `timeout_s` raises KafkaUnavailable:
 the client gives up on the record at that moment too (`message.timeout.ms`), so the
 sender told to retry (HTTP 503) is not also written later. One background thread serves
-the producer's delivery reports and hands each to the event loop that asked.
+the producer's delivery reports and hands them to the event loops that asked, one
+`call_soon_threadsafe` per loop and poll batch, not one per record.
+
+`submit` is `write` without the coroutine: it hands the record over at once and returns
+the future of its acknowledgement (for callers that answer from a callback, not a task).
 """
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-from typing import Any
+from collections import deque
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -64,6 +68,9 @@ class RawWriter:
             "bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
             "linger.ms": 2, "message.timeout.ms": int(timeout_s * 1000),
             "compression.type": "lz4", "message.max.bytes": self.max_record_bytes})
+        #: delivery reports (loop, future, error) not yet handed to their loop
+        self._reports: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None],
+                                   KafkaError | None]] = deque()
         self._running = True
         self._poller = threading.Thread(target=self._serve_reports, name="raw-writer-reports",
                                         daemon=True)
@@ -79,21 +86,25 @@ class RawWriter:
                     timestamp_ms: int | None = None) -> None:
         """Write one record; return once the broker acknowledged it. KafkaUnavailable when it
         did not in time, RecordRefused when it never will."""
+        await self.submit(topic, value, key, timestamp_ms)
+
+    def submit(self, topic: str, value: bytes, key: bytes | None = None,
+               timestamp_ms: int | None = None) -> asyncio.Future[None]:
+        """Hand one record to the producer now (from the running event loop); the future
+        is done once the broker acknowledged it, or fails as `write` does. KafkaUnavailable
+        or RecordRefused at once when the producer cannot even queue it."""
         loop = asyncio.get_running_loop()
         acked: asyncio.Future[None] = loop.create_future()
-
-        def delivered(error: KafkaError | None, _message: Any) -> None:
-            loop.call_soon_threadsafe(_settle, acked, error)
-
+        reports = self._reports
         try:
-            self._producer.produce(topic, value, key,
-                                   timestamp=timestamp_ms or int(time.time() * 1000),
-                                   on_delivery=delivered)
+            self._producer.produce(
+                topic, value, key, timestamp=timestamp_ms or int(time.time() * 1000),
+                on_delivery=lambda error, _message: reports.append((loop, acked, error)))
         except BufferError:
             raise KafkaUnavailable("the producer's local queue is full") from None
         except KafkaException as error:          # refused before it was sent
             raise RecordRefused(error.args[0]) from None
-        await acked
+        return acked
 
     def reachable(self, timeout_s: float = 1.0) -> bool:
         """True when a broker answers a metadata request within `timeout_s` (blocking: run it
@@ -116,18 +127,35 @@ class RawWriter:
         self._producer.flush(timeout_s)
         self._running = False
         self._poller.join(timeout=2)
+        self._hand_over()
 
     def _serve_reports(self) -> None:
         while self._running:
-            self._producer.poll(0.05)
+            if self._producer.poll(0.05):
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Every report collected so far to its loop, one batch per loop."""
+        batches: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None],
+                                                            KafkaError | None]]] = {}
+        reports = self._reports
+        while reports:
+            loop, future, error = reports.popleft()
+            batches.setdefault(loop, []).append((future, error))
+        for loop, batch in batches.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, batch)
+            except RuntimeError:   # that loop is closed: nobody waits for these any more
+                pass
 
 
-def _settle(future: asyncio.Future[None], error: KafkaError | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    elif error.code() in _REFUSED:
-        future.set_exception(RecordRefused(error))
-    else:
-        future.set_exception(KafkaUnavailable(f"not written: {error.str()}"))
+def _settle_all(batch: list[tuple[asyncio.Future[None], KafkaError | None]]) -> None:
+    for future, error in batch:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        elif error.code() in _REFUSED:
+            future.set_exception(RecordRefused(error))
+        else:
+            future.set_exception(KafkaUnavailable(f"not written: {error.str()}"))
