@@ -18,7 +18,7 @@ For each bridge, `--messages` messages of `--bytes` bytes (a JSON telemetry payl
 MQTT runs against a Mosquitto of its own (a free port, `max_queued_messages 0` so that
 the broker keeps all N messages for the offline persistent session); AMQP against the
 `fleetstream dev` RabbitMQ (started here unless it runs), on a fresh durable queue.
-Kafka must run (`fleetstream dev up kafka`). Each figure is the best of `--repeat` runs.
+Kafka must run (`fleetstream dev up kafka`, or another one given with `--bootstrap`). Each figure is the best of `--repeat` runs.
 """
 from __future__ import annotations
 
@@ -191,11 +191,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--bridges", nargs="+", choices=("mqtt", "amqp"),
                         default=["mqtt", "amqp"])
+    parser.add_argument("--bootstrap", help="a Kafka other than `fleetstream dev`'s")
     args = parser.parse_args(argv)
-    kafka = Kafka()
-    if not kafka.running():
-        raise SystemExit("Kafka is not running: fleetstream dev up kafka")
-    writer = RawWriter(kafka.bootstrap)
+    bootstrap = args.bootstrap
+    if bootstrap is None:
+        kafka = Kafka()
+        if not kafka.running():
+            raise SystemExit("Kafka is not running: fleetstream dev up kafka")
+        bootstrap = kafka.bootstrap
+    writer = RawWriter(bootstrap)
     results: dict[str, tuple[float, float]] = {}
     n = args.messages
     if "mqtt" in args.bridges:

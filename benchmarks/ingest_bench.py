@@ -12,7 +12,9 @@ Starts `fleetstream ingest` (one process, a fresh topic) as a subprocess, then:
 3. ceiling: a bare confluent-kafka produce loop (acks=all, idempotent, same records) in
    this process: records/s acknowledged.
 Every 202 is then looked up in the topic (all must be there). Prints one summary line per
-phase and the ratio push/ceiling. Needs the local Kafka (`fleetstream dev up kafka`).
+phase, the ratio push/ceiling, and the CPU time (user + system, all threads, from /proc)
+the gateway process spent per accepted push against the loop's per record: on a shared,
+noisy machine that, more than the rates, says what a push costs. Needs the local Kafka (`fleetstream dev up kafka`).
 """
 from __future__ import annotations
 
@@ -122,14 +124,21 @@ def wrk_script(folder: Path, delay_ms: float) -> Path:
     return path
 
 
-def produce_ceiling(bootstrap: str, topic: str, count: int) -> float:
-    """Records/s of a bare acks=all idempotent producer loop writing `count` records."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process `pid` (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def produce_ceiling(bootstrap: str, topic: str, count: int) -> tuple[float, float]:
+    """(records/s, CPU µs per record) of a bare acks=all idempotent producer loop writing
+    `count` records."""
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
                          "enable.idempotence": True, "linger.ms": 2,
                          "compression.type": "lz4"})
     failures = []
     records = [payload(n) for n in range(count)]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for n, body in enumerate(records):
         while True:
             try:
@@ -140,9 +149,9 @@ def produce_ceiling(bootstrap: str, topic: str, count: int) -> float:
                 producer.poll(0.01)
         producer.poll(0)
     producer.flush(60)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     assert not failures, failures[:3]
-    return count / elapsed
+    return count / elapsed, cpu / count * 1e6
 
 
 def main() -> int:
@@ -188,9 +197,12 @@ def main() -> int:
                     if time.monotonic() > deadline or gateway.poll() is not None:
                         raise SystemExit("the gateway did not start")
                     time.sleep(0.2)
+            cpu_before = cpu_seconds(gateway.pid)
             if args.client == "wrk":
                 throughput, others, pct = wrk_phase(url, args.connections, args.duration,
                                                     wrk_script(Path(folder), 0), threads=2)
+                push_cpu_us = ((cpu_seconds(gateway.pid) - cpu_before)
+                               / (throughput * args.duration) * 1e6)
                 print(f"saturation (wrk): {throughput:,.0f} accepted/s over "
                       f"{args.connections} connections ({others} other answers), "
                       f"p50 {pct['50']:.1f} ms, p99 {pct['99']:.1f} ms")
@@ -206,6 +218,7 @@ def main() -> int:
                 latencies, accepted, others = asyncio.run(
                     push_phase(url, args.connections, args.duration, None))
                 throughput = len(accepted) / args.duration
+                push_cpu_us = (cpu_seconds(gateway.pid) - cpu_before) / len(accepted) * 1e6
                 print(f"saturation (aiohttp): {throughput:,.0f} accepted/s over "
                       f"{args.connections} connections ({others} other answers), p50 "
                       f"{percentile(latencies, 0.5) * 1000:.1f} ms, p99 "
@@ -221,9 +234,12 @@ def main() -> int:
         finally:
             gateway.terminate()
             gateway.wait(30)
-    ceiling = produce_ceiling(args.bootstrap, ceiling_topic, args.ceiling_records)
+    ceiling, ceiling_cpu_us = produce_ceiling(args.bootstrap, ceiling_topic,
+                                              args.ceiling_records)
     print(f"ceiling: bare confluent-kafka produce loop (acks=all) {ceiling:,.0f} records/s")
     print(f"ratio push/ceiling: {throughput / ceiling:.2f}")
+    print(f"CPU per record: gateway {push_cpu_us:,.0f} µs per accepted push (saturation), "
+          f"bare loop {ceiling_cpu_us:,.1f} µs")
     records = [r.value() for r in read_records(args.bootstrap, topic, timeout_s=30)]
     if args.client == "wrk":   # bodies repeat over the run: compare counts (wrk rounds s)
         print(f"records in Kafka: {len(records):,}; 2xx answers: about {answered:,}")

@@ -126,7 +126,7 @@ class Kafka(Service):
     def _format(self, log_dirs: Path) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
+            self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                        "-c", str(self._properties), "--ignore-formatted"),
             capture_output=True, text=True, check=False)
         if result.returncode != 0:

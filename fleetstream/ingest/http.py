@@ -108,7 +108,9 @@ class _Push:
         self.tls = bool(tls)
         self._too_large = Answer(413, f"body over {self.max_body} bytes".encode(), _TEXT,
                                  close=True)
+        #: the metrics' children by label values (labels() is a lookup with a lock)
         self._counters: dict[tuple[str, int], Any] = {}
+        self._records: dict[str, Any] = {}
         self._healthy, self._checked_at = False, float("-inf")
         self._health_lock = asyncio.Lock()
 
@@ -202,7 +204,11 @@ class _Push:
         """The answer once the writer is done with a record (`error` None: acknowledged)."""
         self.metrics.produce_latency.observe(time.perf_counter() - started)
         if error is None:
-            self.metrics.records.labels(source=name, via="push").inc()
+            records = self._records.get(name)
+            if records is None:
+                records = self._records[name] = self.metrics.records.labels(source=name,
+                                                                            via="push")
+            records.inc()
             answer = _ACCEPTED
         elif isinstance(error, RecordRefused):
             answer = _refused(413 if error.too_large else 400, name, str(error))

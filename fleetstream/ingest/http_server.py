@@ -132,6 +132,8 @@ class _Connection(asyncio.Protocol):
         self.closing = False                   # a closing answer is queued: read nothing more
         self.paused = False
         self.eof = False
+        #: since when the connection waits for a request's head (None: it does not)
+        self.idle_since: float | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
 
@@ -153,6 +155,11 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
+            request = self.request
+            if request is not None and request.received_ms and self.body_timer is None \
+                    and not self.closing:   # a body still to come: it has body_timeout_s
+                self.body_timer = self.loop.call_later(self.limits.body_timeout_s,
+                                                       self._body_late)
         except httptools.HttpParserUpgrade:
             self._queue_closing(_BAD_REQUEST)
         except httptools.HttpParserError as error:
@@ -219,7 +226,6 @@ class _Connection(asyncio.Protocol):
                 return
             if not self.answers:
                 self.transport.write(_CONTINUE)  # type: ignore[union-attr]
-        self.body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_late)
 
     def on_body(self, body: bytes) -> None:
         if self.closing:
@@ -350,22 +356,33 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def _arm_idle(self) -> None:
-        if self.idle_timer is None and not self.closing:
+        """The connection now waits for a head; one timer checks it lazily (no timer per
+        request on a busy connection)."""
+        if self.closing:
+            return
+        self.idle_since = self.loop.time()
+        if self.idle_timer is None:
             self.idle_timer = self.loop.call_later(self.limits.keepalive_timeout_s,
                                                    self._idle_late)
 
     def _idle_late(self) -> None:
         self.idle_timer = None
-        if not self.answers and (self.request is None or not self.request.received_ms):
+        if self.idle_since is None or self.closing:
+            return
+        left = self.idle_since + self.limits.keepalive_timeout_s - self.loop.time()
+        if left > 0:
+            self.idle_timer = self.loop.call_later(left, self._idle_late)
+        elif not self.answers:
             self._close()
 
     def _cancel_idle(self) -> None:
+        self.idle_since = None
+
+    def _cancel_timers(self) -> None:
+        self.idle_since = None
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
-
-    def _cancel_timers(self) -> None:
-        self._cancel_idle()
         if self.body_timer is not None:
             self.body_timer.cancel()
             self.body_timer = None

@@ -64,7 +64,9 @@ def _http_worker(settings: IngestSettings, parent: int) -> None:
             watcher.cancel()
             writer.close()
 
-    asyncio.run(main())
+    import uvloop   # an HTTP-only process: see service.event_loop_factory
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
 
 
 async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:

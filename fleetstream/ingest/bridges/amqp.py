@@ -10,7 +10,10 @@
           vin_header: vin                # the key: this message header, when present
 
 It consumes with manual acknowledgements (aio-pika on the event loop): each message is
-written to Kafka and only then acknowledged (`basic.ack`). The broker sends at most
+written to Kafka and only then acknowledged. Acknowledgements are cumulative: once per
+event-loop turn, one `basic.ack` with `multiple` set for the newest message whose
+predecessors on its channel are all written too (AMQP's delivery tags are in order per
+channel), instead of a frame per message. The broker sends at most
 `prefetch` messages ahead, so while Kafka is away the bridge holds those and the queue
 keeps the rest. Messages not acknowledged when the bridge stops or the connection
 drops are requeued by the broker and delivered again (the connection reconnects by
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import deque
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
@@ -81,25 +85,24 @@ class AmqpBridge(Bridge):
     async def run(self, writer: RawWriter, metrics: IngestMetrics, stop: asyncio.Event) -> None:
         login = {"password": self.password} if self.password is not None else {}
         connection = await aio_pika.connect_robust(self.url, **login)
-        pending: set[asyncio.Task[None]] = set()
+        pending: set[asyncio.Task[Any]] = set()
+        acks = _CumulativeAcks(self.where)
 
-        async def bridge(message: AbstractIncomingMessage) -> None:
+        async def take(message: AbstractIncomingMessage) -> None:
+            # aio-pika runs each delivery in a task of its own, in delivery order
+            entry = acks.received(message)
+            task = asyncio.current_task()
+            if task is not None:
+                pending.add(task)
             try:
                 key, poison = self.key_of(message), None
             except ValueError as error:
                 key, poison = None, str(error)
-            if not await self.forward(writer, metrics, message.body, key, stop, poison):
-                return
             try:
-                await message.ack()
-            except Exception as error:  # the channel closed meanwhile: the broker resends it
-                log.warning("%s: could not acknowledge a message (%s); it will come again",
-                            self.where, error)
-
-        async def take(message: AbstractIncomingMessage) -> None:
-            task = asyncio.create_task(bridge(message))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
+                if await self.forward(writer, metrics, message.body, key, stop, poison):
+                    acks.written(entry)
+            finally:
+                pending.discard(task)  # type: ignore[arg-type]
 
         try:
             channel = await connection.channel()
@@ -110,5 +113,52 @@ class AmqpBridge(Bridge):
             await queue.cancel(consumer_tag)
             if pending:
                 await asyncio.gather(*pending)
+            await acks.drain()
         finally:
             await connection.close()
+
+
+class _CumulativeAcks:
+    """Messages in delivery order and whether each is written; acknowledges the written
+    prefix once per event-loop turn, one `basic.ack(multiple=True)` per channel."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.unacked: deque[list[Any]] = deque()      # [message, written]
+        self.scheduled = False
+        self.sending: set[asyncio.Task[None]] = set()
+
+    def received(self, message: AbstractIncomingMessage) -> list[Any]:
+        entry = [message, False]
+        self.unacked.append(entry)
+        return entry
+
+    def written(self, entry: list[Any]) -> None:
+        entry[1] = True
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self._acknowledge)
+
+    def _acknowledge(self) -> None:
+        self.scheduled = False
+        newest: dict[int, AbstractIncomingMessage] = {}
+        while self.unacked and self.unacked[0][1]:
+            message = self.unacked.popleft()[0]
+            newest[id(message.channel)] = message
+        for message in newest.values():
+            task = asyncio.create_task(self._send(message))
+            self.sending.add(task)
+            task.add_done_callback(self.sending.discard)
+
+    async def _send(self, message: AbstractIncomingMessage) -> None:
+        try:
+            await message.ack(multiple=True)
+        except Exception as error:  # the channel closed meanwhile: the broker resends them
+            log.warning("%s: could not acknowledge messages (%s); they will come again",
+                        self.where, error)
+
+    async def drain(self) -> None:
+        """Send what is written but not yet acknowledged, and wait for it."""
+        self._acknowledge()
+        if self.sending:
+            await asyncio.gather(*self.sending)

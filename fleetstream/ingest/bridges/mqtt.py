@@ -16,7 +16,9 @@ a disconnection by `SESSION_EXPIRY_S`) and manual acknowledgements: paho's netwo
 hands each message to the event loop, which writes it to Kafka and only then sends its
 PUBACK (PUBCOMP for QoS 2). A message not acknowledged when the bridge stops or the
 connection drops is sent again by the broker on the next connection of the same
-client id. The broker keeps at most `RECEIVE_MAXIMUM` messages unacknowledged in
+client id. Messages cross from paho's thread to the loop in batches: one
+`call_soon_threadsafe` per batch that found the hand-over queue empty, not one per message.
+The broker keeps at most `RECEIVE_MAXIMUM` messages unacknowledged in
 flight, so while Kafka is away it simply stops sending.
 
 Poison: a message over `max_message_bytes`, or whose topic has no level
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import deque
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
@@ -104,14 +107,23 @@ class MqttBridge(Bridge):
             if await self.forward(writer, metrics, message.payload, key, stop, poison):
                 client.ack(message.mid, message.qos)
 
-        def take(message: mqtt.MQTTMessage) -> None:   # on the event loop, in arrival order
-            if stop.is_set():
-                return   # not acknowledged: the broker sends it again to the next session
-            task = loop.create_task(bridge(message))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
+        arrived: deque[mqtt.MQTTMessage] = deque()
 
-        client = self._client(lambda message: loop.call_soon_threadsafe(take, message))
+        def deliver(message: mqtt.MQTTMessage) -> None:   # on paho's network thread
+            arrived.append(message)
+            if len(arrived) == 1:   # else a take_arrived is scheduled and not done yet
+                loop.call_soon_threadsafe(take_arrived)
+
+        def take_arrived() -> None:   # on the event loop, in arrival order
+            while arrived:
+                message = arrived.popleft()
+                if stop.is_set():
+                    continue   # not acknowledged: the broker sends it again next session
+                task = loop.create_task(bridge(message))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+
+        client = self._client(deliver)
         client.loop_start()
         try:
             await stop.wait()
