@@ -8,6 +8,7 @@ import hmac
 import http.client
 import ipaddress
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -362,3 +363,42 @@ def test_fuzzed_pushes_never_5xx_and_never_write_without_202(
     if status == 202:
         assert source == "smartcar" and sign_it
         accepted.append(body)
+
+
+# --- the listener's own HTTP handling (fleetstream/ingest/http_server.py) ---------------------
+
+def test_pipelined_requests_are_answered_in_order_on_one_connection(gateway: Gateway) -> None:
+    bodies = [f'{{"n": {n}}}'.encode() for n in range(5)]
+    pushes = [f"POST /v1/push/smartcar/{VIN} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(b)}\r\n"
+              f"SC-Signature: {sign(b)}\r\n\r\n".encode() + b for b in bodies]
+    refused = b"POST /v1/push/volvo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    answer = raw_exchange(gateway.port, b"".join([*pushes[:2], refused, *pushes[2:], last]))
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)   # bodies end without a newline
+    assert statuses == [b"202", b"202", b"404", b"202", b"202", b"202", b"200"], answer
+    assert answer.endswith(b"ok")
+    assert [r.value() for r in gateway.records("smartcar")] == bodies
+
+
+def test_expect_100_continue_is_answered_before_the_body_or_refused_at_once(
+        gateway: Gateway) -> None:
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as conn:
+        conn.sendall(f"POST /v1/push/smartcar HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     f"Content-Length: {len(PAYLOAD)}\r\nSC-Signature: {sign(PAYLOAD)}\r\n\r\n"
+                     .encode())
+        assert conn.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        conn.sendall(PAYLOAD)
+        assert conn.recv(1000).startswith(b"HTTP/1.1 202 ")
+    # refused by its head: the answer comes without the body and the connection closes
+    answer = raw_exchange(gateway.port, b"POST /v1/push/mercedes HTTP/1.1\r\nHost: x\r\n"
+                                        b"Expect: 100-continue\r\nContent-Length: 10\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 401 ") and b"Connection: close" in answer, answer
+    assert [r.value() for r in gateway.records("smartcar")] == [PAYLOAD]
+    assert gateway.records("mercedes") == []
+
+
+def test_an_endless_request_head_is_431_and_closed(gateway: Gateway) -> None:
+    head = b"POST /v1/push/smartcar HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 70_000
+    answer = raw_exchange(gateway.port, head + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    assert_still_serving(gateway)
