@@ -18,7 +18,9 @@ For each bridge, `--messages` messages of `--bytes` bytes (a JSON telemetry payl
 MQTT runs against a Mosquitto of its own (a free port, `max_queued_messages 0` so that
 the broker keeps all N messages for the offline persistent session); AMQP against the
 `fleetstream dev` RabbitMQ (started here unless it runs), on a fresh durable queue.
-Kafka must run (`fleetstream dev up kafka`, or another one given with `--bootstrap`). Each figure is the best of `--repeat` runs.
+Kafka must run (`fleetstream dev up kafka`, or another one given with `--bootstrap`).
+Besides the rates it prints the CPU time this process (all its threads) spent per message
+in each: on a shared machine that says more than rates about what bridging costs. Each figure is the best of `--repeat` runs.
 """
 from __future__ import annotations
 
@@ -104,13 +106,13 @@ def mqtt_bare(port: int, client_id: str, messages: int) -> float:
         if count[0] >= messages:
             done.set()
 
-    started = time.perf_counter()
+    started = span_start()
     client = mqtt_connect(port, client_id, manual_ack=True)
     client.on_message = on_message
     client.loop_start()
     if not done.wait(600):
         raise RuntimeError(f"bare MQTT consumer got {count[0]} of {messages}")
-    elapsed = time.perf_counter() - started
+    elapsed = span_end(started)
     client.disconnect()
     client.loop_stop()
     return elapsed
@@ -147,14 +149,14 @@ async def amqp_bare(url: str, queue_name: str, messages: int) -> float:
         if count[0] >= messages:
             done.set()
 
-    started = time.perf_counter()
+    started = span_start()
     async with await aio_pika.connect(url) as connection:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=500)
         queue = await channel.get_queue(queue_name)
         await queue.consume(on_message)
         await asyncio.wait_for(done.wait(), 600)
-        elapsed = time.perf_counter() - started
+        elapsed = span_end(started)
         await queue.delete(if_unused=False, if_empty=False)
     return elapsed
 
@@ -165,14 +167,14 @@ def timed_bridge(bridge: Any, writer: RawWriter, messages: int) -> float:
     async def main() -> float:
         metrics, stop = IngestMetrics(), asyncio.Event()
         written = metrics.records.labels(source="bench", via=bridge.KIND)
-        started = time.perf_counter()
+        started = span_start()
         task = asyncio.create_task(bridge.run(writer, metrics, stop))
         while written._value.get() < messages:
             if task.done():
                 task.result()
                 raise RuntimeError("the bridge stopped early")
             await asyncio.sleep(0.005)
-        elapsed = time.perf_counter() - started
+        elapsed = span_end(started)
         stop.set()
         await task
         return elapsed
@@ -180,8 +182,24 @@ def timed_bridge(bridge: Any, writer: RawWriter, messages: int) -> float:
     return asyncio.run(main())
 
 
-def best(repeat: int, run: Callable[[], float]) -> float:
-    return min(run() for _ in range(repeat))
+#: process CPU seconds (all threads: paho's, librdkafka's) of the last timed span
+_last_cpu = [0.0]
+
+
+def span_start() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def span_end(started: tuple[float, float]) -> float:
+    """Seconds since `started`; its CPU seconds go to _last_cpu."""
+    _last_cpu[0] = time.process_time() - started[1]
+    return time.perf_counter() - started[0]
+
+
+def best(repeat: int, run: Callable[[], float]) -> tuple[float, float]:
+    """(fewest seconds, least CPU seconds) of `repeat` runs."""
+    runs = [(run(), _last_cpu[0]) for _ in range(repeat)]
+    return min(wall for wall, _ in runs), min(cpu for _, cpu in runs)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -200,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("Kafka is not running: fleetstream dev up kafka")
         bootstrap = kafka.bootstrap
     writer = RawWriter(bootstrap)
-    results: dict[str, tuple[float, float]] = {}
+    results: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {}
     n = args.messages
     if "mqtt" in args.bridges:
         broker = BenchMosquitto(free_port(), name="mosquitto-bench")
@@ -217,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
                 mqtt_preload(broker.port, client_id, topic, n, args.bytes)
                 return mqtt_bridge(broker.port, client_id, topic, writer, raw, n)
 
-            results["mqtt"] = (n / best(args.repeat, bare_run), n / best(args.repeat, bridge_run))
+            results["mqtt"] = (best(args.repeat, bare_run), best(args.repeat, bridge_run))
     if "amqp" in args.bridges:
         for rabbit in running_service(RabbitMQService()):
             def amqp_bare_run() -> float:
@@ -238,14 +256,16 @@ def main(argv: list[str] | None = None) -> None:
                 asyncio.run(amqp_drop(rabbit.url, queue))
                 return elapsed
 
-            results["amqp"] = (n / best(args.repeat, amqp_bare_run),
-                               n / best(args.repeat, amqp_bridge_run))
+            results["amqp"] = (best(args.repeat, amqp_bare_run),
+                               best(args.repeat, amqp_bridge_run))
     writer.close()
     print(f"{n} messages of {args.bytes} bytes, best of {args.repeat}; "
           f"{platform.processor() or platform.machine()}, Python {platform.python_version()}")
-    print(f"{'bridge':<8}{'bare consume msg/s':>20}{'bridge to Kafka msg/s':>24}{'share':>8}")
-    for kind, (bare, bridged) in results.items():
-        print(f"{kind:<8}{bare:>20,.0f}{bridged:>24,.0f}{bridged / bare:>8.0%}")
+    print(f"{'bridge':<8}{'bare consume msg/s':>20}{'bridge to Kafka msg/s':>24}{'share':>8}"
+          f"{'bare CPU µs/msg':>17}{'bridge CPU µs/msg':>19}")
+    for kind, ((bare_s, bare_cpu), (bridge_s, bridge_cpu)) in results.items():
+        print(f"{kind:<8}{n / bare_s:>20,.0f}{n / bridge_s:>24,.0f}{bare_s / bridge_s:>8.0%}"
+              f"{bare_cpu / n * 1e6:>17,.0f}{bridge_cpu / n * 1e6:>19,.0f}")
 
 
 async def amqp_drop(url: str, queue_name: str) -> None:
