@@ -20,7 +20,8 @@ the broker keeps all N messages for the offline persistent session); AMQP agains
 `fleetstream dev` RabbitMQ (started here unless it runs), on a fresh durable queue.
 Kafka must run (`fleetstream dev up kafka`, or another one given with `--bootstrap`).
 Besides the rates it prints the CPU time this process (all its threads) spent per message
-in each: on a shared machine that says more than rates about what bridging costs. Each figure is the best of `--repeat` runs.
+in each: on a shared machine that says more than rates about what bridging costs. Each
+figure is the best of `--repeat` runs.
 """
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ Starts `fleetstream ingest` (one process, a fresh topic) as a subprocess, then:
 Every 202 is then looked up in the topic (all must be there). Prints one summary line per
 phase, the ratio push/ceiling, and the CPU time (user + system, all threads, from /proc)
 the gateway process spent per accepted push against the loop's per record: on a shared,
-noisy machine that, more than the rates, says what a push costs. Needs the local Kafka (`fleetstream dev up kafka`).
+noisy machine that, more than the rates, says what a push costs. Needs the local Kafka
+(`fleetstream dev up kafka`) or another one given with `--bootstrap`.
 """
 from __future__ import annotations
 

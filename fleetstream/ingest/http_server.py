@@ -162,7 +162,7 @@ class _Connection(asyncio.Protocol):
                                                        self._body_late)
         except httptools.HttpParserUpgrade:
             self._queue_closing(_BAD_REQUEST)
-        except httptools.HttpParserError as error:
+        except httptools.HttpParserError:
             self._queue_closing(_HEAD_TOO_LARGE if self.head_bytes > MAX_HEAD_BYTES
                                 else self._body_error(400))
 
