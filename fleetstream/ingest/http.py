@@ -92,7 +92,7 @@ _BODY_ERRORS = {
 
 class _Push:
     """The routes of one listener (`http_server.Routes`), sharing the writer, metrics and
-    the health cache. A push's route is (source name or None, VIN or None)."""
+    the health cache. A push's route is (source name, VIN or None)."""
 
     def __init__(self, settings: IngestSettings, writer: RawWriter,
                  metrics: IngestMetrics) -> None:

@@ -71,7 +71,7 @@ def run_ingest(settings: IngestSettings, workers: int = 1) -> None:
 
 
 def event_loop_factory(settings: IngestSettings) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop, whose C transports take about a third off the HTTP listener's CPU per push
+    """uvloop, whose C transports took about 30 % off the HTTP listener's CPU per push
     (docs/benchmarks.md), unless a gRPC listener runs: grpc.aio is only used here on
     asyncio's own loop (None)."""
     if settings.grpc is not None:
