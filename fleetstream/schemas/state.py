@@ -20,7 +20,7 @@ stays (so a replay changes nothing).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import orjson
 
@@ -116,57 +116,72 @@ def state_answer(vehicle_id: str, stored: Mapping[bytes, bytes],
                  permitted: Mapping[str, frozenset[str]]) -> dict[str, Any] | None:
     """`{"vin", "updated_at", "data"}` of the permitted properties of a stored hash (§10);
     None when nothing permitted is kept."""
-    body = state_answer_json(vehicle_id, stored, PermittedFields(permitted))
+    flat = [part for item in stored.items() for part in item]
+    body = state_answer_json(vehicle_id, flat, AnswerLayouts(permitted))
     return None if body is None else orjson.loads(body)
 
 
-class PermittedFields(dict):
-    """Hash field -> (capability, property) as JSON-ready bytes, or None when the property
-    is not permitted; filled as fields are met (they are few: catalogue x instances)."""
+class AnswerLayouts(dict):
+    """Per tuple of hash field names (in the order Redis sends them): how the permitted
+    ones' values join into the answer's `data`, as (value index, JSON before the value)
+    pairs sorted by field name plus the closing JSON, or None when none is permitted. The
+    writer adds fields in the same order to most vehicles, so the layouts are few; they are
+    filled as they are met (at most `MAX_LAYOUTS` kept)."""
+
+    MAX_LAYOUTS = 4096
 
     def __init__(self, permitted: Mapping[str, frozenset[str]]) -> None:
         super().__init__()
         self.permitted = permitted
 
-    def __missing__(self, name: bytes) -> tuple[bytes, bytes] | None:
-        capability, prop = _property_of(name)
-        found = (capability.encode(), prop.encode()) \
-            if prop in self.permitted.get(capability, ()) else None
-        if len(self) < 4096:
-            self[name] = found
+    def __missing__(self, names: tuple[bytes, ...]) -> tuple[list[tuple[int, bytes]], bytes] | None:
+        found = self._layout(names)
+        if len(self) < self.MAX_LAYOUTS:
+            self[names] = found
         return found
 
+    def _layout(self, names: tuple[bytes, ...]) -> tuple[list[tuple[int, bytes]], bytes] | None:
+        slots: list[tuple[int, bytes]] = []
+        open_capability = open_property = None
+        for name, index in sorted(zip(names, range(len(names)))):
+            capability, prop = _property_of(name)
+            if prop not in self.permitted.get(capability, ()):
+                continue
+            if capability != open_capability:
+                before = (b'{"' if open_capability is None else b']},"') + \
+                    b'%s":{"%s":[' % (capability.encode(), prop.encode())
+                open_capability, open_property = capability, prop
+            elif prop != open_property:
+                before = b'],"%s":[' % prop.encode()
+                open_property = prop
+            else:
+                before = b","
+            slots.append((index, before))
+        return (slots, b"]}}}") if slots else None
 
-def state_answer_json(vehicle_id: str, stored: Mapping[bytes, bytes],
-                      fields: PermittedFields) -> bytes | None:
-    """The JSON of `state_answer`, put together from the stored entries' JSON as it is (no
-    decoding); `vehicle_id` must need no JSON escaping (the API lets only [A-Za-z0-9-] in).
-    Sorted field names keep each capability's and each property's entries together."""
+
+def state_answer_json(vehicle_id: str, flat: Sequence[bytes],
+                      layouts: AnswerLayouts) -> bytes | None:
+    """The JSON of `state_answer` from a hash as Redis sends it (`[field, value, ...]`), put
+    together from the stored entries' JSON as it is (no decoding); `vehicle_id` must need no
+    JSON escaping (the API lets only [A-Za-z0-9-] in). Fields sorted by name keep each
+    capability's and each property's entries together."""
+    layout = layouts[tuple(flat[0::2])]
+    if layout is None:
+        return None
+    slots, closing = layout
+    values = flat[1::2]
     parts: list[bytes] = []
-    open_capability = open_property = None
     newest = b""
-    for name, value in sorted(stored.items()):
-        names = fields[name]
-        if names is None:
-            continue
-        capability, prop = names
-        if capability != open_capability:
-            parts.append(b'{"' if open_capability is None else b']},"')
-            parts += (capability, b'":{"', prop, b'":[')
-            open_capability, open_property = capability, prop
-        elif prop != open_property:
-            parts += (b'],"', prop, b'":[')
-            open_property = prop
-        else:
-            parts.append(b",")
-        parts.append(value[TS_DIGITS:])
+    for index, before in slots:
+        value = values[index]
+        parts += (before, value[TS_DIGITS:])
         stamp = value[:TS_DIGITS]          # zero-padded: compares as text
         if stamp > newest:
             newest = stamp
-    if open_capability is None:
-        return None
-    return b'{"vin":"%s","updated_at":"%s","data":%s]}}}' % (
-        vehicle_id.encode(), iso_ms(int(newest)).encode(), b"".join(parts))
+    head = b'{"vin":"%s","updated_at":"%s","data":' % (vehicle_id.encode(),
+                                                      iso_ms(int(newest)).encode())
+    return b"".join((head, *parts, closing))
 
 
 def property_entries(stored: Iterable[tuple[bytes, bytes]], capability: str,
