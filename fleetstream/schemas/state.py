@@ -33,6 +33,7 @@ GEOFENCE_KEY_PREFIX = "fs:geofence:"
 #: properties with several instances: the data field that tells the instances apart
 INSTANCE_FIELDS: Mapping[tuple[str, str], str] = {("diagnostics", "tire_pressures"): "location"}
 LOCATION = ("vehicle_location", "coordinates")
+LOCATION_FIELD = "vehicle_location.coordinates"
 #: digits of the timestamp prefix of a stored value (epoch ms up to the year 2286)
 TS_DIGITS = 13
 _MAX_TS = 10 ** TS_DIGITS - 1
@@ -71,26 +72,33 @@ def state_field(capability: str, prop: str, entry: Mapping[str, Any]) -> str | N
 def state_updates(data: Data) -> list[StateUpdate]:
     """What a message (or document) changes in its vehicle's state: per field its newest
     entry with `data`, failure entries and unreadable timestamps left out."""
-    newest: dict[str, tuple[int, dict[str, Any]]] = {}
+    newest: dict[str, tuple[bytes, dict[str, Any]]] = {}
+    #: timestamp text -> its 13-digit prefix: a message's entries mostly share one
+    prefixes: dict[str, bytes] = {}
     for capability, properties in data.items():
         for prop, entries in properties.items():
+            name = None if (capability, prop) in INSTANCE_FIELDS else f"{capability}.{prop}"
             for entry in entries:
                 if "data" not in entry:
                     continue
-                try:
-                    ts_ms = min(max(to_epoch_ms(entry.get("timestamp")), 0), _MAX_TS)
-                except (TypeError, ValueError, OverflowError):
-                    continue
-                name = state_field(capability, prop, entry)
-                if name is not None and (name not in newest or newest[name][0] < ts_ms):
-                    newest[name] = ts_ms, entry
-    return [StateUpdate(name, b"%013d" % ts_ms + orjson.dumps(entry), _geo(name, entry))
-            for name, (ts_ms, entry) in newest.items()]
+                stamp = entry.get("timestamp")
+                prefix = prefixes.get(stamp) if type(stamp) is str else None
+                if prefix is None:
+                    try:
+                        prefix = b"%013d" % min(max(to_epoch_ms(stamp), 0), _MAX_TS)
+                    except (TypeError, ValueError, OverflowError):
+                        continue
+                    if type(stamp) is str:
+                        prefixes[stamp] = prefix
+                field = name or state_field(capability, prop, entry)
+                if field is not None and (field not in newest or newest[field][0] < prefix):
+                    newest[field] = prefix, entry
+    return [StateUpdate(field, prefix + orjson.dumps(entry),
+                        _geo(entry) if field == LOCATION_FIELD else "")
+            for field, (prefix, entry) in newest.items()]
 
 
-def _geo(name: str, entry: Mapping[str, Any]) -> str:
-    if name != "vehicle_location.coordinates":
-        return ""
+def _geo(entry: Mapping[str, Any]) -> str:
     data = entry["data"]
     try:
         lat, lon = float(data["latitude"]), float(data["longitude"])

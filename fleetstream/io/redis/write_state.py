@@ -5,10 +5,12 @@
 Takes the mapped messages, `(vin, MappedMessage)` (lists of them with `batches=True`, the
 streaming job), once per source message, before ordering and permissions: the state is
 the same for every application, and permissions are applied when it is read. A bundle's
-updates are written (`StateWriter`: one Lua script call per message, pipelined, newest
-timestamp wins) before the bundle ends, so a checkpoint completes only once Redis has
-them; while Redis is down the writer retries, then fails the bundle for the runner to
-retry. Late and replayed messages never overwrite newer values, so a replay of an archive
+updates are coalesced per vehicle (`NewestUpdates`: per field the newest), the ones this
+worker has written already left out (`WrittenStamps`), and written (`StateWriter`: one Lua
+script call per vehicle, pipelines of `batch_size` calls, newest timestamp wins) when
+`max_pending` vehicles are pending and before the bundle ends, so a checkpoint completes only once Redis has them;
+while Redis is down the writer retries, then fails the bundle for the runner to retry.
+Late and replayed messages never overwrite newer values, so a replay of an archive
 rebuilds the state.
 """
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import Iterable
 
 import apache_beam as beam
 
+from fleetstream.io.redis.state_batch import NewestUpdates, WrittenStamps
 from fleetstream.io.redis.state_store import StateWriter
 from fleetstream.schemas.mapped import MappedMessage
-from fleetstream.schemas.state import StateUpdate, state_updates
+from fleetstream.schemas.state import state_updates
 
 
 class WriteLatestState(beam.PTransform):
@@ -39,30 +42,36 @@ class WriteLatestState(beam.PTransform):
 
 
 class _WriteStateFn(beam.DoFn):
-    """Collects a bundle's updates and writes them when the batch is full and at its end,
-    so that a bundle (and with it a checkpoint) completes only once Redis has them."""
+    """Collects a bundle's updates per vehicle and writes them when `max_pending` vehicles
+    are pending and at its end, so that a bundle (and with it a checkpoint) completes only
+    once Redis has them."""
 
-    def __init__(self, url: str, batches: bool, max_wait_s: float, batch_size: int) -> None:
+    def __init__(self, url: str, batches: bool, max_wait_s: float, batch_size: int,
+                 max_pending: int = 5_000, remembered_vehicles: int = 10_000) -> None:
         self._url = url
         self._batches = batches
         self._max_wait_s = max_wait_s
         self._batch_size = batch_size
+        self._max_pending = max_pending
+        self._remembered_vehicles = remembered_vehicles
         self._writer: StateWriter | None = None
-        self._pending: list[tuple[str, list[StateUpdate]]] = []
+        self._pending = NewestUpdates()
+        self._written = WrittenStamps(remembered_vehicles)
 
     def setup(self) -> None:
         self._writer = StateWriter(self._url, self._max_wait_s, self._batch_size)
+        self._written = WrittenStamps(self._remembered_vehicles)
 
     def start_bundle(self) -> None:
-        self._pending = []
+        self._pending = NewestUpdates()
 
     def process(self, element) -> Iterable[None]:
         pairs: Iterable[tuple[str, MappedMessage]] = element if self._batches else (element,)
         for vin, message in pairs:
             updates = state_updates(message.data)
             if updates:
-                self._pending.append((vin, updates))
-        if len(self._pending) >= self._batch_size:
+                self._pending.add(vin, updates)
+        if len(self._pending) >= self._max_pending:
             self._flush()
         return ()
 
@@ -70,10 +79,15 @@ class _WriteStateFn(beam.DoFn):
         self._flush()
 
     def _flush(self) -> None:
-        if self._pending:
-            assert self._writer is not None
-            self._writer.write(self._pending)
-            self._pending = []
+        assert self._writer is not None
+        batch = self._written.unsent(self._pending.take())
+        if not batch:
+            return
+        retries = self._writer.retries
+        self._writer.write(batch)
+        if self._writer.retries != retries:   # Redis failed: it may have lost what it had
+            self._written.clear()
+        self._written.record(batch)
 
     def teardown(self) -> None:
         if self._writer is not None:
