@@ -5,8 +5,9 @@ every request that is ready (`call_soon`): its commands packed together and writ
 on one pooled connection, then their replies read in order. Under load that is one round
 trip, one connection check-out and one pair of syscalls for many requests instead of one
 each; alone, a request waits for nobody. The commands go straight to the connection
-(redis-py's `pack_commands` / `read_response`, hiredis parsing): no pipeline object and no
-response callbacks, so `hgetall` answers Redis's flat `[field, value, ...]` list.
+(packed by hiredis, replies read by redis-py's `read_response`, hiredis parsing): no
+pipeline object and no response callbacks, so `hgetall` answers Redis's flat
+`[field, value, ...]` list.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
+from hiredis import pack_command
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
@@ -61,7 +63,7 @@ class BatchedReads:
             return
         try:
             await connection.send_packed_command(
-                connection.pack_commands([command for command, _ in batch]), check_health=False)
+                b"".join([pack_command(command) for command, _ in batch]), check_health=False)
             for _, future in batch:
                 try:
                     result = await connection.read_response()

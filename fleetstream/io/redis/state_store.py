@@ -23,6 +23,7 @@ from itertools import chain
 from typing import Any, Iterable, Sequence
 
 import redis
+from hiredis import pack_command
 from redis.exceptions import NoScriptError, ResponseError
 
 from fleetstream.schemas.errors import ConfigError
@@ -86,7 +87,7 @@ def check_state_store(url: str) -> None:
 
 class StateWriter:
     """Keeps the newest entries of vehicles in Redis, in pipelined batches of script calls:
-    each batch's EVALSHA commands are packed together, written at once on one connection
+    each batch's EVALSHA commands are packed (hiredis) and written at once on one connection
     and their replies read in order (no pipeline object: this is the streaming job's
     per-message cost)."""
 
@@ -145,7 +146,7 @@ class StateWriter:
         pool = self._client.connection_pool
         connection = pool.get_connection()
         try:
-            connection.send_packed_command(connection.pack_commands(commands))
+            connection.send_packed_command([b"".join([pack_command(c) for c in commands])])
             replies: list[Any] = []
             for _ in commands:
                 try:
