@@ -4,13 +4,14 @@
     writer.write([(vin, state_updates(message.data)), ...])
 
 State is kept per VIN for every application alike; permissions are applied when it is
-read. Each (vin, updates) pair becomes one call of one Lua script (`KEEP_NEWEST`) that,
-atomically in Redis, keeps each property's (instance's) entry only when it is newer than
-the kept one and indexes a kept location in the geo index; so late, repeated and replayed
-data never overwrite newer values and the order of writes does not matter. Calls go in
-pipelines of `batch_size`. When Redis cannot be reached the writer retries the whole batch
-(the script is idempotent) for up to `max_wait_s`, then raises (`WriteLatestState` then
-fails the bundle, which the runner retries): no update is dropped. What Redis has
+read. The (vin, updates) pairs go to one Lua script (`KEEP_NEWEST`, one call per
+`vehicles_per_call` pairs) that, atomically in Redis, keeps each property's (instance's)
+entry only when it is newer than the kept one and indexes a kept location in the geo
+index; so late, repeated and replayed data never overwrite newer values and the order of
+writes does not matter. Calls go in pipelines of `batch_size` pairs. When Redis cannot be
+reached the writer retries the whole batch (the script is idempotent) for up to
+`max_wait_s`, then raises (`WriteLatestState` then fails the bundle, which the runner
+retries): no update is dropped. What Redis has
 acknowledged survives as its persistence allows (the dev server: append-only file, fsync
 every second).
 """
@@ -31,38 +32,44 @@ from fleetstream.schemas.state import GEO_KEY, StateUpdate, state_key
 
 _log = logging.getLogger(__name__)
 
-#: KEYS[1] the vehicle's hash, KEYS[2] the geo index; ARGV[1] the VIN, then per update its
-#: field, value (13-digit epoch ms + entry JSON) and geo ("lon,lat" or ""). Reads every
-#: field's kept value at once (HMGET), keeps a value only when its timestamp is newer than
-#: the kept one's (or than an earlier update of the same field in this call), writes the
-#: kept ones at once (HSET); returns how many updates it kept.
+#: KEYS[1] the geo index, KEYS[2..] the vehicles' hashes; ARGV per vehicle in KEYS order:
+#: its VIN, its number of updates, then per update its field, value (13-digit epoch ms +
+#: entry JSON) and geo ("lon,lat" or ""). Per vehicle: reads the fields' kept values at once
+#: (HMGET), keeps a value only when its timestamp is newer than the kept one's (or than an
+#: earlier update of the same field), writes the kept ones at once (HSET) and indexes a kept
+#: location. Returns how many updates it kept.
 KEEP_NEWEST = """
-local n = (#ARGV - 1) / 3
-local fields = {}
-for i = 1, n do fields[i] = ARGV[3 * i - 1] end
-local current = redis.call('HMGET', KEYS[1], unpack(fields))
-local newer, order, kept = {}, {}, 0
-for i = 1, n do
-  local field, value = fields[i], ARGV[3 * i]
-  local old = newer[field] or current[i]
-  if (not old) or string.sub(old, 1, 13) < string.sub(value, 1, 13) then
-    if not newer[field] then order[#order + 1] = field end
-    newer[field] = value
-    kept = kept + 1
-    local geo = ARGV[3 * i + 1]
-    if geo ~= '' then
-      local comma = string.find(geo, ',', 1, true)
-      redis.call('GEOADD', KEYS[2], string.sub(geo, 1, comma - 1), string.sub(geo, comma + 1), ARGV[1])
+local kept, at = 0, 1
+for k = 2, #KEYS do
+  local vin, n = ARGV[at], tonumber(ARGV[at + 1])
+  local first = at + 2
+  local fields = {}
+  for i = 1, n do fields[i] = ARGV[first + 3 * (i - 1)] end
+  local current = redis.call('HMGET', KEYS[k], unpack(fields))
+  local newer, order = {}, {}
+  for i = 1, n do
+    local field, value = fields[i], ARGV[first + 3 * (i - 1) + 1]
+    local old = newer[field] or current[i]
+    if (not old) or string.sub(old, 1, 13) < string.sub(value, 1, 13) then
+      if not newer[field] then order[#order + 1] = field end
+      newer[field] = value
+      kept = kept + 1
+      local geo = ARGV[first + 3 * (i - 1) + 2]
+      if geo ~= '' then
+        local comma = string.find(geo, ',', 1, true)
+        redis.call('GEOADD', KEYS[1], string.sub(geo, 1, comma - 1), string.sub(geo, comma + 1), vin)
+      end
     end
   end
-end
-if kept > 0 then
-  local sets = {}
-  for _, field in ipairs(order) do
-    sets[#sets + 1] = field
-    sets[#sets + 1] = newer[field]
+  if #order > 0 then
+    local sets = {}
+    for _, field in ipairs(order) do
+      sets[#sets + 1] = field
+      sets[#sets + 1] = newer[field]
+    end
+    redis.call('HSET', KEYS[k], unpack(sets))
   end
-  redis.call('HSET', KEYS[1], unpack(sets))
+  at = first + 3 * n
 end
 return kept
 """
@@ -86,13 +93,17 @@ def check_state_store(url: str) -> None:
 
 
 class StateWriter:
-    """Keeps the newest entries of vehicles in Redis, in pipelined batches of script calls:
-    each batch's EVALSHA commands are packed (hiredis) and written at once on one connection
+    """Keeps the newest entries of vehicles in Redis, in pipelined batches of `batch_size`
+    vehicles, `vehicles_per_call` vehicles per script call: each batch's EVALSHA commands are packed (hiredis) and written at once on one connection
     and their replies read in order (no pipeline object: this is the streaming job's
     per-message cost)."""
 
-    def __init__(self, url: str, max_wait_s: float = 600.0, batch_size: int = 500) -> None:
+    def __init__(self, url: str, max_wait_s: float = 600.0, batch_size: int = 500,
+                 vehicles_per_call: int = 50) -> None:
         self._client = connect(url)
+        #: vehicles per script call: Redis's cost per call (script lookup, arguments) is
+        #: shared by them
+        self.vehicles_per_call = vehicles_per_call
         self._sha = hashlib.sha1(KEEP_NEWEST.encode()).hexdigest()
         self._max_wait_s = max_wait_s
         self.batch_size = batch_size
@@ -114,8 +125,8 @@ class StateWriter:
         return kept
 
     def _write_batch(self, batch: list[tuple[str, Sequence[StateUpdate]]]) -> int:
-        commands = [("EVALSHA", self._sha, 2, state_key(vin), GEO_KEY, vin,
-                     *chain.from_iterable(vehicle_updates)) for vin, vehicle_updates in batch]
+        commands = [self._call(batch[start:start + self.vehicles_per_call])
+                    for start in range(0, len(batch), self.vehicles_per_call)]
         deadline = time.monotonic() + self._max_wait_s
         pause = 0.05
         while True:
@@ -129,6 +140,15 @@ class StateWriter:
                              error, pause)
                 time.sleep(pause)
                 pause = min(pause * 2, 2.0)
+
+    def _call(self, vehicles: list[tuple[str, Sequence[StateUpdate]]]) -> tuple:
+        """One EVALSHA of the script for these vehicles."""
+        args: list[Any] = []
+        for vin, vehicle_updates in vehicles:
+            args += (vin, len(vehicle_updates))
+            args += chain.from_iterable(vehicle_updates)
+        return ("EVALSHA", self._sha, len(vehicles) + 1, GEO_KEY,
+                *(state_key(vin) for vin, _ in vehicles), *args)
 
     def _send(self, commands: list[tuple]) -> int:
         """Send the calls, load the script once when Redis does not have it; the kept count."""
