@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from itertools import chain
 from typing import Any, Iterable, Sequence
 
 import redis
@@ -28,37 +27,33 @@ from hiredis import pack_command
 from redis.exceptions import NoScriptError, ResponseError
 
 from fleetstream.schemas.errors import ConfigError
-from fleetstream.schemas.state import GEO_KEY, StateUpdate, state_key
+from fleetstream.schemas.state import (GEO_KEY, LOCATION_FIELD, TS_DIGITS, StateUpdate,
+                                       state_key)
 
 _log = logging.getLogger(__name__)
 
 #: KEYS[1] the geo index, KEYS[2..] the vehicles' hashes; ARGV per vehicle in KEYS order:
-#: its VIN, its number of updates, then per update its field, value (13-digit epoch ms +
-#: entry JSON) and geo ("lon,lat" or ""). Per vehicle: reads the fields' kept values at once
-#: (HMGET), keeps a value only when its timestamp is newer than the kept one's (or than an
-#: earlier update of the same field), writes the kept ones at once (HSET) and indexes a kept
-#: location. Returns how many updates it kept.
+#: its VIN, its number of updates, the geo ("lon,lat" or "") of its newest location update,
+#: then per update its field and value (13-digit epoch ms + entry JSON). Per vehicle: reads
+#: the fields' kept values at once (HMGET), keeps a value only when its timestamp is newer
+#: than the kept one's (or than an earlier update of the same field), writes the kept ones
+#: at once (HSET) and, when a location was kept, indexes it. Returns how many it kept.
 KEEP_NEWEST = """
 local kept, at = 0, 1
 for k = 2, #KEYS do
-  local vin, n = ARGV[at], tonumber(ARGV[at + 1])
-  local first = at + 2
+  local vin, n, geo = ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2]
+  local first = at + 3
   local fields = {}
-  for i = 1, n do fields[i] = ARGV[first + 3 * (i - 1)] end
+  for i = 1, n do fields[i] = ARGV[first + 2 * (i - 1)] end
   local current = redis.call('HMGET', KEYS[k], unpack(fields))
   local newer, order = {}, {}
   for i = 1, n do
-    local field, value = fields[i], ARGV[first + 3 * (i - 1) + 1]
+    local field, value = fields[i], ARGV[first + 2 * (i - 1) + 1]
     local old = newer[field] or current[i]
     if (not old) or string.sub(old, 1, 13) < string.sub(value, 1, 13) then
       if not newer[field] then order[#order + 1] = field end
       newer[field] = value
       kept = kept + 1
-      local geo = ARGV[first + 3 * (i - 1) + 2]
-      if geo ~= '' then
-        local comma = string.find(geo, ',', 1, true)
-        redis.call('GEOADD', KEYS[1], string.sub(geo, 1, comma - 1), string.sub(geo, comma + 1), vin)
-      end
     end
   end
   if #order > 0 then
@@ -69,13 +64,26 @@ for k = 2, #KEYS do
     end
     redis.call('HSET', KEYS[k], unpack(sets))
   end
-  at = first + 3 * n
+  if geo ~= '' and newer['%s'] then
+    local comma = string.find(geo, ',', 1, true)
+    redis.call('GEOADD', KEYS[1], string.sub(geo, 1, comma - 1), string.sub(geo, comma + 1), vin)
+  end
+  at = first + 2 * n
 end
 return kept
-"""
+""" % LOCATION_FIELD
 #: the errors after which the whole batch is sent again (the script is idempotent)
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
               redis.exceptions.ReadOnlyError, redis.exceptions.TryAgainError)
+
+
+def _newest_geo(updates: Sequence[StateUpdate]) -> str:
+    """The geo of the newest location update (of equal ones the first, as the script keeps)."""
+    geo, newest = "", b""
+    for update in updates:
+        if update.field == LOCATION_FIELD and update.value[:TS_DIGITS] > newest:
+            geo, newest = update.geo, update.value[:TS_DIGITS]
+    return geo
 
 
 def connect(url: str, timeout_s: float = 5.0) -> redis.Redis:
@@ -145,8 +153,9 @@ class StateWriter:
         """One EVALSHA of the script for these vehicles."""
         args: list[Any] = []
         for vin, vehicle_updates in vehicles:
-            args += (vin, len(vehicle_updates))
-            args += chain.from_iterable(vehicle_updates)
+            args += (vin, len(vehicle_updates), _newest_geo(vehicle_updates))
+            for update in vehicle_updates:
+                args += (update.field, update.value)
         return ("EVALSHA", self._sha, len(vehicles) + 1, GEO_KEY,
                 *(state_key(vin) for vin, _ in vehicles), *args)
 
