@@ -1,12 +1,12 @@
 """What a worker sends to the state store (`io.redis.state_batch`), without Redis: coalescing
-a bundle per vehicle and leaving out what was written must end in the same state as
-sending every message on its own. The same on a real Redis: tests/test_state_store.py."""
+a bundle per vehicle must end in the same state as sending every message on its own. The
+same on a real Redis: tests/test_state_store.py."""
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleetstream.io.redis.state_batch import NewestUpdates, WrittenStamps
+from fleetstream.io.redis.state_batch import NewestUpdates
 from fleetstream.schemas.state import TS_DIGITS, StateUpdate
 
 
@@ -36,27 +36,6 @@ def test_a_vehicle_s_messages_become_one_update_per_field_the_newest() -> None:
     assert len(pending) == 0 and pending.take() == []
 
 
-def test_what_was_written_is_not_sent_again_but_newer_unchanged_data_is() -> None:
-    written = WrittenStamps()
-    first = [("V1", [update("a", 5), update("b", 5)])]
-    assert written.unsent(first) == first
-    written.record(first)
-    assert written.unsent(first) == []                                   # a replay
-    assert written.unsent([("V1", [update("a", 4), update("b", 6)])]) == [
-        ("V1", [update("b", 6)])]                                        # late a, newer b
-    assert written.unsent([("V2", [update("a", 1)])]) == [("V2", [update("a", 1)])]
-    written.clear()
-    assert written.unsent(first) == first
-
-
-def test_the_memory_of_written_stamps_is_bounded() -> None:
-    written = WrittenStamps(max_vehicles=3)
-    for n in range(10):
-        written.record([(f"V{n}", [update("a", 5)])])
-        assert len(written._stamps) <= 3
-    assert written.unsent([("V9", [update("a", 5)])]) == []
-
-
 messages = st.lists(st.tuples(st.sampled_from(("V1", "V2", "V3")),
                               st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 20),
                                                  st.sampled_from(("x", "y"))),
@@ -64,24 +43,18 @@ messages = st.lists(st.tuples(st.sampled_from(("V1", "V2", "V3")),
                     max_size=40)
 
 
-@given(messages=messages, bundle=st.integers(1, 8), remembered=st.integers(1, 4),
-       forget_at=st.integers(0, 40))
-def test_coalesced_and_skipped_writes_end_in_the_state_of_every_message_written(
-        messages, bundle: int, remembered: int, forget_at: int) -> None:
+@given(messages=messages, bundle=st.integers(1, 8))
+def test_coalesced_writes_end_in_the_state_of_every_message_written(
+        messages, bundle: int) -> None:
     one_by_one: dict[tuple[str, str], bytes] = {}
     for vin, entries in messages:
         keep_newest(one_by_one, [(vin, [update(*e) for e in entries])])
     store: dict[tuple[str, str], bytes] = {}
-    written = WrittenStamps(max_vehicles=remembered)
     for start in range(0, len(messages), bundle):
         pending = NewestUpdates()
         for vin, entries in messages[start:start + bundle]:
             pending.add(vin, [update(*e) for e in entries])
-        batch = written.unsent(pending.take())
-        keep_newest(store, batch)
-        written.record(batch)
-        if start <= forget_at < start + bundle:
-            written.clear()
+        keep_newest(store, pending.take())
     # (of entries at the same timestamp either may be kept: DATA-CONTRACTS §10)
     assert {key: value[:TS_DIGITS] for key, value in store.items()} == {
         key: value[:TS_DIGITS] for key, value in one_by_one.items()}

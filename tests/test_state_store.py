@@ -193,9 +193,9 @@ def test_one_call_with_a_field_twice_keeps_the_newer_whatever_its_place(store) -
         assert value_ms(client.hget(state_key(vin), "diagnostics.odometer")) == BASE_MS + 2_000
 
 
-def test_the_state_step_coalesces_and_skips_without_losing_the_newest(store) -> None:
-    """Bundles of one vehicle's messages in random order, through two workers in turn (each
-    with its own memory of what it wrote): Redis ends with the newest of each field."""
+def test_the_state_step_coalesces_without_losing_the_newest(store) -> None:
+    """Bundles of five vehicles' messages in random order, through two workers in turn:
+    Redis ends with the newest of each field."""
     from fleetstream.io.redis.write_state import _WriteStateFn
     from fleetstream.schemas.mapped import MappedMessage
     url, client = store

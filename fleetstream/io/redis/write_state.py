@@ -5,8 +5,7 @@
 Takes the mapped messages, `(vin, MappedMessage)` (lists of them with `batches=True`, the
 streaming job), once per source message, before ordering and permissions: the state is
 the same for every application, and permissions are applied when it is read. A bundle's
-updates are coalesced per vehicle (`NewestUpdates`: per field the newest), the ones this
-worker has written already left out (`WrittenStamps`), and written (`StateWriter`: one Lua
+updates are coalesced per vehicle (`NewestUpdates`: per field the newest) and written (`StateWriter`: one Lua
 script call per vehicle, pipelines of `batch_size` calls, newest timestamp wins) when
 `max_pending` vehicles are pending and before the bundle ends, so a checkpoint completes only once Redis has them;
 while Redis is down the writer retries, then fails the bundle for the runner to retry.
@@ -19,7 +18,7 @@ from typing import Iterable
 
 import apache_beam as beam
 
-from fleetstream.io.redis.state_batch import NewestUpdates, WrittenStamps
+from fleetstream.io.redis.state_batch import NewestUpdates
 from fleetstream.io.redis.state_store import StateWriter
 from fleetstream.schemas.mapped import MappedMessage
 from fleetstream.schemas.state import state_updates
@@ -47,20 +46,17 @@ class _WriteStateFn(beam.DoFn):
     once Redis has them."""
 
     def __init__(self, url: str, batches: bool, max_wait_s: float, batch_size: int,
-                 max_pending: int = 5_000, remembered_vehicles: int = 10_000) -> None:
+                 max_pending: int = 5_000) -> None:
         self._url = url
         self._batches = batches
         self._max_wait_s = max_wait_s
         self._batch_size = batch_size
         self._max_pending = max_pending
-        self._remembered_vehicles = remembered_vehicles
         self._writer: StateWriter | None = None
         self._pending = NewestUpdates()
-        self._written = WrittenStamps(remembered_vehicles)
 
     def setup(self) -> None:
         self._writer = StateWriter(self._url, self._max_wait_s, self._batch_size)
-        self._written = WrittenStamps(self._remembered_vehicles)
 
     def start_bundle(self) -> None:
         self._pending = NewestUpdates()
@@ -79,15 +75,9 @@ class _WriteStateFn(beam.DoFn):
         self._flush()
 
     def _flush(self) -> None:
-        assert self._writer is not None
-        batch = self._written.unsent(self._pending.take())
-        if not batch:
-            return
-        retries = self._writer.retries
-        self._writer.write(batch)
-        if self._writer.retries != retries:   # Redis failed: it may have lost what it had
-            self._written.clear()
-        self._written.record(batch)
+        if len(self._pending):
+            assert self._writer is not None
+            self._writer.write(self._pending.take())
 
     def teardown(self) -> None:
         if self._writer is not None:
