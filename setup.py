@@ -25,7 +25,7 @@ INSTALL_REQUIRES = [
     # the latest-state store (Redis; hiredis parses its replies) and `fleetstream api`
     "redis==5.3.1",
     "hiredis==3.5.0",
-    "starlette==1.10.0",
+    "starlette==1.10.0",           # its TestClient, in the API tests (the API is plain ASGI)
     "uvicorn==0.55.0",
     "uvloop==0.23.0",              # uvicorn's event loop (loop="auto" picks it)
     "httptools==0.9.0",            # uvicorn's HTTP parser (http="auto" picks it)

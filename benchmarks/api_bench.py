@@ -16,7 +16,7 @@
    `--duration` s: 200 answers/s and latency percentiles;
 6. half rate: the same connections paced (wrk's per-request `delay`) to half the
    saturation rate: rate and p50/p99;
-7. framework floor: uvicorn and Starlette alone (same options and pinning), one route
+7. framework floor: uvicorn alone (same options and pinning) with a bare ASGI function
    answering a constant body of the same size, at saturation: what any API process of this
    stack can do on this machine now.
 Redis is not pinned (it runs wherever the kernel puts it). `--no-pin` pins nothing. Needs the
@@ -256,29 +256,34 @@ def run_api_phases(args: argparse.Namespace, url: str, pin) -> None:
         finally:
             api.terminate()
             api.wait(20)
-        floor, others = framework_floor(Path(folder), pin, args, len(answer.content))
-        print(f"framework floor (uvicorn + Starlette, a constant {len(answer.content):,}-byte "
-              f"answer): {floor:,.0f} answers/s ({others} non-200); the API is "
+        floor, others, floor_cpu = framework_floor(Path(folder), pin, args,
+                                                   len(answer.content))
+        print(f"framework floor (uvicorn, a bare ASGI function, a constant "
+              f"{len(answer.content):,}-byte answer): {floor:,.0f} answers/s ({others} "
+              f"non-200), {floor_cpu * 1e6:,.0f} us of CPU per answer; the API is "
               f"{throughput / floor:.2f} of it")
 
 
 FLOOR_APP = """
 import sys
 import uvicorn
-from starlette.applications import Starlette
-from starlette.responses import Response
-from starlette.routing import Route
 BODY = b"x" * int(sys.argv[2])
-async def vehicle(request):
-    return Response(BODY, media_type="application/json", headers={"etag": '"e"'})
-uvicorn.run(Starlette(routes=[Route("/v1/vehicles/{vehicle_id}", vehicle)]), host="127.0.0.1",
-            port=int(sys.argv[1]), access_log=False, log_level="warning", proxy_headers=False,
-            server_header=False)
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(BODY)),
+           (b"etag", b'"e"'), (b"cache-control", b"private, no-cache")]
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": BODY})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False, log_level="warning",
+            proxy_headers=False, server_header=False, lifespan="off")
 """
 
 
-def framework_floor(folder: Path, pin, args: argparse.Namespace, size: int) -> tuple[float, int]:
-    """(answers/s, non-200) of uvicorn + Starlette answering a constant body, at saturation."""
+def framework_floor(folder: Path, pin, args: argparse.Namespace, size: int
+                    ) -> tuple[float, int, float]:
+    """(answers/s, non-200, CPU s per answer) of uvicorn answering a constant body (a bare
+    ASGI function), at saturation."""
     script = folder / "floor_app.py"
     script.write_text(FLOOR_APP)
     server = subprocess.Popen([*pin("0"), sys.executable, str(script), str(args.port + 1),
@@ -293,10 +298,12 @@ def framework_floor(folder: Path, pin, args: argparse.Namespace, size: int) -> t
                 if time.monotonic() > deadline:
                     raise SystemExit("the framework floor app did not start")
                 time.sleep(0.2)
+        cpu_before, wall_before = cpu_seconds(server.pid), time.monotonic()
         rate, others, _ = wrk_phase(f"http://127.0.0.1:{args.port + 1}",
                                     args.connections, args.duration,
                                     wrk_script(folder, args.vehicles, 0), prefix=pin("1"))
-        return rate, others
+        cpu = cpu_seconds(server.pid) - cpu_before
+        return rate, others, cpu / (rate * (time.monotonic() - wall_before))
     finally:
         server.terminate()
         server.wait(20)

@@ -184,17 +184,22 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_fleetstream_api_serves_and_refuses_a_missing_key_variable(
-        kafka_service, state_url, tmp_path: Path) -> None:
-    bootstrap = kafka_service.bootstrap
+def api_command(bootstrap: str, state_url: str, folder: Path) -> tuple[list[str], int]:
+    """(`fleetstream api` command line, its port) over a fresh activations topic (its last
+    argument) that approves VINS[1] for fleet-a."""
     topic = fresh_topic(bootstrap)
     publish(bootstrap, topic, [ActivationEvent(VINS[1], "fleet-a", "approved", 1_000)])
-    config = tmp_path / "config.yaml"
+    config = folder / "config.yaml"
     config.write_text(yaml.safe_dump(raw_config(state_url)))
     port = free_port()
-    command = [sys.executable, "-m", "fleetstream.pipelines.cli", "api", "--config", str(config),
-               "--listen", f"127.0.0.1:{port}", "--kafka", bootstrap,
-               "--activations-topic", topic]
+    return [sys.executable, "-m", "fleetstream.pipelines.cli", "api", "--config", str(config),
+            "--listen", f"127.0.0.1:{port}", "--kafka", bootstrap,
+            "--activations-topic", topic], port
+
+
+def test_fleetstream_api_serves_and_refuses_a_missing_key_variable(
+        kafka_service, state_url, tmp_path: Path) -> None:
+    command, port = api_command(kafka_service.bootstrap, state_url, tmp_path)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     missing = subprocess.run(command, env={k: v for k, v in {**env, **ENV}.items()
                                            if k != "INSURER_B_API_KEYS"},
@@ -221,3 +226,63 @@ def test_fleetstream_api_serves_and_refuses_a_missing_key_variable(
     finally:
         server.terminate()
         server.wait(20)
+
+
+def api_workers_of(pid: int) -> list[int]:
+    """The spawned worker processes whose parent is `pid` (/proc; not multiprocessing's
+    resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in command:
+                found.append(int(entry.name))
+    return found
+
+
+def test_fleetstream_api_workers_share_the_port_each_following_revocations(
+        kafka_service, state_url, tmp_path: Path) -> None:
+    command, port = api_command(kafka_service.bootstrap, state_url, tmp_path)
+    server = subprocess.Popen(
+        [*command, "--workers", "2"],
+        env={**os.environ, **ENV, "PYTHONPATH": str(Path(__file__).parents[1])},
+        stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/v1/vehicles/{VINS[1]}"
+    auth = {"authorization": f"Bearer {KEYS['fleet-a']}"}
+
+    def statuses(count: int = 40) -> set[int]:
+        """Statuses over `count` new connections (the kernel spreads them over both)."""
+        return {httpx.get(url, headers=auth).status_code for _ in range(count)}
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                workers = api_workers_of(server.pid)
+                if len(workers) == 1 and statuses() == {200}:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, server.stderr
+            time.sleep(0.5)
+        publish(kafka_service.bootstrap, command[-1],
+            [ActivationEvent(VINS[1], "fleet-a", "revoked", 2_000)])
+        deadline = time.monotonic() + 30
+        while statuses() != {404}:              # every process hides it, not just one
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        server.kill()                           # the first process is gone: so is the worker
+        server.wait(20)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{workers[0]}").exists() and \
+                "Z" not in Path(f"/proc/{workers[0]}/stat").read_text().rsplit(")", 1)[1][:3]:
+            assert time.monotonic() < deadline, "the worker outlived the first process"
+            time.sleep(0.2)
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(20)

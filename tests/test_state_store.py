@@ -180,3 +180,46 @@ def test_write_latest_state_takes_the_streaming_job_s_lists_of_messages(store) -
         _ = pipeline | beam.Create(batches) | WriteLatestState(url, batches=True)
     assert sorted(client.keys("fs:state:*")) == [f"fs:state:V{n}".encode() for n in range(4)]
     assert value_ms(client.hget("fs:state:V3", "diagnostics.odometer")) == BASE_MS + 2
+
+
+def test_one_call_with_a_field_twice_keeps_the_newer_whatever_its_place(store) -> None:
+    url, client = store
+    writer = StateWriter(url)
+    old, new = state_updates(message("odometer", 1_000, 1.0)), state_updates(
+        message("odometer", 2_000, 2.0))
+    assert writer.write([("V1", [*new, *old])]) == 1
+    assert writer.write([("V2", [*old, *new])]) == 2
+    for vin in ("V1", "V2"):
+        assert value_ms(client.hget(state_key(vin), "diagnostics.odometer")) == BASE_MS + 2_000
+
+
+def test_the_state_step_coalesces_without_losing_the_newest(store) -> None:
+    """Bundles of five vehicles' messages in random order, through two workers in turn:
+    Redis ends with the newest of each field."""
+    from fleetstream.io.redis.write_state import _WriteStateFn
+    from fleetstream.schemas.mapped import MappedMessage
+    url, client = store
+    rng = random.Random(5)
+    sent = [(kind, ms) for kind in ("odometer", "coordinates", *LOCATIONS)
+            for ms in rng.sample(range(10_000), 30)]
+    rng.shuffle(sent)
+    workers = [_WriteStateFn(url, True, 60.0, 2, max_pending=3) for _ in range(2)]
+    for worker in workers:
+        worker.setup()
+    for start in range(0, len(sent), 17):
+        worker = workers[start // 17 % 2]
+        worker.start_bundle()
+        for kind, ms in sent[start:start + 17]:
+            vin = f"V{ms % 5}"
+            worker.process([(vin, MappedMessage("tesla", "m", 0, 0, message(kind, ms, ms)))])
+        worker.finish_bundle()
+    for worker in workers:
+        worker.teardown()
+    for vin_n in range(5):
+        for kind in ("odometer", "coordinates", *LOCATIONS):
+            newest = max((ms for k, ms in sent if k == kind and ms % 5 == vin_n), default=None)
+            field = {"odometer": "diagnostics.odometer",
+                     "coordinates": "vehicle_location.coordinates"}.get(
+                kind, f"diagnostics.tire_pressures|{kind}")
+            stored = client.hget(state_key(f"V{vin_n}"), field)
+            assert (None if stored is None else value_ms(stored) - BASE_MS) == newest

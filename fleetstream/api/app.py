@@ -1,4 +1,5 @@
-"""The API's routes (DATA-CONTRACTS §10): Starlette, JSON by orjson, state from Redis.
+"""The API's routes (DATA-CONTRACTS §10): plain ASGI (`api/http.py`), JSON by orjson,
+state from Redis.
 
     GET /v1/vehicles[?near=LAT,LON&radius_m=R]        the caller's approved vehicles
     GET /v1/vehicles/{id}                             their latest state
@@ -20,23 +21,19 @@ import hashlib
 import logging
 import math
 import re
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable
 
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from fleetstream.api.activations import Approvals
+from fleetstream.api.http import Answer, Request, Router, error
 from fleetstream.api.keys import ApiKeys
-from fleetstream.api.reads import BatchedReads
 from fleetstream.api.openapi import OPENAPI
+from fleetstream.api.reads import BatchedReads
 from fleetstream.schemas.config import Application
-from fleetstream.schemas.state import (GEO_KEY, PermittedFields, geofence_events_key,
+from fleetstream.schemas.state import (GEO_KEY, AnswerLayouts, geofence_events_key,
                                        property_entries, property_fields, state_answer_json,
                                        state_key)
 from fleetstream.schemas.timestamps import iso_ms, to_epoch_ms
@@ -46,35 +43,28 @@ _log = logging.getLogger(__name__)
 #: a vehicle id: a VIN (17 characters) or a pseudonym (`p-` + 32 hex); anything else is unknown
 _VEHICLE_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 _NAME = re.compile(r"[a-z_]{1,64}")
-MAX_QUERY_BYTES = 1024
-MAX_PATH_BYTES = 512
 MAX_RADIUS_M = 1_000_000.0
 MAX_EVENTS = 10_000
 
-_NOT_FOUND_VEHICLE = orjson.dumps({"error": "vehicle not found"})
-_NOT_FOUND_PROPERTY = orjson.dumps({"error": "property not found"})
-_NOT_FOUND_GEOFENCE = orjson.dumps({"error": "geofence not found"})
-_UNAUTHORIZED = orjson.dumps({"error": "missing or invalid API key (Authorization: Bearer <key>)"})
-_JSON = "application/json"
+_NOT_FOUND_VEHICLE = error(404, "vehicle not found")
+_NOT_FOUND_PROPERTY = error(404, "property not found")
+_NOT_FOUND_GEOFENCE = error(404, "geofence not found")
+_UNAUTHORIZED = error(401, "missing or invalid API key (Authorization: Bearer <key>)",
+                      {"www-authenticate": 'Bearer realm="fleetstream"'})
+_UNAVAILABLE = error(503, "state store unavailable, retry later", {"retry-after": "1"})
+_OPENAPI = Answer(200, orjson.dumps(OPENAPI))
+_CACHE_CONTROL = (b"cache-control", b"private, no-cache")
 
 
-def _error(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(body, status, headers=headers, media_type=_JSON)
-
-
-def _bad_request(reason: str) -> Response:
-    return _error(400, orjson.dumps({"error": reason}))
-
-
-def _json(request: Request, answer: Any) -> Response:
+def _json(request: Request, answer: Any) -> Answer:
     """200 with an ETag, or 304 when the client has that version already."""
     body = answer if isinstance(answer, bytes) else orjson.dumps(answer)
     etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
-    if_none_match = request.headers.get("if-none-match")
+    tag = (b"etag", etag.encode())
+    if_none_match = request.header(b"if-none-match")
     if if_none_match and _matches(if_none_match, etag):
-        return Response(status_code=304, headers={"etag": etag})
-    return Response(body, 200, headers={"etag": etag, "cache-control": "private, no-cache"},
-                    media_type=_JSON)
+        return Answer(304, b"", (tag,))
+    return Answer(200, body, (tag, _CACHE_CONTROL))
 
 
 def _matches(if_none_match: str, etag: str) -> bool:
@@ -91,10 +81,10 @@ class StateApi:
         self.keys = keys
         self.redis = client
         self.reads = BatchedReads(client)
-        self._fields = {app.id: PermittedFields(app.permitted) for app in applications}
+        self._layouts = {app.id: AnswerLayouts(app.permitted) for app in applications}
 
     def _caller(self, request: Request) -> Application | None:
-        app_id = self.keys.application_of(request.headers.get("authorization"))
+        app_id = self.keys.application_of(request.header(b"authorization"))
         return None if app_id is None else self.applications.get(app_id)
 
     def _vin(self, app: Application, vehicle_id: str) -> str | None:
@@ -102,69 +92,69 @@ class StateApi:
             return None
         return self.approvals.vin_of(app.id, vehicle_id)
 
-    async def vehicles(self, request: Request, app: Application) -> Response:
-        near, radius = request.query_params.get("near"), request.query_params.get("radius_m")
+    async def vehicles(self, request: Request, app: Application) -> Answer:
+        near, radius = request.query.get("near"), request.query.get("radius_m")
         if near is None and radius is None:
             return _json(request, {"vehicles": self.approvals.vehicle_ids(app.id)})
         try:
             lat, lon = (float(part) for part in (near or "").split(","))
             radius_m = float(radius or "")
         except ValueError:
-            return _bad_request("near=LAT,LON and radius_m=METRES go together, as numbers")
+            return error(400, "near=LAT,LON and radius_m=METRES go together, as numbers")
         if not (all(map(math.isfinite, (lat, lon, radius_m))) and abs(lat) <= 85.05112878
                 and abs(lon) <= 180 and 0 < radius_m <= MAX_RADIUS_M):
-            return _bad_request(f"near: latitude within ±85.05, longitude within ±180; "
-                                f"radius_m: above 0, at most {MAX_RADIUS_M:.0f}")
+            return error(400, f"near: latitude within ±85.05, longitude within ±180; "
+                              f"radius_m: above 0, at most {MAX_RADIUS_M:.0f}")
         vins = await self.redis.geosearch(GEO_KEY, longitude=lon, latitude=lat,
                                           radius=radius_m, unit="m", sort="ASC")
         ids = self.approvals.id_of_vin(app.id)
         return _json(request, {"vehicles": [ids[vin] for vin in map(bytes.decode, vins)
                                             if vin in ids]})
 
-    async def vehicle(self, request: Request, app: Application) -> Response:
-        vehicle_id = request.path_params["vehicle_id"]
+    async def vehicle(self, request: Request, app: Application) -> Answer:
+        vehicle_id, = request.params
         vin = self._vin(app, vehicle_id)
         if vin is None:
-            return _error(404, _NOT_FOUND_VEHICLE)
+            return _NOT_FOUND_VEHICLE
         stored = await self.reads.hgetall(state_key(vin))
         if self.approvals.vin_of(app.id, vehicle_id) is None:   # revoked meanwhile
-            return _error(404, _NOT_FOUND_VEHICLE)
-        answer = state_answer_json(vehicle_id, stored, self._fields[app.id]) or {
+            return _NOT_FOUND_VEHICLE
+        answer = state_answer_json(vehicle_id, stored, self._layouts[app.id]) or {
             "vin": vehicle_id, "updated_at": None, "data": {}}
         return _json(request, answer)
 
-    async def vehicle_property(self, request: Request, app: Application) -> Response:
-        vehicle_id = request.path_params["vehicle_id"]
-        capability, prop = request.path_params["capability"], request.path_params["property"]
+    async def vehicle_property(self, request: Request, app: Application) -> Answer:
+        vehicle_id, capability, prop = request.params
         vin = self._vin(app, vehicle_id)
         if vin is None:
-            return _error(404, _NOT_FOUND_VEHICLE)
+            return _NOT_FOUND_VEHICLE
         if not (_NAME.fullmatch(capability) and _NAME.fullmatch(prop)
                 and prop in app.permitted.get(capability, ())):
-            return _error(404, _NOT_FOUND_PROPERTY)
+            return _NOT_FOUND_PROPERTY
         name, is_prefix = property_fields(capability, prop)
         if is_prefix:
-            stored = list((await self.reads.hgetall(state_key(vin))).items())
+            flat = await self.reads.hgetall(state_key(vin))
+            stored = list(zip(flat[0::2], flat[1::2]))
         else:
             value = await self.reads.hget(state_key(vin), name)
             stored = [] if value is None else [(name.encode(), value)]
         if self.approvals.vin_of(app.id, vehicle_id) is None:
-            return _error(404, _NOT_FOUND_VEHICLE)
+            return _NOT_FOUND_VEHICLE
         return _json(request, {"vin": vehicle_id, "capability": capability, "property": prop,
                                "entries": property_entries(stored, capability, prop)})
 
-    async def geofence_events(self, request: Request, app: Application) -> Response:
-        geofence_id = request.path_params["geofence_id"]
+    async def geofence_events(self, request: Request, app: Application) -> Answer:
+        geofence_id, = request.params
         if geofence_id not in {fence.id for fence in app.geofences}:
-            return _error(404, _NOT_FOUND_GEOFENCE)
-        since_text = request.query_params.get("since")
-        limit_text = request.query_params.get("limit", str(1000))
+            return _NOT_FOUND_GEOFENCE
+        since_text = request.query.get("since")
+        limit_text = request.query.get("limit", str(1000))
         try:
             since_ms = 0 if since_text is None else max(to_epoch_ms(since_text), 0)
         except (TypeError, ValueError, OverflowError):
-            return _bad_request("since: expected an ISO-8601 time, e.g. 2026-03-01T08:00:00Z")
+            return error(400, "since: expected an ISO-8601 time, e.g. 2026-03-01T08:00:00Z")
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_EVENTS:
-            return _bad_request(f"limit: expected a whole number from 1 to {MAX_EVENTS}")
+            return error(400, f"limit: expected a whole number from 1 to {MAX_EVENTS}")
         key = geofence_events_key(app.id, geofence_id)
         entries = await self.redis.xrange(key, min=str(since_ms), max="+",
                                           count=int(limit_text))
@@ -181,60 +171,30 @@ class StateApi:
                                "events": events})
 
 
-def _authorised(api: StateApi, handler: Callable[[Request, Application], Awaitable[Response]]
-                ) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
+def _authorised(api: StateApi, handler: Callable[[Request, Application], Awaitable[Answer]]
+                ) -> Callable[[Request], Awaitable[Answer]]:
+    async def endpoint(request: Request) -> Answer:
         app = api._caller(request)
         if app is None:
-            return _error(401, _UNAUTHORIZED, {"www-authenticate": 'Bearer realm="fleetstream"'})
+            return _UNAUTHORIZED
         try:
             return await handler(request, app)
-        except RedisError as error:
-            _log.warning("state store: %s", error)
-            return _error(503, orjson.dumps({"error": "state store unavailable, retry later"}),
-                          {"retry-after": "1"})
+        except RedisError as failure:
+            _log.warning("state store: %s", failure)
+            return _UNAVAILABLE
     return endpoint
 
 
-async def _openapi(_request: Request) -> Response:
-    return Response(orjson.dumps(OPENAPI), media_type=_JSON)
+async def _openapi(_request: Request) -> Answer:
+    return _OPENAPI
 
 
-async def _http_error(_request: Request, error: Exception) -> Response:
-    assert isinstance(error, HTTPException)
-    return _error(error.status_code, orjson.dumps({"error": error.detail}), error.headers)
-
-
-class _LimitUrl:
-    """ASGI middleware: 414 for an overlong path or query string, before any routing."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Mapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and (len(scope.get("query_string", b"")) > MAX_QUERY_BYTES
-                                        or len(scope.get("raw_path") or b"") > MAX_PATH_BYTES):
-            body = orjson.dumps({"error": "URL too long"})
-            await send({"type": "http.response.start", "status": 414,
-                        "headers": [(b"content-type", _JSON.encode()),
-                                    (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
-            return
-        await self.app(scope, receive, send)
-
-
-def create_app(api: StateApi, lifespan: Any = None) -> Any:
+def create_app(api: StateApi, lifespan: Any = None) -> Router:
     """The ASGI application."""
-    routes = [      # the most asked first: routes are tried in order
-        Route("/v1/vehicles/{vehicle_id}", _authorised(api, api.vehicle), methods=["GET"]),
-        Route("/v1/vehicles", _authorised(api, api.vehicles), methods=["GET"]),
-        Route("/openapi.json", _openapi, methods=["GET"]),
-        Route("/v1/vehicles/{vehicle_id}/{capability}/{property}",
-              _authorised(api, api.vehicle_property), methods=["GET"]),
-        Route("/v1/geofences/{geofence_id}/events", _authorised(api, api.geofence_events),
-              methods=["GET"]),
-    ]
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={HTTPException: _http_error})
-    return _LimitUrl(app)
-
+    return Router([      # the most asked first: routes are tried in order
+        (("v1", "vehicles", None), _authorised(api, api.vehicle)),
+        (("v1", "vehicles"), _authorised(api, api.vehicles)),
+        (("openapi.json",), _openapi),
+        (("v1", "vehicles", None, None, None), _authorised(api, api.vehicle_property)),
+        (("v1", "geofences", None, "events"), _authorised(api, api.geofence_events)),
+    ], lifespan)

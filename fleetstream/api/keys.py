@@ -16,12 +16,18 @@ def _digest(key: str | bytes) -> bytes:
 class ApiKeys:
     """Which application a bearer key belongs to. Only SHA-256 digests of the keys are
     kept; a presented key's digest is compared with every one (`hmac.compare_digest`, no
-    early exit), so the time taken does not tell how close a guess was."""
+    early exit), so the time taken does not tell how close a guess was. An `Authorization`
+    header found valid is remembered (at most `MAX_REMEMBERED`), so a client's key is
+    checked once per process; a header not found valid is never remembered and always
+    takes the full comparison."""
+
+    MAX_REMEMBERED = 1024
 
     def __init__(self, keys: Mapping[str, Sequence[str]]) -> None:
         """`keys`: application id -> its keys."""
         self._digests = [(_digest(key), app_id) for app_id, app_keys in keys.items()
                          for key in app_keys]
+        self._valid: dict[str, str] = {}
 
     @classmethod
     def from_environment(cls, applications: Sequence[Application],
@@ -57,6 +63,9 @@ class ApiKeys:
 
     def application_of(self, authorization: str | None) -> str | None:
         """The application of an `Authorization: Bearer <key>` header, or None."""
+        known = self._valid.get(authorization) if authorization else None
+        if known is not None:
+            return known
         if not authorization or len(authorization) > 1024:
             return None
         scheme, _, key = authorization.partition(" ")
@@ -67,4 +76,6 @@ class ApiKeys:
         for digest, app_id in self._digests:
             if hmac.compare_digest(digest, presented):
                 found = app_id
+        if found is not None and len(self._valid) < self.MAX_REMEMBERED:
+            self._valid[authorization] = found
         return found

@@ -1,15 +1,26 @@
 """Running `fleetstream api`: check everything at start-up, follow activations, serve.
 
-    run_api(config, listen="127.0.0.1:8091", bootstrap="127.0.0.1:9092", topic="activations")
+    run_api(config, listen="127.0.0.1:8091", bootstrap="127.0.0.1:9092", topic="activations",
+            workers=1)
 
 Start-up fails with a ConfigError naming the field when `state:` is missing, Redis does not
 answer, an application's `api_keys_env` variable is not set, or Kafka or the activations
 topic cannot be read. The server answers only once the activations topic is read to its end.
+With `workers` above 1, the first process starts the others (spawned) once its own start-up
+checks passed; each holds its own keys, activations follower and Redis client (they share
+nothing but Redis and Kafka) and listens on the same port (SO_REUSEPORT), and the kernel
+spreads new connections over them. A worker stops on SIGTERM or SIGINT, and on its own
+when the first process is gone, so no orphan keeps the port.
 """
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
+import socket
+import threading
+import time
+from multiprocessing.process import BaseProcess
 from typing import Any, AsyncIterator, Mapping
 
 import redis.asyncio as aioredis
@@ -74,16 +85,69 @@ class ApiService:
         self.follower.close()
 
 
+#: how often a worker checks that the first process still runs
+PARENT_CHECK_S = 1.0
+
+
 def run_api(config: Config, listen: str = DEFAULT_LISTEN, bootstrap: str = "127.0.0.1:9092",
-            topic: str = "activations") -> None:
-    """Serve until interrupted."""
-    import uvicorn
+            topic: str = "activations", workers: int = 1) -> None:
+    """Serve until interrupted, in `workers` processes."""
     host, port = parse_listen(listen)
     service = ApiService(config, bootstrap, topic)
+    context = multiprocessing.get_context("spawn")   # the follower's threads already run
+    others = [context.Process(target=_worker, args=(config, host, port, bootstrap, topic,
+                                                    os.getpid()),
+                              name=f"fleetstream-api-{n + 1}", daemon=True)
+              for n in range(workers - 1)]
     try:
-        uvicorn.run(service.asgi(), host=host, port=port, access_log=False, log_level="warning",
-                    loop="auto", http="auto", lifespan="on", server_header=False,
-                    proxy_headers=False,
-                    h11_max_incomplete_event_size=16 * 1024)
+        for worker in others:
+            worker.start()
+        _serve(service, host, port, reuse_port=workers > 1)
+    finally:
+        _stop(others)
+        service.close()
+
+
+def _serve(service: ApiService, host: str, port: int, reuse_port: bool,
+           parent: int | None = None) -> None:
+    import uvicorn
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(
+        service.asgi(), access_log=False, log_level="warning", loop="auto", http="auto",
+        lifespan="on", server_header=False, proxy_headers=False,
+        h11_max_incomplete_event_size=16 * 1024))
+    if parent is not None:
+        threading.Thread(target=_exit_when_orphaned, args=(server, parent), daemon=True).start()
+    server.run(sockets=[listener])
+
+
+def _worker(config: Config, host: str, port: int, bootstrap: str, topic: str,
+            parent: int) -> None:
+    service = ApiService(config, bootstrap, topic)
+    try:
+        _serve(service, host, port, reuse_port=True, parent=parent)
     finally:
         service.close()
+
+
+def _exit_when_orphaned(server: Any, parent: int) -> None:
+    while not server.should_exit:
+        if os.getppid() != parent:
+            server.should_exit = True
+        time.sleep(PARENT_CHECK_S)
+
+
+def _stop(workers: list[BaseProcess], timeout_s: float = 15.0) -> None:
+    """SIGTERM each worker, wait for it to finish what it accepted, then kill stragglers."""
+    for worker in workers:
+        if worker.is_alive():
+            worker.terminate()
+    for worker in workers:
+        worker.join(timeout_s)
+        if worker.is_alive():
+            worker.kill()
+            worker.join()

@@ -251,6 +251,9 @@ def build_parser(with_dev: bool = False) -> argparse.ArgumentParser:
                      help="Kafka bootstrap servers (default %(default)s)")
     api.add_argument("--activations-topic", default="activations", metavar="TOPIC",
                      help="the compacted activations topic (default %(default)s)")
+    api.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                     help="processes serving the API on the one port (SO_REUSEPORT; default "
+                          "%(default)s), each following activations on its own")
     api.set_defaults(handler=_api)
     stream = commands.add_parser(
         "stream", help="submit the streaming job (Kafka in, Flink, sinks out)",
@@ -436,7 +439,7 @@ def _api(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     print(f"fleetstream api: serving {len(config.applications)} application(s) on "
           f"http://{args.listen}", file=sys.stderr)
-    run_api(config, args.listen, args.kafka, args.activations_topic)
+    run_api(config, args.listen, args.kafka, args.activations_topic, args.workers)
     return 0
 
 

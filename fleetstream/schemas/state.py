@@ -20,7 +20,7 @@ stays (so a replay changes nothing).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import orjson
 
@@ -33,6 +33,7 @@ GEOFENCE_KEY_PREFIX = "fs:geofence:"
 #: properties with several instances: the data field that tells the instances apart
 INSTANCE_FIELDS: Mapping[tuple[str, str], str] = {("diagnostics", "tire_pressures"): "location"}
 LOCATION = ("vehicle_location", "coordinates")
+LOCATION_FIELD = "vehicle_location.coordinates"
 #: digits of the timestamp prefix of a stored value (epoch ms up to the year 2286)
 TS_DIGITS = 13
 _MAX_TS = 10 ** TS_DIGITS - 1
@@ -71,26 +72,33 @@ def state_field(capability: str, prop: str, entry: Mapping[str, Any]) -> str | N
 def state_updates(data: Data) -> list[StateUpdate]:
     """What a message (or document) changes in its vehicle's state: per field its newest
     entry with `data`, failure entries and unreadable timestamps left out."""
-    newest: dict[str, tuple[int, dict[str, Any]]] = {}
+    newest: dict[str, tuple[bytes, dict[str, Any]]] = {}
+    #: timestamp text -> its 13-digit prefix: a message's entries mostly share one
+    prefixes: dict[str, bytes] = {}
     for capability, properties in data.items():
         for prop, entries in properties.items():
+            name = None if (capability, prop) in INSTANCE_FIELDS else f"{capability}.{prop}"
             for entry in entries:
                 if "data" not in entry:
                     continue
-                try:
-                    ts_ms = min(max(to_epoch_ms(entry.get("timestamp")), 0), _MAX_TS)
-                except (TypeError, ValueError, OverflowError):
-                    continue
-                name = state_field(capability, prop, entry)
-                if name is not None and (name not in newest or newest[name][0] < ts_ms):
-                    newest[name] = ts_ms, entry
-    return [StateUpdate(name, b"%013d" % ts_ms + orjson.dumps(entry), _geo(name, entry))
-            for name, (ts_ms, entry) in newest.items()]
+                stamp = entry.get("timestamp")
+                prefix = prefixes.get(stamp) if type(stamp) is str else None
+                if prefix is None:
+                    try:
+                        prefix = b"%013d" % min(max(to_epoch_ms(stamp), 0), _MAX_TS)
+                    except (TypeError, ValueError, OverflowError):
+                        continue
+                    if type(stamp) is str:
+                        prefixes[stamp] = prefix
+                field = name or state_field(capability, prop, entry)
+                if field is not None and (field not in newest or newest[field][0] < prefix):
+                    newest[field] = prefix, entry
+    return [StateUpdate(field, prefix + orjson.dumps(entry),
+                        _geo(entry) if field == LOCATION_FIELD else "")
+            for field, (prefix, entry) in newest.items()]
 
 
-def _geo(name: str, entry: Mapping[str, Any]) -> str:
-    if name != "vehicle_location.coordinates":
-        return ""
+def _geo(entry: Mapping[str, Any]) -> str:
     data = entry["data"]
     try:
         lat, lon = float(data["latitude"]), float(data["longitude"])
@@ -116,57 +124,72 @@ def state_answer(vehicle_id: str, stored: Mapping[bytes, bytes],
                  permitted: Mapping[str, frozenset[str]]) -> dict[str, Any] | None:
     """`{"vin", "updated_at", "data"}` of the permitted properties of a stored hash (§10);
     None when nothing permitted is kept."""
-    body = state_answer_json(vehicle_id, stored, PermittedFields(permitted))
+    flat = [part for item in stored.items() for part in item]
+    body = state_answer_json(vehicle_id, flat, AnswerLayouts(permitted))
     return None if body is None else orjson.loads(body)
 
 
-class PermittedFields(dict):
-    """Hash field -> (capability, property) as JSON-ready bytes, or None when the property
-    is not permitted; filled as fields are met (they are few: catalogue x instances)."""
+class AnswerLayouts(dict):
+    """Per tuple of hash field names (in the order Redis sends them): how the permitted
+    ones' values join into the answer's `data`, as (value index, JSON before the value)
+    pairs sorted by field name plus the closing JSON, or None when none is permitted. The
+    writer adds fields in the same order to most vehicles, so the layouts are few; they are
+    filled as they are met (at most `MAX_LAYOUTS` kept)."""
+
+    MAX_LAYOUTS = 4096
 
     def __init__(self, permitted: Mapping[str, frozenset[str]]) -> None:
         super().__init__()
         self.permitted = permitted
 
-    def __missing__(self, name: bytes) -> tuple[bytes, bytes] | None:
-        capability, prop = _property_of(name)
-        found = (capability.encode(), prop.encode()) \
-            if prop in self.permitted.get(capability, ()) else None
-        if len(self) < 4096:
-            self[name] = found
+    def __missing__(self, names: tuple[bytes, ...]) -> tuple[list[tuple[int, bytes]], bytes] | None:
+        found = self._layout(names)
+        if len(self) < self.MAX_LAYOUTS:
+            self[names] = found
         return found
 
+    def _layout(self, names: tuple[bytes, ...]) -> tuple[list[tuple[int, bytes]], bytes] | None:
+        slots: list[tuple[int, bytes]] = []
+        open_capability = open_property = None
+        for name, index in sorted(zip(names, range(len(names)))):
+            capability, prop = _property_of(name)
+            if prop not in self.permitted.get(capability, ()):
+                continue
+            if capability != open_capability:
+                before = (b'{"' if open_capability is None else b']},"') + \
+                    b'%s":{"%s":[' % (capability.encode(), prop.encode())
+                open_capability, open_property = capability, prop
+            elif prop != open_property:
+                before = b'],"%s":[' % prop.encode()
+                open_property = prop
+            else:
+                before = b","
+            slots.append((index, before))
+        return (slots, b"]}}}") if slots else None
 
-def state_answer_json(vehicle_id: str, stored: Mapping[bytes, bytes],
-                      fields: PermittedFields) -> bytes | None:
-    """The JSON of `state_answer`, put together from the stored entries' JSON as it is (no
-    decoding); `vehicle_id` must need no JSON escaping (the API lets only [A-Za-z0-9-] in).
-    Sorted field names keep each capability's and each property's entries together."""
+
+def state_answer_json(vehicle_id: str, flat: Sequence[bytes],
+                      layouts: AnswerLayouts) -> bytes | None:
+    """The JSON of `state_answer` from a hash as Redis sends it (`[field, value, ...]`), put
+    together from the stored entries' JSON as it is (no decoding); `vehicle_id` must need no
+    JSON escaping (the API lets only [A-Za-z0-9-] in). Fields sorted by name keep each
+    capability's and each property's entries together."""
+    layout = layouts[tuple(flat[0::2])]
+    if layout is None:
+        return None
+    slots, closing = layout
+    values = flat[1::2]
     parts: list[bytes] = []
-    open_capability = open_property = None
     newest = b""
-    for name, value in sorted(stored.items()):
-        names = fields[name]
-        if names is None:
-            continue
-        capability, prop = names
-        if capability != open_capability:
-            parts.append(b'{"' if open_capability is None else b']},"')
-            parts += (capability, b'":{"', prop, b'":[')
-            open_capability, open_property = capability, prop
-        elif prop != open_property:
-            parts += (b'],"', prop, b'":[')
-            open_property = prop
-        else:
-            parts.append(b",")
-        parts.append(value[TS_DIGITS:])
+    for index, before in slots:
+        value = values[index]
+        parts += (before, value[TS_DIGITS:])
         stamp = value[:TS_DIGITS]          # zero-padded: compares as text
         if stamp > newest:
             newest = stamp
-    if open_capability is None:
-        return None
-    return b'{"vin":"%s","updated_at":"%s","data":%s]}}}' % (
-        vehicle_id.encode(), iso_ms(int(newest)).encode(), b"".join(parts))
+    head = b'{"vin":"%s","updated_at":"%s","data":' % (vehicle_id.encode(),
+                                                      iso_ms(int(newest)).encode())
+    return b"".join((head, *parts, closing))
 
 
 def property_entries(stored: Iterable[tuple[bytes, bytes]], capability: str,

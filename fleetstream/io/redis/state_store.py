@@ -4,49 +4,86 @@
     writer.write([(vin, state_updates(message.data)), ...])
 
 State is kept per VIN for every application alike; permissions are applied when it is
-read. Each vehicle's updates become one call of one Lua script (`KEEP_NEWEST`) that,
-atomically in Redis, keeps each property's (instance's) entry only when it is newer than
-the kept one and indexes a kept location in the geo index; so late, repeated and replayed
-data never overwrite newer values and the order of writes does not matter. Calls go in
-pipelines of `batch_size`. When Redis cannot be reached the writer retries the whole batch
-(the script is idempotent) for up to `max_wait_s`, then raises (`WriteLatestState` then
-fails the bundle, which the runner retries): no update is dropped. What Redis has
+read. The (vin, updates) pairs go to one Lua script (`KEEP_NEWEST`, one call per
+`vehicles_per_call` pairs) that, atomically in Redis, keeps each property's (instance's)
+entry only when it is newer than the kept one and indexes a kept location in the geo
+index; so late, repeated and replayed data never overwrite newer values and the order of
+writes does not matter. Calls go in pipelines of `batch_size` pairs. When Redis cannot be
+reached the writer retries the whole batch (the script is idempotent) for up to
+`max_wait_s`, then raises (`WriteLatestState` then fails the bundle, which the runner
+retries): no update is dropped. What Redis has
 acknowledged survives as its persistence allows (the dev server: append-only file, fsync
 every second).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import redis
+from hiredis import pack_command
+from redis.exceptions import NoScriptError, ResponseError
 
 from fleetstream.schemas.errors import ConfigError
-from fleetstream.schemas.state import GEO_KEY, StateUpdate, state_key
+from fleetstream.schemas.state import (GEO_KEY, LOCATION_FIELD, TS_DIGITS, StateUpdate,
+                                       state_key)
 
 _log = logging.getLogger(__name__)
 
-#: KEYS[1] the vehicle's hash, KEYS[2] the geo index; ARGV[1] the VIN, then per update its
-#: field, value (13-digit epoch ms + entry JSON) and geo ("lon,lat" or ""). Keeps a value
-#: only when its timestamp is newer than the kept one's; returns how many it kept.
+#: KEYS[1] the geo index, KEYS[2..] the vehicles' hashes; ARGV per vehicle in KEYS order:
+#: its VIN, its number of updates, the geo ("lon,lat" or "") of its newest location update,
+#: then per update its field and value (13-digit epoch ms + entry JSON). Per vehicle: reads
+#: the fields' kept values at once (HMGET), keeps a value only when its timestamp is newer
+#: than the kept one's (or than an earlier update of the same field), writes the kept ones
+#: at once (HSET) and, when a location was kept, indexes it. Returns how many it kept.
 KEEP_NEWEST = """
-local kept = 0
-for i = 2, #ARGV, 3 do
-  local value = ARGV[i + 1]
-  local current = redis.call('HGET', KEYS[1], ARGV[i])
-  if (not current) or string.sub(current, 1, 13) < string.sub(value, 1, 13) then
-    redis.call('HSET', KEYS[1], ARGV[i], value)
-    kept = kept + 1
-    local geo = ARGV[i + 2]
-    if geo ~= '' then
-      local comma = string.find(geo, ',', 1, true)
-      redis.call('GEOADD', KEYS[2], string.sub(geo, 1, comma - 1), string.sub(geo, comma + 1), ARGV[1])
+local kept, at = 0, 1
+for k = 2, #KEYS do
+  local vin, n, geo = ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2]
+  local first = at + 3
+  local fields = {}
+  for i = 1, n do fields[i] = ARGV[first + 2 * (i - 1)] end
+  local current = redis.call('HMGET', KEYS[k], unpack(fields))
+  local newer, order = {}, {}
+  for i = 1, n do
+    local field, value = fields[i], ARGV[first + 2 * (i - 1) + 1]
+    local old = newer[field] or current[i]
+    if (not old) or string.sub(old, 1, 13) < string.sub(value, 1, 13) then
+      if not newer[field] then order[#order + 1] = field end
+      newer[field] = value
+      kept = kept + 1
     end
   end
+  if #order > 0 then
+    local sets = {}
+    for _, field in ipairs(order) do
+      sets[#sets + 1] = field
+      sets[#sets + 1] = newer[field]
+    end
+    redis.call('HSET', KEYS[k], unpack(sets))
+  end
+  if geo ~= '' and newer['%s'] then
+    local comma = string.find(geo, ',', 1, true)
+    redis.call('GEOADD', KEYS[1], string.sub(geo, 1, comma - 1), string.sub(geo, comma + 1), vin)
+  end
+  at = first + 2 * n
 end
 return kept
-"""
+""" % LOCATION_FIELD
+#: the errors after which the whole batch is sent again (the script is idempotent)
+_TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
+              redis.exceptions.ReadOnlyError, redis.exceptions.TryAgainError)
+
+
+def _newest_geo(updates: Sequence[StateUpdate]) -> str:
+    """The geo of the newest location update (of equal ones the first, as the script keeps)."""
+    geo, newest = "", b""
+    for update in updates:
+        if update.field == LOCATION_FIELD and update.value[:TS_DIGITS] > newest:
+            geo, newest = update.geo, update.value[:TS_DIGITS]
+    return geo
 
 
 def connect(url: str, timeout_s: float = 5.0) -> redis.Redis:
@@ -64,11 +101,18 @@ def check_state_store(url: str) -> None:
 
 
 class StateWriter:
-    """Keeps the newest entries of vehicles in Redis, in pipelined batches of script calls."""
+    """Keeps the newest entries of vehicles in Redis, in pipelined batches of `batch_size`
+    vehicles, `vehicles_per_call` vehicles per script call: each batch's EVALSHA commands are packed (hiredis) and written at once on one connection
+    and their replies read in order (no pipeline object: this is the streaming job's
+    per-message cost)."""
 
-    def __init__(self, url: str, max_wait_s: float = 600.0, batch_size: int = 500) -> None:
+    def __init__(self, url: str, max_wait_s: float = 600.0, batch_size: int = 500,
+                 vehicles_per_call: int = 50) -> None:
         self._client = connect(url)
-        self._script = self._client.register_script(KEEP_NEWEST)
+        #: vehicles per script call: Redis's cost per call (script lookup, arguments) is
+        #: shared by them
+        self.vehicles_per_call = vehicles_per_call
+        self._sha = hashlib.sha1(KEEP_NEWEST.encode()).hexdigest()
         self._max_wait_s = max_wait_s
         self.batch_size = batch_size
         #: calls that were retried because Redis failed (for tests and logs)
@@ -89,19 +133,14 @@ class StateWriter:
         return kept
 
     def _write_batch(self, batch: list[tuple[str, Sequence[StateUpdate]]]) -> int:
+        commands = [self._call(batch[start:start + self.vehicles_per_call])
+                    for start in range(0, len(batch), self.vehicles_per_call)]
         deadline = time.monotonic() + self._max_wait_s
         pause = 0.05
         while True:
             try:
-                pipeline = self._client.pipeline(transaction=False)
-                for vin, vehicle_updates in batch:
-                    args: list[str | bytes] = [vin]
-                    for update in vehicle_updates:
-                        args += (update.field, update.value, update.geo)
-                    self._script(keys=[state_key(vin), GEO_KEY], args=args, client=pipeline)
-                return sum(pipeline.execute())
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
-                    redis.exceptions.ReadOnlyError, redis.exceptions.TryAgainError) as error:
+                return self._send(commands)
+            except _TRANSIENT as error:
                 if time.monotonic() + pause > deadline:
                     raise
                 self.retries += 1
@@ -109,6 +148,46 @@ class StateWriter:
                              error, pause)
                 time.sleep(pause)
                 pause = min(pause * 2, 2.0)
+
+    def _call(self, vehicles: list[tuple[str, Sequence[StateUpdate]]]) -> tuple:
+        """One EVALSHA of the script for these vehicles."""
+        args: list[Any] = []
+        for vin, vehicle_updates in vehicles:
+            args += (vin, len(vehicle_updates), _newest_geo(vehicle_updates))
+            for update in vehicle_updates:
+                args += (update.field, update.value)
+        return ("EVALSHA", self._sha, len(vehicles) + 1, GEO_KEY,
+                *(state_key(vin) for vin, _ in vehicles), *args)
+
+    def _send(self, commands: list[tuple]) -> int:
+        """Send the calls, load the script once when Redis does not have it; the kept count."""
+        replies = self._exchange(commands)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            self._client.script_load(KEEP_NEWEST)
+            replies = self._exchange(commands)
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return sum(replies)
+
+    def _exchange(self, commands: list[tuple]) -> list[Any]:
+        """The replies (an error reply as its exception) of commands sent at once."""
+        pool = self._client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command([b"".join([pack_command(c) for c in commands])])
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(connection.read_response())
+                except ResponseError as error:      # this call's; the rest are readable
+                    replies.append(error)
+            return replies
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
 
     def close(self) -> None:
         self._client.close()

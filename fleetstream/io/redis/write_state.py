@@ -5,10 +5,11 @@
 Takes the mapped messages, `(vin, MappedMessage)` (lists of them with `batches=True`, the
 streaming job), once per source message, before ordering and permissions: the state is
 the same for every application, and permissions are applied when it is read. A bundle's
-updates are written (`StateWriter`: one Lua script call per message, pipelined, newest
-timestamp wins) before the bundle ends, so a checkpoint completes only once Redis has
-them; while Redis is down the writer retries, then fails the bundle for the runner to
-retry. Late and replayed messages never overwrite newer values, so a replay of an archive
+updates are coalesced per vehicle (`NewestUpdates`: per field the newest) and written (`StateWriter`: one Lua
+script call per vehicle, pipelines of `batch_size` calls, newest timestamp wins) when
+`max_pending` vehicles are pending and before the bundle ends, so a checkpoint completes only once Redis has them;
+while Redis is down the writer retries, then fails the bundle for the runner to retry.
+Late and replayed messages never overwrite newer values, so a replay of an archive
 rebuilds the state.
 """
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Iterable
 
 import apache_beam as beam
 
+from fleetstream.io.redis.state_batch import NewestUpdates
 from fleetstream.io.redis.state_store import StateWriter
 from fleetstream.schemas.mapped import MappedMessage
-from fleetstream.schemas.state import StateUpdate, state_updates
+from fleetstream.schemas.state import state_updates
 
 
 class WriteLatestState(beam.PTransform):
@@ -39,30 +41,33 @@ class WriteLatestState(beam.PTransform):
 
 
 class _WriteStateFn(beam.DoFn):
-    """Collects a bundle's updates and writes them when the batch is full and at its end,
-    so that a bundle (and with it a checkpoint) completes only once Redis has them."""
+    """Collects a bundle's updates per vehicle and writes them when `max_pending` vehicles
+    are pending and at its end, so that a bundle (and with it a checkpoint) completes only
+    once Redis has them."""
 
-    def __init__(self, url: str, batches: bool, max_wait_s: float, batch_size: int) -> None:
+    def __init__(self, url: str, batches: bool, max_wait_s: float, batch_size: int,
+                 max_pending: int = 5_000) -> None:
         self._url = url
         self._batches = batches
         self._max_wait_s = max_wait_s
         self._batch_size = batch_size
+        self._max_pending = max_pending
         self._writer: StateWriter | None = None
-        self._pending: list[tuple[str, list[StateUpdate]]] = []
+        self._pending = NewestUpdates()
 
     def setup(self) -> None:
         self._writer = StateWriter(self._url, self._max_wait_s, self._batch_size)
 
     def start_bundle(self) -> None:
-        self._pending = []
+        self._pending = NewestUpdates()
 
     def process(self, element) -> Iterable[None]:
         pairs: Iterable[tuple[str, MappedMessage]] = element if self._batches else (element,)
         for vin, message in pairs:
             updates = state_updates(message.data)
             if updates:
-                self._pending.append((vin, updates))
-        if len(self._pending) >= self._batch_size:
+                self._pending.add(vin, updates)
+        if len(self._pending) >= self._max_pending:
             self._flush()
         return ()
 
@@ -70,10 +75,9 @@ class _WriteStateFn(beam.DoFn):
         self._flush()
 
     def _flush(self) -> None:
-        if self._pending:
+        if len(self._pending):
             assert self._writer is not None
-            self._writer.write(self._pending)
-            self._pending = []
+            self._writer.write(self._pending.take())
 
     def teardown(self) -> None:
         if self._writer is not None:
