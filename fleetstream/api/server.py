@@ -20,7 +20,6 @@ import os
 import socket
 import threading
 import time
-from multiprocessing.process import BaseProcess
 from typing import Any, AsyncIterator, Mapping
 
 import redis.asyncio as aioredis
@@ -30,6 +29,7 @@ from fleetstream.api.app import StateApi, create_app
 from fleetstream.api.keys import ApiKeys
 from fleetstream.io.kafka.topic_reader import TopicReadError
 from fleetstream.io.redis.state_store import check_state_store
+from fleetstream.runtime.processes import stop_processes
 from fleetstream.schemas.config import Config
 from fleetstream.schemas.errors import ConfigError
 
@@ -104,7 +104,7 @@ def run_api(config: Config, listen: str = DEFAULT_LISTEN, bootstrap: str = "127.
             worker.start()
         _serve(service, host, port, reuse_port=workers > 1)
     finally:
-        _stop(others)
+        stop_processes(others)
         service.close()
 
 
@@ -141,13 +141,3 @@ def _exit_when_orphaned(server: Any, parent: int) -> None:
         time.sleep(PARENT_CHECK_S)
 
 
-def _stop(workers: list[BaseProcess], timeout_s: float = 15.0) -> None:
-    """SIGTERM each worker, wait for it to finish what it accepted, then kill stragglers."""
-    for worker in workers:
-        if worker.is_alive():
-            worker.terminate()
-    for worker in workers:
-        worker.join(timeout_s)
-        if worker.is_alive():
-            worker.kill()
-            worker.join()

@@ -66,8 +66,8 @@ def run_ingest(settings: IngestSettings, workers: int = 1) -> None:
             runner.run(main())
     finally:
         if helpers:
-            from fleetstream.ingest.workers import stop_http_workers
-            stop_http_workers(helpers)
+            from fleetstream.runtime.processes import stop_processes
+            stop_processes(helpers)
 
 
 def event_loop_factory(settings: IngestSettings) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -35,18 +35,6 @@ def start_http_workers(settings: IngestSettings, count: int) -> list[BaseProcess
     return workers
 
 
-def stop_http_workers(workers: list[BaseProcess], timeout_s: float = 15.0) -> None:
-    """SIGTERM each worker, wait for it to finish what it accepted, then kill stragglers."""
-    for worker in workers:
-        if worker.is_alive():
-            worker.terminate()
-    for worker in workers:
-        worker.join(timeout_s)
-        if worker.is_alive():
-            worker.kill()
-            worker.join()
-
-
 def _http_worker(settings: IngestSettings, parent: int) -> None:
     from fleetstream.ingest.http import serve_http
 
