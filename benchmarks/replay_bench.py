@@ -48,23 +48,26 @@ APPLICATIONS = [
 ]
 
 
-def prepare(folder: Path, messages: int, vehicles: int) -> tuple[Path, Path]:
-    """The input file (cached by size) and a configuration for it."""
+def prepare(folder: Path, messages: int, vehicles: int,
+            registered: int) -> tuple[Path, Path, int]:
+    """The input file (cached by size), a configuration for it and its number of activation
+    events: those of `registered` vehicles, the first `vehicles` of which send messages."""
     raw = folder / f"raw-{messages}.jsonl"
     if not raw.exists():
         started = time.perf_counter()
         write_envelopes(raw, simulate(vehicles, messages=messages, rate=1.0, seed=11))
         print(f"simulated {messages:,} envelopes in {time.perf_counter() - started:.1f} s",
               file=sys.stderr)
+    events = activations(max(vehicles, registered), [a["id"] for a in APPLICATIONS], seed=11)
     with open(folder / "activations.jsonl", "wb") as out:
-        for event in activations(vehicles, [a["id"] for a in APPLICATIONS], seed=11):
+        for event in events:
             out.write(orjson.dumps(event) + b"\n")
     config = folder / "config.yaml"
     config.write_text(yaml.safe_dump({
         "applications": [{**a, "sink": {"type": "file", "path": str(folder / "unused")}}
                          for a in APPLICATIONS],
         "activations": "activations.jsonl"}))
-    return raw, config
+    return raw, config, len(events)
 
 
 def plain_loop(raw: Path, config_path: Path) -> tuple[float, int]:
@@ -128,6 +131,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--vehicles", type=int, default=2_000)
+    parser.add_argument("--registered-vehicles", type=int, default=8_000,
+                        help="vehicles with activation events (a fleet's registry is larger "
+                             "than the part of it that sends in an hour)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="DirectRunner worker counts to measure")
     parser.add_argument("--archive-s3", action="store_true",
@@ -137,7 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(args.data)
     folder.mkdir(parents=True, exist_ok=True)
-    raw, config = prepare(folder, args.messages, args.vehicles)
+    raw, config, events = prepare(folder, args.messages, args.vehicles, args.registered_vehicles)
 
     loop_s, loop_docs = plain_loop(raw, config)
     loop_rate = args.messages / loop_s
@@ -160,7 +166,8 @@ def main() -> None:
               f"{rate / loop_rate:.0%} of the plain loop", file=sys.stderr)
 
     table = [f"Replay benchmark, {args.messages:,} messages from {args.vehicles:,} simulated "
-             f"vehicles (all four sources), {time.strftime('%Y-%m-%d')}, "
+             f"vehicles (all four sources), {events:,} activation events, "
+             f"{time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f}, "
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"Python {platform.python_version()}:", "",
              "| run | seconds | messages/s | documents | ratio to plain loop |",

@@ -80,6 +80,7 @@ class DeliverFleet(beam.PTransform):
             if self._batches:
                 messages = messages | "Unbatch" >> Unbatch()
             records = (messages
+                       | "PrepareData" >> self._permit.prepare()
                        | "OrderPerVehicle" >> OrderPerVehicle(self._order.reorder_window_s,
                                                               self._order.dedupe_horizon_s,
                                                               self._bounded)

@@ -45,16 +45,20 @@ from fleetstream.mappers import MAPPERS
 from fleetstream.pipelines.accounting import Accounting
 from fleetstream.pipelines.fleet import DeliverFleet
 from fleetstream.runtime.job_streams import wait_until_done
+from fleetstream.runtime.sdk_worker import fewer_collections
 from fleetstream.schemas.config import Application, Config
 from fleetstream.schemas.dead_letter import to_json_line
 from fleetstream.schemas.delivery import Batching
 from fleetstream.schemas.errors import ConfigError
 from fleetstream.settings.stream import OrderSettings
 from fleetstream.transforms.filter_envelopes import EnvelopeFilter, FilterEnvelopes
-from fleetstream.transforms.permit_by_activation import ActivationTable, PermitByActivation
+from fleetstream.transforms.permit_by_activation import (KnownActivationTable,
+                                                            PermitByActivation)
 
-#: batching for `--output` files: one file per application and bundle of input
-OUTPUT_BATCHING = Batching(max_records=200_000, max_bytes=256 << 20, max_delay_s=0.5)
+#: batching for `--output` files: a file per application and 20,000 documents (or 16 MB),
+#: and one for the rest of each bundle of input. Bounded, so a batch job does not keep a
+#: whole bundle's documents alive (with 200,000 the collector walked them hundreds of times)
+OUTPUT_BATCHING = Batching(max_records=20_000, max_bytes=16 << 20, max_delay_s=0.5)
 
 
 def output_applications(config: Config, output: str) -> tuple[Application, ...]:
@@ -126,8 +130,7 @@ def run_replay(input_pattern: str | None, config: Config, *, archive: str | None
           file=sys.stderr)
     pipeline = beam.Pipeline(options=options)
     read = pipeline | "ReadEnvelopes" >> ReadEnvelopes(files)
-    table = (pipeline | "Activations" >> beam.Create(config.activations)
-             | "ActivationTable" >> ActivationTable())
+    table = pipeline | "ActivationTable" >> KnownActivationTable(config.activations)
     envelopes = read.envelopes
     if not selection.keeps_everything():
         envelopes = envelopes | "FilterEnvelopes" >> FilterEnvelopes(selection)
@@ -142,6 +145,7 @@ def run_replay(input_pattern: str | None, config: Config, *, archive: str | None
      | "WriteDeadLetters" >> beam.io.WriteToText(
          os.path.join(dead_letter_dir, "dead-letters"), file_name_suffix=".jsonl",
          coder=beam.coders.BytesCoder()))
-    result = pipeline.run()
-    wait_until_done(result)
+    with fewer_collections():   # the in-process worker's, as the streaming workers'
+        result = pipeline.run()
+        wait_until_done(result)
     return Accounting.from_result(result)

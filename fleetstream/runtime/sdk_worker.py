@@ -28,7 +28,8 @@ import gc
 import logging
 import sys
 import types
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 _ATOMIC = frozenset({str, bytes, int, float, bool, complex, type(None)})
 _CONTAINERS = frozenset({list, tuple, set, frozenset})
@@ -99,6 +100,18 @@ def _push_items(pending: list[tuple[Any, float]], items: Any, weight: float) -> 
     sequence = items if isinstance(items, (list, tuple)) else list(items)
     step = count / SAMPLE
     pending.extend((sequence[int(i * step)], weight * step) for i in range(SAMPLE))
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """CPython's collector at GC_THRESHOLDS while the block runs (a job run in this process,
+    like the replay's single worker), then as it was."""
+    before = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def install_fast_state_cache_sizing() -> None:

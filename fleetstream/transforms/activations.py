@@ -18,7 +18,9 @@ same way as far as delivery is concerned: `ActivationTable` (batch, a side input
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
+
+import orjson
 
 from fleetstream.schemas.activations import APPROVED, ActivationEvent
 
@@ -58,6 +60,15 @@ def approved_table(newest: Newest) -> dict[str, frozenset[str]]:
         if approved:
             table.setdefault(vin, set()).add(application_id)
     return {vin: frozenset(apps) for vin, apps in table.items()}
+
+
+def encode_table(table: Mapping[str, frozenset[str]]) -> bytes:
+    """An activation table as one JSON object (vin -> sorted application ids)."""
+    return orjson.dumps({vin: sorted(apps) for vin, apps in table.items()})
+
+
+def decode_table(encoded: bytes) -> dict[str, frozenset[str]]:
+    return {vin: frozenset(apps) for vin, apps in orjson.loads(encoded).items()}
 
 
 def approved_applications(newest: Newest) -> set[str]:
