@@ -8,7 +8,9 @@ The plain loop parses each envelope, maps it with its source's mapper, filters i
 per application by activation and permissions and serialises each document:
 everything the pipeline does per message except ordering, batching and writing
 files. Rates are messages per second of wall time; the ratio compares the two
-in the same run, since absolute numbers move with the machine's load.
+in the same run, since absolute numbers move with the machine's load. The CPU ratio
+compares CPU seconds (the benchmark's process and its ended child processes, i.e. the
+DirectRunner's workers): less moved by other processes on a busy machine.
 
 With `--archive-s3` the same envelopes are also put in a raw archive
 (`raw/<source>/yyyy/mm/dd/HH/`, gzip JSON lines, one file per source and
@@ -70,9 +72,19 @@ def prepare(folder: Path, messages: int, vehicles: int,
     return raw, config, len(events)
 
 
-def plain_loop(raw: Path, config_path: Path) -> tuple[float, int]:
-    """Seconds and documents for the same parsing, mapping and permission work in a plain loop."""
-    return run_plain_loop(_envelopes(raw), load_config(config_path))
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (DirectRunner workers)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def plain_loop(raw: Path, config_path: Path) -> tuple[float, float, int]:
+    """Seconds, CPU seconds and documents for the same parsing, mapping and permission work
+    in a plain loop."""
+    config = load_config(config_path)
+    cpu = cpu_seconds()
+    seconds, documents = run_plain_loop(_envelopes(raw), config)
+    return seconds, cpu_seconds() - cpu, documents
 
 
 def _envelopes(raw: Path) -> Iterator[RawEnvelope]:
@@ -110,19 +122,19 @@ def fill_s3_archive(raw: Path, moto: MotoService) -> tuple[str, list[str]]:
 
 
 def pipeline(raw: Path, config_path: Path, workers: int, archive: str | None = None,
-             options: list[str] = ()) -> tuple[float, int]:
-    """Seconds and documents for `replay` on the DirectRunner with `workers` processes,
-    of `raw` or, when given, of the archive at `archive`."""
+             options: list[str] = ()) -> tuple[float, float, int]:
+    """Seconds, CPU seconds and documents for `replay` on the DirectRunner with `workers`
+    processes, of `raw` or, when given, of the archive at `archive`."""
     out = Path(tempfile.mkdtemp(prefix="fleetstream-bench-"))
     args = ["--runner=DirectRunner", *options]
     if workers > 1:
         args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     try:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         accounting = run_replay(None if archive else str(raw), load_config(config_path),
                                 archive=archive, output=str(out), beam_args=args)
         elapsed = time.perf_counter() - started
-        return elapsed, sum(accounting.get(f"app/{a['id']}", "delivered") for a in APPLICATIONS)
+        return elapsed, cpu_seconds() - cpu, sum(accounting.get(f"app/{a['id']}", "delivered") for a in APPLICATIONS)
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -145,9 +157,9 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     raw, config, events = prepare(folder, args.messages, args.vehicles, args.registered_vehicles)
 
-    loop_s, loop_docs = plain_loop(raw, config)
+    loop_s, loop_cpu, loop_docs = plain_loop(raw, config)
     loop_rate = args.messages / loop_s
-    rows = [("plain Python loop (1 core)", loop_s, loop_rate, loop_docs, 1.0)]
+    rows = [("plain Python loop (1 core)", loop_s, loop_rate, loop_docs, 1.0, loop_cpu, 1.0)]
     print(f"plain loop: {loop_rate:,.0f} messages/s ({loop_docs:,} documents)", file=sys.stderr)
     runs = [(f"replay, DirectRunner, {workers} worker(s)", workers, None, [])
             for workers in args.workers]
@@ -159,21 +171,21 @@ def main() -> None:
         runs += [(f"replay --archive from local S3, {workers} worker(s)", workers, archive,
                   options) for workers in args.workers]
     for name, workers, archive, options in runs:
-        seconds, docs = pipeline(raw, config, workers, archive, options)
+        seconds, cpu, docs = pipeline(raw, config, workers, archive, options)
         rate = args.messages / seconds
-        rows.append((name, seconds, rate, docs, rate / loop_rate))
+        rows.append((name, seconds, rate, docs, rate / loop_rate, cpu, loop_cpu / cpu))
         print(f"{name}: {rate:,.0f} messages/s ({docs:,} documents), "
-              f"{rate / loop_rate:.0%} of the plain loop", file=sys.stderr)
+              f"{rate / loop_rate:.0%} of the plain loop, {cpu:.1f} CPU s", file=sys.stderr)
 
     table = [f"Replay benchmark, {args.messages:,} messages from {args.vehicles:,} simulated "
              f"vehicles (all four sources), {events:,} activation events, "
              f"{time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f}, "
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"Python {platform.python_version()}:", "",
-             "| run | seconds | messages/s | documents | ratio to plain loop |",
-             "|---|---:|---:|---:|---:|"]
-    table += [f"| {name} | {s:.1f} | {r:,.0f} | {d:,} | {ratio:.2f} |"
-              for name, s, r, d, ratio in rows]
+             "| run | seconds | messages/s | documents | ratio to plain loop | CPU seconds "
+             "| CPU ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
+    table += [f"| {name} | {s:.1f} | {r:,.0f} | {d:,} | {ratio:.2f} | {cpu:.1f} "
+              f"| {cpu_ratio:.2f} |" for name, s, r, d, ratio, cpu, cpu_ratio in rows]
     publish(table, args.write)
 
 

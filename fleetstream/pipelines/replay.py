@@ -39,6 +39,7 @@ from fleetstream.io.redis.state_store import check_state_store
 from fleetstream.io.redis.write_state import WriteLatestState
 from fleetstream.io.files.envelope_files import (UNREADABLE, EnvelopeFile, ReadEnvelopes,
                                                  match_envelope_files)
+from fleetstream.io.files.line_files import WriteLineFiles
 from fleetstream.io.sinks.object.file import FileSink
 from fleetstream.io.sinks.registry import application_sink
 from fleetstream.mappers import MAPPERS
@@ -142,9 +143,8 @@ def run_replay(input_pattern: str | None, config: Config, *, archive: str | None
         _ = fleet.mapped | "WriteLatestState" >> WriteLatestState(config.state.redis)
     ((dead, read[UNREADABLE]) | "DeadLetters" >> beam.Flatten()
      | "SerialiseDeadLetters" >> beam.Map(to_json_line)
-     | "WriteDeadLetters" >> beam.io.WriteToText(
-         os.path.join(dead_letter_dir, "dead-letters"), file_name_suffix=".jsonl",
-         coder=beam.coders.BytesCoder()))
+     | "WriteDeadLetters" >> WriteLineFiles(os.path.join(dead_letter_dir, "dead-letters"),
+                                            ".jsonl"))
     with fewer_collections():   # the in-process worker's, as the streaming workers'
         result = pipeline.run()
         wait_until_done(result)

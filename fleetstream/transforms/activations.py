@@ -18,6 +18,7 @@ same way as far as delivery is concerned: `ActivationTable` (batch, a side input
 """
 from __future__ import annotations
 
+import zlib
 from typing import Iterable, Mapping
 
 import orjson
@@ -63,12 +64,13 @@ def approved_table(newest: Newest) -> dict[str, frozenset[str]]:
 
 
 def encode_table(table: Mapping[str, frozenset[str]]) -> bytes:
-    """An activation table as one JSON object (vin -> sorted application ids)."""
-    return orjson.dumps({vin: sorted(apps) for vin, apps in table.items()})
+    """An activation table as one compressed JSON object (vin -> sorted application ids):
+    a sixth of the JSON's size, for a job that carries it in its graph."""
+    return zlib.compress(orjson.dumps({vin: sorted(apps) for vin, apps in table.items()}), 1)
 
 
 def decode_table(encoded: bytes) -> dict[str, frozenset[str]]:
-    return {vin: frozenset(apps) for vin, apps in orjson.loads(encoded).items()}
+    return {vin: frozenset(apps) for vin, apps in orjson.loads(zlib.decompress(encoded)).items()}
 
 
 def approved_applications(newest: Newest) -> set[str]:
