@@ -129,6 +129,18 @@ def run_replay(input_pattern: str | None, config: Config, *, archive: str | None
         return Accounting()
     print(f"replay: {len(files):,} files, {sum(f.size for f in files) / 1e6:,.1f} MB to read",
           file=sys.stderr)
+    with fewer_collections():   # as in the streaming job's workers
+        pipeline = replay_pipeline(options, files, config, applications, dead_letter_dir,
+                                   order, selection)
+        result = pipeline.run()
+        wait_until_done(result)
+    return Accounting.from_result(result)
+
+
+def replay_pipeline(options: PipelineOptions, files: Sequence[EnvelopeFile], config: Config,
+                    applications: Sequence[Application], dead_letter_dir: str,
+                    order: OrderSettings, selection: EnvelopeFilter) -> beam.Pipeline:
+    """The replay job: `files` through the whole pipeline to `applications`' sinks."""
     pipeline = beam.Pipeline(options=options)
     read = pipeline | "ReadEnvelopes" >> ReadEnvelopes(files)
     table = pipeline | "ActivationTable" >> KnownActivationTable(config.activations)
@@ -145,7 +157,4 @@ def run_replay(input_pattern: str | None, config: Config, *, archive: str | None
      | "SerialiseDeadLetters" >> beam.Map(to_json_line)
      | "WriteDeadLetters" >> WriteLineFiles(os.path.join(dead_letter_dir, "dead-letters"),
                                             ".jsonl"))
-    with fewer_collections():   # the in-process worker's, as the streaming workers'
-        result = pipeline.run()
-        wait_until_done(result)
-    return Accounting.from_result(result)
+    return pipeline
