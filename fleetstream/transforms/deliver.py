@@ -50,7 +50,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from fleetstream.runtime.group_in_bundle import GroupBatchesInBundle, Unbatch
+from fleetstream.runtime.group_in_bundle import GroupBatchesInBundle
 from fleetstream.schemas.config import Application
 from fleetstream.schemas.dead_letter import DEAD_LETTERS, DELIVER_STAGE, delivery_dead_letter
 from fleetstream.schemas.delivery import Batch, Batching, Record
@@ -136,9 +136,10 @@ class Deliver(beam.PTransform):
 
     def expand(self, records: beam.PCollection) -> beam.PCollection[dict]:
         batching = {a.id: a.batching for a in self._applications}
-        if self._batches and records.is_bounded:
-            records = records | "Unbatch" >> Unbatch()
-        if records.is_bounded:
+        if records.is_bounded and self._batches:
+            batches = records | "BatchPerApplication" >> beam.ParDo(
+                _BundleListBatchFn(batching)).with_output_types(Batch)
+        elif records.is_bounded:
             batches = records | "BatchPerApplication" >> beam.ParDo(
                 _BundleBatchFn(batching)).with_input_types(tuple[str, Record]).with_output_types(
                     Batch)
@@ -190,6 +191,16 @@ class _BundleBatchFn(beam.DoFn):
             yield WindowedValue(Batch(application_id, batch_id(records), records),
                                 GlobalWindow().max_timestamp(), [GlobalWindow()])
         self._pending = {}
+
+
+class _BundleListBatchFn(_BundleBatchFn):
+    """`_BundleBatchFn` for lists of (application_id, Record)."""
+
+    def process(self, element: list[tuple[str, Record]]  # type: ignore[override]
+                ) -> Iterable[Batch]:
+        add = super().process
+        for pair in element:
+            yield from add(pair)
 
 
 #: ((application_id, delivery shard), the shard's (application_id, Record) pairs in one

@@ -86,13 +86,24 @@ class KnownActivationTable(beam.PTransform):
 
 
 class PermitByActivation(beam.PTransform):
-    """Documents for approved applications, holding only permitted properties."""
+    """Documents for approved applications, holding only permitted properties.
+
+    With `lists=True` (or the copy `of_lists()` returns) the input is each vehicle's
+    messages as one `(vin, [MappedMessage])` and the output one list of `(application_id,
+    Record)` per input list (empty lists are not emitted).
+    """
 
     def __init__(self, applications: Sequence[Application],
-                 activation_table: beam.PCollection[dict]) -> None:
+                 activation_table: beam.PCollection[dict], lists: bool = False) -> None:
         super().__init__()
+        self._given = tuple(applications)
         self._applications = application_rules(applications)
         self._table = activation_table
+        self._lists = lists
+
+    def of_lists(self) -> PermitByActivation:
+        """The same step for lists of one vehicle's messages."""
+        return PermitByActivation(self._given, self._table, lists=True)
 
     def prepare(self) -> beam.PTransform:
         """A step that replaces each message's data by its `PreparedData` for these
@@ -102,6 +113,10 @@ class PermitByActivation(beam.PTransform):
 
     def expand(self, messages: beam.PCollection[tuple[str, MappedMessage]]
                ) -> beam.PCollection[tuple[str, Record]]:
+        if self._lists:
+            return messages | "Permit" >> beam.ParDo(
+                _PermitListFn(self._applications), beam.pvalue.AsSingleton(self._table)
+            ).with_output_types(list[tuple[str, Record]])
         return messages | "Permit" >> beam.ParDo(
             _PermitFn(self._applications), beam.pvalue.AsSingleton(self._table)
         ).with_output_types(tuple[str, Record])
@@ -129,3 +144,15 @@ class _PermitFn(beam.DoFn):
 
     def finish_bundle(self) -> None:
         self._counts.flush()
+
+
+class _PermitListFn(_PermitFn):
+    """One vehicle's messages -> one list of their documents."""
+
+    def process(self, element: tuple[str, list[MappedMessage]],  # type: ignore[override]
+                table: ActivationTableType) -> Iterable[list[tuple[str, Record]]]:
+        vin, messages = element
+        permit = super().process
+        documents = [pair for message in messages for pair in permit((vin, message), table)]
+        if documents:
+            yield documents
