@@ -137,7 +137,8 @@ def pipeline(raw: Path, config_path: Path, workers: int, archive: str | None = N
         accounting = run_replay(None if archive else str(raw), load_config(config_path),
                                 archive=archive, output=str(out), beam_args=args)
         elapsed = time.perf_counter() - started
-        return elapsed, cpu_seconds() - cpu, sum(accounting.get(f"app/{a['id']}", "delivered") for a in APPLICATIONS)
+        documents = sum(accounting.get(f"app/{a['id']}", "delivered") for a in APPLICATIONS)
+        return elapsed, cpu_seconds() - cpu, documents
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

@@ -2,7 +2,8 @@
 
 Input: `(vin, MappedMessage)` in per-vehicle order, its data either the message's
 `Data` or, cheaper to carry through a shuffle, each application's permitted part as
-JSON (`PreparedData`, made by the step `prepare()` returns, before the shuffle). Side input: the activation
+JSON (`PreparedData`, made by the step `prepare()` returns, before the shuffle), or
+(`of_lists()`) each vehicle's messages as one list. Side input: the activation
 table, a dict `vin -> frozenset of application ids` whose newest activation
 event is `approved` (DATA-CONTRACTS §6; `ActivationTable` builds it from
 events). Output: `(application_id, Record)`, one serialised document
