@@ -49,6 +49,12 @@ def test_documents_from_prepared_data_are_the_documents_from_the_data() -> None:
                                            prepared_counts)) \
                 == list(documents("V", message, approved, applications, counts))
             assert prepared_counts.seen == counts.seen
+            # prepared for the approved applications only (a batch job's table is fixed)
+            only_approved = message._replace(data=prepare_data(message.data, applications,
+                                                                approved))
+            assert list(prepared_documents("V", only_approved, approved, applications,
+                                           _Counts())) \
+                == list(documents("V", message, approved, applications, _Counts()))
     assert len(list(documents("V", _message("m", DATA), set(ids), applications, _Counts()))) == 2
 
 
@@ -118,11 +124,11 @@ def test_permission_isolation_in_a_pipeline(shape: str) -> None:
                          | PermitByActivation(CONFIG.applications, table))
         else:
             table = pipeline | KnownActivationTable(events)
-            permit = PermitByActivation(CONFIG.applications, table)
+            permit = PermitByActivation(CONFIG.applications, table).of_lists()
             documents = (pipeline | "Messages" >> beam.Create(messages)
                          | permit.prepare()
                          | beam.GroupByKey() | beam.MapTuple(lambda vin, ms: (vin, list(ms)))
-                         | permit.of_lists() | beam.FlatMap(lambda pairs: pairs))
+                         | permit | beam.FlatMap(lambda pairs: pairs))
         out = documents | beam.MapTuple(lambda app, r: (app, r.vin, orjson.loads(r.document)))
         expected_fleet = {"diagnostics": DATA["diagnostics"],
                           "charging": {"battery_level": ENTRY}}

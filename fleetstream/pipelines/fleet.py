@@ -86,7 +86,7 @@ class DeliverFleet(beam.PTransform):
             bounded = messages.is_bounded if self._bounded is None else self._bounded
             permit = self._permit.of_lists() if bounded else self._permit
             records = (messages
-                       | "PrepareData" >> self._permit.prepare()
+                       | "PrepareData" >> permit.prepare()
                        | "OrderPerVehicle" >> OrderPerVehicle(self._order.reorder_window_s,
                                                               self._order.dedupe_horizon_s,
                                                               self._bounded, lists=bounded)

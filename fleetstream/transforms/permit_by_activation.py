@@ -108,7 +108,15 @@ class PermitByActivation(beam.PTransform):
 
     def prepare(self) -> beam.PTransform:
         """A step that replaces each message's data by its `PreparedData` for these
-        applications: bytes cross a shuffle several times cheaper than nested dicts."""
+        applications: bytes cross a shuffle several times cheaper than nested dicts.
+
+        With lists (a batch job, whose table does not change) only the applications
+        approved for the vehicle get theirs (None for the others); a streaming job's table
+        may approve one before the message is permitted, so all do.
+        """
+        if self._lists:
+            return beam.ParDo(_PrepareApprovedFn(self._applications), beam.pvalue.AsSingleton(
+                self._table)).with_output_types(tuple[str, MappedMessage])
         return beam.ParDo(_PrepareFn(self._applications)).with_output_types(
             tuple[str, MappedMessage])
 
@@ -130,6 +138,14 @@ class _PrepareFn(beam.DoFn):
     def process(self, element: tuple[str, MappedMessage]) -> Iterable[tuple[str, MappedMessage]]:
         vin, message = element
         yield vin, message._replace(data=prepare_data(message.data, self._applications))
+
+
+class _PrepareApprovedFn(_PrepareFn):
+    def process(self, element: tuple[str, MappedMessage],  # type: ignore[override]
+                table: ActivationTableType) -> Iterable[tuple[str, MappedMessage]]:
+        vin, message = element
+        yield vin, message._replace(data=prepare_data(message.data, self._applications,
+                                                      table.get(vin, ())))
 
 
 class _PermitFn(beam.DoFn):
