@@ -1,7 +1,7 @@
 """Deliver: batch each application's documents and write them to its sink.
 
 Input: `(application_id, Record)`, or lists of them with `batches=True` (the
-streaming job). Each application's sink (`make_sink(application)`, in the jobs
+streaming job; a batch job's lists, one per vehicle, are batched as they come). Each application's sink (`make_sink(application)`, in the jobs
 the registry's `application_sink`, which builds the `sink.type` of its
 configuration; fleetstream/io/sinks/registry.py) receives batches that
 flush when any of its knobs is reached:
