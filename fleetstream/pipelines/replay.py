@@ -54,7 +54,7 @@ from fleetstream.schemas.errors import ConfigError
 from fleetstream.settings.stream import OrderSettings
 from fleetstream.transforms.filter_envelopes import EnvelopeFilter, FilterEnvelopes
 from fleetstream.transforms.permit_by_activation import (KnownActivationTable,
-                                                            PermitByActivation)
+                                                         PermitByActivation)
 
 #: batching for `--output` files: a file per application and 20,000 documents (or 16 MB),
 #: and one for the rest of each bundle of input. Bounded, so a batch job does not keep a
