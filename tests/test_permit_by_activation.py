@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 import orjson
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -10,9 +11,11 @@ from fleetstream.schemas.activations import ActivationEvent
 from fleetstream.schemas.document import message_id
 from fleetstream.schemas.mapped import MappedMessage
 from fleetstream.settings.config import parse_config
-from fleetstream.transforms.activations import approved_table, newest_activations
+from fleetstream.transforms.activations import (approved_table, decode_table, encode_table,
+                                                newest_activations)
 from fleetstream.transforms.permissions import permitted_data
-from fleetstream.transforms.permit_by_activation import ActivationTable, PermitByActivation
+from fleetstream.transforms.permit_by_activation import (ActivationTable, KnownActivationTable,
+                                                         PermitByActivation)
 
 ENTRY = [{"data": 1, "timestamp": "t"}]
 DATA = {"diagnostics": {"odometer": ENTRY, "speed": ENTRY},
@@ -46,6 +49,12 @@ def test_documents_from_prepared_data_are_the_documents_from_the_data() -> None:
                                            prepared_counts)) \
                 == list(documents("V", message, approved, applications, counts))
             assert prepared_counts.seen == counts.seen
+            # prepared for the approved applications only (a batch job's table is fixed)
+            only_approved = message._replace(data=prepare_data(message.data, applications,
+                                                                approved))
+            assert list(prepared_documents("V", only_approved, approved, applications,
+                                           _Counts())) \
+                == list(documents("V", message, approved, applications, _Counts()))
     assert len(list(documents("V", _message("m", DATA), set(ids), applications, _Counts()))) == 2
 
 
@@ -73,6 +82,10 @@ def test_newest_event_wins_and_only_approved_counts() -> None:
     # Order of arrival does not matter.
     assert approved_table(newest_activations(reversed(events))) == \
         approved_table(newest_activations(events))
+    # The encoded table a batch job carries is the table.
+    table = approved_table(newest_activations(events))
+    assert decode_table(encode_table(table)) == table
+    assert decode_table(encode_table({})) == {}
 
 
 CONFIG = parse_config({"applications": [
@@ -87,7 +100,11 @@ def _message(smid: str, data: dict) -> MappedMessage:
     return MappedMessage("tesla", smid, 1, 1, data)
 
 
-def test_permission_isolation_in_a_pipeline() -> None:
+@pytest.mark.parametrize("shape", ["per message", "batch job"])
+def test_permission_isolation_in_a_pipeline(shape: str) -> None:
+    """The same documents per message with the side-input table built in the job, and in a
+    batch job's shape: the table built before the job (`KnownActivationTable`), the data
+    prepared as JSON per application, each vehicle's messages as one list."""
     events = [
         event("APPROVED", "fleet", "approved", 1), event("APPROVED", "insurer", "approved", 1),
         event("PENDING", "fleet", "pending", 1),
@@ -101,10 +118,18 @@ def test_permission_isolation_in_a_pipeline() -> None:
     messages.append(("APPROVED", _message("m-location", {"vehicle_location": DATA["vehicle_location"],
                                                          "charging": DATA["charging"]})))
     with TestPipeline() as pipeline:
-        table = pipeline | "Events" >> beam.Create(events) | ActivationTable()
-        out = (pipeline | "Messages" >> beam.Create(messages)
-               | PermitByActivation(CONFIG.applications, table)
-               | beam.MapTuple(lambda app, r: (app, r.vin, orjson.loads(r.document))))
+        if shape == "per message":
+            table = pipeline | "Events" >> beam.Create(events) | ActivationTable()
+            documents = (pipeline | "Messages" >> beam.Create(messages)
+                         | PermitByActivation(CONFIG.applications, table))
+        else:
+            table = pipeline | KnownActivationTable(events)
+            permit = PermitByActivation(CONFIG.applications, table).of_lists()
+            documents = (pipeline | "Messages" >> beam.Create(messages)
+                         | permit.prepare()
+                         | beam.GroupByKey() | beam.MapTuple(lambda vin, ms: (vin, list(ms)))
+                         | permit | beam.FlatMap(lambda pairs: pairs))
+        out = documents | beam.MapTuple(lambda app, r: (app, r.vin, orjson.loads(r.document)))
         expected_fleet = {"diagnostics": DATA["diagnostics"],
                           "charging": {"battery_level": ENTRY}}
         expected = [

@@ -1,9 +1,10 @@
 """The SDK worker's state-cache sizing (`deep_size`)."""
 from __future__ import annotations
 
+import gc
 import sys
 
-from fleetstream.runtime.sdk_worker import SAMPLE_ABOVE, deep_size
+from fleetstream.runtime.sdk_worker import GC_THRESHOLDS, SAMPLE_ABOVE, deep_size, fewer_collections
 
 
 def _walked(obj) -> int:
@@ -34,3 +35,17 @@ def test_a_large_value_is_weighed_by_a_sample_close_to_its_whole_size() -> None:
 def test_shared_objects_are_counted_once() -> None:
     text = "x" * 1000
     assert deep_size([text, text]) == sys.getsizeof([text, text]) + sys.getsizeof(text)
+
+
+def test_fewer_collections_raises_the_thresholds_freezes_and_restores_both() -> None:
+    before = gc.get_threshold()
+    with fewer_collections():
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+        try:
+            with fewer_collections():
+                raise RuntimeError("a job that fails")
+        except RuntimeError:
+            pass
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

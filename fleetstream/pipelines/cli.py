@@ -78,9 +78,11 @@ def _beam_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Beam and S3")
     group.add_argument("--runner", default="DirectRunner",
                        help="Beam runner (default %(default)s)")
-    group.add_argument("--direct-num-workers", type=int, default=0, metavar="N",
-                       help="DirectRunner worker processes (default 0: one per core; the "
-                            "replay benchmark runs 1.7x faster with 2 than with 1 on 2 cores)")
+    group.add_argument("--direct-num-workers", type=int, default=1, metavar="N",
+                       help="DirectRunner worker processes (default 1: the job in this "
+                            "process; 0: one per core. On 2 cores the replay benchmark ran "
+                            "1.5-2x slower with 2 worker processes than with 1, "
+                            "docs/benchmarks.md)")
     group.add_argument("--s3-endpoint-url", help="S3 endpoint, e.g. http://127.0.0.1:5000 "
                                                  "for a local S3 server")
     group.add_argument("--s3-region", help="S3 region name")

@@ -36,13 +36,14 @@ from fleetstream.transforms.order_per_vehicle import OrderPerVehicle
 class FleetOutputs(NamedTuple):
     """What DeliverFleet produces besides the sinks' writes."""
 
-    #: (application_id, Record): every document, before batching (lists of them with batches)
+    #: (application_id, Record): every document, before batching (lists of them with
+    #: batches, and in a batch job: one list per vehicle)
     records: beam.PCollection
     dead_letters: beam.PCollection  # dicts: mapping and delivery dead letters
     #: (vin, MappedMessage) (lists of them with batches): every mapped message, before
     #: ordering and permissions, once per source message (the latest-state store's input)
     mapped: beam.PCollection | None = None
-    #: (application_id, Record) geofence events (lists with batches); None without geofences
+    #: (application_id, Record) geofence events (lists as `records`); None without geofences
     geofence_events: beam.PCollection | None = None
 
 
@@ -53,7 +54,8 @@ class DeliverFleet(beam.PTransform):
     documents leave in lists (`records`), so each step pays the runner's
     per-element cost per list. The keyed step `OrderAndPermitKeyed` takes and
     gives lists (so it needs `batches=True`); `PermitByActivation`'s side-input
-    path works per message in between.
+    path works per message in between, except in a batch job (bounded input), where
+    each vehicle's messages go from the ordering to the sinks' batching as one list.
     """
 
     def __init__(self, applications: Sequence[Application], permit: beam.PTransform,
@@ -77,26 +79,32 @@ class DeliverFleet(beam.PTransform):
         messages = mapped.mapped
         if isinstance(self._permit, OrderAndPermitKeyed):   # orders as it permits
             records = messages | "OrderAndPermit" >> self._permit
+            lists = True
         else:
             if self._batches:
                 messages = messages | "Unbatch" >> Unbatch()
+            # a batch job passes each vehicle's documents on as one list
+            bounded = messages.is_bounded if self._bounded is None else self._bounded
+            permit = self._permit.of_lists() if bounded else self._permit
             records = (messages
+                       | "PrepareData" >> permit.prepare()
                        | "OrderPerVehicle" >> OrderPerVehicle(self._order.reorder_window_s,
                                                               self._order.dedupe_horizon_s,
-                                                              self._bounded)
-                       | "PermitByActivation" >> self._permit)
-            if self._batches:
+                                                              self._bounded, lists=bounded)
+                       | "PermitByActivation" >> permit)
+            if self._batches and not bounded:
                 records = records | "Batch" >> BatchInBundle()
+            lists = self._batches or bounded
         to_deliver, events = records, None
         if fenced_applications(self._applications):
             events = records | "GeofenceEvents" >> GeofenceEvents(
-                self._applications, shards=self._delivery_shards, batches=self._batches)
+                self._applications, shards=self._delivery_shards, batches=lists)
             to_deliver = (records, events) | "DocumentsAndEvents" >> beam.Flatten()
             if self._redis_url:
                 _ = events | "AppendGeofenceEvents" >> AppendGeofenceEvents(
-                    self._redis_url, batches=self._batches)
+                    self._redis_url, batches=lists)
         delivery_dead_letters = to_deliver | "Deliver" >> Deliver(
             self._applications, application_sink, self._retry, shards=self._delivery_shards,
-            batches=self._batches)
+            batches=lists)
         return FleetOutputs(records, (mapped[DEAD_LETTERS], delivery_dead_letters)
                             | "AllDeadLetters" >> beam.Flatten(), mapped.mapped, geofence_events=events)

@@ -39,22 +39,27 @@ from fleetstream.io.redis.state_store import check_state_store
 from fleetstream.io.redis.write_state import WriteLatestState
 from fleetstream.io.files.envelope_files import (UNREADABLE, EnvelopeFile, ReadEnvelopes,
                                                  match_envelope_files)
+from fleetstream.io.files.line_files import WriteLineFiles
 from fleetstream.io.sinks.object.file import FileSink
 from fleetstream.io.sinks.registry import application_sink
 from fleetstream.mappers import MAPPERS
 from fleetstream.pipelines.accounting import Accounting
 from fleetstream.pipelines.fleet import DeliverFleet
 from fleetstream.runtime.job_streams import wait_until_done
+from fleetstream.runtime.sdk_worker import fewer_collections
 from fleetstream.schemas.config import Application, Config
 from fleetstream.schemas.dead_letter import to_json_line
 from fleetstream.schemas.delivery import Batching
 from fleetstream.schemas.errors import ConfigError
 from fleetstream.settings.stream import OrderSettings
 from fleetstream.transforms.filter_envelopes import EnvelopeFilter, FilterEnvelopes
-from fleetstream.transforms.permit_by_activation import ActivationTable, PermitByActivation
+from fleetstream.transforms.permit_by_activation import (KnownActivationTable,
+                                                         PermitByActivation)
 
-#: batching for `--output` files: one file per application and bundle of input
-OUTPUT_BATCHING = Batching(max_records=200_000, max_bytes=256 << 20, max_delay_s=0.5)
+#: batching for `--output` files: a file per application and 20,000 documents (or 16 MB),
+#: and one for the rest of each bundle of input. Bounded, so a batch job does not keep a
+#: whole bundle's documents alive (with 200,000 the collector walked them hundreds of times)
+OUTPUT_BATCHING = Batching(max_records=20_000, max_bytes=16 << 20, max_delay_s=0.5)
 
 
 def output_applications(config: Config, output: str) -> tuple[Application, ...]:
@@ -124,10 +129,21 @@ def run_replay(input_pattern: str | None, config: Config, *, archive: str | None
         return Accounting()
     print(f"replay: {len(files):,} files, {sum(f.size for f in files) / 1e6:,.1f} MB to read",
           file=sys.stderr)
+    with fewer_collections():   # as in the streaming job's workers
+        pipeline = replay_pipeline(options, files, config, applications, dead_letter_dir,
+                                   order, selection)
+        result = pipeline.run()
+        wait_until_done(result)
+    return Accounting.from_result(result)
+
+
+def replay_pipeline(options: PipelineOptions, files: Sequence[EnvelopeFile], config: Config,
+                    applications: Sequence[Application], dead_letter_dir: str,
+                    order: OrderSettings, selection: EnvelopeFilter) -> beam.Pipeline:
+    """The replay job: `files` through the whole pipeline to `applications`' sinks."""
     pipeline = beam.Pipeline(options=options)
     read = pipeline | "ReadEnvelopes" >> ReadEnvelopes(files)
-    table = (pipeline | "Activations" >> beam.Create(config.activations)
-             | "ActivationTable" >> ActivationTable())
+    table = pipeline | "ActivationTable" >> KnownActivationTable(config.activations)
     envelopes = read.envelopes
     if not selection.keeps_everything():
         envelopes = envelopes | "FilterEnvelopes" >> FilterEnvelopes(selection)
@@ -139,9 +155,6 @@ def run_replay(input_pattern: str | None, config: Config, *, archive: str | None
         _ = fleet.mapped | "WriteLatestState" >> WriteLatestState(config.state.redis)
     ((dead, read[UNREADABLE]) | "DeadLetters" >> beam.Flatten()
      | "SerialiseDeadLetters" >> beam.Map(to_json_line)
-     | "WriteDeadLetters" >> beam.io.WriteToText(
-         os.path.join(dead_letter_dir, "dead-letters"), file_name_suffix=".jsonl",
-         coder=beam.coders.BytesCoder()))
-    result = pipeline.run()
-    wait_until_done(result)
-    return Accounting.from_result(result)
+     | "WriteDeadLetters" >> WriteLineFiles(os.path.join(dead_letter_dir, "dead-letters"),
+                                            ".jsonl"))
+    return pipeline

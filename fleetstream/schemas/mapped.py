@@ -14,5 +14,7 @@ class MappedMessage(NamedTuple):
     source_message_id: str
     received_at_ms: int
     newest_ms: int          # newest entry timestamp (epoch ms): the per-vehicle order
+    #: the data; after `PermitByActivation.prepare()`, each application's permitted part
+    #: as JSON instead (`transforms.permissions.PreparedData`, a tuple)
     data: Data
     late: bool = False      # sent after a newer message of the same vehicle

@@ -18,7 +18,10 @@ same way as far as delivery is concerned: `ActivationTable` (batch, a side input
 """
 from __future__ import annotations
 
-from typing import Iterable
+import zlib
+from typing import Iterable, Mapping
+
+import orjson
 
 from fleetstream.schemas.activations import APPROVED, ActivationEvent
 
@@ -58,6 +61,16 @@ def approved_table(newest: Newest) -> dict[str, frozenset[str]]:
         if approved:
             table.setdefault(vin, set()).add(application_id)
     return {vin: frozenset(apps) for vin, apps in table.items()}
+
+
+def encode_table(table: Mapping[str, frozenset[str]]) -> bytes:
+    """An activation table as one compressed JSON object (vin -> sorted application ids):
+    a sixth of the JSON's size, for a job that carries it in its graph."""
+    return zlib.compress(orjson.dumps({vin: sorted(apps) for vin, apps in table.items()}), 1)
+
+
+def decode_table(encoded: bytes) -> dict[str, frozenset[str]]:
+    return {vin: frozenset(apps) for vin, apps in orjson.loads(zlib.decompress(encoded)).items()}
 
 
 def approved_applications(newest: Newest) -> set[str]:

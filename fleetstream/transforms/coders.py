@@ -2,7 +2,10 @@
 
 `MappedMessage` and `Record` are encoded as the plain tuples of their fields
 (`fleetstream.runtime.coders.NamedTupleCoder`), several times cheaper than the
-pickling Beam's default coder falls back to.
+pickling Beam's default coder falls back to. A `Batch` is encoded with its records'
+fields as plain tuples too, and sized from its documents' lengths without encoding it
+(Beam samples element sizes on every step's output; for a batch of thousands of
+records pickling it to learn its size cost ~3 µs per message in replay).
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import Sequence
 from apache_beam import coders
 
 from fleetstream.runtime.coders import NamedTupleCoder
-from fleetstream.schemas.delivery import Record
+from fleetstream.schemas.delivery import Batch, Record
 from fleetstream.schemas.mapped import MappedMessage
 
 
@@ -41,5 +44,28 @@ def decode_records(encoded: bytes) -> list[Record]:
     return [Record._make(fields) for fields in _PLAIN.decode(encoded)]
 
 
+class BatchCoder(coders.Coder):
+    """A Batch as (application_id, batch_id, its records' plain tuples)."""
+
+    def encode(self, batch: Batch) -> bytes:
+        return _PLAIN.encode((batch.application_id, batch.batch_id,
+                              [tuple(record) for record in batch.records]))
+
+    def decode(self, encoded: bytes) -> Batch:
+        application_id, batch_id, records = _PLAIN.decode(encoded)
+        return Batch(application_id, batch_id, [Record._make(fields) for fields in records])
+
+    def estimate_size(self, batch: Batch) -> int:
+        """About the encoded size: the documents and ids, and a little per record."""
+        return sum(len(record.document) + 64 for record in batch.records)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def to_type_hint(self) -> type:
+        return Batch
+
+
 coders.registry.register_coder(MappedMessage, MappedMessageCoder)
 coders.registry.register_coder(Record, RecordCoder)
+coders.registry.register_coder(Batch, BatchCoder)

@@ -1,7 +1,7 @@
 """Deliver: batch each application's documents and write them to its sink.
 
 Input: `(application_id, Record)`, or lists of them with `batches=True` (the
-streaming job). Each application's sink (`make_sink(application)`, in the jobs
+streaming job; a batch job's lists, one per vehicle, are batched as they come). Each application's sink (`make_sink(application)`, in the jobs
 the registry's `application_sink`, which builds the `sink.type` of its
 configuration; fleetstream/io/sinks/registry.py) receives batches that
 flush when any of its knobs is reached:
@@ -63,7 +63,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from fleetstream.runtime.group_in_bundle import GroupBatchesInBundle, Unbatch
+from fleetstream.runtime.group_in_bundle import GroupBatchesInBundle
 from fleetstream.schemas.config import Application
 from fleetstream.schemas.dead_letter import DEAD_LETTERS, DELIVER_STAGE, delivery_dead_letter
 from fleetstream.schemas.delivery import Batch, Batching, Record
@@ -134,14 +134,16 @@ class Deliver(beam.PTransform):
     def expand(self, records: beam.PCollection) -> beam.PCollection[dict]:
         batching = {a.id: a.batching for a in self._applications}
         sinks = _Sinks(self._applications, self._make_sink, self._retry)
-        if self._batches and records.is_bounded:
-            records = records | "Unbatch" >> Unbatch()
         if records.is_bounded:
-            written = (records
-                       | "BatchPerApplication" >> beam.ParDo(_BundleBatchFn(batching)).with_input_types(
-                           tuple[str, Record]).with_output_types(Batch)
-                       | "WriteToSink" >> beam.ParDo(_WriteFn(sinks)).with_outputs(
-                           DEAD_LETTERS, main="written"))
+            if self._batches:
+                batches = records | "BatchPerApplication" >> beam.ParDo(
+                    _BundleListBatchFn(batching)).with_output_types(Batch)
+            else:
+                batches = records | "BatchPerApplication" >> beam.ParDo(
+                    _BundleBatchFn(batching)).with_input_types(tuple[str, Record]).with_output_types(
+                        Batch)
+            written = batches | "WriteToSink" >> beam.ParDo(_WriteFn(sinks)).with_outputs(
+                DEAD_LETTERS, main="written")
             return written[DEAD_LETTERS]
         shards = self._shards
         if not self._batches:
@@ -244,6 +246,16 @@ class _BundleBatchFn(beam.DoFn):
             yield WindowedValue(Batch(application_id, batch_id(records), records),
                                 GlobalWindow().max_timestamp(), [GlobalWindow()])
         self._pending = {}
+
+
+class _BundleListBatchFn(_BundleBatchFn):
+    """`_BundleBatchFn` for lists of (application_id, Record)."""
+
+    def process(self, element: list[tuple[str, Record]]  # type: ignore[override]
+                ) -> Iterable[Batch]:
+        add = super().process
+        for pair in element:
+            yield from add(pair)
 
 
 class _WriteFn(beam.DoFn):

@@ -16,7 +16,9 @@ one seen within `dedupe_horizon_s` (by receive time) is dropped and counted
 
 Batch (bounded input, e.g. replay): the whole input is known, so each
 vehicle's messages are grouped and sorted once, with the same duplicate rule,
-and nothing is held back for a window.
+and nothing is held back for a window. With `lists=True` each vehicle's sorted
+messages leave as one `(vin, [MappedMessage])`, so the steps after pay the runner's
+per-element cost per vehicle, not per message.
 
 The rule itself (`Reorder`, `drop_duplicates`, ...) is in `fleetstream.transforms.ordering`.
 """
@@ -32,30 +34,32 @@ from apache_beam.utils.timestamp import Timestamp
 
 from fleetstream.schemas.mapped import MappedMessage
 from fleetstream.transforms.counters import BundleCounts
-from fleetstream.transforms.ordering import (Keyed, Reorder, VehicleOrder, drop_duplicates,
-                                             empty_order, order_from_plain, order_key, plain_order,
-                                             wall_ms)
+from fleetstream.transforms.ordering import (Keyed, KeyedList, Reorder, VehicleOrder,
+                                             drop_duplicates, empty_order, order_from_plain,
+                                             order_key, plain_order, wall_ms)
 
 
 class OrderPerVehicle(beam.PTransform):
     """Per-vehicle timestamp order with late marking and duplicate dropping."""
 
     def __init__(self, reorder_window_s: float = 2.0, dedupe_horizon_s: float = 600.0,
-                 bounded: bool | None = None) -> None:
+                 bounded: bool | None = None, lists: bool = False) -> None:
         super().__init__()
         if reorder_window_s < 0 or dedupe_horizon_s < 0:
             raise ValueError("reorder_window_s and dedupe_horizon_s must be >= 0")
         self._window_ms = int(reorder_window_s * 1000)
         self._horizon_ms = int(dedupe_horizon_s * 1000)
         self._bounded = bounded
+        self._lists = lists
 
-    def expand(self, keyed: beam.PCollection[Keyed]) -> beam.PCollection[Keyed]:
+    def expand(self, keyed: beam.PCollection[Keyed]) -> beam.PCollection:
         bounded = keyed.is_bounded if self._bounded is None else self._bounded
         if bounded:
             return (keyed
                     | "GroupByVin" >> beam.GroupByKey()
-                    | "SortEachVehicle" >> beam.ParDo(_SortVehicleFn(self._horizon_ms))
-                    .with_output_types(Keyed))
+                    | "SortEachVehicle" >> beam.ParDo(_SortVehicleFn(self._horizon_ms,
+                                                                     self._lists))
+                    .with_output_types(KeyedList if self._lists else Keyed))
         return keyed | "ReorderEachVehicle" >> beam.ParDo(
             _ReorderVehicleFn(self._window_ms, self._horizon_ms)).with_input_types(
                 Keyed).with_output_types(Keyed)
@@ -71,17 +75,23 @@ def _count(counts: BundleCounts, before: Sequence[MappedMessage],
 
 
 class _SortVehicleFn(beam.DoFn):
-    def __init__(self, horizon_ms: int) -> None:
+    def __init__(self, horizon_ms: int, lists: bool) -> None:
         self._horizon_ms = horizon_ms
+        self._lists = lists
         self._counts = BundleCounts()
 
-    def process(self, element: tuple[str, Iterable[MappedMessage]]) -> Iterable[Keyed]:
+    def process(self, element: tuple[str, Iterable[MappedMessage]]
+                ) -> Iterable[Keyed | KeyedList]:
         vin, messages = element
         # Duplicates are judged in receive order, then the survivors sorted.
         received = sorted(messages, key=lambda m: (m.received_at_ms, m.source_message_id))
         fresh = drop_duplicates(received, {}, self._horizon_ms)
         _count(self._counts, received, fresh)
-        for message in sorted(fresh, key=order_key):
+        fresh.sort(key=order_key)
+        if self._lists:
+            yield vin, fresh
+            return
+        for message in fresh:
             yield vin, message
 
     def finish_bundle(self) -> None:

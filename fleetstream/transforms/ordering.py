@@ -20,6 +20,7 @@ if TYPE_CHECKING:   # counts are passed in; the rules only call `add`
     from fleetstream.transforms.counters import BundleCounts
 
 Keyed = tuple[str, MappedMessage]
+KeyedList = tuple[str, list[MappedMessage]]  # one vehicle's messages, in order
 Arrival = tuple[int, MappedMessage]  # (element timestamp = arrival in ms, message)
 
 

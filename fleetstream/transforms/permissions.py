@@ -70,10 +70,15 @@ def permitted_data(data: Data, permitted: Mapping[str, frozenset[str]]) -> Data:
 PreparedData = tuple[bytes | None, ...]
 
 
-def prepare_data(data: Data, applications: Applications) -> PreparedData:
-    """Each application's permitted data as JSON (None where nothing is permitted)."""
+def prepare_data(data: Data, applications: Applications,
+                 approved: Container[str] | None = None) -> PreparedData:
+    """Each application's permitted data as JSON (None where nothing is permitted, or, when
+    `approved` is given, where the application is not in it)."""
     prepared = []
-    for _, permitted, _ in applications:
+    for application_id, permitted, _ in applications:
+        if approved is not None and application_id not in approved:
+            prepared.append(None)
+            continue
         kept = permitted_data(data, permitted)
         prepared.append(orjson.dumps(kept) if kept else None)
     return tuple(prepared)
