@@ -1,9 +1,10 @@
 """A real sink outage in a running streaming job (DirectRunner, wall-clock time).
 
-Two applications: `live` writes to a Mosquitto of the test's own, which is stopped for
-10 s while the job runs; `files` writes to a file sink. During the outage `files` keeps
-receiving its documents; after it every `live` document reaches the broker's
-subscriber, each vehicle's in order, a copy only ever with the same `message_id`.
+Two applications: `live` writes to a server of the test's own — a Mosquitto, a Kafka
+broker, or a webhook endpoint — which is stopped for 10 s while the job runs; `files`
+writes to a file sink. During the outage `files` keeps receiving its documents; after it
+every `live` document reaches the server, each vehicle's in order, a copy only ever with
+the same bytes (the same `message_id`).
 
 Documents come through the local Pub/Sub emulator (a topic of the test's own), which the
 DirectRunner reads in real time with processing-time timers (its `PeriodicImpulse`
@@ -12,13 +13,15 @@ cannot be combined with timers: "_GroupByKeyOnly was not replaced as expected").
 from __future__ import annotations
 
 import glob
+import http.server
 import os
 import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import apache_beam as beam
 import orjson
@@ -26,7 +29,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from fleetstream.dev.kafka import Kafka
 from fleetstream.dev.mosquitto import MosquittoService
+from fleetstream.io.kafka.admin import Topic, create_topics
+from fleetstream.io.kafka.topic_reader import read_records
 from fleetstream.io.sinks.registry import application_sink
 from fleetstream.schemas.delivery import Record
 from fleetstream.settings.config import parse_config
@@ -34,7 +40,7 @@ from fleetstream.transforms.deliver import Deliver
 from fleetstream.transforms.delivery_retry import RetryPolicy
 from tests.helpers import free_port
 
-pytest_plugins = ["fleetstream.dev.sink_pytest_plugin"]
+pytest_plugins = ["fleetstream.dev.sink_pytest_plugin", "fleetstream.dev.pytest_plugin"]
 pytestmark = pytest.mark.servers
 
 VINS = ("V0", "V1", "V2", "V3")
@@ -42,6 +48,17 @@ TICK_S = 0.1           # one document per application every tick: 10 a second ea
 RUN_S = 26.0
 DOWN_AT_S, UP_AT_S = 5.0, 15.0
 DEAD: list[dict] = []
+
+
+@dataclass
+class Outage:
+    """The `live` application's sink, the server behind it, and what reached that server."""
+
+    sink: dict
+    stop: Callable[[], None]
+    start: Callable[[], None]
+    #: the documents the server holds, in the order it took them (copies included)
+    received: Callable[[], list[bytes]]
 
 
 class PersistentMosquitto(MosquittoService):
@@ -75,13 +92,75 @@ class SessionSubscriber:
         self.client.loop_stop()
 
 
-@pytest.fixture
-def broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MosquittoService]:
-    monkeypatch.setenv("FLEETSTREAM_HOME", str(tmp_path / "home"))
-    service = PersistentMosquitto(free_port(), name="mosquitto-outage")
-    service.start()
-    yield service
-    service.stop()
+class Endpoint:
+    """A webhook endpoint on a fixed port that answers 204 and keeps each request's body;
+    `stop` closes its socket (connections are refused), `start` opens it again."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.bodies: list[bytes] = []
+        self._server: http.server.ThreadingHTTPServer | None = None
+
+    def start(self) -> None:
+        bodies = self.bodies
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def documents(self) -> list[bytes]:
+        return [orjson.dumps(document) for body in list(self.bodies)
+                for document in orjson.loads(body)]
+
+
+def _mqtt_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outage]:
+    broker = PersistentMosquitto(free_port(), name="mosquitto-outage", root=home)
+    broker.start()
+    subscriber = SessionSubscriber(broker.port, "live/fleetstream/live/#")
+    yield Outage({"type": "mqtt", "host": "127.0.0.1", "port": broker.port,
+                  "topic": "live/fleetstream/{application_id}/{vin}", "timeout": 5},
+                 broker.stop, broker.start, lambda: [m.payload for m in subscriber.messages])
+    subscriber.close()
+    broker.stop()
+
+
+def _kafka_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outage]:
+    kafka: Kafka = request.getfixturevalue("private_kafka")
+    create_topics(kafka.bootstrap, [Topic("fleetstream.live", 2)])
+    yield Outage({"type": "kafka", "bootstrap": kafka.bootstrap}, kafka.stop, kafka.start,
+                 lambda: [record.value() for record in
+                          read_records(kafka.bootstrap, "fleetstream.live", timeout_s=5)])
+
+
+def _webhook_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outage]:
+    request.getfixturevalue("monkeypatch").setenv("OUTAGE_WEBHOOK_SECRET", "outage-secret")
+    endpoint = Endpoint()
+    endpoint.start()
+    yield Outage({"type": "webhook", "url": f"http://127.0.0.1:{endpoint.port}/hook",
+                  "secret_env": "OUTAGE_WEBHOOK_SECRET", "timeout_s": 5},
+                 endpoint.stop, endpoint.start, endpoint.documents)
+    endpoint.stop()
+
+
+@pytest.fixture(params=["mqtt", "kafka", "webhook"])
+def outage_of(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outage]:
+    """The `live` application's sink and its server, of the test's own."""
+    make = {"mqtt": _mqtt_outage, "kafka": _kafka_outage, "webhook": _webhook_outage}
+    yield from make[request.param](request, tmp_path / "home")
 
 
 def documents(message: bytes) -> list[tuple[str, Record]]:
@@ -106,17 +185,19 @@ def _keep_dead(letter: dict) -> None:
     DEAD.append(letter)
 
 
-def outage(service: MosquittoService, started: float) -> None:
+def outage(of: Outage, started: float) -> None:
     time.sleep(max(0.0, started + DOWN_AT_S - time.time()))
-    service.stop()
+    of.stop()
     time.sleep(max(0.0, started + UP_AT_S - time.time()))
-    service.start()
+    of.start()
 
 
-def test_a_stopped_broker_holds_only_its_application(broker, pubsub_service, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stopped_sink_server_holds_only_its_application(
+        outage_of: Outage, pubsub_service, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_service.host)
     from google.cloud import pubsub_v1
+    DEAD.clear()
     run = uuid.uuid4().hex[:8]
     publisher, subscriptions = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
     topic = publisher.topic_path("fleetstream-test", f"outage-{run}")
@@ -125,13 +206,10 @@ def test_a_stopped_broker_holds_only_its_application(broker, pubsub_service, tmp
     subscriptions.create_subscription(name=source, topic=topic)
     apps = parse_config({"applications": [
         {"id": "live", "permissions": ["diagnostics.*"],
-         "sink": {"type": "mqtt", "host": "127.0.0.1", "port": broker.port,
-                  "topic": "live/fleetstream/{application_id}/{vin}", "timeout": 5,
-                  "max_delay": 0.2}},
+         "sink": {**outage_of.sink, "max_delay": 0.2}},
         {"id": "files", "permissions": ["diagnostics.*"],
          "sink": {"type": "file", "path": str(tmp_path / "files"), "max_delay": 0.2}}]}
     ).applications
-    subscriber = SessionSubscriber(broker.port, "live/fleetstream/live/#")
     options = PipelineOptions(["--runner=DirectRunner"])
     options.view_as(StandardOptions).streaming = True
     pipeline = beam.Pipeline(options=options)
@@ -144,18 +222,17 @@ def test_a_stopped_broker_holds_only_its_application(broker, pubsub_service, tmp
     result = pipeline.run()
     ticks = round(RUN_S / TICK_S)
     started = time.time() + 3          # the DirectRunner takes a few seconds to start
-    stopper = threading.Thread(target=outage, args=(broker, started), daemon=True)
+    stopper = threading.Thread(target=outage, args=(outage_of, started), daemon=True)
     stopper.start()
     try:
         feed(publisher, topic, ticks, started)
         stopper.join()
-        deadline = time.monotonic() + 20
-        while len({m.payload for m in subscriber.messages}) < ticks and time.monotonic() < deadline:
-            time.sleep(0.1)
+        deadline = time.monotonic() + 60     # a restarted broker may take a while
+        while len(set(outage_of.received())) < ticks and time.monotonic() < deadline:
+            time.sleep(0.5)
         time.sleep(1)                   # the files' last batch
     finally:
         result.cancel()
-        subscriber.close()
         subscriptions.delete_subscription(subscription=source)
         publisher.delete_topic(topic=topic)
 
@@ -174,16 +251,17 @@ def test_a_stopped_broker_holds_only_its_application(broker, pubsub_service, tmp
     assert len(in_outage) >= 50
     late = [tick for tick in in_outage if written_at[tick] >= started + UP_AT_S]
     assert late == [], f"{len(late)} of {len(in_outage)} file documents waited for the outage"
-    # live: everything arrives after the outage, in order per vehicle (the order the job
+    # live: everything arrives, in order per vehicle (the order the job
     # read them in, which the file sink shows: Pub/Sub does not keep the publishing order),
     # copies identical
-    payloads = [orjson.loads(m.payload) for m in subscriber.messages]
+    received = outage_of.received()
+    payloads = [orjson.loads(document) for document in received]
     assert {p["tick"] for p in payloads} == set(written_at)
     first_seen: dict[str, list[int]] = defaultdict(list)
     for p in payloads:
         if p["tick"] not in first_seen[p["vin"]]:
             first_seen[p["vin"]].append(p["tick"])
     assert first_seen == files_order
-    copies = Counter(m.payload for m in subscriber.messages)
+    copies = Counter(received)
     assert len(copies) == len({p["tick"] for p in payloads})   # a copy has the same bytes
     assert any(DOWN_AT_S <= p["tick"] * TICK_S < UP_AT_S for p in payloads)

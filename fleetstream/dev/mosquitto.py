@@ -23,9 +23,10 @@ class MosquittoService(Service):
     start_timeout_s = 15.0
 
     def __init__(self, port: int = 1883, *, name: str = "mosquitto",
-                 password_file: Path | None = None, acl_file: Path | None = None) -> None:
+                 password_file: Path | None = None, acl_file: Path | None = None,
+                 root: Path | None = None) -> None:
         """`name` tells apart several brokers (their pid, log and data files)."""
-        super().__init__(port)
+        super().__init__(port, root)
         self.name = name
         self.password_file = password_file
         self.acl_file = acl_file

@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any, Iterable, Mapping, Sequence
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 
 Envelope = Mapping[str, str]
@@ -32,17 +32,25 @@ class AckedProducer:
 
     def __init__(self, bootstrap: str, config: Mapping[str, Any] | None = None) -> None:
         """`config`: more librdkafka settings (TLS, SASL, ...) over the defaults here."""
-        self._producer = Producer({"linger.ms": 5, "enable.idempotence": True,
-                                   "compression.type": "lz4", **(config or {}),
-                                   "bootstrap.servers": bootstrap})
         failures: list[str] = []
+        #: [True] from librdkafka's "all brokers down" until the next delivered record
+        down = [False]
 
-        # the callback holds the list, not self: no cycle keeps a dropped producer alive
+        # the callbacks hold the lists, not self: no cycle keeps a dropped producer alive
         def delivered(error, _message) -> None:
-            if error is not None:
+            if error is None:
+                down[0] = False
+            else:
                 failures.append(str(error))
 
-        self._failures, self._delivered = failures, delivered
+        def on_error(error: KafkaError) -> None:
+            if error.code() == KafkaError._ALL_BROKERS_DOWN:
+                down[0] = True
+
+        self._producer = Producer({"linger.ms": 5, "enable.idempotence": True,
+                                   "compression.type": "lz4", **(config or {}),
+                                   "bootstrap.servers": bootstrap, "error_cb": on_error})
+        self._failures, self._delivered, self._down = failures, delivered, down
         self._unpolled = 0
 
     def send(self, topic: str, key: bytes | str, value: bytes,
@@ -62,9 +70,26 @@ class AckedProducer:
             self._unpolled = 0
             self._producer.poll(0)
 
-    def flush(self, timeout_s: float) -> tuple[int, list[str]]:
-        """Wait for every queued record: (records still unsent, errors since the last flush)."""
-        left = self._producer.flush(timeout_s)
+    def flush(self, timeout_s: float, give_up_when_down_s: float | None = None
+              ) -> tuple[int, list[str]]:
+        """Wait for every queued record: (records still unsent, errors since the last flush).
+
+        With `give_up_when_down_s`, stop waiting that long after the start when every
+        broker is down: the records not yet sent are purged from the local queue (each
+        counted as a failure), so that a caller that retries later is not held for the whole
+        `message.timeout.ms` by a cluster that is away. Records already in flight stay.
+        """
+        started = time.monotonic()
+        deadline = started + timeout_s
+        left = self._producer.flush(0)
+        while left and (now := time.monotonic()) < deadline:
+            if give_up_when_down_s is not None and self._down[0] and \
+                    now - started >= give_up_when_down_s:
+                self._producer.purge(in_queue=True, in_flight=False)
+                left = self._producer.flush(0)     # serves the purged records' reports
+                self._failures.append("all brokers are down")
+                break
+            left = self._producer.flush(min(0.1, deadline - now))
         failures = self._failures[:]
         self._failures.clear()
         return left, failures

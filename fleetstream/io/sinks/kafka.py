@@ -19,8 +19,10 @@ drops the producer's own resends, and since the key is the VIN a vehicle's
 documents stay in order. `write` queues the whole batch and waits (up to
 `DELIVERY_TIMEOUT_S`) for every delivery report; librdkafka gives up on a record
 after `message.timeout.ms` (15 s here unless `producer_config` sets it; librdkafka's
-own default is 5 minutes), so against an unreachable cluster a write fails within
-about 15 s instead of leaving records queued behind it; any failure raises
+own default is 5 minutes), and once librdkafka reports every broker down a write gives
+up after DOWN_GIVE_UP_S, purging its records not yet sent: against a cluster that is
+away a write fails within about a second (while it waits, Deliver's bundle, and so
+every other application's delivery on the worker, waits too); any failure raises
 `KafkaDeliveryError` and Deliver retries the batch, so a document may arrive
 twice, with the same `message_id`. A record the producer refuses as too large
 (`message.max.bytes`, 1 MB unless `producer_config` raises it) raises
@@ -53,6 +55,8 @@ DELIVERY_TIMEOUT_S = WRITE_TIMEOUT_S
 #: librdkafka settings the sink defaults and `producer_config` may change: a record not
 #: acknowledged within 15 s fails (its delivery report comes within DELIVERY_TIMEOUT_S)
 DEFAULT_SETTINGS = {"message.timeout.ms": 15_000}
+#: how long `write` waits for a cluster whose brokers are all down
+DOWN_GIVE_UP_S = 1.0
 CHECK_TIMEOUT_S = 10.0
 
 
@@ -125,7 +129,7 @@ class KafkaSink(Sink):
                         f"{len(record.document)} bytes, over the producer's message.max.bytes"
                     ) from None
                 raise
-        left, failures = self._producer.flush(DELIVERY_TIMEOUT_S)
+        left, failures = self._producer.flush(DELIVERY_TIMEOUT_S, DOWN_GIVE_UP_S)
         if left or failures:
             raise KafkaDeliveryError(
                 f"kafka topic {self.topic!r} at {self.bootstrap}: {left + len(failures)} of "
