@@ -79,20 +79,26 @@ class AckedProducer:
         counted as a failure), so that a caller that retries later is not held for the whole
         `message.timeout.ms` by a cluster that is away. Records already in flight stay.
         """
-        started = time.monotonic()
-        deadline = started + timeout_s
-        left = self._producer.flush(0)
-        while left and (now := time.monotonic()) < deadline:
-            if give_up_when_down_s is not None and self._down[0] and \
-                    now - started >= give_up_when_down_s:
-                self._producer.purge(in_queue=True, in_flight=False)
-                left = self._producer.flush(0)     # serves the purged records' reports
-                self._failures.append("all brokers are down")
-                break
-            left = self._producer.flush(min(0.1, deadline - now))
+        if give_up_when_down_s is None:
+            left = self._producer.flush(timeout_s)
+        else:
+            left = self._flush_while_up(timeout_s, give_up_when_down_s)
         failures = self._failures[:]
         self._failures.clear()
         return left, failures
+
+    def _flush_while_up(self, timeout_s: float, give_up_when_down_s: float) -> int:
+        """`flush` that purges what is not sent yet once every broker has been down
+        `give_up_when_down_s` into the wait; the records left."""
+        started = time.monotonic()
+        left = self._producer.flush(0)
+        while left and (waited := time.monotonic() - started) < timeout_s:
+            if self._down[0] and waited >= give_up_when_down_s:
+                self._producer.purge(in_queue=True, in_flight=False)
+                self._failures.append("all brokers are down")
+                return self._producer.flush(0)     # serves the purged records' reports
+            left = self._producer.flush(min(0.1, timeout_s - waited))
+        return left
 
 
 def produce_envelopes(bootstrap: str, keyed_envelopes: Iterable[tuple[str, Envelope]],
