@@ -106,6 +106,17 @@ def test_an_unreachable_cluster_fails_the_write(make_batch):
     sink.close()
 
 
+def test_a_cluster_that_is_away_fails_the_write_without_waiting_for_the_record_timeout(
+        make_batch):
+    """With the default 15 s `message.timeout.ms`, the write gives up once librdkafka reports
+    every broker down: its records are purged, not left to time out while Deliver's bundle
+    (every application on the worker) waits."""
+    sink = sink_for(f"127.0.0.1:{free_port()}", "t")
+    with pytest.raises(KafkaDeliveryError, match=r"4 of 4 record\(s\) .* every broker is down"):
+        sink.write(make_batch())
+    sink.close()
+
+
 def test_a_record_over_message_max_bytes_is_permanent(kafka_service, topic, make_batch):
     sink = sink_for(kafka_service.bootstrap, topic, producer_config={"message.max.bytes": 2000})
     with pytest.raises(RecordTooLarge, match="over the producer's message.max.bytes") as refused:

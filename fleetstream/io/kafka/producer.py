@@ -25,6 +25,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 Envelope = Mapping[str, str]
 #: records an AckedProducer sends between two polls for delivery reports
 POLL_EVERY = 256
+#: the failure of a record purged because every broker was down
+DOWN_REASON = "not sent: every broker is down (purged from the local queue)"
 
 
 class AckedProducer:
@@ -95,8 +97,10 @@ class AckedProducer:
         while left and (waited := time.monotonic() - started) < timeout_s:
             if self._down[0] and waited >= give_up_when_down_s:
                 self._producer.purge(in_queue=True, in_flight=False)
-                self._failures.append("all brokers are down")
-                return self._producer.flush(0)     # serves the purged records' reports
+                left = self._producer.flush(0)     # serves the purged records' reports
+                self._failures[:] = [DOWN_REASON if "Purged" in failure else failure
+                                     for failure in self._failures]
+                return left
             left = self._producer.flush(min(0.1, timeout_s - waited))
         return left
 
