@@ -1,8 +1,10 @@
 """A real sink outage in a running streaming job (DirectRunner, wall-clock time).
 
 Two applications: `live` writes to a server of the test's own — a Mosquitto, a Kafka
-broker, or a webhook endpoint — which is stopped for 10 s while the job runs; `files`
-writes to a file sink. During the outage `files` keeps receiving its documents; after it
+broker, or a webhook endpoint — which is stopped for 10 s while the job runs, or to one
+of the shared moto (S3, Kinesis), Pub/Sub emulator or Azurite servers, which forget
+everything when restarted: those are reached through a TCP `Proxy` of the test's own
+that is stopped instead; `files` writes to a file sink. During the outage `files` keeps receiving its documents; after it
 every `live` document reaches the server, each vehicle's in order, a copy only ever with
 the same bytes (the same `message_id`).
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import glob
 import http.server
 import os
+import socket
 import threading
 import time
 import uuid
@@ -24,13 +27,17 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import apache_beam as beam
+import boto3
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from fleetstream.dev.azurite import AzuriteService
 from fleetstream.dev.kafka import Kafka
 from fleetstream.dev.mosquitto import MosquittoService
+from fleetstream.dev.moto import MotoService
+from fleetstream.dev.pubsub import PubSubEmulator
 from fleetstream.io.kafka.admin import Topic, create_topics
 from fleetstream.io.kafka.topic_reader import read_records
 from fleetstream.io.sinks.registry import application_sink
@@ -48,6 +55,7 @@ TICK_S = 0.1           # one document per application every tick: 10 a second ea
 RUN_S = 26.0
 DOWN_AT_S, UP_AT_S = 5.0, 15.0
 DEAD: list[dict] = []
+PROJECT = "fleetstream-test"
 
 
 @dataclass
@@ -57,8 +65,9 @@ class Outage:
     sink: dict
     stop: Callable[[], None]
     start: Callable[[], None]
-    #: the documents the server holds, in the order it took them (copies included)
-    received: Callable[[], list[bytes]]
+    #: the documents the server holds, as runs whose order is known: each run in the
+    #: order the server took its documents (copies included)
+    received: Callable[[], list[list[bytes]]]
 
 
 class PersistentMosquitto(MosquittoService):
@@ -127,13 +136,81 @@ class Endpoint:
                 for document in orjson.loads(body)]
 
 
+class Proxy:
+    """A TCP proxy on a fixed port to a server on `backend_port`; `stop` closes its socket
+    and every connection through it (the sink sees refused and reset connections), `start`
+    listens again on the same port."""
+
+    def __init__(self, backend_port: int) -> None:
+        self.backend_port = backend_port
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        listener.settimeout(0.2)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while self._listener is listener:
+            try:
+                client, _ = listener.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            try:
+                server = socket.create_connection(("127.0.0.1", self.backend_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open |= {client, server}
+            for source, target in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                target.sendall(chunk)
+        except OSError:
+            pass
+        for end in (source, target):
+            self._close(end)
+
+    def _close(self, end: socket.socket) -> None:
+        with self._lock:
+            self._open.discard(end)
+        try:
+            end.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        end.close()
+
+    def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            ends = list(self._open)
+        for end in ends:
+            self._close(end)
+
+
 def _mqtt_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outage]:
     broker = PersistentMosquitto(free_port(), name="mosquitto-outage", root=home)
     broker.start()
     subscriber = SessionSubscriber(broker.port, "live/fleetstream/live/#")
     yield Outage({"type": "mqtt", "host": "127.0.0.1", "port": broker.port,
                   "topic": "live/fleetstream/{application_id}/{vin}", "timeout": 5},
-                 broker.stop, broker.start, lambda: [m.payload for m in subscriber.messages])
+                 broker.stop, broker.start, lambda: [[m.payload for m in subscriber.messages]])
     subscriber.close()
     broker.stop()
 
@@ -142,8 +219,8 @@ def _kafka_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outage
     kafka: Kafka = request.getfixturevalue("private_kafka")
     create_topics(kafka.bootstrap, [Topic("fleetstream.live", 2)])
     yield Outage({"type": "kafka", "bootstrap": kafka.bootstrap}, kafka.stop, kafka.start,
-                 lambda: [record.value() for record in
-                          read_records(kafka.bootstrap, "fleetstream.live", timeout_s=5)])
+                 lambda: [[record.value() for record in
+                           read_records(kafka.bootstrap, "fleetstream.live", timeout_s=5)]])
 
 
 def _webhook_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outage]:
@@ -152,15 +229,139 @@ def _webhook_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outa
     endpoint.start()
     yield Outage({"type": "webhook", "url": f"http://127.0.0.1:{endpoint.port}/hook",
                   "secret_env": "OUTAGE_WEBHOOK_SECRET", "timeout_s": 5},
-                 endpoint.stop, endpoint.start, endpoint.documents)
+                 endpoint.stop, endpoint.start, lambda: [endpoint.documents()])
     endpoint.stop()
 
 
-@pytest.fixture(params=["mqtt", "kafka", "webhook"])
+def _proxied(backend_port: int) -> Proxy:
+    proxy = Proxy(backend_port)
+    proxy.start()
+    return proxy
+
+
+AWS_TEST_OPTIONS = {"region": "eu-central-1", "access_key_id": "test",
+                    "secret_access_key": "test"}
+
+
+def _aws_client(service: str, moto: MotoService) -> object:
+    return boto3.client(service, region_name=AWS_TEST_OPTIONS["region"],
+                        endpoint_url=moto.endpoint_url, aws_access_key_id="test",
+                        aws_secret_access_key="test")
+
+
+def _s3_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outage]:
+    moto: MotoService = request.getfixturevalue("moto_service")
+    bucket = f"outage-{uuid.uuid4().hex[:12]}"
+    s3 = _aws_client("s3", moto)
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={
+        "LocationConstraint": AWS_TEST_OPTIONS["region"]})
+    proxy = _proxied(moto.port)
+
+    def objects() -> list[list[bytes]]:
+        # One run per object: object names hold the batch id, a content hash, and moto's
+        # LastModified has whole seconds, so the order of objects is unknown; the order
+        # within each object and that everything arrives are checked.
+        names = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+                 for o in page.get("Contents", [])]
+        return [s3.get_object(Bucket=bucket, Key=name)["Body"].read().splitlines()
+                for name in names]
+
+    yield Outage({"type": "s3", "bucket": bucket, "gzip": False,
+                  "endpoint_url": f"http://127.0.0.1:{proxy.port}", **AWS_TEST_OPTIONS},
+                 proxy.stop, proxy.start, objects)
+    proxy.stop()
+
+
+def _azure_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outage]:
+    from azure.storage.blob import ContainerClient
+    azurite: AzuriteService = request.getfixturevalue("azurite_service")
+    name = f"outage-{uuid.uuid4().hex[:12]}"
+    container = ContainerClient.from_connection_string(azurite.connection_string, name)
+    container.create_container()
+    proxy = _proxied(azurite.port)
+    through_proxy = azurite.connection_string.replace(
+        azurite.account_url, azurite.account_url.replace(str(azurite.port), str(proxy.port)))
+
+    def blobs() -> list[list[bytes]]:
+        # one run per blob, as for S3: blob names hold no order (a content hash)
+        return [container.download_blob(blob.name).readall().splitlines()
+                for blob in container.list_blobs()]
+
+    yield Outage({"type": "azure_blob", "container": name, "gzip": False,
+                  "connection_string": through_proxy}, proxy.stop, proxy.start, blobs)
+    proxy.stop()
+    container.delete_container()
+    container.close()
+
+
+def _kinesis_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outage]:
+    moto: MotoService = request.getfixturevalue("moto_service")
+    stream = f"outage-{uuid.uuid4().hex[:12]}"
+    kinesis = _aws_client("kinesis", moto)
+    kinesis.create_stream(StreamName=stream, ShardCount=2)
+    proxy = _proxied(moto.port)
+
+    def shards() -> list[list[bytes]]:
+        """Every shard's records in sequence order, one shard after the other: a vehicle's
+        records are all on one shard (partition key = VIN), so this is one run."""
+        records: list[bytes] = []
+        for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+            iterator = kinesis.get_shard_iterator(
+                StreamName=stream, ShardId=shard["ShardId"],
+                ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+            while iterator:
+                page = kinesis.get_records(ShardIterator=iterator, Limit=1000)
+                records += [record["Data"] for record in page["Records"]]
+                iterator = page.get("NextShardIterator") if page["Records"] else None
+        return [records]
+
+    yield Outage({"type": "kinesis", "stream": stream,
+                  "endpoint_url": f"http://127.0.0.1:{proxy.port}", **AWS_TEST_OPTIONS},
+                 proxy.stop, proxy.start, shards)
+    proxy.stop()
+    kinesis.delete_stream(StreamName=stream)
+
+
+def _pubsub_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outage]:
+    from google.cloud import pubsub_v1
+    emulator: PubSubEmulator = request.getfixturevalue("pubsub_service")
+    request.getfixturevalue("monkeypatch").setenv("PUBSUB_EMULATOR_HOST", emulator.host)
+    topic_id = f"outage-live-{uuid.uuid4().hex[:8]}"
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    topic = publisher.topic_path(PROJECT, topic_id)
+    subscription = subscriber.subscription_path(PROJECT, topic_id)
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(request={"name": subscription, "topic": topic,
+                                            "enable_message_ordering": True})
+    proxy = _proxied(emulator.port)
+    pulled: list[bytes] = []
+
+    def messages() -> list[list[bytes]]:
+        """What the ordered subscription delivered so far (acknowledged), in delivery order:
+        a vehicle's messages (ordering key = VIN) come in publishing order."""
+        while received := subscriber.pull(subscription=subscription, max_messages=500,
+                                          timeout=5).received_messages:
+            subscriber.acknowledge(subscription=subscription,
+                                   ack_ids=[m.ack_id for m in received])
+            pulled.extend(m.message.data for m in received)
+        return [pulled]
+
+    yield Outage({"type": "pubsub", "project": PROJECT, "topic": topic_id,
+                  "emulator_host": f"127.0.0.1:{proxy.port}"}, proxy.stop, proxy.start, messages)
+    proxy.stop()
+    subscriber.delete_subscription(subscription=subscription)
+    publisher.delete_topic(topic=topic)
+
+
+OUTAGES = {"mqtt": _mqtt_outage, "kafka": _kafka_outage, "webhook": _webhook_outage,
+           "s3": _s3_outage, "azure_blob": _azure_outage, "kinesis": _kinesis_outage,
+           "pubsub": _pubsub_outage}
+
+
+@pytest.fixture(params=list(OUTAGES))
 def outage_of(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outage]:
-    """The `live` application's sink and its server, of the test's own."""
-    make = {"mqtt": _mqtt_outage, "kafka": _kafka_outage, "webhook": _webhook_outage}
-    yield from make[request.param](request, tmp_path / "home")
+    """The `live` application's sink and its server, of the test's own (or a proxy)."""
+    yield from OUTAGES[request.param](request, tmp_path / "home")
 
 
 def documents(message: bytes) -> list[tuple[str, Record]]:
@@ -228,7 +429,8 @@ def test_a_stopped_sink_server_holds_only_its_application(
         feed(publisher, topic, ticks, started)
         stopper.join()
         deadline = time.monotonic() + 60     # a restarted broker may take a while
-        while len(set(outage_of.received())) < ticks and time.monotonic() < deadline:
+        while (len({document for run in outage_of.received() for document in run}) < ticks
+               and time.monotonic() < deadline):
             time.sleep(0.5)
         time.sleep(1)                   # the files' last batch
     finally:
@@ -252,16 +454,21 @@ def test_a_stopped_sink_server_holds_only_its_application(
     late = [tick for tick in in_outage if written_at[tick] >= started + UP_AT_S]
     assert late == [], f"{len(late)} of {len(in_outage)} file documents waited for the outage"
     # live: everything arrives, in order per vehicle (the order the job
-    # read them in, which the file sink shows: Pub/Sub does not keep the publishing order),
-    # copies identical
-    received = outage_of.received()
+    # read them in, which the file sink shows: Pub/Sub does not keep the publishing order)
+    # within each run of known order, copies identical
+    runs = outage_of.received()
+    received = [document for run in runs for document in run]
     payloads = [orjson.loads(document) for document in received]
     assert {p["tick"] for p in payloads} == set(written_at)
-    first_seen: dict[str, list[int]] = defaultdict(list)
-    for p in payloads:
-        if p["tick"] not in first_seen[p["vin"]]:
-            first_seen[p["vin"]].append(p["tick"])
-    assert first_seen == files_order
+    position = {tick: index for ticks_of_vin in files_order.values()
+                for index, tick in enumerate(ticks_of_vin)}
+    for run in runs:
+        first_seen: dict[str, list[int]] = defaultdict(list)
+        for p in map(orjson.loads, run):
+            if p["tick"] not in first_seen[p["vin"]]:
+                first_seen[p["vin"]].append(p["tick"])
+        for vin, seen in first_seen.items():
+            assert seen == sorted(seen, key=position.__getitem__), f"{vin} out of order"
     copies = Counter(received)
     assert len(copies) == len({p["tick"] for p in payloads})   # a copy has the same bytes
     assert any(DOWN_AT_S <= p["tick"] * TICK_S < UP_AT_S for p in payloads)

@@ -4,9 +4,12 @@ Keys: `region`, `endpoint_url` (moto, MinIO, LocalStack), and the optional
 pair `access_key_id` + `secret_access_key`; without them boto3's usual
 credential chain (environment, profile, instance role) applies.
 
-Clients connect within 5 s, wait at most 15 s for an answer and make one retry of
+Clients connect within 5 s, wait at most 15 s for an answer and make no retry of
 their own (botocore's defaults: 60 s each and up to 4 retries, minutes per call
-against an unreachable endpoint), so a write ends within about `WRITE_TIMEOUT_S`.
+against an unreachable endpoint), so a write ends within about `WRITE_TIMEOUT_S`, and
+at once when the endpoint refuses connections: Deliver retries the batch on its
+timer, while a retry inside the call (botocore's backoff, about 1-3 s per write
+against a stopped endpoint) would hold the bundle's other applications.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from fleetstream.schemas.errors import ConfigError
 AWS_OPTIONS = frozenset({"region", "endpoint_url", "access_key_id", "secret_access_key"})
 #: bounded calls (see the module docstring)
 CLIENT_CONFIG = Config(connect_timeout=5, read_timeout=15,
-                       retries={"max_attempts": 2, "mode": "standard"})
+                       retries={"max_attempts": 1, "mode": "standard"})
 
 
 def check_credential_pair(where: str, options: Mapping[str, Any]) -> None:
