@@ -32,12 +32,13 @@ from fleetstream.io.sinks.object.format import ObjectSink
 from fleetstream.schemas.delivery import Batching
 from fleetstream.schemas.errors import ConfigError
 
-#: the client's own retries of one call (about 1 s, then 3 s apart) and its timeouts
-#: (connect 5 s, each read 10 s; the SDK's defaults are 20 s and 60 s); Deliver
-#: retries whole batches beyond that, so the SDK's minutes-long default is cut and a
-#: write ends within about `WRITE_TIMEOUT_S` against an unreachable account
-_CLIENT_OPTIONS = {"retry_total": 1, "initial_backoff": 1, "increment_base": 2,
-                   "connection_timeout": 5, "read_timeout": 10}
+#: no retry of the client's own and bounded timeouts (connect 5 s, each read 10 s; the
+#: SDK's defaults are 20 s and 60 s): Deliver retries whole batches on its timer, so the
+#: SDK's minutes-long default is cut, a write ends within about `WRITE_TIMEOUT_S` against
+#: an unreachable account and at once against one that refuses connections (one SDK
+#: retry, with its 1-4 s backoff, held the bundle's other applications for most of an
+#: outage)
+_CLIENT_OPTIONS = {"retry_total": 0, "connection_timeout": 5, "read_timeout": 10}
 
 
 class AzureBlobSink(ObjectSink):
