@@ -22,7 +22,9 @@ most 10 MB; `max_delay` -> `max_latency`); it keeps one batch per ordering key,
 so a `write` waits about `max_delay` for the last ones.
 
 `write` publishes every record of the batch and waits for every publish future.
-When one fails, the client pauses that ordering key (later publishes on it fail
+Each publish request is tried once, within `PUBLISH_TIMEOUT_S` (the client's own
+retries go on for up to 60 s against an unreachable server, holding the bundle's
+other applications): Deliver retries the batch on its timer. When one fails, the client pauses that ordering key (later publishes on it fail
 at once); `write` resumes each failed key (`resume_publish`) and then raises
 `PubSubDeliveryError`, so Deliver's retry can publish the batch again; a
 document may then arrive twice, with the same `message_id`. A document over
@@ -121,6 +123,7 @@ class PubSubSink(Sink):
                     f"document {record.message_id} of vehicle {record.vin} is "
                     f"{len(record.document)} bytes; Pub/Sub's limit is {MAX_MESSAGE_BYTES}")
         sent = {self._client.publish(self.topic_path, record.document, ordering_key=record.vin,
+                                     retry=None, timeout=PUBLISH_TIMEOUT_S,
                                      application_id=batch.application_id,
                                      message_id=record.message_id, vin=record.vin): record.vin
                 for record in batch.records}
