@@ -38,9 +38,11 @@ from fleetstream.dev.kafka import Kafka
 from fleetstream.dev.mosquitto import MosquittoService
 from fleetstream.dev.moto import MotoService
 from fleetstream.dev.pubsub import PubSubEmulator
+from fleetstream.dev.sink_pytest_plugin import sample_batch
 from fleetstream.io.kafka.admin import Topic, create_topics
 from fleetstream.io.kafka.topic_reader import read_records
-from fleetstream.io.sinks.registry import application_sink
+from fleetstream.io.sinks.pubsub import PubSubDeliveryError
+from fleetstream.io.sinks.registry import application_sink, build_sink
 from fleetstream.schemas.delivery import Record
 from fleetstream.settings.config import parse_config
 from fleetstream.transforms.deliver import Deliver
@@ -147,6 +149,8 @@ class Proxy:
         self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
+        #: connections accepted so far
+        self.accepted = 0
 
     def start(self) -> None:
         listener = socket.socket()
@@ -165,6 +169,7 @@ class Proxy:
                 continue
             except OSError:
                 return
+            self.accepted += 1
             client.settimeout(None)
             try:
                 server = socket.create_connection(("127.0.0.1", self.backend_port))
@@ -472,3 +477,47 @@ def test_a_stopped_sink_server_holds_only_its_application(
     copies = Counter(received)
     assert len(copies) == len({p["tick"] for p in payloads})   # a copy has the same bytes
     assert any(DOWN_AT_S <= p["tick"] * TICK_S < UP_AT_S for p in payloads)
+
+
+def _unreachable_sink(of: str, port: int) -> dict:
+    """A `sink:` section of type `of` whose server would be on 127.0.0.1:`port`."""
+    endpoint = {"endpoint_url": f"http://127.0.0.1:{port}", **AWS_TEST_OPTIONS}
+    return {"s3": {"type": "s3", "bucket": "away", **endpoint},
+            "kinesis": {"type": "kinesis", "stream": "away", **endpoint},
+            "azure_blob": {"type": "azure_blob", "container": "away",
+                           "connection_string": AzuriteService(port).connection_string},
+            "pubsub": {"type": "pubsub", "project": PROJECT, "topic": "away",
+                       "emulator_host": f"127.0.0.1:{port}"}}[of]
+
+
+#: connections of one attempt against a server that closes them: botocore opens a second
+#: one whatever its retries (measured: 2, 3, 4 connections for max_attempts 1, 2, 3)
+CONNECTIONS_PER_ATTEMPT = {"s3": 2, "kinesis": 2, "azure_blob": 1}
+
+
+@pytest.mark.parametrize("of", list(CONNECTIONS_PER_ATTEMPT))
+def test_a_write_whose_server_drops_the_connection_is_tried_once(of: str) -> None:
+    """No retry inside the call: Deliver retries the batch on its timer, while the
+    client's own retries (and their backoff) would hold the bundle's other applications."""
+    proxy = _proxied(free_port())       # accepts, then closes: its backend is down
+    sink, _ = build_sink("fleet-a", _unreachable_sink(of, proxy.port))
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - each client has its own error type
+            sink.write(sample_batch())
+    finally:
+        sink.close()
+        proxy.stop()
+    assert proxy.accepted == CONNECTIONS_PER_ATTEMPT[of]
+
+
+def test_a_pubsub_write_whose_server_drops_the_connection_fails_instead_of_waiting() -> None:
+    """Each publish is tried once: the write fails with every vehicle failed, none late
+    (the client's own retries kept the publishes pending until the write's timeout)."""
+    proxy = _proxied(free_port())
+    sink, _ = build_sink("fleet-a", _unreachable_sink("pubsub", proxy.port))
+    try:
+        with pytest.raises(PubSubDeliveryError, match=r": 0 message\(s\) .* and 2 vehicle"):
+            sink.write(sample_batch())
+    finally:
+        sink.close()
+        proxy.stop()
