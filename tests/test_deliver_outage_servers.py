@@ -4,9 +4,9 @@ Two applications: `live` writes to a server of the test's own — a Mosquitto, a
 broker, or a webhook endpoint — which is stopped for 10 s while the job runs, or to one
 of the shared moto (S3, Kinesis), Pub/Sub emulator or Azurite servers, which forget
 everything when restarted: those are reached through a TCP `Proxy` of the test's own
-that is stopped instead; `files` writes to a file sink. During the outage `files` keeps receiving its documents; after it
-every `live` document reaches the server, each vehicle's in order, a copy only ever with
-the same bytes (the same `message_id`).
+that is stopped instead; `files` writes to a file sink. During the outage `files` keeps
+receiving its documents; after it every `live` document reaches the server, each vehicle's
+in order, a copy only ever with the same bytes (the same `message_id`).
 
 Documents come through the local Pub/Sub emulator (a topic of the test's own), which the
 DirectRunner reads in real time with processing-time timers (its `PeriodicImpulse`

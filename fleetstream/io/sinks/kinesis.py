@@ -36,7 +36,8 @@ import time
 from collections import Counter
 from typing import Any, Mapping, NamedTuple, Sequence
 
-from fleetstream.io.sinks.aws import AWS_OPTIONS, aws_client, check_credential_pair, check_exists
+from fleetstream.io.sinks.aws import (AWS_OPTIONS, WRITE_CONFIG, aws_client,
+                                      check_credential_pair, check_exists)
 from fleetstream.io.sinks.base import Sink
 from fleetstream.schemas.delivery import Batch, Batching, Record
 from fleetstream.schemas.errors import ConfigError, PermanentWriteError
@@ -89,7 +90,7 @@ class KinesisSink(Sink):
 
     def open(self) -> None:
         if self._client is None:
-            self._client = aws_client("kinesis", self.options)
+            self._client = aws_client("kinesis", self.options, WRITE_CONFIG)
 
     def write(self, batch: Batch) -> None:
         self.open()

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from fleetstream.io.sinks.aws import AWS_OPTIONS, aws_client, check_credential_pair, check_exists
+from fleetstream.io.sinks.aws import (AWS_OPTIONS, WRITE_CONFIG, aws_client,
+                                      check_credential_pair, check_exists)
 from fleetstream.io.sinks.object.format import ObjectSink
 from fleetstream.schemas.delivery import Batching
 
@@ -47,7 +48,7 @@ class S3Sink(ObjectSink):
                      lambda: aws_client("s3", self.options).head_bucket(Bucket=self.bucket))
 
     def open(self) -> None:
-        self._client = aws_client("s3", self.options)
+        self._client = aws_client("s3", self.options, WRITE_CONFIG)
 
     def put(self, name: str, body: bytes, content_type: str) -> None:
         if self._client is None:
