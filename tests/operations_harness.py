@@ -11,7 +11,6 @@ the known rate from the start, then scrapes the series on.
 """
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from fleetstream.dev.service import apt_install
+from tests.helpers import free_port
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 PROMTOOL = Path("/usr/bin/promtool")
@@ -128,12 +128,6 @@ class KnownMetrics:
                 if family_name == name:
                     lines.extend(points)
         return "\n".join(lines) + "\n# EOF\n"
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 @dataclass
 class TestPrometheus:

@@ -7,7 +7,6 @@ activation histories (no leaks), and `fleetstream api` as a process.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from fleetstream.io.redis.state_store import StateWriter
 from fleetstream.schemas.activations import ACTIVATION_STATUSES, ActivationEvent, supersedes
 from fleetstream.schemas.state import state_updates
 from fleetstream.settings.config import parse_config
+from tests.helpers import free_port
 
 pytest_plugins = ["fleetstream.dev.pytest_plugin"]
 pytestmark = pytest.mark.servers
@@ -176,12 +176,6 @@ def test_random_activation_histories_leak_nothing(kafka_service, state_url, befo
                                  visible_by_rule(before + revocations + after)) == 0
     finally:
         service.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def api_command(bootstrap: str, state_url: str, folder: Path) -> tuple[list[str], int]:

@@ -4,7 +4,6 @@ restarts under it."""
 from __future__ import annotations
 
 import random
-import socket
 import threading
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from fleetstream.schemas.errors import ConfigError
 from fleetstream.schemas.state import (GEO_KEY, state_answer, state_key, state_updates,
                                        value_ms)
 from fleetstream.schemas.timestamps import iso_ms
+from tests.helpers import free_port
 
 pytest_plugins = ["fleetstream.dev.pytest_plugin"]
 pytestmark = pytest.mark.servers
@@ -119,12 +119,6 @@ def test_an_unreachable_redis_is_a_start_up_error_naming_the_field() -> None:
     with pytest.raises(ConfigError, match=rf"^state\.redis: cannot reach Redis at "
                                           rf"redis://127\.0\.0\.1:{port}/0"):
         check_state_store(f"redis://127.0.0.1:{port}/0")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_the_writer_retries_through_a_redis_restart_and_loses_nothing(
