@@ -38,14 +38,18 @@ def unique(prefix: str) -> str:
 
 
 class FailingWriter(RawWriter):
-    """A RawWriter whose Kafka never acknowledges: every write raises KafkaUnavailable."""
+    """A RawWriter whose Kafka never acknowledges: every record handed over fails a moment
+    later with KafkaUnavailable, as when its delivery times out."""
 
     attempts = 0
 
-    async def write(self, topic: str, value: bytes, key: bytes | None = None,
-                    timestamp_ms: int | None = None) -> None:
+    def submit(self, topic: str, value: bytes, key: bytes | None = None,
+               timestamp_ms: int | None = None) -> asyncio.Future[None]:
         self.attempts += 1
-        raise KafkaUnavailable("test: Kafka is away")
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(
+            0.01, failed.set_exception, KafkaUnavailable("test: Kafka is away"))
+        return failed
 
 
 @pytest.fixture
