@@ -19,12 +19,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from fleetstream.dev.mosquitto import MosquittoService
 from fleetstream.ingest.bridges.base import Bridge
 from fleetstream.ingest.bridges.registry import BRIDGES, build_bridge
 from fleetstream.ingest.metrics import IngestMetrics
 from fleetstream.ingest.writer import KafkaUnavailable, RawWriter
 from fleetstream.io.kafka.admin import Topic, create_topics
 from fleetstream.schemas.errors import ConfigError
+from tests.helpers import free_port
 
 pytest_plugins = ["fleetstream.dev.pytest_plugin", "fleetstream.dev.sink_pytest_plugin"]
 
@@ -104,6 +106,13 @@ def run_bridge(bridge: Bridge, writer: RawWriter, expect: int, timeout_s: float 
         return metrics
 
     return asyncio.run(main())
+
+
+async def until(condition: Any, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
 
 
 def handled(metrics: IngestMetrics) -> float:
@@ -250,6 +259,68 @@ def test_mqtt_poison_goes_to_the_dead_letters_and_is_acknowledged(mosquitto_serv
     # acknowledged: nothing comes again to the same session
     again = run_bridge(build("mqtt", kafka.raw, options), kafka.writer, 1, timeout_s=1.5)
     assert handled(again) == 0
+
+
+def test_mqtt_bridge_connects_again_when_its_connection_drops_and_loses_nothing(
+        mosquitto_service, kafka, mqtt_bridge, caplog) -> None:
+    prefix, options = mqtt_bridge
+    sent = payloads(20)
+    messages = [(f"{prefix}/{vin.decode()}/telemetry", payload) for vin, payload in sent]
+
+    async def main() -> IngestMetrics:
+        metrics, stop = IngestMetrics(), asyncio.Event()
+        task = asyncio.create_task(build("mqtt", kafka.raw, options).run(kafka.writer, metrics,
+                                                                          stop))
+        await asyncio.to_thread(mqtt_publish, mosquitto_service.port, messages[:10])
+        await until(lambda: handled(metrics) >= 10)
+        # another client takes the session over: the broker drops the bridge's connection;
+        # what is published meanwhile waits in the session for the bridge's next connection
+        await asyncio.to_thread(mqtt_session, mosquitto_service.port, options["client_id"],
+                                options["topic"])
+        await asyncio.to_thread(mqtt_publish, mosquitto_service.port, messages[10:])
+        await until(lambda: handled(metrics) >= 20)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        return metrics
+
+    metrics = asyncio.run(main())
+    assert "connecting again" in caplog.text
+    assert sorted(kafka.read(kafka.raw, 20)) == sorted(sent)
+    assert handled(metrics) == 20
+
+
+def test_mqtt_bridge_started_before_its_broker_connects_once_the_broker_is_up(
+        kafka, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FLEETSTREAM_HOME", str(tmp_path / "home"))   # the broker's own files
+    port = free_port()
+    options = {"url": f"mqtt://127.0.0.1:{port}", "topic": "late/+/telemetry",
+               "vin_topic_level": 1, "client_id": unique("fleetstream-test")}
+
+    async def main() -> IngestMetrics:
+        metrics, stop = IngestMetrics(), asyncio.Event()
+        task = asyncio.create_task(build("mqtt", kafka.raw, options).run(kafka.writer, metrics,
+                                                                          stop))
+        await asyncio.sleep(1.5)       # a refused connection or two
+        assert not task.done()
+        broker = MosquittoService(port, name="mosquitto-late")
+        await asyncio.to_thread(broker.start)
+        try:
+            # retained: the bridge receives it as soon as it has subscribed
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+            client.connect("127.0.0.1", port)
+            client.loop_start()
+            client.publish("late/V1/telemetry", b"{}", qos=1, retain=True).wait_for_publish(5)
+            client.disconnect()
+            client.loop_stop()
+            await until(lambda: handled(metrics) >= 1)
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        finally:
+            broker.stop()
+        return metrics
+
+    asyncio.run(main())
+    assert kafka.read(kafka.raw, 1) == [(b"V1", b"{}")]
 
 
 # --- AMQP --------------------------------------------------------------------------------
