@@ -5,6 +5,7 @@ record, and sends poison to the dead letters before acknowledging it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -106,6 +107,40 @@ def run_bridge(bridge: Bridge, writer: RawWriter, expect: int, timeout_s: float 
         return metrics
 
     return asyncio.run(main())
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:`port` to `target` on the running event loop; `drop` cuts every
+    connection through it, as a network failure would."""
+
+    def __init__(self, port: int, target: int) -> None:
+        self.port, self.target = port, target
+        self.links: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
+
+    def drop(self) -> None:
+        for writer in self.links:
+            writer.transport.abort()
+        self.links.clear()
+
+    async def close(self) -> None:
+        self.drop()
+        self.server.close()
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream = await asyncio.open_connection("127.0.0.1", self.target)
+        self.links += [writer, upstream]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.transport.abort()
+
+        await asyncio.gather(pipe(reader, upstream), pipe(upstream_reader, writer))
 
 
 async def until(condition: Any, timeout_s: float = 20.0) -> None:
@@ -394,6 +429,67 @@ def test_amqp_poison_goes_to_the_dead_letters_and_is_acknowledged(kafka, amqp_qu
     assert kafka.read(kafka.raw, 1) == [(None, b"{}")]
     time.sleep(0.5)
     assert amqp_queue.count() == 0
+
+
+def test_amqp_bridge_connects_again_when_its_connection_drops_and_loses_nothing(
+        kafka, amqp_queue, rabbitmq_service, caplog) -> None:
+    sent = payloads(20)
+    messages = [(vin.decode(), payload) for vin, payload in sent]
+    proxy = TcpProxy(free_port(), rabbitmq_service.port)
+    options = {**amqp_queue.options, "url": f"amqp://guest@127.0.0.1:{proxy.port}/"}
+
+    async def main() -> IngestMetrics:
+        await proxy.start()
+        metrics, stop = IngestMetrics(), asyncio.Event()
+        task = asyncio.create_task(build("amqp", kafka.raw, options).run(kafka.writer, metrics,
+                                                                          stop))
+        await asyncio.to_thread(amqp_queue.publish, messages[:10])
+        await until(lambda: handled(metrics) >= 10)
+        proxy.drop()
+        await asyncio.to_thread(amqp_queue.publish, messages[10:])
+        await until(lambda: handled(metrics) >= 20)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await proxy.close()
+        return metrics
+
+    metrics = asyncio.run(main())
+    assert "connecting again" in caplog.text
+    # a message written but not yet acknowledged when the connection dropped comes again
+    assert set(kafka.read(kafka.raw, int(handled(metrics)))) == set(sent)
+    assert amqp_queue.count() == 0
+
+
+def test_amqp_bridge_started_before_its_broker_connects_once_the_broker_is_up(
+        kafka, amqp_queue, rabbitmq_service) -> None:
+    proxy = TcpProxy(free_port(), rabbitmq_service.port)   # not listening yet: refused
+    options = {**amqp_queue.options, "url": f"amqp://guest@127.0.0.1:{proxy.port}/"}
+    amqp_queue.publish([("V1", b"{}")])
+
+    async def main() -> None:
+        metrics, stop = IngestMetrics(), asyncio.Event()
+        task = asyncio.create_task(build("amqp", kafka.raw, options).run(kafka.writer, metrics,
+                                                                          stop))
+        await asyncio.sleep(1.5)
+        assert not task.done() and handled(metrics) == 0
+        await proxy.start()
+        await until(lambda: handled(metrics) >= 1)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await proxy.close()
+
+    asyncio.run(main())
+    assert kafka.read(kafka.raw, 1) == [(b"V1", b"{}")]
+
+
+def test_amqp_queue_that_does_not_exist_stops_the_bridge_naming_the_option(
+        kafka, rabbitmq_service, monkeypatch) -> None:
+    monkeypatch.setenv("TEST_AMQP_PASSWORD", "guest")
+    bridge = build("amqp", kafka.raw, {"url": f"amqp://guest@127.0.0.1:{rabbitmq_service.port}/",
+                                       "queue": unique("missing"),
+                                       "password_env": "TEST_AMQP_PASSWORD"})
+    with pytest.raises(ConfigError, match=r"sources\.oem\.amqp\.queue: no queue"):
+        run_bridge(bridge, kafka.writer, 1, timeout_s=10)
 
 
 # --- SQS ---------------------------------------------------------------------------------

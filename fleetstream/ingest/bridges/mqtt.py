@@ -14,7 +14,7 @@
 It connects with MQTT 5, a persistent session (clean start off, a session that outlives
 a disconnection by `SESSION_EXPIRY_S`) and manual acknowledgements. paho runs on the
 event loop, not in a thread of its own (paho's external-loop interface: the loop reads and
-writes its socket, `loop_misc` keeps the connection alive, the bridge reconnects with
+writes its socket, `loop_misc` keeps the connection alive, `PahoOnLoop` reconnects with
 backoff): each message is handed to the producer as it is read and its PUBACK (PUBCOMP
 for QoS 2) sent from Kafka's delivery report, with no thread hand-over, task or
 wake-up per message. A message not acknowledged when the bridge stops or the
@@ -100,10 +100,8 @@ class MqttBridge(Bridge):
 
     async def run(self, writer: RawWriter, metrics: IngestMetrics, stop: asyncio.Event) -> None:
         forwarding = Forwarding(self, writer, metrics, stop)
-        received = [0]
 
         def on_message(client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-            received[0] += 1
             if stop.is_set():
                 return   # not acknowledged: the broker sends it again next session
             try:
@@ -113,40 +111,12 @@ class MqttBridge(Bridge):
             forwarding.send(message.payload, key, partial(client.ack, message.mid, message.qos),
                             poison)
 
-        client = self._client(on_message)
-        socket = _LoopSocket(client, received)
-        connection = asyncio.create_task(self._stay_connected(client, socket, stop))
+        paho = PahoOnLoop(self._client(on_message), self.where)
         try:
-            await stop.wait()
+            await paho.serve(stop)
             await forwarding.drain()
-            await connection
         finally:
-            await socket.disconnect()
-
-    async def _stay_connected(self, client: mqtt.Client, socket: _LoopSocket,
-                              stop: asyncio.Event) -> None:
-        """Connect (its blocking part in a thread), keep the connection alive, and connect
-        again with backoff after it drops, until `stop` is set."""
-        loop, delay = asyncio.get_running_loop(), 1.0
-        while not stop.is_set():
-            try:
-                await loop.run_in_executor(None, client.reconnect)
-            except (OSError, ValueError) as error:
-                log.warning("%s: cannot connect to %s:%s (%s); again in %.0f s", self.where,
-                            self.host, self.port, error, delay)
-                if await wait_for_stop(stop, delay):
-                    return
-                delay = min(delay * 2, _RECONNECT_MAX_DELAY_S)
-                continue
-            delay = 1.0
-            while not socket.closed.is_set():
-                client.loop_misc()          # PINGREQ when due; closes a dead connection
-                if await wait_for_stop(stop, 1.0):
-                    return
-            log.warning("%s: connection to %s:%s lost; connecting again", self.where,
-                        self.host, self.port)
-            if await wait_for_stop(stop, delay):
-                return
+            await paho.disconnect()
 
     def _client(self, on_message: Any) -> mqtt.Client:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
@@ -174,27 +144,74 @@ class MqttBridge(Bridge):
         return client
 
 
-class _LoopSocket:
-    """paho's socket served by the running event loop: read when readable, written while
-    paho has something to send. paho calls these from the thread that connects, too;
-    the loop registers the socket by its descriptor, which stays known after paho closed it."""
+class PahoOnLoop:
+    """A paho client served by the running event loop instead of a network thread of its
+    own: its socket is read when readable and written while paho has something to send
+    (paho's external-loop interface), `loop_misc` keeps the connection alive, and `serve`
+    connects again with backoff after the connection drops. Callbacks (`on_message`, ...)
+    run on the loop. The client must be configured with `connect_async` first."""
 
     #: packets read per readiness callback at most, while each brings a message
     READ_BURST = 64
 
-    def __init__(self, client: mqtt.Client, received: list[int]) -> None:
-        self.client, self.received = client, received
+    def __init__(self, client: mqtt.Client, where: str) -> None:
+        self.client, self.where = client, where
         self.loop = asyncio.get_running_loop()
         self.thread = threading.get_ident()
+        #: the socket's descriptor: the loop knows it by that, also after paho closed it
         self.fd = -1
         self.closed = asyncio.Event()
         self.closed.set()
+        self.received = 0
+        handle = client.on_message
+
+        def on_message(*args: Any) -> None:
+            self.received += 1
+            handle(*args)
+
+        client.on_message = on_message
         client.on_socket_open = lambda _c, _u, sock: self._on_loop(self._open, sock.fileno())
         client.on_socket_close = lambda _c, _u, _sock: self._on_loop(self._close)
         client.on_socket_register_write = lambda _c, _u, _sock: self._on_loop(
             lambda: self.loop.add_writer(self.fd, client.loop_write))
         client.on_socket_unregister_write = lambda _c, _u, _sock: self._on_loop(
             lambda: self.loop.remove_writer(self.fd))
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Connect (its blocking part in a thread), keep the connection alive, and connect
+        again with backoff after it drops, until `stop` is set; the connection stays open."""
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                await self.loop.run_in_executor(None, self.client.reconnect)
+            except (OSError, ValueError) as error:
+                log.warning("%s: cannot connect to %s:%s (%s); again in %.0f s", self.where,
+                            self.client.host, self.client.port, error, delay)
+                if await wait_for_stop(stop, delay):
+                    return
+                delay = min(delay * 2, _RECONNECT_MAX_DELAY_S)
+                continue
+            delay = 1.0
+            while not self.closed.is_set():
+                self.client.loop_misc()     # PINGREQ when due; closes a dead connection
+                if await wait_for_stop(stop, 1.0):
+                    return
+            log.warning("%s: connection to %s:%s lost; connecting again", self.where,
+                        self.client.host, self.client.port)
+            if await wait_for_stop(stop, delay):
+                return
+
+    async def disconnect(self) -> None:
+        """Send DISCONNECT (after what paho queued before it, e.g. acknowledgements) and close."""
+        if self.closed.is_set():
+            return
+        self.client.disconnect()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.closed.wait(), 2.0)
+        sock = self.client.socket()
+        if sock is not None and not self.closed.is_set():   # the broker did not take it
+            self._close()
+            sock.close()
 
     def _on_loop(self, action: Any, *args: Any) -> None:
         if threading.get_ident() == self.thread:
@@ -214,23 +231,11 @@ class _LoopSocket:
 
     def _readable(self) -> None:
         for _ in range(self.READ_BURST):
-            before = self.received[0]
+            before = self.received
             self.client.loop_read()
             sock = self.client.socket()
             if sock is None:
                 return
-            if self.received[0] == before and not getattr(sock, "pending", lambda: 0)():
+            if self.received == before and not getattr(sock, "pending", lambda: 0)():
                 return
         self.loop.call_soon(self._readable)   # more may wait, TLS's decrypted bytes unseen by epoll
-
-    async def disconnect(self) -> None:
-        """Send DISCONNECT (after the acknowledgements queued before it) and close."""
-        if self.closed.is_set():
-            return
-        self.client.disconnect()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.closed.wait(), 2.0)
-        sock = self.client.socket()
-        if sock is not None and not self.closed.is_set():   # the broker did not take it
-            self._close()
-            sock.close()
