@@ -7,6 +7,8 @@ ceiling of a bare consume loop on the same broker in the same run.
 For each bridge, `--messages` messages of `--bytes` bytes (a JSON telemetry payload for
 8 vehicles) are first queued at the broker, then drained and timed:
 
+* RawWriter only: the same records written straight through `RawWriter` with 500
+  unacknowledged at most, no broker or client: the Kafka side's ceiling;
 * bridge: the real bridge class (`fleetstream.ingest.bridges`) writing each message to
   a fresh raw topic on the local Kafka through `RawWriter` (acks=all, idempotent), each
   source message acknowledged only after its write, until all N records are
@@ -33,6 +35,7 @@ import platform
 import threading
 import time
 import uuid
+from collections import deque
 from typing import Any, Callable
 
 import aio_pika
@@ -226,6 +229,27 @@ async def amqp_bare_pika(url: str, queue_name: str, messages: int) -> float:
     return elapsed
 
 
+# --- Kafka -------------------------------------------------------------------------------
+def kafka_only(writer: RawWriter, messages: int, size: int, window: int = 500) -> float:
+    """Seconds RawWriter takes to write `messages` (acks=all) with at most `window`
+    unacknowledged, as a bridge does, without any source: the Kafka side's ceiling."""
+    raw = f"raw.bench-{uuid.uuid4().hex[:8]}"
+    writer.ensure_topics([raw])
+    records = [payload(size, index) for index in range(messages)]
+
+    async def main() -> float:
+        started = span_start()
+        unacked: deque[asyncio.Future[None]] = deque()
+        for vin, body in records:
+            if len(unacked) >= window:
+                await unacked.popleft()
+            unacked.append(writer.submit(raw, body, vin.encode()))
+        await asyncio.gather(*unacked)
+        return span_end(started)
+
+    return asyncio.run(main())
+
+
 # --- both --------------------------------------------------------------------------------
 def timed_bridge(bridge: Any, writer: RawWriter, messages: int) -> float:
     """Seconds from starting `bridge` until Kafka acknowledged `messages` records."""
@@ -280,6 +304,8 @@ def main(argv: list[str] | None = None) -> None:
     #: (bridge, run) -> (seconds, CPU seconds), runs of one bridge alternated
     results: dict[tuple[str, str], tuple[float, float]] = {}
     n = args.messages
+    results.update(alternated(args.repeat, "kafka", {
+        "RawWriter only": lambda: kafka_only(writer, n, args.bytes)}))
     if "mqtt" in args.bridges:
         broker = BenchMosquitto(free_port(), name="mosquitto-bench")
         for _ in running_service(broker):
