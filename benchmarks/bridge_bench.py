@@ -73,15 +73,35 @@ def payload(size: int, index: int) -> tuple[str, bytes]:
 
 
 # --- MQTT --------------------------------------------------------------------------------
-def mqtt_connect(port: int, client_id: str, **kwargs: Any) -> mqtt.Client:
+def mqtt_client(client_id: str, **kwargs: Any) -> tuple[mqtt.Client, Properties]:
+    """A paho client and the CONNECT properties of a persistent session."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                          protocol=mqtt.MQTTv5, **kwargs)
     properties = Properties(PacketTypes.CONNECT)
     properties.SessionExpiryInterval = 3600
     properties.ReceiveMaximum = RECEIVE_MAXIMUM
     client.max_inflight_messages_set(1000)
+    return client, properties
+
+
+def mqtt_connect(port: int, client_id: str, **kwargs: Any) -> mqtt.Client:
+    client, properties = mqtt_client(client_id, **kwargs)
     client.connect("127.0.0.1", port, clean_start=False, properties=properties)
     return client
+
+
+def acknowledging(messages: int, done: Callable[[], Any]) -> Callable[..., None]:
+    """A paho on_message that acknowledges each message at once and calls `done` after
+    `messages`."""
+    count = [0]
+
+    def on_message(client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        client.ack(message.mid, message.qos)
+        count[0] += 1
+        if count[0] == messages:
+            done()
+
+    return on_message
 
 
 def mqtt_preload(port: int, client_id: str, topic: str, messages: int, size: int) -> None:
@@ -106,20 +126,13 @@ def mqtt_preload(port: int, client_id: str, topic: str, messages: int, size: int
 
 def mqtt_bare(port: int, client_id: str, messages: int) -> float:
     """Seconds a paho client takes to receive and acknowledge `messages` from its session."""
-    done, count = threading.Event(), [0]
-
-    def on_message(client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-        client.ack(message.mid, message.qos)
-        count[0] += 1
-        if count[0] >= messages:
-            done.set()
-
+    done = threading.Event()
     started = span_start()
     client = mqtt_connect(port, client_id, manual_ack=True)
-    client.on_message = on_message
+    client.on_message = acknowledging(messages, done.set)
     client.loop_start()
     if not done.wait(600):
-        raise RuntimeError(f"bare MQTT consumer got {count[0]} of {messages}")
+        raise RuntimeError(f"bare MQTT consumer got fewer than {messages}")
     elapsed = span_end(started)
     client.disconnect()
     client.loop_stop()
@@ -130,21 +143,10 @@ def mqtt_bare_on_loop(port: int, client_id: str, messages: int) -> float:
     """Seconds a paho client served by the event loop (PahoOnLoop, as in the bridge) takes
     to receive and acknowledge `messages` from its session."""
     async def main() -> float:
-        done, stop, count = asyncio.Event(), asyncio.Event(), [0]
-
-        def on_message(client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-            client.ack(message.mid, message.qos)
-            count[0] += 1
-            if count[0] >= messages:
-                done.set()
-
+        done, stop = asyncio.Event(), asyncio.Event()
         started = span_start()
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True)
-        client.on_message = on_message
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = 3600
-        properties.ReceiveMaximum = RECEIVE_MAXIMUM
+        client, properties = mqtt_client(client_id, manual_ack=True)
+        client.on_message = acknowledging(messages, done.set)
         client.connect_async("127.0.0.1", port, clean_start=False, properties=properties)
         paho = PahoOnLoop(client, "bench")
         serving = asyncio.create_task(paho.serve(stop))
