@@ -101,15 +101,15 @@ class MqttBridge(Bridge):
     async def run(self, writer: RawWriter, metrics: IngestMetrics, stop: asyncio.Event) -> None:
         forwarding = Forwarding(self, writer, metrics, stop)
 
-        def on_message(client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        def on_message(_client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
             if stop.is_set():
                 return   # not acknowledged: the broker sends it again next session
             try:
                 key, poison = self.key_of(message.topic), None
             except ValueError as error:
                 key, poison = None, str(error)
-            forwarding.send(message.payload, key, partial(client.ack, message.mid, message.qos),
-                            poison)
+            forwarding.send(message.payload, key,
+                            partial(paho.ack, paho.connection, message.mid, message.qos), poison)
 
         paho = PahoOnLoop(self._client(on_message), self.where)
         try:
@@ -162,6 +162,8 @@ class PahoOnLoop:
         self.fd = -1
         self.closed = asyncio.Event()
         self.closed.set()
+        #: how many connections were opened so far: the current one's number
+        self.connection = 0
         self.received = 0
         handle = client.on_message
 
@@ -213,6 +215,13 @@ class PahoOnLoop:
             self._close()
             sock.close()
 
+    def ack(self, connection: int, mid: int, qos: int) -> None:
+        """Acknowledge message `mid` received on connection number `connection`; not when
+        that connection is gone: the broker sends the message again, and its packet id may
+        name another message on the new connection."""
+        if connection == self.connection and not self.closed.is_set():
+            self.client.ack(mid, qos)
+
     def _on_loop(self, action: Any, *args: Any) -> None:
         if threading.get_ident() == self.thread:
             action(*args)
@@ -221,6 +230,7 @@ class PahoOnLoop:
 
     def _open(self, fd: int) -> None:
         self.fd = fd
+        self.connection += 1
         self.closed.clear()
         self.loop.add_reader(fd, self._readable)
 
