@@ -26,12 +26,16 @@ What Pub/Sub guarantees, and what the sink relies on:
   https://cloud.google.com/pubsub/docs/reference/rpc/google.pubsub.v1#pubsubmessage;
   the service refuses a mixed request with FAILED_PRECONDITION "In a single publish
   request, all messages must have no ordering key or they must all have the same
-  ordering key"). So a write sends one request per vehicle of the batch, at least.
+  ordering key", as quoted in https://github.com/yoshidan/google-cloud-rust/issues/226).
+  So a write sends one request per vehicle of the batch, at least.
 - Messages with the same ordering key, published in one region, are delivered to an
   ordered subscription in the order the service received them; across keys there
   is no order (https://cloud.google.com/pubsub/docs/ordering). A request's messages
-  are received in their list order; two requests of one key in flight at once may be
-  received in either order.
+  are received in their list order (Google's clients batch a key's messages so); two
+  requests of one key in flight at once may be received in either order, so Google's
+  clients send a key's next batch only once the previous one was acknowledged, and
+  fail the key's queued messages when it failed
+  (https://github.com/googleapis/google-cloud-cpp/issues/4803).
 
 A write therefore groups the batch by ordering key, in order, and cuts each key's
 messages into requests of at most `MAX_MESSAGES_PER_REQUEST` messages and
