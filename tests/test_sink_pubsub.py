@@ -6,11 +6,14 @@ from collections import defaultdict
 
 import pytest
 from google.cloud import pubsub_v1
+from google.pubsub_v1.types import pubsub as types
 
 from fleetstream.dev.pubsub import PubSubEmulator
-from fleetstream.io.sinks.pubsub import PubSubDeliveryError, PubSubSink
+from fleetstream.io.sinks.pubsub import (FRAMING_BYTES, MAX_MESSAGES_PER_REQUEST, MessageTooLarge,
+                                         PubSubDeliveryError, PubSubSink, publish_rounds)
 from fleetstream.io.sinks.registry import build_sink
-from fleetstream.schemas.errors import ConfigError
+from fleetstream.schemas.delivery import Batch
+from fleetstream.schemas.errors import ConfigError, PermanentWriteError
 
 pytest_plugins = ["fleetstream.dev.sink_pytest_plugin"]
 
@@ -28,20 +31,28 @@ class Topic:
         self.subscriber = pubsub_v1.SubscriberClient()
         self.subscription = f"projects/{PROJECT}/subscriptions/{self.id}-sub"
 
+        #: a subscription without ordering: it delivers every message at once
+        self.unordered = f"{self.subscription}-unordered"
+
     def create(self) -> None:
         self.publisher.create_topic(name=self.path)
         self.subscriber.create_subscription(request={
             "name": self.subscription, "topic": self.path, "enable_message_ordering": True})
+        self.subscriber.create_subscription(name=self.unordered, topic=self.path)
 
-    def pull(self, expected: int) -> list:
-        """Messages as delivered (acknowledged), until `expected` came and a pull found no more."""
+    def pull(self, expected: int, ordered: bool = True) -> list:
+        """Messages as delivered (acknowledged), until `expected` came and a pull found no more.
+
+        The emulator's ordered subscription delivers one message per ordering key per pull."""
         got: list = []
-        for _ in range(50):
-            response = self.subscriber.pull(subscription=self.subscription, max_messages=500,
-                                            timeout=5)
+        for _ in range(50 if ordered else 10):
+            response = self.subscriber.pull(
+                subscription=self.subscription if ordered else self.unordered,
+                max_messages=1000, timeout=5)
             received = response.received_messages
             if received:
-                self.subscriber.acknowledge(subscription=self.subscription,
+                self.subscriber.acknowledge(
+                    subscription=self.subscription if ordered else self.unordered,
                                             ack_ids=[m.ack_id for m in received])
             got += [m.message for m in received]
             if len(got) >= expected and not received:
@@ -73,10 +84,11 @@ def per_vehicle(message_ids_and_vins) -> dict[str, list[str]]:
 def test_every_document_arrives_with_its_ordering_key_attributes_and_bytes(
         pubsub_service, topic, make_batch):
     batch = make_batch(vins=("V1", "V2", "V3"), per_vehicle=20)
-    sink = sink_for(pubsub_service, topic, max_records=7)   # several client batches per key
+    sink = sink_for(pubsub_service, topic)
     sink.check()
     sink.open()
-    sink.write(batch)
+    for start in range(0, len(batch.records), 7):    # Deliver's batches of 7 documents
+        sink.write(Batch(batch.application_id, f"b{start}", batch.records[start:start + 7]))
     sink.close()
 
     messages = topic.pull(len(batch.records))
@@ -88,8 +100,48 @@ def test_every_document_arrives_with_its_ordering_key_attributes_and_bytes(
         assert message.ordering_key == record.vin
         assert dict(message.attributes) == {"application_id": "fleet-a",
                                             "message_id": record.message_id, "vin": record.vin}
+    # as the ordered subscription delivered them: each vehicle's in order, across batches
     assert per_vehicle((m.ordering_key, m.attributes["message_id"]) for m in messages) == \
         per_vehicle((r.vin, r.message_id) for r in batch.records)
+
+
+def received_order(messages) -> dict[str, list[str]]:
+    """Each vehicle's message ids in the order the emulator received them (it numbers the
+    messages it accepts `m1`, `m2`, ... in turn; the order an ordered subscription keeps)."""
+    by_arrival = sorted(messages, key=lambda m: int(m.message_id.removeprefix("m")))
+    return per_vehicle((m.ordering_key, m.attributes["message_id"]) for m in by_arrival)
+
+
+def test_a_vehicle_over_one_requests_limit_is_published_in_order_in_several_requests(
+        pubsub_service, topic, make_batch):
+    many = make_batch(vins=("V1",), per_vehicle=2 * MAX_MESSAGES_PER_REQUEST + 500)
+    few = make_batch(vins=("V2", "V3"), per_vehicle=3)
+    batch = Batch("fleet-a", "big", [*few.records[:2], *many.records, *few.records[2:]])
+    sink = sink_for(pubsub_service, topic)
+    sink.write(batch)
+    sink.close()
+
+    messages = topic.pull(len(batch.records), ordered=False)
+    assert len({m.attributes["message_id"] for m in messages}) == len(batch.records)
+    assert received_order(messages) == per_vehicle((r.vin, r.message_id) for r in batch.records)
+
+
+def test_a_failed_request_fails_its_vehicle_and_stops_its_later_requests(
+        pubsub_service, topic, make_batch):
+    """The emulator's gRPC server takes at most 4 MiB per request (Pub/Sub: 10 MB): V1's
+    first request (eight 1.2 MB documents) is refused, so its next one is never sent, while
+    V2's request is published."""
+    large = make_batch(vins=("V1",), per_vehicle=9, data_bytes=1_200_000)
+    small = make_batch(vins=("V2",), per_vehicle=3)
+    batch = Batch("fleet-a", "mixed", [*small.records, *large.records])
+    sink = sink_for(pubsub_service, topic)
+    with pytest.raises(PubSubDeliveryError,
+                       match=r": 0 message\(s\) .* and 1 vehicle\(s\) failed; first error: "
+                             r"ResourceExhausted"):
+        sink.write(batch)
+    sink.close()
+    assert received_order(topic.pull(len(small.records), ordered=False)) == \
+        per_vehicle((r.vin, r.message_id) for r in small.records)
 
 
 def test_a_retried_batch_delivers_the_same_messages_again(pubsub_service, topic, make_batch):
@@ -130,12 +182,37 @@ def test_check_refuses_a_missing_topic(pubsub_service, monkeypatch):
         sink_for(pubsub_service, missing).check()
 
 
-def test_knobs_size_the_clients_batches():
-    sink, _ = build_sink("fleet-a", {"type": "pubsub", "project": "p", "topic": "t",
-                                     "emulator_host": "127.0.0.1:1", "max_records": 5000, "max_bytes": 1 << 30, "max_delay": 0.2})
-    settings = sink.client().batch_settings
-    assert (settings.max_messages, settings.max_bytes, settings.max_latency) == \
-        (1000, 10_000_000, 0.2)
+def message(key: str, data_bytes: int = 10, number: int = 0):
+    return types.PubsubMessage.pb()(data=b"x" * data_bytes, ordering_key=key,
+                                     attributes={"message_id": f"{key}-{number}"})
+
+
+def test_each_request_holds_one_keys_messages_in_order_within_the_limits():
+    messages = [message(key, number=n) for n in range(2500) for key in ("A", "B")]
+    messages += [message("C", data_bytes=12_000, number=n) for n in range(10)]
+    rounds = publish_rounds(messages, max_bytes=50_000)
+
+    for requests in rounds:
+        keys = [{m.ordering_key for m in request} for request in requests]
+        assert all(len(request_keys) == 1 for request_keys in keys)   # Pub/Sub's rule
+        assert len({key for request_keys in keys for key in request_keys}) == len(requests)
+        for request in requests:
+            assert len(request) <= MAX_MESSAGES_PER_REQUEST
+            assert sum(m.ByteSize() + FRAMING_BYTES for m in request) <= 50_000
+    # round after round, each key's messages come in their order, none lost or repeated
+    sent = per_vehicle((m.ordering_key, m.attributes["message_id"])
+                       for requests in rounds for request in requests for m in request)
+    assert sent == per_vehicle((m.ordering_key, m.attributes["message_id"]) for m in messages)
+    # A and B: 1,000 messages a request; C: four 12 kB messages fit in 50 kB
+    assert [[len(request) for request in requests] for requests in rounds] == \
+        [[1000, 1000, 4], [1000, 1000, 4], [500, 500, 2]]
+
+
+def test_a_message_over_a_requests_limit_is_a_permanent_error():
+    with pytest.raises(MessageTooLarge, match=r"^document C-0 of vehicle C is 3000 bytes") \
+            as raised:
+        publish_rounds([message("A"), message("C", data_bytes=3000)], max_bytes=2000)
+    assert isinstance(raised.value, PermanentWriteError)
 
 
 @pytest.mark.parametrize("options, message", [
