@@ -114,7 +114,7 @@ def main() -> None:
         if on:
             forks.append(client.info("stats")["total_forks"] - before)
         cpu[on].append({name: used * 1e6 / args.backlog for name, used in meter.used.items()})
-        print(f"  µs per message: " + ", ".join(f"{name} {us:,.0f}"
+        print("  µs per message: " + ", ".join(f"{name} {us:,.0f}"
                                               for name, us in cpu[on][-1].items()),
               f"(load {os.getloadavg()[0]:.1f})", flush=True)
         return rate

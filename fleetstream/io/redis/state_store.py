@@ -102,9 +102,10 @@ def check_state_store(url: str) -> None:
 
 class StateWriter:
     """Keeps the newest entries of vehicles in Redis, in pipelined batches of `batch_size`
-    vehicles, `vehicles_per_call` vehicles per script call: each batch's EVALSHA commands are packed (hiredis) and written at once on the writer's own
-    connection and their replies read in order (no pipeline object: this is the streaming
-    job's per-message cost)."""
+    vehicles, `vehicles_per_call` vehicles per script call: each batch's EVALSHA commands
+    are packed (hiredis) and written at once on the writer's own connection and their
+    replies read in order (no pipeline object: this is the streaming job's per-message
+    cost)."""
 
     def __init__(self, url: str, max_wait_s: float = 600.0, batch_size: int = 500,
                  vehicles_per_call: int = 50) -> None:

@@ -5,8 +5,8 @@
 Takes the mapped messages, `(vin, MappedMessage)` (lists of them with `batches=True`, the
 streaming job), once per source message, before ordering and permissions: the state is
 the same for every application, and permissions are applied when it is read. A bundle's
-entries are coalesced per vehicle (`NewestUpdates`: per field the newest, encoded once) and written (`StateWriter`: one Lua
-script call per vehicle, pipelines of `batch_size` calls, newest timestamp wins) when
+entries are coalesced per vehicle (`NewestUpdates`: per field the newest, encoded once)
+and written (`StateWriter`: one Lua script call per vehicle, pipelines of `batch_size` calls, newest timestamp wins) when
 `max_pending` vehicles are pending and before the bundle ends, so a checkpoint completes only once Redis has them;
 while Redis is down the writer retries, then fails the bundle for the runner to retry.
 Late and replayed messages never overwrite newer values, so a replay of an archive
