@@ -13,11 +13,12 @@ reporter is what differs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import statistics
 import sys
 import uuid
-from typing import Callable
+from typing import Callable, ContextManager
 
 from confluent_kafka import Consumer
 from report import publish
@@ -38,14 +39,21 @@ def restart_flink(reporter: bool) -> None:
     worker.start()
 
 
-def throughput(vehicles: int, backlog_size: int, state_redis: str | None = None) -> float:
+def throughput(vehicles: int, backlog_size: int, state_redis: str | None = None,
+               worker_pool: str | None = None,
+               around_backlog: ContextManager | None = None) -> float:
     """Sustained messages/s of one job through a backlog; with `state_redis`, the job also
-    writes the latest state there (`state:`)."""
+    writes the latest state there (`state:`); `worker_pool` (host:port) runs its Python
+    steps on another worker pool than the cluster's; `around_backlog` is entered from
+    producing the backlog until its last document is delivered (to measure that span)."""
     run = uuid.uuid4().hex[:8]
     settings = settings_for(run, vehicles, 0.2, f"/tmp/fleetstream-overhead-{run}")
     if state_redis:
         settings = dataclasses.replace(settings, config=dataclasses.replace(
             settings.config, state=StateStore(state_redis)))
+    if worker_pool:
+        settings = dataclasses.replace(settings, flink=dataclasses.replace(
+            settings.flink, environment_config=worker_pool))
     ensure_topics(settings)
     consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"overhead-{run}",
                          "auto.offset.reset": "earliest", "fetch.min.bytes": 1 << 20,
@@ -59,8 +67,9 @@ def throughput(vehicles: int, backlog_size: int, state_redis: str | None = None)
     sent_at: dict[str, float] = {}
     try:
         warm_up(settings, vehicles, consumer, seen)
-        produce(settings, sent(backlog, sent_at), None)
-        delivered(consumer, seen, set(sent_at), 900)
+        with around_backlog or contextlib.nullcontext():
+            produce(settings, sent(backlog, sent_at), None)
+            delivered(consumer, seen, set(sent_at), 900)
     finally:
         flink_jobs.cancel(job)
         consumer.close()
@@ -74,6 +83,8 @@ def ab_arguments(doc: str) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--vehicles", type=int, default=500)
     parser.add_argument("--backlog", type=int, default=30_000)
+    parser.add_argument("--worker-pool", help="host:port of the SDK worker pool the job's "
+                        "Python steps run on (default: the cluster's, localhost:50000)")
     parser.add_argument("--write", help="append the results to this Markdown file")
     return parser.parse_args()
 

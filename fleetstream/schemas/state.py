@@ -69,10 +69,27 @@ def state_field(capability: str, prop: str, entry: Mapping[str, Any]) -> str | N
     return f"{capability}.{prop}|{instance}"
 
 
+#: field -> (13-digit epoch ms prefix, entry): a message's newest entries, not yet encoded
+NewestEntries = dict[str, tuple[bytes, dict[str, Any]]]
+
+
 def state_updates(data: Data) -> list[StateUpdate]:
     """What a message (or document) changes in its vehicle's state: per field its newest
     entry with `data`, failure entries and unreadable timestamps left out."""
-    newest: dict[str, tuple[bytes, dict[str, Any]]] = {}
+    return [state_update(field, prefix, entry)
+            for field, (prefix, entry) in newest_entries(data).items()]
+
+
+def state_update(field: str, prefix: bytes, entry: dict[str, Any]) -> StateUpdate:
+    """The update of one of `newest_entries`: the entry's JSON encoded (and a location's geo)."""
+    return StateUpdate(field, prefix + orjson.dumps(entry),
+                       _geo(entry) if field == LOCATION_FIELD else "")
+
+
+def newest_entries(data: Data) -> NewestEntries:
+    """`state_updates` before encoding: per field the newest entry with `data` and its
+    timestamp prefix (a writer that coalesces messages encodes only the entries it keeps)."""
+    newest: NewestEntries = {}
     #: timestamp text -> its 13-digit prefix: a message's entries mostly share one
     prefixes: dict[str, bytes] = {}
     for capability, properties in data.items():
@@ -93,9 +110,7 @@ def state_updates(data: Data) -> list[StateUpdate]:
                 field = name or state_field(capability, prop, entry)
                 if field is not None and (field not in newest or newest[field][0] < prefix):
                     newest[field] = prefix, entry
-    return [StateUpdate(field, prefix + orjson.dumps(entry),
-                        _geo(entry) if field == LOCATION_FIELD else "")
-            for field, (prefix, entry) in newest.items()]
+    return newest
 
 
 def _geo(entry: Mapping[str, Any]) -> str:

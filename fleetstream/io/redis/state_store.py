@@ -102,13 +102,18 @@ def check_state_store(url: str) -> None:
 
 class StateWriter:
     """Keeps the newest entries of vehicles in Redis, in pipelined batches of `batch_size`
-    vehicles, `vehicles_per_call` vehicles per script call: each batch's EVALSHA commands are packed (hiredis) and written at once on one connection
-    and their replies read in order (no pipeline object: this is the streaming job's
-    per-message cost)."""
+    vehicles, `vehicles_per_call` vehicles per script call: each batch's EVALSHA commands
+    are packed (hiredis) and written at once on the writer's own connection and their
+    replies read in order (no pipeline object: this is the streaming job's per-message
+    cost)."""
 
     def __init__(self, url: str, max_wait_s: float = 600.0, batch_size: int = 500,
                  vehicles_per_call: int = 50) -> None:
         self._client = connect(url)
+        #: the writer's own connection, not borrowed from the pool for each batch: a borrow
+        #: probes the socket (a system call), and in the job's busy worker each system call
+        #: can wait for the GIL (docs/benchmarks.md, "Latest state", 2026-12-07 A/B)
+        self._connection = self._client.connection_pool.make_connection()
         #: vehicles per script call: Redis's cost per call (script lookup, arguments) is
         #: shared by them
         self.vehicles_per_call = vehicles_per_call
@@ -172,8 +177,7 @@ class StateWriter:
 
     def _exchange(self, commands: list[tuple]) -> list[Any]:
         """The replies (an error reply as its exception) of commands sent at once."""
-        pool = self._client.connection_pool
-        connection = pool.get_connection()
+        connection = self._connection
         try:
             connection.send_packed_command([b"".join([pack_command(c) for c in commands])])
             replies: list[Any] = []
@@ -184,10 +188,9 @@ class StateWriter:
                     replies.append(error)
             return replies
         except BaseException:
-            connection.disconnect()
+            connection.disconnect()         # the next batch connects again
             raise
-        finally:
-            pool.release(connection)
 
     def close(self) -> None:
+        self._connection.disconnect()
         self._client.close()

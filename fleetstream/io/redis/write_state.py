@@ -5,8 +5,8 @@
 Takes the mapped messages, `(vin, MappedMessage)` (lists of them with `batches=True`, the
 streaming job), once per source message, before ordering and permissions: the state is
 the same for every application, and permissions are applied when it is read. A bundle's
-updates are coalesced per vehicle (`NewestUpdates`: per field the newest) and written (`StateWriter`: one Lua
-script call per vehicle, pipelines of `batch_size` calls, newest timestamp wins) when
+entries are coalesced per vehicle (`NewestUpdates`: per field the newest, encoded once)
+and written (`StateWriter`: one Lua script call per vehicle, pipelines of `batch_size` calls, newest timestamp wins) when
 `max_pending` vehicles are pending and before the bundle ends, so a checkpoint completes only once Redis has them;
 while Redis is down the writer retries, then fails the bundle for the runner to retry.
 Late and replayed messages never overwrite newer values, so a replay of an archive
@@ -21,7 +21,7 @@ import apache_beam as beam
 from fleetstream.io.redis.state_batch import NewestUpdates
 from fleetstream.io.redis.state_store import StateWriter
 from fleetstream.schemas.mapped import MappedMessage
-from fleetstream.schemas.state import state_updates
+from fleetstream.schemas.state import newest_entries
 
 
 class WriteLatestState(beam.PTransform):
@@ -64,9 +64,9 @@ class _WriteStateFn(beam.DoFn):
     def process(self, element) -> Iterable[None]:
         pairs: Iterable[tuple[str, MappedMessage]] = element if self._batches else (element,)
         for vin, message in pairs:
-            updates = state_updates(message.data)
-            if updates:
-                self._pending.add(vin, updates)
+            entries = newest_entries(message.data)
+            if entries:
+                self._pending.add(vin, entries)
         if len(self._pending) >= self._max_pending:
             self._flush()
         return ()
