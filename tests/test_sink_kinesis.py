@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import Counter, defaultdict
 
@@ -190,6 +191,33 @@ def test_partial_failures_with_calls_in_flight_resend_each_vehicle_in_order(make
     refused_vins = {r.vin for r in batch.records if r.message_id in refused}
     sends = Counter(message_id for call in client.calls for message_id in call)
     assert {r.vin for r in batch.records if sends[r.message_id] > 1} == refused_vins
+
+
+class FailingLaneKinesis(ConcurrentRefusingKinesis):
+    """Calls holding `vin` fail at once; the others take 0.2 s."""
+
+    def __init__(self, vin: str) -> None:
+        super().__init__({}, expected=1)
+        self.vin = vin
+        self.finished = 0
+
+    def put_records(self, StreamName: str, Records: list[dict]) -> dict:
+        if any(request["PartitionKey"] == self.vin for request in Records):
+            raise ConnectionError("connection reset")
+        time.sleep(0.2)
+        with self.lock:
+            self.finished += 1
+        return super().put_records(StreamName, Records)
+
+
+def test_a_failed_call_fails_the_write_after_the_other_calls_are_over(make_batch):
+    batch = make_batch(vins=[f"V{n:03d}" for n in range(400)], per_vehicle=5)   # 4 lanes
+    client = FailingLaneKinesis("V004")   # in the first lane
+    sink = fake_sink(client, concurrency=4)
+    with pytest.raises(ConnectionError):
+        sink.write(batch)
+    assert client.finished == 3   # none still in flight when Deliver retries
+    sink.close()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ Configuration (`sink:` of an application)::
       endpoint_url: http://127.0.0.1:5000   # optional: moto, LocalStack
       access_key_id: ...                 # optional pair; else the AWS credential chain
       secret_access_key: ...
-
       concurrency: 4                     # optional: PutRecords calls in flight at once (1-64)
 
 The partition key is the VIN, so one vehicle's documents land on one shard in
@@ -26,12 +25,15 @@ Records that Kinesis refuses in a call (`FailedRecordCount` > 0, e.g.
 throttling) are sent again after a backoff with jitter, up to
 `MAX_RESENDS` times, without reordering a vehicle: from a vehicle's first
 refused record on, all its later records of the batch are held back (its lane
-sends none of them in its later calls) and resent in order, so none is written after the refusal until the refused one
-is in. (Kinesis may already have accepted a later record that was in the same
-call as the refused one; it is then written again after it, with the same
-`message_id`, so the newest copy of every document is in order.) When
-records are still refused after the last resend, `write` raises
-`KinesisPartialFailure` and Deliver retries the whole batch.
+sends none of them in its later calls) and resent in order, so none is
+written after the refusal until the refused one is in. (Kinesis may already
+have accepted a later record that was in the same call as the refused one; it
+is then written again after it, with the same `message_id`, so the newest copy
+of every document is in order.) When records are still refused after the last
+resend, `write` raises `KinesisPartialFailure` and Deliver retries the whole
+batch. A call that fails (connection, timeout) fails the write once every
+other lane's call is over, so no call of a failed write is still in flight
+when Deliver retries the batch.
 
 A document whose record is larger than 1 MiB can never be written: `write`
 raises `RecordTooLarge` (a `PermanentWriteError`) before sending anything, and
@@ -43,7 +45,7 @@ import heapq
 import random
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Mapping, NamedTuple, Sequence
 
 from botocore.config import Config
@@ -139,7 +141,9 @@ class KinesisSink(Sink):
         if len(lanes) == 1 or self._lanes is None:
             rounds = [self._send_round(lane) for lane in lanes]
         else:
-            rounds = list(self._lanes.map(self._send_round, lanes))
+            sent = [self._lanes.submit(self._send_round, lane) for lane in lanes]
+            wait(sent)   # every call is over before a failed one raises (and Deliver retries)
+            rounds = [lane.result() for lane in sent]
         errors: Counter[str] = Counter()
         for _, lane_errors in rounds:
             errors.update(lane_errors)
