@@ -18,6 +18,9 @@ def wrk_phase(url: str, connections: int, duration_s: float, script: Path, threa
     errors = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
     seconds = _ms(re.search(r"requests in ([\d.]+m?s)", out).group(1)) / 1000
     percentiles = {p: _ms(v) for p, v in re.findall(r"^\s+(\d+)%\s+([\d.]+\w+)$", out, re.M)}
+    if "99" not in percentiles:
+        # seen when the machine was so loaded that wrk's run ended without a distribution
+        raise RuntimeError(f"wrk printed no 99th percentile (no answers in time?):\n{out}")
     return (total - errors) / seconds, errors, percentiles
 
 

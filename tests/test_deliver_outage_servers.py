@@ -1,12 +1,18 @@
-"""A real sink outage in a running streaming job (DirectRunner, wall-clock time).
+"""Every sink's server down for 60 s under a running streaming job (DirectRunner, wall-clock
+time; issue #19).
 
-Two applications: `live` writes to a server of the test's own — a Mosquitto, a Kafka
-broker, or a webhook endpoint — which is stopped for 10 s while the job runs, or to one
-of the shared moto (S3, Kinesis), Pub/Sub emulator or Azurite servers, which forget
-everything when restarted: those are reached through a TCP `Proxy` of the test's own
-that is stopped instead; `files` writes to a file sink. During the outage `files` keeps
-receiving its documents; after it every `live` document reaches the server, each vehicle's
-in order, a copy only ever with the same bytes (the same `message_id`).
+One application per sink type, each writing to a server of the test's own — a Mosquitto, a
+Kafka broker, a webhook endpoint, a local directory — or to one of the shared moto (S3,
+Kinesis), Pub/Sub emulator or Azurite servers, which forget everything when restarted: those
+are reached through a TCP `Proxy` of the test's own. All of them go down at the same moment
+for 60 s while documents flow at a steady rate: the servers are stopped, the proxies closed,
+the file application's directory replaced by a regular file. Beside them a `healthy`
+application writes to a directory that stays. After the outage every document of every
+application has arrived, each vehicle's in order, a copy only ever with the same bytes (the
+same `message_id`), and nothing is dead-lettered. `healthy` should receive every document
+within HEALTHY_WITHIN_S throughout; with 8 sinks down at once it does not yet (an expected
+failure, see docs/sinks.md "Many sinks down at once"). The same checks run with one sink
+down for 10 s at a time, where `healthy` must not wait for the outage's end.
 
 Documents come through the local Pub/Sub emulator (a topic of the test's own), which the
 DirectRunner reads in real time with processing-time timers (its `PeriodicImpulse`
@@ -14,17 +20,18 @@ cannot be combined with timers: "_GroupByKeyOnly was not replaced as expected").
 """
 from __future__ import annotations
 
-import glob
+import contextlib
+import dataclasses
 import http.server
 import os
 import socket
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import apache_beam as beam
 import boto3
@@ -42,11 +49,11 @@ from fleetstream.dev.sink_pytest_plugin import sample_batch
 from fleetstream.io.kafka.admin import Topic, create_topics
 from fleetstream.io.kafka.topic_reader import read_records
 from fleetstream.io.sinks.pubsub import PubSubDeliveryError
-from fleetstream.io.sinks.registry import application_sink, build_sink
+from fleetstream.io.sinks.registry import SINKS, application_sink, build_sink
 from fleetstream.schemas.delivery import Record
 from fleetstream.settings.config import parse_config
 from fleetstream.transforms.deliver import Deliver
-from fleetstream.transforms.delivery_retry import RetryPolicy
+from fleetstream.transforms.delivery_retry import DEFAULT_RETRY, RetryPolicy
 from tests.helpers import free_port
 
 pytest_plugins = ["fleetstream.dev.sink_pytest_plugin", "fleetstream.dev.pytest_plugin"]
@@ -54,15 +61,16 @@ pytestmark = pytest.mark.servers
 
 VINS = ("V0", "V1", "V2", "V3")
 TICK_S = 0.1           # one document per application every tick: 10 a second each
-RUN_S = 26.0
-DOWN_AT_S, UP_AT_S = 5.0, 15.0
+HEALTHY = "healthy"
+#: the longest a `healthy` document may take from its publishing to its file, outage or not
+HEALTHY_WITHIN_S = 5.0
 DEAD: list[dict] = []
 PROJECT = "fleetstream-test"
 
 
 @dataclass
 class Outage:
-    """The `live` application's sink, the server behind it, and what reached that server."""
+    """An application's sink, the server behind it, and what reached that server."""
 
     sink: dict
     stop: Callable[[], None]
@@ -209,10 +217,10 @@ class Proxy:
             self._close(end)
 
 
-def _mqtt_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outage]:
+def _mqtt_outage(request: pytest.FixtureRequest, home: Path, app: str) -> Iterator[Outage]:
     broker = PersistentMosquitto(free_port(), name="mosquitto-outage", root=home)
     broker.start()
-    subscriber = SessionSubscriber(broker.port, "live/fleetstream/live/#")
+    subscriber = SessionSubscriber(broker.port, f"live/fleetstream/{app}/#")
     yield Outage({"type": "mqtt", "host": "127.0.0.1", "port": broker.port,
                   "topic": "live/fleetstream/{application_id}/{vin}", "timeout": 5},
                  broker.stop, broker.start, lambda: [[m.payload for m in subscriber.messages]])
@@ -220,15 +228,15 @@ def _mqtt_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outage]
     broker.stop()
 
 
-def _kafka_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outage]:
+def _kafka_outage(request: pytest.FixtureRequest, home: Path, app: str) -> Iterator[Outage]:
     kafka: Kafka = request.getfixturevalue("private_kafka")
-    create_topics(kafka.bootstrap, [Topic("fleetstream.live", 2)])
+    create_topics(kafka.bootstrap, [Topic(f"fleetstream.{app}", 2)])
     yield Outage({"type": "kafka", "bootstrap": kafka.bootstrap}, kafka.stop, kafka.start,
                  lambda: [[record.value() for record in
-                           read_records(kafka.bootstrap, "fleetstream.live", timeout_s=5)]])
+                           read_records(kafka.bootstrap, f"fleetstream.{app}", timeout_s=5)]])
 
 
-def _webhook_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outage]:
+def _webhook_outage(request: pytest.FixtureRequest, home: Path, app: str) -> Iterator[Outage]:
     request.getfixturevalue("monkeypatch").setenv("OUTAGE_WEBHOOK_SECRET", "outage-secret")
     endpoint = Endpoint()
     endpoint.start()
@@ -236,6 +244,31 @@ def _webhook_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outa
                   "secret_env": "OUTAGE_WEBHOOK_SECRET", "timeout_s": 5},
                  endpoint.stop, endpoint.start, lambda: [endpoint.documents()])
     endpoint.stop()
+
+
+def _file_outage(request: pytest.FixtureRequest, home: Path, app: str) -> Iterator[Outage]:
+    """A filesystem's outage: the application's directory moved away and a regular file put
+    in its place (a read-only directory would not stop root), then the directory put back."""
+    folder, away = home / app, home / f"{app}.away"
+
+    def stop() -> None:
+        if folder.exists():
+            folder.rename(away)
+        folder.write_bytes(b"the directory is away")
+
+    def start() -> None:
+        folder.unlink()
+        if away.exists():
+            away.rename(folder)
+
+    yield Outage({"type": "file", "path": str(folder)}, stop, start,
+                 lambda: written_files(folder))
+
+
+def written_files(folder: Path) -> list[list[bytes]]:
+    """One run per file (a batch), in the order they were written."""
+    return [path.read_bytes().splitlines()
+            for path in sorted(folder.glob("*.jsonl"), key=lambda path: path.stat().st_mtime)]
 
 
 def _proxied(backend_port: int) -> Proxy:
@@ -254,7 +287,7 @@ def _aws_client(service: str, moto: MotoService) -> object:
                         aws_secret_access_key="test")
 
 
-def _s3_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outage]:
+def _s3_outage(request: pytest.FixtureRequest, home: Path, app: str) -> Iterator[Outage]:
     moto: MotoService = request.getfixturevalue("moto_service")
     bucket = f"outage-{uuid.uuid4().hex[:12]}"
     s3 = _aws_client("s3", moto)
@@ -277,7 +310,7 @@ def _s3_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outage]:
     proxy.stop()
 
 
-def _azure_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outage]:
+def _azure_outage(request: pytest.FixtureRequest, home: Path, app: str) -> Iterator[Outage]:
     from azure.storage.blob import ContainerClient
     azurite: AzuriteService = request.getfixturevalue("azurite_service")
     name = f"outage-{uuid.uuid4().hex[:12]}"
@@ -299,7 +332,7 @@ def _azure_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outage
     container.close()
 
 
-def _kinesis_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outage]:
+def _kinesis_outage(request: pytest.FixtureRequest, home: Path, app: str) -> Iterator[Outage]:
     moto: MotoService = request.getfixturevalue("moto_service")
     stream = f"outage-{uuid.uuid4().hex[:12]}"
     kinesis = _aws_client("kinesis", moto)
@@ -327,11 +360,11 @@ def _kinesis_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outa
     kinesis.delete_stream(StreamName=stream)
 
 
-def _pubsub_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outage]:
+def _pubsub_outage(request: pytest.FixtureRequest, home: Path, app: str) -> Iterator[Outage]:
     from google.cloud import pubsub_v1
     emulator: PubSubEmulator = request.getfixturevalue("pubsub_service")
     request.getfixturevalue("monkeypatch").setenv("PUBSUB_EMULATOR_HOST", emulator.host)
-    topic_id = f"outage-live-{uuid.uuid4().hex[:8]}"
+    topic_id = f"outage-{app.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
     publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
     topic = publisher.topic_path(PROJECT, topic_id)
     subscription = subscriber.subscription_path(PROJECT, topic_id)
@@ -358,26 +391,51 @@ def _pubsub_outage(request: pytest.FixtureRequest, home: Path) -> Iterator[Outag
     publisher.delete_topic(topic=topic)
 
 
-OUTAGES = {"mqtt": _mqtt_outage, "kafka": _kafka_outage, "webhook": _webhook_outage,
-           "s3": _s3_outage, "azure_blob": _azure_outage, "kinesis": _kinesis_outage,
-           "pubsub": _pubsub_outage}
+#: each sink type's outage, as a context (`contextlib.contextmanager`) of (request, home, app)
+OUTAGES = {"file": _file_outage, "mqtt": _mqtt_outage, "kafka": _kafka_outage,
+           "webhook": _webhook_outage, "s3": _s3_outage, "azure_blob": _azure_outage,
+           "kinesis": _kinesis_outage, "pubsub": _pubsub_outage}
 
 
-@pytest.fixture(params=list(OUTAGES))
-def outage_of(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outage]:
-    """The `live` application's sink and its server, of the test's own (or a proxy)."""
-    yield from OUTAGES[request.param](request, tmp_path / "home")
+@dataclass(frozen=True)
+class Schedule:
+    """When the servers go down and come back, and how long documents flow (seconds from
+    the first document)."""
+
+    down_at_s: float
+    up_at_s: float
+    run_s: float
+
+    @property
+    def ticks(self) -> int:
+        return round(self.run_s / TICK_S)
 
 
-def documents(message: bytes) -> list[tuple[str, Record]]:
+@dataclass
+class Observed:
+    """What one run left: each application's server's runs, and `healthy`'s documents."""
+
+    received: dict[str, list[list[bytes]]]
+    #: tick -> seconds from its publishing to its file being written
+    healthy_waits: dict[int, float]
+    #: tick -> the time its file was written
+    healthy_written_at: dict[int, float]
+    #: the position of each tick in its vehicle's order as `healthy` received them (the
+    #: order the job read them in: Pub/Sub does not keep the publishing order)
+    position: dict[int, int]
+    started: float
+
+
+def documents(message: bytes, apps: Sequence[str]) -> list[tuple[str, Record]]:
     """The tick's document for each application; a tick is `<number> <send time>`."""
     tick, sent = message.split()
     vin = VINS[int(tick) % len(VINS)]
     received_ms = round(float(sent) * 1000)
     return [(app, Record(vin, f"{app}-{int(tick):04d}", received_ms,
-                         orjson.dumps({"app": app, "tick": int(tick), "vin": vin,
-                                       "sent": float(sent), "brand": "tesla"}), received_ms))
-            for app in ("live", "files")]
+                         orjson.dumps({"message_id": f"{app}-{int(tick):04d}", "app": app,
+                                       "tick": int(tick), "vin": vin, "sent": float(sent),
+                                       "brand": "tesla"}), received_ms))
+            for app in apps]
 
 
 def feed(publisher, topic: str, ticks: int, started: float) -> None:
@@ -391,92 +449,187 @@ def _keep_dead(letter: dict) -> None:
     DEAD.append(letter)
 
 
-def outage(of: Outage, started: float) -> None:
-    time.sleep(max(0.0, started + DOWN_AT_S - time.time()))
-    of.stop()
-    time.sleep(max(0.0, started + UP_AT_S - time.time()))
-    of.start()
+def outage(of: Iterable[Outage], started: float, schedule: Schedule) -> None:
+    """Every server down at `down_at_s`, back at `up_at_s`."""
+    time.sleep(max(0.0, started + schedule.down_at_s - time.time()))
+    for server in of:
+        server.stop()
+    time.sleep(max(0.0, started + schedule.up_at_s - time.time()))
+    for server in of:
+        server.start()
 
 
-def test_a_stopped_sink_server_holds_only_its_application(
-        outage_of: Outage, pubsub_service, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def everything_arrived(outages: Mapping[str, Outage], ticks: int, timeout_s: float) -> None:
+    """Wait until each application's server holds a document of every tick (or the timeout)."""
+    waiting = dict(outages)
+    deadline = time.monotonic() + timeout_s
+    while waiting and time.monotonic() < deadline:
+        for app, of in list(waiting.items()):
+            if len({document for run in of.received() for document in run}) >= ticks:
+                del waiting[app]
+        time.sleep(0.5)
+
+
+def run_outage(outages: Mapping[str, Outage], healthy: Path, retry: RetryPolicy,
+               schedule: Schedule, pubsub_service, monkeypatch: pytest.MonkeyPatch) -> Observed:
+    """Stream documents to `outages`' applications and a `healthy` file application in
+    `healthy`, with the servers down as `schedule` says; what arrived once every application
+    has every document (or a retry's longest wait after the servers came back)."""
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_service.host)
     from google.cloud import pubsub_v1
     DEAD.clear()
     run = uuid.uuid4().hex[:8]
     publisher, subscriptions = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    topic = publisher.topic_path("fleetstream-test", f"outage-{run}")
+    topic = publisher.topic_path(PROJECT, f"outage-{run}")
     publisher.create_topic(name=topic)
-    source = subscriptions.subscription_path("fleetstream-test", f"outage-{run}")
+    source = subscriptions.subscription_path(PROJECT, f"outage-{run}")
     subscriptions.create_subscription(name=source, topic=topic)
+    sinks = {HEALTHY: {"type": "file", "path": str(healthy)},
+             **{app: of.sink for app, of in outages.items()}}
     apps = parse_config({"applications": [
-        {"id": "live", "permissions": ["diagnostics.*"],
-         "sink": {**outage_of.sink, "max_delay": 0.2}},
-        {"id": "files", "permissions": ["diagnostics.*"],
-         "sink": {"type": "file", "path": str(tmp_path / "files"), "max_delay": 0.2}}]}
-    ).applications
+        {"id": app, "permissions": ["diagnostics.*"], "sink": {**sink, "max_delay": 0.2}}
+        for app, sink in sinks.items()]}).applications
     options = PipelineOptions(["--runner=DirectRunner"])
     options.view_as(StandardOptions).streaming = True
     pipeline = beam.Pipeline(options=options)
     _ = (pipeline
          | beam.io.ReadFromPubSub(subscription=source)
-         | beam.FlatMap(documents)
-         | Deliver(apps, application_sink,
-                   RetryPolicy(initial_backoff_s=0.5, max_backoff_s=2, max_elapsed_s=120), shards=2)
+         | beam.FlatMap(documents, apps=tuple(sinks))
+         | Deliver(apps, application_sink, retry, shards=2)
          | beam.Map(_keep_dead))
     result = pipeline.run()
-    ticks = round(RUN_S / TICK_S)
     started = time.time() + 3          # the DirectRunner takes a few seconds to start
-    stopper = threading.Thread(target=outage, args=(outage_of, started), daemon=True)
+    stopper = threading.Thread(target=outage, args=(outages.values(), started, schedule),
+                               daemon=True)
     stopper.start()
     try:
-        feed(publisher, topic, ticks, started)
+        feed(publisher, topic, schedule.ticks, started)
         stopper.join()
-        deadline = time.monotonic() + 60     # a restarted broker may take a while
-        while (len({document for run in outage_of.received() for document in run}) < ticks
-               and time.monotonic() < deadline):
-            time.sleep(0.5)
-        time.sleep(1)                   # the files' last batch
+        everything_arrived(outages, schedule.ticks, timeout_s=retry.max_backoff_s + 60)
+        time.sleep(1)                   # healthy's last batch
     finally:
         result.cancel()
         subscriptions.delete_subscription(subscription=source)
         publisher.delete_topic(topic=topic)
-
-    assert DEAD == []
-    # files: the documents sent during the outage were written during it
-    written_at, sent, files_order = {}, {}, defaultdict(list)
-    for path in sorted(glob.glob(str(tmp_path / "files" / "*.jsonl")), key=os.path.getmtime):
-        for line in Path(path).read_bytes().splitlines():
+    waits, written_at, order = {}, {}, defaultdict(list)
+    for path in sorted(healthy.glob("*.jsonl"), key=os.path.getmtime):
+        for line in path.read_bytes().splitlines():
             document = orjson.loads(line)
-            written_at[document["tick"]] = os.path.getmtime(path)
-            sent[document["tick"]] = document["sent"]
-            files_order[document["vin"]].append(document["tick"])
-    assert sorted(written_at) == list(range(ticks))
-    in_outage = [tick for tick, at in sent.items()
-                 if started + DOWN_AT_S <= at < started + UP_AT_S - 3]
-    assert len(in_outage) >= 50
-    late = [tick for tick in in_outage if written_at[tick] >= started + UP_AT_S]
-    assert late == [], f"{len(late)} of {len(in_outage)} file documents waited for the outage"
-    # live: everything arrives, in order per vehicle (the order the job
-    # read them in, which the file sink shows: Pub/Sub does not keep the publishing order)
-    # within each run of known order, copies identical
-    runs = outage_of.received()
+            written_at[document["tick"]] = path.stat().st_mtime
+            waits[document["tick"]] = written_at[document["tick"]] - document["sent"]
+            order[document["vin"]].append(document["tick"])
+    return Observed({app: of.received() for app, of in outages.items()}, waits, written_at,
+                    {tick: index for ticks_of_vin in order.values()
+                     for index, tick in enumerate(ticks_of_vin)}, started)
+
+
+def delivery_problems(runs: list[list[bytes]], ticks: int,
+                      position: Mapping[int, int]) -> list[str]:
+    """What is wrong with what one application's server holds: a tick missing, a vehicle's
+    documents out of the order the job read them in (`position`) within a run of known
+    order, or two versions of one `message_id`."""
     received = [document for run in runs for document in run]
     payloads = [orjson.loads(document) for document in received]
-    assert {p["tick"] for p in payloads} == set(written_at)
-    position = {tick: index for ticks_of_vin in files_order.values()
-                for index, tick in enumerate(ticks_of_vin)}
+    problems = []
+    missing = set(range(ticks)) - {p["tick"] for p in payloads}
+    if missing:
+        problems.append(f"{len(missing)} of {ticks} documents missing, first {min(missing)}")
     for run in runs:
         first_seen: dict[str, list[int]] = defaultdict(list)
         for p in map(orjson.loads, run):
             if p["tick"] not in first_seen[p["vin"]]:
                 first_seen[p["vin"]].append(p["tick"])
-        for vin, seen in first_seen.items():
-            assert seen == sorted(seen, key=position.__getitem__), f"{vin} out of order"
-    copies = Counter(received)
-    assert len(copies) == len({p["tick"] for p in payloads})   # a copy has the same bytes
-    assert any(DOWN_AT_S <= p["tick"] * TICK_S < UP_AT_S for p in payloads)
+        problems += [f"{vin} out of order" for vin, seen in first_seen.items()
+                     if seen != sorted(seen, key=position.__getitem__)]
+    versions: dict[str, set[bytes]] = defaultdict(set)
+    for document, p in zip(received, payloads):
+        versions[p["message_id"]].add(document)
+    if any(len(v) > 1 for v in versions.values()):
+        problems.append("a message_id with different bytes")
+    return problems
+
+
+def assert_every_document_delivered(observed: Observed, ticks: int) -> None:
+    """Nothing dead-lettered; `healthy` and every application that was down hold every
+    document, each vehicle's in order, copies identical."""
+    assert DEAD == []
+    assert sorted(observed.healthy_waits) == list(range(ticks))
+    problems = {app: delivery_problems(runs, ticks, observed.position)
+                for app, runs in observed.received.items()}
+    assert {app: p for app, p in problems.items() if p} == {}
+    for app, runs in observed.received.items():
+        print(f"{app}: {ticks} documents, {sum(map(len, runs)) - ticks} copies")
+
+
+#: every sink down at once, for 60 s, with Deliver's default policy for every sink (the
+#: webhook's own schedule would retry 5 min after its first retry:
+#: test_every_sink_has_an_outage_and_no_default_policy_gives_up_on_a_60_s_one)
+ALL_DOWN = Schedule(down_at_s=10.0, up_at_s=70.0, run_s=85.0)
+
+
+def test_every_sink_down_for_60_s_holds_only_its_own_application(
+        request: pytest.FixtureRequest, pubsub_service, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with contextlib.ExitStack() as servers:
+        outages = {app: servers.enter_context(contextlib.contextmanager(of)(
+            request, tmp_path / "home", app)) for app, of in OUTAGES.items()}
+        observed = run_outage(outages, tmp_path / HEALTHY, DEFAULT_RETRY, ALL_DOWN,
+                              pubsub_service, monkeypatch)
+    assert_every_document_delivered(observed, ALL_DOWN.ticks)
+    # healthy: every document written within HEALTHY_WITHIN_S of its publishing, all along
+    waits = observed.healthy_waits
+    in_outage = [tick for tick in waits if ALL_DOWN.down_at_s <= tick * TICK_S < ALL_DOWN.up_at_s]
+    print(f"healthy: max wait {max(waits.values()):.2f} s, during the outage "
+          f"{max(waits[t] for t in in_outage):.2f} s ({len(in_outage)} documents)")
+    late = {tick: round(wait, 1) for tick, wait in sorted(waits.items())
+            if wait > HEALTHY_WITHIN_S}
+    if late:
+        # TODO(issue #19): an assert once fixed. Known today (DirectRunner, one worker
+        # thread): with 8 sinks down at once their failed attempts (Kafka 1 s, S3 and
+        # Kinesis 0.2-0.9 s, MQTT and Pub/Sub 0.2 s each) run one after the other in the
+        # worker, at Deliver's first backoffs (0.5, 1, 2, 4 s) about 80 % of its time, and
+        # `healthy` falls behind by tens of seconds. Loss, order and copies are asserted
+        # above; with one sink down at a time `healthy` is held to a hard bound (below).
+        pytest.xfail(f"{len(late)} healthy documents waited longer than {HEALTHY_WITHIN_S} s, "
+                     f"up to {max(late.values())} s (tick: seconds): {late}")
+
+
+#: one sink down for 10 s beside `healthy`, with a short retry policy
+ONE_DOWN = Schedule(down_at_s=5.0, up_at_s=15.0, run_s=26.0)
+SHORT_RETRY = RetryPolicy(initial_backoff_s=0.5, max_backoff_s=2, max_elapsed_s=120)
+
+
+@pytest.mark.parametrize("kind", list(OUTAGES))
+def test_one_stopped_sink_server_holds_only_its_own_application(
+        kind: str, request: pytest.FixtureRequest, pubsub_service, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with contextlib.contextmanager(OUTAGES[kind])(request, tmp_path / "home", kind) as of:
+        observed = run_outage({kind: of}, tmp_path / HEALTHY, SHORT_RETRY, ONE_DOWN,
+                              pubsub_service, monkeypatch)
+    assert_every_document_delivered(observed, ONE_DOWN.ticks)
+    # healthy: the documents sent during the outage were written during it
+    up = observed.started + ONE_DOWN.up_at_s
+    in_outage = [tick for tick in observed.healthy_waits
+                 if ONE_DOWN.down_at_s <= tick * TICK_S < ONE_DOWN.up_at_s - 3]
+    late = [tick for tick in in_outage if observed.healthy_written_at[tick] >= up]
+    assert late == [], f"{len(late)} of {len(in_outage)} healthy documents waited for the outage"
+    print(f"healthy: max wait {max(observed.healthy_waits[t] for t in in_outage):.2f} s "
+          f"during the outage")
+
+
+def test_every_sink_has_an_outage_and_no_default_policy_gives_up_on_a_60_s_one() -> None:
+    """The 60 s outage covers every sink type, and each sink's own retry policy (or
+    Deliver's default) still has a retry due after 60 s, even with every wait at its
+    longest (no jitter)."""
+    assert set(OUTAGES) == set(SINKS)
+    for sink in SINKS.values():
+        policy = dataclasses.replace(sink.RETRY or DEFAULT_RETRY, jitter=0.0)
+        elapsed, attempt = 0.0, 1
+        while elapsed <= 60.0:
+            wait = policy.backoff_s(attempt)
+            assert not policy.gives_up(attempt, elapsed, wait), (sink.TYPE, attempt, elapsed)
+            elapsed += wait
+            attempt += 1
 
 
 def _unreachable_sink(of: str, port: int) -> dict:

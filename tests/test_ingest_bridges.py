@@ -5,6 +5,7 @@ record, and sends poison to the dead letters before acknowledging it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -19,12 +20,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from fleetstream.dev.mosquitto import MosquittoService
 from fleetstream.ingest.bridges.base import Bridge
 from fleetstream.ingest.bridges.registry import BRIDGES, build_bridge
 from fleetstream.ingest.metrics import IngestMetrics
 from fleetstream.ingest.writer import KafkaUnavailable, RawWriter
 from fleetstream.io.kafka.admin import Topic, create_topics
 from fleetstream.schemas.errors import ConfigError
+from tests.helpers import free_port
 
 pytest_plugins = ["fleetstream.dev.pytest_plugin", "fleetstream.dev.sink_pytest_plugin"]
 
@@ -38,14 +41,18 @@ def unique(prefix: str) -> str:
 
 
 class FailingWriter(RawWriter):
-    """A RawWriter whose Kafka never acknowledges: every write raises KafkaUnavailable."""
+    """A RawWriter whose Kafka never acknowledges: every record handed over fails a moment
+    later with KafkaUnavailable, as when its delivery times out."""
 
     attempts = 0
 
-    async def write(self, topic: str, value: bytes, key: bytes | None = None,
-                    timestamp_ms: int | None = None) -> None:
+    def submit(self, topic: str, value: bytes, key: bytes | None = None,
+               timestamp_ms: int | None = None) -> asyncio.Future[None]:
         self.attempts += 1
-        raise KafkaUnavailable("test: Kafka is away")
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(
+            0.01, failed.set_exception, KafkaUnavailable("test: Kafka is away"))
+        return failed
 
 
 @pytest.fixture
@@ -100,6 +107,47 @@ def run_bridge(bridge: Bridge, writer: RawWriter, expect: int, timeout_s: float 
         return metrics
 
     return asyncio.run(main())
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:`port` to `target` on the running event loop; `drop` cuts every
+    connection through it, as a network failure would."""
+
+    def __init__(self, port: int, target: int) -> None:
+        self.port, self.target = port, target
+        self.links: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
+
+    def drop(self) -> None:
+        for writer in self.links:
+            writer.transport.abort()
+        self.links.clear()
+
+    async def close(self) -> None:
+        self.drop()
+        self.server.close()
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream = await asyncio.open_connection("127.0.0.1", self.target)
+        self.links += [writer, upstream]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.transport.abort()
+
+        await asyncio.gather(pipe(reader, upstream), pipe(upstream_reader, writer))
+
+
+async def until(condition: Any, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
 
 
 def handled(metrics: IngestMetrics) -> float:
@@ -248,6 +296,68 @@ def test_mqtt_poison_goes_to_the_dead_letters_and_is_acknowledged(mosquitto_serv
     assert handled(again) == 0
 
 
+def test_mqtt_bridge_connects_again_when_its_connection_drops_and_loses_nothing(
+        mosquitto_service, kafka, mqtt_bridge, caplog) -> None:
+    prefix, options = mqtt_bridge
+    sent = payloads(20)
+    messages = [(f"{prefix}/{vin.decode()}/telemetry", payload) for vin, payload in sent]
+
+    async def main() -> IngestMetrics:
+        metrics, stop = IngestMetrics(), asyncio.Event()
+        task = asyncio.create_task(build("mqtt", kafka.raw, options).run(kafka.writer, metrics,
+                                                                          stop))
+        await asyncio.to_thread(mqtt_publish, mosquitto_service.port, messages[:10])
+        await until(lambda: handled(metrics) >= 10)
+        # another client takes the session over: the broker drops the bridge's connection;
+        # what is published meanwhile waits in the session for the bridge's next connection
+        await asyncio.to_thread(mqtt_session, mosquitto_service.port, options["client_id"],
+                                options["topic"])
+        await asyncio.to_thread(mqtt_publish, mosquitto_service.port, messages[10:])
+        await until(lambda: handled(metrics) >= 20)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        return metrics
+
+    metrics = asyncio.run(main())
+    assert "connecting again" in caplog.text
+    assert sorted(kafka.read(kafka.raw, 20)) == sorted(sent)
+    assert handled(metrics) == 20
+
+
+def test_mqtt_bridge_started_before_its_broker_connects_once_the_broker_is_up(
+        kafka, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FLEETSTREAM_HOME", str(tmp_path / "home"))   # the broker's own files
+    port = free_port()
+    options = {"url": f"mqtt://127.0.0.1:{port}", "topic": "late/+/telemetry",
+               "vin_topic_level": 1, "client_id": unique("fleetstream-test")}
+
+    async def main() -> IngestMetrics:
+        metrics, stop = IngestMetrics(), asyncio.Event()
+        task = asyncio.create_task(build("mqtt", kafka.raw, options).run(kafka.writer, metrics,
+                                                                          stop))
+        await asyncio.sleep(1.5)       # a refused connection or two
+        assert not task.done()
+        broker = MosquittoService(port, name="mosquitto-late")
+        await asyncio.to_thread(broker.start)
+        try:
+            # retained: the bridge receives it as soon as it has subscribed
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+            client.connect("127.0.0.1", port)
+            client.loop_start()
+            client.publish("late/V1/telemetry", b"{}", qos=1, retain=True).wait_for_publish(5)
+            client.disconnect()
+            client.loop_stop()
+            await until(lambda: handled(metrics) >= 1)
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        finally:
+            broker.stop()
+        return metrics
+
+    asyncio.run(main())
+    assert kafka.read(kafka.raw, 1) == [(b"V1", b"{}")]
+
+
 # --- AMQP --------------------------------------------------------------------------------
 @pytest.fixture
 def amqp_queue(rabbitmq_service, monkeypatch) -> Any:
@@ -319,6 +429,67 @@ def test_amqp_poison_goes_to_the_dead_letters_and_is_acknowledged(kafka, amqp_qu
     assert kafka.read(kafka.raw, 1) == [(None, b"{}")]
     time.sleep(0.5)
     assert amqp_queue.count() == 0
+
+
+def test_amqp_bridge_connects_again_when_its_connection_drops_and_loses_nothing(
+        kafka, amqp_queue, rabbitmq_service, caplog) -> None:
+    sent = payloads(20)
+    messages = [(vin.decode(), payload) for vin, payload in sent]
+    proxy = TcpProxy(free_port(), rabbitmq_service.port)
+    options = {**amqp_queue.options, "url": f"amqp://guest@127.0.0.1:{proxy.port}/"}
+
+    async def main() -> IngestMetrics:
+        await proxy.start()
+        metrics, stop = IngestMetrics(), asyncio.Event()
+        task = asyncio.create_task(build("amqp", kafka.raw, options).run(kafka.writer, metrics,
+                                                                          stop))
+        await asyncio.to_thread(amqp_queue.publish, messages[:10])
+        await until(lambda: handled(metrics) >= 10)
+        proxy.drop()
+        await asyncio.to_thread(amqp_queue.publish, messages[10:])
+        await until(lambda: handled(metrics) >= 20)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await proxy.close()
+        return metrics
+
+    metrics = asyncio.run(main())
+    assert "connecting again" in caplog.text
+    # a message written but not yet acknowledged when the connection dropped comes again
+    assert set(kafka.read(kafka.raw, int(handled(metrics)))) == set(sent)
+    assert amqp_queue.count() == 0
+
+
+def test_amqp_bridge_started_before_its_broker_connects_once_the_broker_is_up(
+        kafka, amqp_queue, rabbitmq_service) -> None:
+    proxy = TcpProxy(free_port(), rabbitmq_service.port)   # not listening yet: refused
+    options = {**amqp_queue.options, "url": f"amqp://guest@127.0.0.1:{proxy.port}/"}
+    amqp_queue.publish([("V1", b"{}")])
+
+    async def main() -> None:
+        metrics, stop = IngestMetrics(), asyncio.Event()
+        task = asyncio.create_task(build("amqp", kafka.raw, options).run(kafka.writer, metrics,
+                                                                          stop))
+        await asyncio.sleep(1.5)
+        assert not task.done() and handled(metrics) == 0
+        await proxy.start()
+        await until(lambda: handled(metrics) >= 1)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await proxy.close()
+
+    asyncio.run(main())
+    assert kafka.read(kafka.raw, 1) == [(b"V1", b"{}")]
+
+
+def test_amqp_queue_that_does_not_exist_stops_the_bridge_naming_the_option(
+        kafka, rabbitmq_service, monkeypatch) -> None:
+    monkeypatch.setenv("TEST_AMQP_PASSWORD", "guest")
+    bridge = build("amqp", kafka.raw, {"url": f"amqp://guest@127.0.0.1:{rabbitmq_service.port}/",
+                                       "queue": unique("missing"),
+                                       "password_env": "TEST_AMQP_PASSWORD"})
+    with pytest.raises(ConfigError, match=r"sources\.oem\.amqp\.queue: no queue"):
+        run_bridge(bridge, kafka.writer, 1, timeout_s=10)
 
 
 # --- SQS ---------------------------------------------------------------------------------

@@ -137,7 +137,8 @@ def test_a_consumer_that_stops_fetching_is_replaced_and_an_idle_one_kept(
     assert values == [b"0-5", b"0-6"]
 
 
-def test_an_offset_is_called_stalled_once_and_only_when_records_waited_past_it() -> None:
+def test_an_offset_is_called_stalled_again_after_ever_longer_quiet_and_only_when_records_waited_past_it(
+        ) -> None:
     watch, part = _StallWatch(after_s=5), ("t", 0)
     asked: list[float] = []
 
@@ -151,7 +152,8 @@ def test_an_offset_is_called_stalled_once_and_only_when_records_waited_past_it()
 
     assert polls(7, 7, 0, 30) == []                  # caught up: never
     assert len(asked) == 5                           # the broker asked every 5 s, not per poll
-    assert polls(8, 9, 100, 30) == [110]             # a record waited from 105 to 110
-    assert polls(8, 9, 130, 30) == []                # once: a new consumer got no further
-    assert polls(9, None, 200, 30) == []             # the broker does not answer
-    assert polls(9, 12, 300, 30) == [305]            # answers again: waited from 300 to 305
+    # a record waited from 105 to 110; the new consumers got no further: each is called
+    # stalled after twice the quiet of the one before (asked at half), up to 120 s
+    assert polls(8, 9, 100, 600) == [110, 131, 172, 253, 414, 655]
+    assert polls(9, None, 1000, 30) == []            # the broker does not answer
+    assert polls(9, 12, 1100, 20) == [1105]          # answers again: waited from 1100 to 1105

@@ -9,15 +9,18 @@
           prefetch: 500                  # unacknowledged messages in flight (default 500)
           vin_header: vin                # the key: this message header, when present
 
-It consumes with manual acknowledgements (aio-pika on the event loop): each message is
-written to Kafka and only then acknowledged. Acknowledgements are cumulative: once per
-event-loop turn, one `basic.ack` with `multiple` set for the newest message whose
-predecessors on its channel are all written too (AMQP's delivery tags are in order per
-channel), instead of a frame per message. The broker sends at most
-`prefetch` messages ahead, so while Kafka is away the bridge holds those and the queue
-keeps the rest. Messages not acknowledged when the bridge stops or the connection
-drops are requeued by the broker and delivered again (the connection reconnects by
-itself).
+It consumes with manual acknowledgements through pika's asyncio adapter, on the event
+loop (pika's consume path costs about a quarter of aio-pika's CPU per message,
+docs/benchmarks.md): each message is handed to the producer from the delivery callback
+(`Forwarding`: no task per message) and acknowledged after Kafka's ack.
+Acknowledgements are cumulative: once per event-loop turn, one `basic.ack` with
+`multiple` set for the newest message whose predecessors are all written too (AMQP's
+delivery tags are in order per channel), instead of a frame per message. The broker
+sends at most `prefetch` messages ahead, so while Kafka is away the bridge holds those
+and the queue keeps the rest. Messages not acknowledged when the bridge stops or the
+connection drops are requeued by the broker and delivered again; the bridge connects
+again with backoff (1 s doubling to 10 s), also when the broker is not up at its start.
+A queue that does not exist stops the bridge with a ConfigError naming `queue`.
 
 A password in `url` is refused: secrets come only from environment variables.
 Poison: a message over `max_message_bytes`, or whose `vin_header` is not text, goes to
@@ -28,14 +31,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 from collections import deque
-from typing import Any, Mapping
-from urllib.parse import urlsplit
+from functools import partial
+from typing import Any, Callable, Mapping
+from urllib.parse import unquote, urlsplit
 
-import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
+import pika
+from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.channel import Channel
+from pika.exceptions import ChannelClosedByBroker
 
-from fleetstream.ingest.bridges.base import Bridge
+from fleetstream.ingest.bridges.base import Bridge, Forwarding, wait_for_stop
 from fleetstream.ingest.metrics import IngestMetrics
 from fleetstream.ingest.writer import RawWriter
 from fleetstream.schemas.errors import ConfigError
@@ -44,6 +51,10 @@ from fleetstream.schemas.secrets import secret_from_env
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFETCH = 500
+#: after a lost or refused connection: the first pause before connecting again, the longest
+RECONNECT_FIRST_S, RECONNECT_MAX_S = 1.0, 10.0
+#: the AMQP reply code of a passive declare of a queue that does not exist
+_NOT_FOUND = 404
 
 
 class AmqpBridge(Bridge):
@@ -67,15 +78,25 @@ class AmqpBridge(Bridge):
         self.queue = self.option("queue", str)
         self.prefetch = self.option("prefetch", int, DEFAULT_PREFETCH, minimum=1)
         self.vin_header = self.option("vin_header", str)
-        self.password = (secret_from_env(options["password_env"], f"{where}.password_env",
-                                         os.environ if environ is None else environ).decode()
-                         if "password_env" in options else None)
+        password = (secret_from_env(options["password_env"], f"{where}.password_env",
+                                    os.environ if environ is None else environ).decode()
+                    if "password_env" in options else "guest")
+        tls = parts.scheme == "amqps"
+        try:
+            port = parts.port or (5671 if tls else 5672)
+        except ValueError:
+            raise ConfigError(f"{where}.url: bad port in {self.url!r}") from None
+        self.parameters = pika.ConnectionParameters(
+            parts.hostname, port, unquote(parts.path[1:]) or "/",
+            pika.PlainCredentials(unquote(parts.username or "guest"), password),
+            ssl_options=pika.SSLOptions(ssl.create_default_context(), parts.hostname)
+            if tls else None)
 
-    def key_of(self, message: AbstractIncomingMessage) -> bytes | None:
+    def key_of(self, headers: Mapping[str, Any] | None) -> bytes | None:
         """The VIN header's value (None when not configured or absent); ValueError when not text."""
-        if self.vin_header is None or self.vin_header not in (message.headers or {}):
+        if self.vin_header is None or self.vin_header not in (headers or {}):
             return None
-        value = message.headers[self.vin_header]
+        value = headers[self.vin_header]    # type: ignore[index]
         if isinstance(value, bytes):
             return value
         if isinstance(value, str) and value:
@@ -83,82 +104,131 @@ class AmqpBridge(Bridge):
         raise ValueError(f"header {self.vin_header!r} (vin_header) is {value!r}, not a VIN")
 
     async def run(self, writer: RawWriter, metrics: IngestMetrics, stop: asyncio.Event) -> None:
-        login = {"password": self.password} if self.password is not None else {}
-        connection = await aio_pika.connect_robust(self.url, **login)
-        pending: set[asyncio.Task[Any]] = set()
-        acks = _CumulativeAcks(self.where)
+        forwarding = Forwarding(self, writer, metrics, stop)
 
-        async def take(message: AbstractIncomingMessage) -> None:
-            # aio-pika runs each delivery in a task of its own, in delivery order
-            entry = acks.received(message)
-            task = asyncio.current_task()
-            if task is not None:
-                pending.add(task)
+        def take(session: _Session, _channel: Channel, method: Any, properties: Any,
+                 body: bytes) -> None:
+            if stop.is_set():
+                return   # not acknowledged: requeued when the connection closes
             try:
-                key, poison = self.key_of(message), None
+                key, poison = self.key_of(properties.headers), None
             except ValueError as error:
                 key, poison = None, str(error)
-            try:
-                if await self.forward(writer, metrics, message.body, key, stop, poison):
-                    acks.written(entry)
-            finally:
-                pending.discard(task)  # type: ignore[arg-type]
+            forwarding.send(body, key, session.received(method.delivery_tag), poison)
 
+        delay, session = RECONNECT_FIRST_S, None
         try:
-            channel = await connection.channel()
-            await channel.set_qos(prefetch_count=self.prefetch)
-            queue = await channel.get_queue(self.queue, ensure=True)
-            consumer_tag = await queue.consume(take, no_ack=False)
-            await stop.wait()
-            await queue.cancel(consumer_tag)
-            if pending:
-                await asyncio.gather(*pending)
-            await acks.drain()
+            while not stop.is_set():
+                session = _Session(self)
+                try:
+                    await session.open(partial(take, session))
+                except ChannelClosedByBroker as error:
+                    if error.reply_code == _NOT_FOUND:
+                        raise ConfigError(f"{self.where}.queue: no queue {self.queue!r} at the "
+                                          f"broker; create it (the bridge never declares "
+                                          f"one)") from None
+                    raise
+                except (pika.exceptions.AMQPError, OSError) as error:
+                    log.warning("%s: cannot consume from %s (%r); again in %.0f s", self.where,
+                                self.queue, error, delay)
+                    await wait_for_stop(stop, delay)
+                    delay = min(delay * 2, RECONNECT_MAX_S)
+                    continue
+                delay = RECONNECT_FIRST_S
+                stopped = asyncio.ensure_future(stop.wait())
+                await asyncio.wait([stopped, session.closed], return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                if not stop.is_set():
+                    log.warning("%s: connection lost (%s); connecting again", self.where,
+                                session.closed.result())
+                    await wait_for_stop(stop, delay)
+            await forwarding.drain()
+            if session is not None:
+                session.acknowledge()
         finally:
-            await connection.close()
+            if session is not None:
+                await session.close()
 
 
-class _CumulativeAcks:
-    """Messages in delivery order and whether each is written; acknowledges the written
-    prefix once per event-loop turn, one `basic.ack(multiple=True)` per channel."""
+class _Session:
+    """One connection and channel consuming the queue. Knows its deliveries in order and
+    whether each is written; acknowledges the written prefix once per event-loop turn,
+    with one `basic.ack(multiple=True)`. A delivery written after its channel closed is
+    not acknowledged: the broker has requeued it already."""
 
-    def __init__(self, where: str) -> None:
-        self.where = where
-        self.unacked: deque[list[Any]] = deque()      # [message, written]
+    def __init__(self, bridge: AmqpBridge) -> None:
+        self.bridge = bridge
+        self.loop = asyncio.get_running_loop()
+        #: done with the reason once the connection is closed
+        self.closed: asyncio.Future[Exception] = self.loop.create_future()
+        self.channel: Channel | None = None
+        self.unacked: deque[list[Any]] = deque()      # [delivery tag, written]
         self.scheduled = False
-        self.sending: set[asyncio.Task[None]] = set()
 
-    def received(self, message: AbstractIncomingMessage) -> list[Any]:
-        entry = [message, False]
+    async def open(self, take: Callable[..., None]) -> None:
+        """Connect, open the channel, check the queue and start consuming into `take`."""
+        opened: asyncio.Future[Channel] = self.loop.create_future()
+
+        def on_close(_connection: Any, reason: Exception) -> None:
+            _settle(opened, error=reason)
+            _settle(self.closed, reason)
+
+        self.connection = AsyncioConnection(
+            self.bridge.parameters, custom_ioloop=self.loop,
+            on_open_callback=lambda connection: connection.channel(
+                on_open_callback=lambda channel: _settle(opened, channel)),
+            on_open_error_callback=lambda _connection, error: (
+                _settle(opened, error=error if isinstance(error, Exception)
+                        else pika.exceptions.AMQPConnectionError(error)),
+                _settle(self.closed, pika.exceptions.AMQPConnectionError(error))),
+            on_close_callback=on_close)
+        channel = self.channel = await opened
+        await self._call(channel, channel.basic_qos, prefetch_count=self.bridge.prefetch)
+        await self._call(channel, channel.queue_declare, self.bridge.queue, passive=True)
+        channel.basic_consume(self.bridge.queue, take)
+
+    def received(self, delivery_tag: int) -> Callable[[], None]:
+        """Note a delivery; the returned callable marks it written."""
+        entry = [delivery_tag, False]
         self.unacked.append(entry)
-        return entry
+        return partial(self._written, entry)
 
-    def written(self, entry: list[Any]) -> None:
+    def _written(self, entry: list[Any]) -> None:
         entry[1] = True
         if not self.scheduled:
             self.scheduled = True
-            asyncio.get_running_loop().call_soon(self._acknowledge)
+            self.loop.call_soon(self.acknowledge)
 
-    def _acknowledge(self) -> None:
+    def acknowledge(self) -> None:
+        """Acknowledge every delivery written so far whose predecessors are written too."""
         self.scheduled = False
-        newest: dict[int, AbstractIncomingMessage] = {}
+        newest = None
         while self.unacked and self.unacked[0][1]:
-            message = self.unacked.popleft()[0]
-            newest[id(message.channel)] = message
-        for message in newest.values():
-            task = asyncio.create_task(self._send(message))
-            self.sending.add(task)
-            task.add_done_callback(self.sending.discard)
+            newest = self.unacked.popleft()[0]
+        if newest is not None and self.channel is not None and self.channel.is_open:
+            self.channel.basic_ack(newest, multiple=True)
 
-    async def _send(self, message: AbstractIncomingMessage) -> None:
-        try:
-            await message.ack(multiple=True)
-        except Exception as error:  # the channel closed meanwhile: the broker resends them
-            log.warning("%s: could not acknowledge messages (%s); they will come again",
-                        self.where, error)
+    async def close(self) -> None:
+        """Close the connection (what is not acknowledged is requeued) and wait for it."""
+        if not self.closed.done() and not self.connection.is_closing:
+            self.connection.close()
+        await asyncio.wait([self.closed], timeout=5)
 
-    async def drain(self) -> None:
-        """Send what is written but not yet acknowledged, and wait for it."""
-        self._acknowledge()
-        if self.sending:
-            await asyncio.gather(*self.sending)
+    async def _call(self, channel: Channel, method: Callable[..., None], *args: Any,
+                    **kwargs: Any) -> None:
+        """Call a pika channel method with a reply and wait for it; the channel's close
+        reason when it closes first (e.g. a passive declare of a queue that is not there)."""
+        replied: asyncio.Future[Any] = self.loop.create_future()
+        channel.add_on_close_callback(lambda _channel, reason: _settle(replied, error=reason))
+        method(*args, callback=lambda frame: _settle(replied, frame), **kwargs)
+        await replied
+
+
+def _settle(future: asyncio.Future[Any], result: Any = None, error: Exception | None = None
+            ) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

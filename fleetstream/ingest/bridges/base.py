@@ -12,7 +12,10 @@ queue. While Kafka is away, a bridge pauses: it neither acknowledges nor loses a
 
 `Bridge.forward` does that part for every bridge: it writes one message (or its dead
 letter), retries with backoff while Kafka is unavailable, and says whether the message
-may now be acknowledged (False only when the bridge was stopped first).
+may now be acknowledged (False only when the bridge was stopped first). A bridge that
+receives on a callback uses `Forwarding` instead: each message is handed to the producer
+at once and acknowledged from the delivery report, with no task of its own; only a
+message that fails (Kafka away, poison) goes the way of `forward`, in a task.
 """
 from __future__ import annotations
 
@@ -20,8 +23,8 @@ import abc
 import asyncio
 import logging
 import time
-from typing import Any, ClassVar, Mapping, Sequence
-
+from functools import partial
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from fleetstream.ingest.metrics import IngestMetrics
 from fleetstream.ingest.writer import KafkaUnavailable, RawWriter, RecordRefused
@@ -134,6 +137,78 @@ async def wait_for_stop(stop: asyncio.Event, seconds: float) -> bool:
     except asyncio.TimeoutError:
         pass
     return stop.is_set()
+
+
+class Forwarding:
+    """The messages of one bridge's run on their way to Kafka.
+
+    `send` hands a message to the producer and returns; `acknowledge` is called once Kafka
+    acknowledged its record (or its dead letter). While Kafka takes records at once this
+    costs a `produce` and a callback per message; a message refused at once, failed later,
+    over the size limit or poison is written by `Bridge.forward` in a task of its own
+    (backoff while Kafka is away). `drain` waits for every message sent so far."""
+
+    def __init__(self, bridge: Bridge, writer: RawWriter, metrics: IngestMetrics,
+                 stop: asyncio.Event) -> None:
+        self.bridge, self.writer, self.metrics, self.stop = bridge, writer, metrics, stop
+        self._written = metrics.records.labels(source=bridge.source, via=bridge.KIND)
+        self._observe = metrics.produce_latency.observe
+        self._outstanding = 0
+        self._retrying: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def send(self, payload: bytes, key: bytes | None, acknowledge: Callable[[], Any],
+             poison: str | None = None) -> None:
+        """Write `payload` (its dead letter when `poison` says why), then call `acknowledge`
+        (not when the bridge stops before it could be written)."""
+        self._outstanding += 1
+        self._idle.clear()
+        received_ms = int(time.time() * 1000)
+        if poison is None and len(payload) <= self.bridge.max_message_bytes:
+            try:
+                acked = self.writer.submit(self.bridge.topic, payload, key, received_ms)
+            except (KafkaUnavailable, RecordRefused):
+                pass
+            else:
+                acked.add_done_callback(partial(self._acked, time.perf_counter(), payload,
+                                                key, acknowledge, received_ms))
+                return
+        self._retry(payload, key, acknowledge, poison, received_ms)
+
+    async def drain(self) -> None:
+        """Wait until every message sent is written (or given up because of `stop`)."""
+        await self._idle.wait()
+
+    def _acked(self, started: float, payload: bytes, key: bytes | None,
+               acknowledge: Callable[[], Any], received_ms: int,
+               acked: asyncio.Future[None]) -> None:
+        if acked.exception() is not None:    # Kafka away or refused: forward sorts it out
+            self._retry(payload, key, acknowledge, None, received_ms)
+            return
+        self._observe(time.perf_counter() - started)
+        self._written.inc()
+        acknowledge()
+        self._done()
+
+    def _retry(self, payload: bytes, key: bytes | None, acknowledge: Callable[[], Any],
+               poison: str | None, received_ms: int) -> None:
+        async def forward() -> None:
+            try:
+                if await self.bridge.forward(self.writer, self.metrics, payload, key,
+                                             self.stop, poison, received_ms):
+                    acknowledge()
+            finally:
+                self._done()
+
+        task = asyncio.get_running_loop().create_task(forward())
+        self._retrying.add(task)
+        task.add_done_callback(self._retrying.discard)
+
+    def _done(self) -> None:
+        self._outstanding -= 1
+        if not self._outstanding:
+            self._idle.set()
 
 
 def written_prefix(done: Sequence[bool]) -> int:

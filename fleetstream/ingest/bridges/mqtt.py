@@ -12,13 +12,14 @@
           vin_topic_level: 1             # the key: level 1 of bmw/<VIN>/telemetry
 
 It connects with MQTT 5, a persistent session (clean start off, a session that outlives
-a disconnection by `SESSION_EXPIRY_S`) and manual acknowledgements: paho's network thread
-hands each message to the event loop, which writes it to Kafka and only then sends its
-PUBACK (PUBCOMP for QoS 2). A message not acknowledged when the bridge stops or the
+a disconnection by `SESSION_EXPIRY_S`) and manual acknowledgements. paho runs on the
+event loop, not in a thread of its own (paho's external-loop interface: the loop reads and
+writes its socket, `loop_misc` keeps the connection alive, `PahoOnLoop` reconnects with
+backoff): each message is handed to the producer as it is read and its PUBACK (PUBCOMP
+for QoS 2) sent from Kafka's delivery report, with no thread hand-over, task or
+wake-up per message. A message not acknowledged when the bridge stops or the
 connection drops is sent again by the broker on the next connection of the same
-client id. Messages cross from paho's thread to the loop in batches: one
-`call_soon_threadsafe` per batch that found the hand-over queue empty, not one per message.
-The broker keeps at most `RECEIVE_MAXIMUM` messages unacknowledged in
+client id. The broker keeps at most `RECEIVE_MAXIMUM` messages unacknowledged in
 flight, so while Kafka is away it simply stops sending.
 
 Poison: a message over `max_message_bytes`, or whose topic has no level
@@ -27,9 +28,11 @@ Poison: a message over `max_message_bytes`, or whose topic has no level
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections import deque
+import threading
+from functools import partial
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
@@ -37,7 +40,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from fleetstream.ingest.bridges.base import Bridge
+from fleetstream.ingest.bridges.base import Bridge, Forwarding, wait_for_stop
 from fleetstream.ingest.metrics import IngestMetrics
 from fleetstream.ingest.writer import RawWriter
 from fleetstream.schemas.errors import ConfigError
@@ -96,52 +99,33 @@ class MqttBridge(Bridge):
         return levels[self.vin_level].encode()
 
     async def run(self, writer: RawWriter, metrics: IngestMetrics, stop: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        pending: set[asyncio.Task[None]] = set()
+        forwarding = Forwarding(self, writer, metrics, stop)
 
-        async def bridge(message: mqtt.MQTTMessage) -> None:
+        def on_message(_client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+            if stop.is_set():
+                return   # not acknowledged: the broker sends it again next session
             try:
                 key, poison = self.key_of(message.topic), None
             except ValueError as error:
                 key, poison = None, str(error)
-            if await self.forward(writer, metrics, message.payload, key, stop, poison):
-                client.ack(message.mid, message.qos)
+            forwarding.send(message.payload, key,
+                            partial(paho.ack, paho.connection, message.mid, message.qos), poison)
 
-        arrived: deque[mqtt.MQTTMessage] = deque()
-
-        def deliver(message: mqtt.MQTTMessage) -> None:   # on paho's network thread
-            arrived.append(message)
-            if len(arrived) == 1:   # else a take_arrived is scheduled and not done yet
-                loop.call_soon_threadsafe(take_arrived)
-
-        def take_arrived() -> None:   # on the event loop, in arrival order
-            while arrived:
-                message = arrived.popleft()
-                if stop.is_set():
-                    continue   # not acknowledged: the broker sends it again next session
-                task = loop.create_task(bridge(message))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-
-        client = self._client(deliver)
-        client.loop_start()
+        paho = PahoOnLoop(self._client(on_message), self.where)
         try:
-            await stop.wait()
-            if pending:
-                await asyncio.gather(*pending)
+            await paho.serve(stop)
+            await forwarding.drain()
         finally:
-            client.disconnect()
-            client.loop_stop()
+            await paho.disconnect()
 
-    def _client(self, deliver: Any) -> mqtt.Client:
+    def _client(self, on_message: Any) -> mqtt.Client:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              protocol=mqtt.MQTTv5, manual_ack=True)
         if self.login:
             client.username_pw_set(*self.login)
         if self.tls:
             client.tls_set()
-        client.reconnect_delay_set(1, _RECONNECT_MAX_DELAY_S)
-        client.on_message = lambda _client, _userdata, message: deliver(message)
+        client.on_message = on_message
 
         def on_connect(client: mqtt.Client, _userdata: Any, flags: Any, reason: Any,
                        _properties: Any) -> None:
@@ -158,3 +142,110 @@ class MqttBridge(Bridge):
         client.connect_async(self.host, self.port, keepalive=30, clean_start=False,
                              properties=properties)
         return client
+
+
+class PahoOnLoop:
+    """A paho client served by the running event loop instead of a network thread of its
+    own: its socket is read when readable and written while paho has something to send
+    (paho's external-loop interface), `loop_misc` keeps the connection alive, and `serve`
+    connects again with backoff after the connection drops. Callbacks (`on_message`, ...)
+    run on the loop. The client must be configured with `connect_async` first."""
+
+    #: packets read per readiness callback at most, while each brings a message
+    READ_BURST = 64
+
+    def __init__(self, client: mqtt.Client, where: str) -> None:
+        self.client, self.where = client, where
+        self.loop = asyncio.get_running_loop()
+        self.thread = threading.get_ident()
+        #: the socket's descriptor: the loop knows it by that, also after paho closed it
+        self.fd = -1
+        self.closed = asyncio.Event()
+        self.closed.set()
+        #: how many connections were opened so far: the current one's number
+        self.connection = 0
+        self.received = 0
+        handle = client.on_message
+
+        def on_message(*args: Any) -> None:
+            self.received += 1
+            handle(*args)
+
+        client.on_message = on_message
+        client.on_socket_open = lambda _c, _u, sock: self._on_loop(self._open, sock.fileno())
+        client.on_socket_close = lambda _c, _u, _sock: self._on_loop(self._close)
+        client.on_socket_register_write = lambda _c, _u, _sock: self._on_loop(
+            lambda: self.loop.add_writer(self.fd, client.loop_write))
+        client.on_socket_unregister_write = lambda _c, _u, _sock: self._on_loop(
+            lambda: self.loop.remove_writer(self.fd))
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Connect (its blocking part in a thread), keep the connection alive, and connect
+        again with backoff after it drops, until `stop` is set; the connection stays open."""
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                await self.loop.run_in_executor(None, self.client.reconnect)
+            except (OSError, ValueError) as error:
+                log.warning("%s: cannot connect to %s:%s (%s); again in %.0f s", self.where,
+                            self.client.host, self.client.port, error, delay)
+                if await wait_for_stop(stop, delay):
+                    return
+                delay = min(delay * 2, _RECONNECT_MAX_DELAY_S)
+                continue
+            delay = 1.0
+            while not self.closed.is_set():
+                self.client.loop_misc()     # PINGREQ when due; closes a dead connection
+                if await wait_for_stop(stop, 1.0):
+                    return
+            log.warning("%s: connection to %s:%s lost; connecting again", self.where,
+                        self.client.host, self.client.port)
+            if await wait_for_stop(stop, delay):
+                return
+
+    async def disconnect(self) -> None:
+        """Send DISCONNECT (after what paho queued before it, e.g. acknowledgements) and close."""
+        if self.closed.is_set():
+            return
+        self.client.disconnect()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.closed.wait(), 2.0)
+        sock = self.client.socket()
+        if sock is not None and not self.closed.is_set():   # the broker did not take it
+            self._close()
+            sock.close()
+
+    def ack(self, connection: int, mid: int, qos: int) -> None:
+        """Acknowledge message `mid` received on connection number `connection`; not when
+        that connection is gone: the broker sends the message again, and its packet id may
+        name another message on the new connection."""
+        if connection == self.connection and not self.closed.is_set():
+            self.client.ack(mid, qos)
+
+    def _on_loop(self, action: Any, *args: Any) -> None:
+        if threading.get_ident() == self.thread:
+            action(*args)
+        else:
+            self.loop.call_soon_threadsafe(action, *args)
+
+    def _open(self, fd: int) -> None:
+        self.fd = fd
+        self.connection += 1
+        self.closed.clear()
+        self.loop.add_reader(fd, self._readable)
+
+    def _close(self) -> None:
+        self.loop.remove_reader(self.fd)
+        self.loop.remove_writer(self.fd)
+        self.closed.set()
+
+    def _readable(self) -> None:
+        for _ in range(self.READ_BURST):
+            before = self.received
+            self.client.loop_read()
+            sock = self.client.socket()
+            if sock is None:
+                return
+            if self.received == before and not getattr(sock, "pending", lambda: 0)():
+                return
+        self.loop.call_soon(self._readable)   # more may wait, TLS's decrypted bytes unseen by epoll

@@ -32,7 +32,10 @@ thousand messages/s, was most of the job's capacity.
   (confluentinc/librdkafka#5153; seen here once in a few runs of
   tests/test_stream_flink.py, one partition 15 records short for minutes). A
   partition whose polls return nothing at one offset for `stall_s` while the
-  broker held records past it is read by a new consumer.
+  broker held records past it is read by a new consumer; if that one does not
+  get past the offset either (made while the broker was still coming back, it
+  can be stuck too), by another after twice as long, and so on up to every
+  `MAX_STALL_S`.
 
 On Beam 2.62's Flink runner each self-checkpoint of such a reader leaked keyed
 state until the TaskManager ran out of memory; the local job server runs with
@@ -61,6 +64,8 @@ from fleetstream.io.kafka.topic_reader import group_consumer_config, topic_parti
 KafkaRecord = tuple[str, int, bytes]
 #: a restriction's end: partitions are read for ever
 _NO_END = sys.maxsize
+#: the longest quiet after which an offset is called stalled again (see `_StallWatch`)
+MAX_STALL_S = 120.0
 
 
 class ReadKafkaPartitions(beam.PTransform):
@@ -250,6 +255,9 @@ class _ConsumerPool:
         try:
             return prober.get_watermark_offsets(TopicPartition(*partition), timeout=2)[1]
         except KafkaException:
+            with self._lock:
+                self._prober = None     # made while the broker was away: ask with a new one
+            prober.close()
             return None
 
     def commit_after_checkpoint(self, finalizer: Any, every_s: float) -> None:
@@ -276,16 +284,20 @@ class _StallWatch:
     returned nothing at one offset for `after_s` although, `after_s` ago, the broker held
     records past that offset. Asks the broker at most once per `after_s` per partition.
 
-    An offset is called stalled once: if a new consumer does not get past it either, what
-    lies beyond is no record (a transaction marker, say), and the partition is caught up.
+    Each time an offset is called stalled again, the quiet it takes doubles, up to
+    `max_after_s`: a consumer made to replace a stuck one while the broker was still
+    coming back can be stuck as well, while what lies past an offset that no new consumer
+    gets beyond is no record (a transaction marker, say) and costs a consumer per
+    `max_after_s` only.
     """
 
-    def __init__(self, after_s: float) -> None:
+    def __init__(self, after_s: float, max_after_s: float = MAX_STALL_S) -> None:
         self.after_s = after_s
+        self.max_after_s = max_after_s
         #: partition -> (offset polled at, since when, the partition's end offset then)
         self._quiet: dict[tuple[str, int], tuple[int, float, int | None]] = {}
-        #: partition -> the offset last called stalled
-        self._called: dict[tuple[str, int], int] = {}
+        #: partition -> (the offset last called stalled, how many times in a row)
+        self._called: dict[tuple[str, int], tuple[int, int]] = {}
 
     def stalled(self, partition: tuple[str, int], position: int, now: float,
                 end_offset: Callable[[], int | None]) -> bool:
@@ -294,11 +306,14 @@ class _StallWatch:
         if offset != position:
             self._quiet[partition] = (position, now, None)
             return False
-        if now - since < self.after_s or self._called.get(partition) == position:
+        called_at, times = self._called.get(partition, (-1, 0))
+        quiet_s = min(self.after_s * 2 ** (times if called_at == position else 0),
+                      max(self.max_after_s, self.after_s))
+        if now - since < quiet_s:
             return False
         if end is not None and end > position:
             del self._quiet[partition]
-            self._called[partition] = position
+            self._called[partition] = (position, times + 1 if called_at == position else 1)
             return True
         self._quiet[partition] = (position, now, end_offset())
         return False
