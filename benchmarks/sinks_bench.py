@@ -46,6 +46,7 @@ import sys
 import tempfile
 import time
 import uuid
+import zlib
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Sequence
@@ -97,10 +98,12 @@ METHOD = (
     "in-memory state and timers on a simulated clock over evenly spaced arrivals; a timer fires "
     "exactly at its time; the wait is from a document's arrival to its batch's flush, the write "
     "itself excluded. Writes are `sink.write` calls: Kinesis sends one PutRecords per 500 "
-    "records, MQTT one message per document whatever the batch, Pub/Sub one publish request "
-    "per vehicle (ordering key) in the batch, all in flight at once, and Kafka lets librdkafka "
-    "batch per partition. "
-    "Validation: one point "
+    "records (up to `concurrency` at once, on disjoint vehicles), MQTT one message per "
+    "document whatever the batch (the whole batch in flight), Pub/Sub one publish request "
+    "per vehicle (ordering key) in the batch, all in flight at once, and Kafka lets "
+    "librdkafka batch per partition. "
+    "Ceilings (rows named so, measured right after their sink in the same run): the bare "
+    "client doing the same job as fast as it can. Validation: one point "
     "re-run through the real `Deliver` in a streaming TestStream pipeline.")
 
 
@@ -287,6 +290,85 @@ class Throughput:
     batching: Batching
     batches: int
     seconds: float
+    batch: str = ""   # what one write is, for a ceiling (else the batching's limits)
+
+
+# --- ceilings: the bare client doing the sink's job as fast as it can -------------
+
+def mqtt_ceiling(mosquitto: Service, records: Sequence[Record], repeat: int) -> float:
+    """Best of `repeat` passes of paho publishing `records` QoS 1 on per-vehicle topics, all
+    in flight at once (no in-flight window), until every PUBACK is in."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.max_inflight_messages_set(0)
+    connected = threading.Event()
+    client.on_connect = lambda *_: connected.set()
+    client.connect("127.0.0.1", mosquitto.port)
+    client.loop_start()
+    try:
+        if not connected.wait(10):
+            raise RuntimeError("mqtt ceiling: no connection")
+        best = float("inf")
+        for _ in range(repeat):
+            started = time.perf_counter()
+            sent = [client.publish(f"bench/ceiling/{r.vin}", r.document, qos=1)
+                    for r in records]
+            for message in sent:
+                message.wait_for_publish(60)
+            best = min(best, time.perf_counter() - started)
+        return best
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def kinesis_ceiling(threads: int, moto: Service, records: Sequence[Record],
+                    repeat: int) -> float:
+    """Best of `repeat` passes of boto3 `put_records` over `records` in 500-record requests on
+    a fresh stream (after one warm-up call, as for the sink): one after another, or from
+    `threads` threads, each on its own vehicles."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from botocore.config import Config
+
+    from fleetstream.io.sinks.aws import WRITE_CONFIG
+
+    options, cleanup = kinesis_target(moto, f"fleetstream-bench-{uuid.uuid4().hex[:10]}")
+    client = aws_client("kinesis", options, WRITE_CONFIG.merge(
+        Config(max_pool_connections=max(10, threads))))
+    lanes: list[list[dict[str, Any]]] = [[] for _ in range(threads)]
+    for record in records:
+        lanes[zlib.crc32(record.vin.encode()) % threads].append(
+            {"Data": record.document, "PartitionKey": record.vin})
+
+    def send(lane: list[dict[str, Any]]) -> None:
+        for start in range(0, len(lane), 500):
+            client.put_records(StreamName=options["stream"], Records=lane[start:start + 500])
+    try:
+        send(lanes[0][:500])
+        best = float("inf")
+        with ThreadPoolExecutor(threads) as pool:
+            for _ in range(repeat):
+                started = time.perf_counter()
+                list(pool.map(send, lanes))
+                best = min(best, time.perf_counter() - started)
+        return best
+    finally:
+        cleanup()
+
+
+#: per target label: (label, what one write is, seconds for `records`) of its ceilings
+CEILINGS: dict[str, tuple[tuple[str, str, Callable[[Any, Sequence[Record], int], float]], ...]] = {
+    "mqtt (QoS 1)": (("mqtt ceiling: bare paho, QoS 1, all in flight", "all at once",
+                      mqtt_ceiling),),
+    "kinesis": (("kinesis ceiling: boto3 put_records in a loop", "500 a call",
+                 partial(kinesis_ceiling, 1)),
+                ("kinesis ceiling: boto3 put_records, 4 threads", "500 a call",
+                 partial(kinesis_ceiling, 4))),
+}
 
 
 def measure_sink(target: Target, service: Service | None, records: Sequence[Record],
@@ -329,8 +411,12 @@ def measure_sinks(records: Sequence[Record], repeat: int,
                         running_service)(SERVICES[target.service]()))
                 service = started[target.service]
             results.append(measure_sink(target, service, records, repeat))
-            print(f"{target.label}: {len(records) / results[-1].seconds:,.0f} documents/s",
-                  file=sys.stderr)
+            for label, batch, ceiling in CEILINGS.get(target.label, ()):
+                results.append(Throughput(label, results[-1].batching, 0,
+                                          ceiling(service, records, repeat), batch))
+            for result in results[-1 - len(CEILINGS.get(target.label, ())):]:
+                print(f"{result.label}: {len(records) / result.seconds:,.0f} documents/s",
+                      file=sys.stderr)
     return results
 
 
@@ -580,8 +666,8 @@ def throughput_table(results: Sequence[Throughput], records: Sequence[Record],
         f"Throughput: {len(records):,} documents (mean {total / len(records):.0f} bytes, "
         f"{total / 1e6:.1f} MB), best of {repeat} timed passes:",
         ["sink", "batch (max_records / max_bytes)", "writes", "seconds", "documents/s", "MB/s"],
-        [[r.label, f"{r.batching.max_records:,} / {r.batching.max_bytes >> 20} MiB",
-          str(r.batches), f"{r.seconds:.2f}", f"{len(records) / r.seconds:,.0f}",
+        [[r.label, r.batch or f"{r.batching.max_records:,} / {r.batching.max_bytes >> 20} MiB",
+          str(r.batches or ""), f"{r.seconds:.2f}", f"{len(records) / r.seconds:,.0f}",
           f"{total / r.seconds / 1e6:.1f}"] for r in results])
 
 

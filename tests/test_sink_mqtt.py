@@ -5,6 +5,7 @@ import contextlib
 import threading
 import time
 
+import orjson
 import paho.mqtt.client as mqtt
 import pytest
 
@@ -86,6 +87,24 @@ def test_publishes_each_document_on_its_vehicle_topic(mosquitto_service, make_ba
         assert [m.payload for m in messages if m.topic == f"live/fleetstream/fleet-a/{vin}"] \
             == [r.document for r in batch.records if r.vin == vin]
     assert len(messages) == len(batch.records)
+
+
+@pytest.mark.parametrize("topic", ["live/fleetstream/{application_id}/{vin}",
+                                   "live/fleetstream/{application_id}"])
+def test_a_whole_batch_in_flight_keeps_each_vehicles_order(mosquitto_service, make_batch, topic):
+    # 900: under Mosquitto's default max_queued_messages (1,000) for the subscriber
+    batch = make_batch(vins=[f"V{n:02d}" for n in range(25)], per_vehicle=36)
+    sink = MqttSink("fleet-a", {"host": "127.0.0.1", "port": mosquitto_service.port, "qos": 1,
+                                "topic": topic})
+    with subscribed(mosquitto_service.port, "live/fleetstream/fleet-a/#") as subscriber, \
+            opened(sink):   # "a/#" matches "a" too
+        sink.write(batch)
+        messages = subscriber.received(len(batch.records), 10)
+    assert len(messages) == len(batch.records)
+    arrived = [orjson.loads(m.payload) for m in messages]
+    for vin in {r.vin for r in batch.records}:
+        assert [d["message_id"] for d in arrived if d["vin"] == vin] == \
+            [r.message_id for r in batch.records if r.vin == vin]
 
 
 def test_default_topic_is_the_applications(mosquitto_service, make_batch):
