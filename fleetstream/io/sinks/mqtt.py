@@ -115,12 +115,9 @@ class MqttSink(Sink):
             self.open()
         assert self._publisher is not None
         deadline = time.monotonic() + self.timeout
-        if "{vin}" in self.topic:
-            messages = [(self.topic.format(application_id=batch.application_id, vin=record.vin),
-                         record.document) for record in batch.records]
-        else:
-            topic = self.topic.format(application_id=batch.application_id)
-            messages = [(topic, record.document) for record in batch.records]
+        topics = {vin: self.topic.format(application_id=batch.application_id, vin=vin)
+                  for vin in {record.vin for record in batch.records}}
+        messages = [(topics[record.vin], record.document) for record in batch.records]
         where = f"MQTT broker {self.host}:{self.port}"
         try:
             if not self._publisher.healthy():
