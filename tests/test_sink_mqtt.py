@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import socket
 import threading
 import time
 
@@ -12,6 +15,7 @@ import pytest
 from fleetstream.dev.mosquitto import MosquittoService
 from fleetstream.dev.mqtt_acl import broker_auth, write_broker_auth
 from fleetstream.io.sinks.mqtt import MqttDeliveryError, MqttSink
+from fleetstream.io.sinks.mqtt_wire import Publisher, connect_packet
 from fleetstream.io.sinks.registry import application_sink, build_sink
 from fleetstream.schemas.errors import ConfigError
 from fleetstream.settings.config import parse_config
@@ -105,6 +109,105 @@ def test_a_whole_batch_in_flight_keeps_each_vehicles_order(mosquitto_service, ma
     for vin in {r.vin for r in batch.records}:
         assert [d["message_id"] for d in arrived if d["vin"] == vin] == \
             [r.message_id for r in batch.records if r.vin == vin]
+
+
+class RoomyMosquitto(MosquittoService):
+    """A broker that queues any number of messages for a subscriber (the default is 1,000)."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        with self.config_path.open("a") as config:
+            config.write("max_queued_messages 0\n")
+
+
+@pytest.fixture
+def own_broker(tmp_path):
+    """A broker of this test's own, to fill up, freeze or stop."""
+    broker = RoomyMosquitto(free_port(), name="mosquitto-own", root=tmp_path)
+    broker.start()
+    yield broker
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(broker.pid() or 0, signal.SIGCONT)
+    broker.stop()
+
+
+@pytest.mark.servers
+def test_a_large_batch_arrives_complete_and_in_order_per_vehicle(own_broker, make_batch):
+    batch = make_batch(vins=[f"V{n:03d}" for n in range(100)], per_vehicle=100)
+    sink = MqttSink("fleet-a", {"host": "127.0.0.1", "port": own_broker.port, "qos": 1,
+                                "topic": "live/fleetstream/{application_id}/{vin}"})
+    with subscribed(own_broker.port, "live/fleetstream/fleet-a/#") as subscriber, \
+            opened(sink):
+        sink.write(batch)
+        messages = subscriber.received(len(batch.records), 60)
+    assert len(messages) == len(batch.records) == 10_000
+    arrived = [orjson.loads(m.payload) for m in messages]
+    for vin in {r.vin for r in batch.records}:
+        assert [d["message_id"] for d in arrived if d["vin"] == vin] == \
+            [r.message_id for r in batch.records if r.vin == vin]
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("stop", ["terminated", "frozen"])
+def test_a_broker_stopped_mid_write_fails_the_write_within_the_timeout(own_broker, make_batch,
+                                                                       stop):
+    timeout = 3
+    sink = MqttSink("fleet-a", {"host": "127.0.0.1", "port": own_broker.port,
+                                "topic": "live/{application_id}/{vin}", "timeout": timeout})
+    # about 20 MB: more than the loopback socket buffers hold, so the write is mid-send
+    large = make_batch(vins=[f"V{n:03d}" for n in range(100)], per_vehicle=100, data_bytes=2000)
+    outcome: list[BaseException | None] = []
+
+    def write() -> None:
+        try:
+            sink.write(large)
+            outcome.append(None)
+        except BaseException as error:   # noqa: BLE001 - handed to the test's thread
+            outcome.append(error)
+
+    with opened(sink):
+        sink.write(make_batch())   # connected
+        pid = own_broker.pid()
+        os.killpg(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        time.sleep(0.5)
+        assert writer.is_alive(), "the write ended while the broker was frozen"
+        if stop == "terminated":
+            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, signal.SIGCONT)
+        writer.join(timeout + 2)
+        took = time.monotonic() - started
+    assert not writer.is_alive(), "the write hangs past the sink's timeout"
+    assert isinstance(outcome[0], MqttDeliveryError), outcome
+    if stop == "frozen":
+        assert timeout <= took < timeout + 1.5
+        assert "did not acknowledge 10000 message(s)" in str(outcome[0])
+    else:
+        assert took < timeout
+
+
+@pytest.mark.servers
+def test_pings_keep_an_idle_connection_open(mosquitto_service):
+    keepalive_s = 1
+    # the broker closes a connection silent for 1.5 keep-alives ...
+    with socket.create_connection(("127.0.0.1", mosquitto_service.port), timeout=5) as silent:
+        silent.sendall(connect_packet("fleetstream-silent-test", keepalive_s))
+        assert silent.recv(4) == b"\x20\x02\x00\x00"
+        started = time.monotonic()
+        assert silent.recv(4) == b""
+        assert time.monotonic() - started < 4
+    # ... and the publisher's PINGREQs keep its own open
+    publisher = Publisher("127.0.0.1", mosquitto_service.port, client_id="fleetstream-ping-test",
+                          keepalive_s=keepalive_s)
+    publisher.connect(time.monotonic() + 5)
+    try:
+        time.sleep(3 * keepalive_s)
+        assert publisher.healthy()
+        publisher.publish([("live/ping-test", b"{}")], 1, time.monotonic() + 5)
+    finally:
+        publisher.close()
 
 
 def test_default_topic_is_the_applications(mosquitto_service, make_batch):
