@@ -49,7 +49,6 @@ run with `set_tcp_nodelay true` as well.
 """
 from __future__ import annotations
 
-import secrets
 import ssl
 import time
 from typing import Any, Mapping
@@ -105,10 +104,9 @@ class MqttSink(Sink):
 
     def open(self) -> None:
         """Prepare the client (TLS files are read here); the first write connects."""
-        self._publisher = Publisher(
-            self.host, self.port, client_id=self.client_id or f"fleetstream-{secrets.token_hex(8)}",
-            keepalive_s=KEEPALIVE_S, username=self.username, password=self.password,
-            ssl_context=_ssl_context(self.tls))
+        self._publisher = Publisher(self.host, self.port, client_id=self.client_id,
+                                    keepalive_s=KEEPALIVE_S, username=self.username,
+                                    password=self.password, ssl_context=_ssl_context(self.tls))
 
     def write(self, batch: Batch) -> None:
         if self._publisher is None:
@@ -136,6 +134,7 @@ class MqttSink(Sink):
             raise MqttDeliveryError(f"{where}: {error} during batch {batch.batch_id}") from None
 
     def close(self) -> None:
+        """Say DISCONNECT and close the connection, when there is one."""
         if self._publisher is not None:
             self._publisher.close()
             self._publisher = None

@@ -34,6 +34,7 @@ Linux only) after each read.
 """
 from __future__ import annotations
 
+import secrets
 import socket
 import ssl
 import struct
@@ -174,7 +175,10 @@ def _acknowledgement(kind: int, packet_id: int) -> bytes:
 # --- the connection ---------------------------------------------------------------
 
 class Publisher:
-    """One MQTT connection that publishes lists of messages and waits for their acks."""
+    """One MQTT connection that publishes lists of messages and waits for their acks.
+
+    `client_id` "" gives each connection a random id of its own.
+    """
 
     def __init__(self, host: str, port: int, *, client_id: str, keepalive_s: int = 30,
                  username: str | None = None, password: str | None = None,
@@ -199,17 +203,16 @@ class Publisher:
         """Open the connection and log in before `deadline` (time.monotonic())."""
         try:
             sock = socket.create_connection((self.host, self.port), timeout=_left(deadline))
-        except TimeoutError:
-            raise MqttTimeout("timed out") from None
         except OSError as error:
-            raise MqttWireError(str(error)) from None
+            raise _wire_error(error) from None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.ssl_context is not None:
                 sock.settimeout(_left(deadline))
                 sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
             self._sock, self._received, self._next_id = sock, bytearray(), 1
-            self._send(connect_packet(self.client_id, self.keepalive_s, self.username,
+            client_id = self.client_id or f"fleetstream-{secrets.token_hex(8)}"
+            self._send(connect_packet(client_id, self.keepalive_s, self.username,
                                       self.password), deadline)
             packets = self._read(deadline)
             while not packets:
@@ -357,7 +360,7 @@ def _left(deadline: float) -> float:
 
 
 def _wire_error(error: OSError) -> MqttWireError:
-    """A socket error as the publisher's error (a socket timeout as MqttTimeout)."""
+    """A socket or TLS error as the publisher's error (a socket timeout as MqttTimeout)."""
     if isinstance(error, TimeoutError):
         return MqttTimeout("timed out")
-    return MqttWireError(f"connection lost ({error})")
+    return MqttWireError(f"{type(error).__name__}: {error}")
