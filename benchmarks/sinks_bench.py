@@ -76,6 +76,7 @@ from fleetstream.schemas.envelope import parse_envelope_line
 from fleetstream.simulator import simulate
 from fleetstream.transforms.deliver import _BatchAndWriteFn, _BundleBatchFn, _Sinks
 from fleetstream.transforms.delivery_retry import DEFAULT_RETRY
+from fleetstream.transforms.delivery_writes import Outcome
 
 APP = "fleet-manager"
 AWS_REGION = "eu-central-1"
@@ -518,9 +519,27 @@ class _RecordedWrites(_Sinks):
 
     def open(self) -> None:
         self.policies = {APP: DEFAULT_RETRY}
+        self.writes = _RecordedAttempts(self)  # type: ignore[assignment]
 
     def write(self, batch: Batch) -> None:
         self.flushes.append(Flush(self.clock(), len(batch.records), self.by_timer))
+
+
+class _RecordedAttempts:
+    """The simulation's `WorkerWrites`: each attempt is written at once, and succeeds."""
+
+    def __init__(self, sinks: _RecordedWrites) -> None:
+        self.sinks = sinks
+
+    def started(self, application_id: str, batch_id: str) -> bool:
+        return False
+
+    def busy(self, application_id: str) -> bool:
+        return False
+
+    def attempt(self, batch: Batch, inline_s: float | None) -> Outcome:
+        self.sinks.write(batch)
+        return Outcome(None)
 
 
 def simulate_flushes(batching: Batching, arrivals: Sequence[float],
@@ -531,8 +550,7 @@ def simulate_flushes(batching: Batching, arrivals: Sequence[float],
     """
     now = [0.0]
     writes = _RecordedWrites(lambda: now[0])
-    batcher = _BatchAndWriteFn({APP: batching}, writes, clock=lambda: now[0],
-                               circuit_name="sinks-bench")
+    batcher = _BatchAndWriteFn({APP: batching}, writes, clock=lambda: now[0])
     batcher.setup()
     bag, size, held, delay, retry, end = _Bag(), _Value(), _Value(), _Timer(), _Timer(), _Timer()
     window = GlobalWindow()
