@@ -45,8 +45,9 @@ from fleetstream.io.sinks.registry import application_sink
 from fleetstream.mappers import MAPPERS
 from fleetstream.pipelines.accounting import Accounting
 from fleetstream.pipelines.fleet import DeliverFleet
+from fleetstream.runtime.ipython_probe import answer_ipython_probe_without_import
 from fleetstream.runtime.job_streams import wait_until_done
-from fleetstream.runtime.sdk_worker import fewer_collections
+from fleetstream.runtime.sdk_worker import fewer_collections, install_fast_state_cache_sizing
 from fleetstream.schemas.config import Application, Config
 from fleetstream.schemas.dead_letter import to_json_line
 from fleetstream.schemas.delivery import Batching
@@ -129,6 +130,8 @@ def run_replay(input_pattern: str | None, config: Config, *, archive: str | None
         return Accounting()
     print(f"replay: {len(files):,} files, {sum(f.size for f in files) / 1e6:,.1f} MB to read",
           file=sys.stderr)
+    answer_ipython_probe_without_import()
+    install_fast_state_cache_sizing()   # the job's one worker runs in this process
     with fewer_collections():   # as in the streaming job's workers
         pipeline = replay_pipeline(options, files, config, applications, dead_letter_dir,
                                    order, selection)
