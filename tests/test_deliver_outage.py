@@ -8,6 +8,8 @@ document. The retry rules themselves are checked without Beam at the end.
 """
 from __future__ import annotations
 
+import threading
+import time
 from collections import defaultdict
 from typing import Any, Iterator
 
@@ -27,6 +29,8 @@ from fleetstream.schemas.errors import ConfigError, PermanentWriteError
 from fleetstream.settings.config import parse_config
 from fleetstream.transforms.deliver import Deliver, cut_batches
 from fleetstream.transforms.delivery_retry import Circuit, RetryPolicy, next_attempt
+from fleetstream.transforms import delivery_writes
+from fleetstream.transforms.delivery_writes import Outcome, WorkerWrites
 
 _CLOCKS: list[TestClock] = []
 #: (application, test-clock time, batch) of every successful write; (application, time) of
@@ -35,6 +39,9 @@ WRITTEN: list[tuple[str, float, Batch]] = []
 FAILED: list[tuple[str, float]] = []
 DEAD: list[dict] = []
 VINS = ("V0", "V1", "V2", "V3")
+#: set by a `releases_after` sink; a `hang` sink's first write waits for it (wall time)
+RELEASED = threading.Event()
+HANG_TIMED_OUT: list[bool] = []
 
 
 def now() -> float:
@@ -53,9 +60,12 @@ class OutageSink(Sink):
 
     TYPE = "outage"
     DEFAULT_BATCHING = Batching(max_records=1000, max_bytes=1 << 20, max_delay_s=1)
-    OPTIONAL = frozenset({"down_from", "down_until", "retry_after", "permanent"})
+    OPTIONAL = frozenset({"down_from", "down_until", "retry_after", "permanent", "hang",
+                          "releases_after"})
 
     def write(self, batch: Batch) -> None:
+        if self.options.get("hang") and not HANG_TIMED_OUT:
+            HANG_TIMED_OUT.append(not RELEASED.wait(30))
         at = now()
         if self.options.get("down_from", 1e18) <= at < self.options.get("down_until", 1e18):
             FAILED.append((batch.application_id, at))
@@ -65,14 +75,17 @@ class OutageSink(Sink):
             error.retry_after_s = self.options.get("retry_after")  # type: ignore[attr-defined]
             raise error
         WRITTEN.append((batch.application_id, at, batch))
+        if len(delivered(batch.application_id)) >= self.options.get("releases_after", 1e18):
+            RELEASED.set()
 
 
 @pytest.fixture(autouse=True)
 def test_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(registry.SINKS, "outage", OutageSink)  # type: ignore[index]
     monkeypatch.setattr(direct_runner, "TestClock", _RecordedTestClock)
-    for kept in (_CLOCKS, WRITTEN, FAILED, DEAD):
+    for kept in (_CLOCKS, WRITTEN, FAILED, DEAD, HANG_TIMED_OUT):
         kept.clear()
+    RELEASED.clear()
 
 
 def applications(**apps: dict) -> tuple:
@@ -166,6 +179,25 @@ def test_a_sink_outage_holds_only_its_own_application_and_loses_nothing() -> Non
     # the circuit: two shards fail once per backoff between them, not once per batch each
     failures = [at for a, at in FAILED if a == "broken"]
     assert 3 <= len(failures) <= 14
+
+
+def test_a_write_that_hangs_holds_only_its_own_application() -> None:
+    """`slow`'s first write hangs (wall time) until `healthy` has written 30 s of its
+    documents: the step goes on without waiting for it, and once it returns every `slow`
+    document follows, each vehicle in order. (Had the step waited in the write, `healthy`
+    could not have written and the hang would have ended by its 30 s timeout.)"""
+    apps = applications(slow={"hang": True, "max_delay": 1},
+                        healthy={"max_delay": 1, "releases_after": 30 * len(VINS)})
+    run(apps, seconds=40, retry=SLOW_RETRY, tail_s=5)
+    assert HANG_TIMED_OUT == [False]
+    everything = {r.message_id for _, batch in arrivals(("slow", "healthy"), 40) for _, r in batch}
+    assert DEAD == []
+    for app in ("slow", "healthy"):
+        ids = [r.message_id for r in delivered(app)]
+        assert sorted(ids) == sorted(i for i in everything if i.startswith(app + "-"))
+        assert len(ids) == len(set(ids))
+        assert_vehicle_order(delivered(app))
+    assert max(latencies("healthy")) <= 2.0
 
 
 def test_past_the_policy_batches_are_dead_letters_with_the_reason_and_documents_whole() -> None:
@@ -271,3 +303,72 @@ def test_max_buffer_is_a_batching_knob_with_a_default_and_a_named_error() -> Non
     assert default.batching.max_buffer_bytes == 64 << 20
     with pytest.raises(ConfigError, match=r"applications\[bad\]\.sink\.max_buffer: expected a whole"):
         applications(bad={"max_buffer": 0.5})
+
+
+class _GatedSink(Sink):
+    """Writes when `gate` allows; records what was opened, written and closed."""
+
+    TYPE = "gated"
+    DEFAULT_BATCHING = Batching(max_records=10, max_bytes=1 << 20, max_delay_s=1)
+    LOG: list[tuple[str, str]] = []
+
+    def open(self) -> None:
+        self.LOG.append(("open", self.application_id))
+
+    def write(self, batch: Batch) -> None:
+        if batch.batch_id.startswith("fail"):
+            raise ConnectionError("down")
+        self.options["gate"].wait()
+        self.LOG.append(("write", batch.batch_id))
+
+    def close(self) -> None:
+        self.LOG.append(("close", self.application_id))
+
+
+def test_worker_writes_one_at_a_time_per_application_kept_until_asked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delivery_writes, "IDLE_CLOSE_S", 0.05)
+    gate, log = threading.Event(), _GatedSink.LOG
+    log.clear()
+    writes = WorkerWrites(lambda app: _GatedSink(app, {"gate": gate}))
+    writes.hold()
+
+    def batch(app: str, name: str) -> Batch:
+        return Batch(app, name, [])
+
+    assert writes.attempt(batch("a", "b1"), inline_s=0.01) is None          # in flight
+    assert writes.busy("a") and not writes.busy("other") and writes.started("a", "b1")
+    assert writes.outcome("a", "b1") is None
+    assert writes.attempt(batch("other", "o1"), inline_s=0.01) is None      # not behind "a"
+    gate.set()
+    assert writes.finish("a", "b1", timeout_s=5) == Outcome(None)
+    assert not writes.started("a", "b1") and writes.outcome("a", "b1") is None  # taken once
+    failed = writes.attempt(batch("a", "fail-1"), inline_s=None)
+    assert failed is not None and isinstance(failed.error, ConnectionError)
+    assert writes.attempt(batch("a", "b2"), inline_s=None) == Outcome(None)
+    assert [e for e in log if e[1] in ("a", "b1", "b2")] == [("open", "a"), ("write", "b1"),
+                                                            ("write", "b2")]  # opened once
+    writes.hold()           # a second instance comes before the first one leaves
+    writes.release()
+    time.sleep(0.3)
+    assert ("close", "a") not in log
+    writes.release()        # the last one leaves: closed after the idle time, on each lane
+    deadline = time.monotonic() + 5
+    while {("close", "a"), ("close", "other")} - set(log) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert {("close", "a"), ("close", "other")} <= set(log)
+    writes.hold()           # used again: a new sink is opened
+    assert writes.attempt(batch("a", "b3"), inline_s=None) == Outcome(None)
+    assert log[-2:] == [("open", "a"), ("write", "b3")]
+
+
+def test_a_batch_job_step_closes_its_sinks_when_it_leaves() -> None:
+    """`release(linger=False)`: the sinks are closed before it returns, after the attempts."""
+    gate, log = threading.Event(), _GatedSink.LOG
+    log.clear()
+    writes = WorkerWrites(lambda app: _GatedSink(app, {"gate": gate}))
+    writes.hold()
+    assert writes.attempt(Batch("a", "b1", []), inline_s=0) is None
+    threading.Timer(0.2, gate.set).start()
+    writes.release(linger=False)
+    assert log == [("open", "a"), ("write", "b1"), ("close", "a")]

@@ -9,10 +9,9 @@ for 60 s while documents flow at a steady rate: the servers are stopped, the pro
 the file application's directory replaced by a regular file. Beside them a `healthy`
 application writes to a directory that stays. After the outage every document of every
 application has arrived, each vehicle's in order, a copy only ever with the same bytes (the
-same `message_id`), and nothing is dead-lettered. `healthy` should receive every document
-within HEALTHY_WITHIN_S throughout; with 8 sinks down at once it does not yet (an expected
-failure, see docs/sinks.md "Many sinks down at once"). The same checks run with one sink
-down for 10 s at a time, where `healthy` must not wait for the outage's end.
+same `message_id`), and nothing is dead-lettered. `healthy` receives every document
+within HEALTHY_WITHIN_S throughout. The same checks run with one sink down for 10 s at a
+time.
 
 Documents come through the local Pub/Sub emulator (a topic of the test's own), which the
 DirectRunner reads in real time with processing-time timers (its `PeriodicImpulse`
@@ -583,15 +582,8 @@ def test_every_sink_down_for_60_s_holds_only_its_own_application(
           f"{max(waits[t] for t in in_outage):.2f} s ({len(in_outage)} documents)")
     late = {tick: round(wait, 1) for tick, wait in sorted(waits.items())
             if wait > HEALTHY_WITHIN_S}
-    if late:
-        # TODO(issue #19): an assert once fixed. Known today (DirectRunner, one worker
-        # thread): with 8 sinks down at once their failed attempts (Kafka 1 s, S3 and
-        # Kinesis 0.2-0.9 s, MQTT and Pub/Sub 0.2 s each) run one after the other in the
-        # worker, at Deliver's first backoffs (0.5, 1, 2, 4 s) about 80 % of its time, and
-        # `healthy` falls behind by tens of seconds. Loss, order and copies are asserted
-        # above; with one sink down at a time `healthy` is held to a hard bound (below).
-        pytest.xfail(f"{len(late)} healthy documents waited longer than {HEALTHY_WITHIN_S} s, "
-                     f"up to {max(late.values())} s (tick: seconds): {late}")
+    assert not late, (f"{len(late)} healthy documents waited longer than {HEALTHY_WITHIN_S} s, "
+                      f"up to {max(late.values())} s (tick: seconds): {late}")
 
 
 #: one sink down for 10 s beside `healthy`, with a short retry policy

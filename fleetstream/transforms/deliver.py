@@ -27,7 +27,10 @@ that go to the dead letters at once (reason "buffer full"), so a failing sink co
 bounded state and nothing is lost silently. Once one of an application's writes failed,
 that worker's other keys of the application do not try its sink before the failed
 batch's next attempt (`delivery_retry.Circuit`): they hold their batches until then.
-The other applications are not held at all. At the end of the window (end of input,
+The other applications are not held at all: each write runs on its application's own
+thread in the worker (`delivery_writes.WorkerWrites`, which also keeps the sinks open
+across the step's instances), the step waits for it only briefly, and a write still in
+flight holds its key's batch like a failure while its key asks again on the retry timer. At the end of the window (end of input,
 or a drained job) what a key holds is tried once more and dead-lettered if it fails.
 
 Batch jobs (bounded input) batch within each bundle and flush at its end, with no
@@ -51,7 +54,7 @@ import hashlib
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import apache_beam as beam
 import orjson
@@ -74,6 +77,8 @@ from fleetstream.transforms.counter_names import APP_SCOPE
 from fleetstream.transforms.counters import BundleCounts
 from fleetstream.transforms.delivery_retry import (DEFAULT_RETRY, Circuit, RetryPolicy,
                                                    failure_reason, next_attempt, worker_circuit)
+from fleetstream.transforms.delivery_writes import (FIRST_INLINE_S, POLL_S, RETRY_INLINE_S,
+                                                    Outcome, WorkerWrites, worker_writes)
 from fleetstream.transforms.ordering import vehicle_shard
 
 if TYPE_CHECKING:   # io sits above transforms: its Sink is only named here
@@ -84,6 +89,8 @@ if TYPE_CHECKING:   # io sits above transforms: its Sink is only named here
 MakeSink = Callable[[Application], "Sink"]
 #: a batch job's longest retrying of one batch, whatever its policy allows
 BOUNDED_MAX_ELAPSED_S = 300.0
+#: at the end of the window, how long a held batch's attempt in flight is waited for
+END_WAIT_S = 30.0
 _LOG = logging.getLogger(__name__)
 
 
@@ -152,34 +159,52 @@ class Deliver(beam.PTransform):
                    | "GroupByApplicationAndShard" >> GroupBatchesInBundle(
                        lambda pair: (pair[0], vehicle_shard(pair[1].vin, shards)), tuple[str, int])
                    | "BatchAndWrite" >> beam.ParDo(
-                       _BatchAndWriteFn(batching, sinks, self._clock, uuid.uuid4().hex)
+                       _BatchAndWriteFn(batching, sinks, self._clock)
                    ).with_input_types(_ShardedLists).with_outputs(DEAD_LETTERS, main="written"))
         return written[DEAD_LETTERS]
 
 
 class _Sinks:
-    """Each application's sink and retry policy in one worker, and what writing them counts."""
+    """Each application's retry policy and, in a worker, its sink's writes
+    (`delivery_writes.WorkerWrites`, shared by the step's instances in the process), and
+    what writing them counts."""
 
     def __init__(self, applications: Sequence[Application], make_sink: MakeSink,
                  retry: RetryPolicy | None) -> None:
-        self._applications = tuple(applications)
+        self._applications = {a.id: a for a in applications}
         self._make_sink = make_sink
-        self._retry = retry
+        #: names this Deliver step's writes in each worker process
+        self.name = uuid.uuid4().hex
+        self.policies = {a.id: retry or getattr(make_sink(a), "RETRY", None) or DEFAULT_RETRY
+                         for a in applications}
         self.counts = BundleCounts()
 
     def open(self) -> None:
-        self._sinks: dict[str, Sink] = {a.id: self._make_sink(a) for a in self._applications}
-        self.policies = {app: self._retry or getattr(sink, "RETRY", None) or DEFAULT_RETRY
-                         for app, sink in self._sinks.items()}
-        for sink in self._sinks.values():
-            sink.open()
+        self.writes: WorkerWrites = worker_writes(self.name, self.make)
+        self.writes.hold()
+
+    def make(self, application_id: str) -> Sink:
+        """A new (unopened) sink of the application."""
+        return self._make_sink(self._applications[application_id])
 
     def write(self, batch: Batch) -> Exception | None:
-        """One attempt: None once written (counted), else the failure."""
-        try:
-            self._sinks[batch.application_id].write(batch)
-        except Exception as error:  # noqa: BLE001 - any sink failure is retried or dead-lettered
-            return error
+        """One attempt, waited for: None once written (counted), else the failure."""
+        outcome = self.writes.attempt(batch, inline_s=None)
+        if outcome is not None and outcome.error is not None:
+            return self.failed(batch.application_id, outcome.error)
+        self.written(batch)
+        return None
+
+    def failed(self, application_id: str, error: Exception) -> Exception:
+        """`error`, once the counter it names (`Sink` contract: a `counter` attribute) is
+        counted: a sink's write may run where Beam's metrics do not reach."""
+        counter = getattr(error, "counter", None)
+        if counter:
+            self.counts.add(f"{APP_SCOPE}{application_id}.{counter}")
+        return error
+
+    def written(self, batch: Batch) -> None:
+        """Count a batch its sink acknowledged."""
         scope = APP_SCOPE + batch.application_id
         self.counts.add(f"{scope}.documents", len(batch.records))
         self.counts.add(f"{scope}.bytes", sum(len(r.document) for r in batch.records))
@@ -191,7 +216,6 @@ class _Sinks:
             total_ms += latency_ms
             self.counts.add(f"{scope}.{latency_bucket(latency_ms)}")
         self.counts.add(f"{scope}.{LATENCY_SUM_MS}", total_ms)
-        return None
 
     def retrying(self, application_id: str, failures: int, wait_s: float, error: Exception) -> None:
         self.counts.add(f"{APP_SCOPE}{application_id}.retries")
@@ -211,9 +235,8 @@ class _Sinks:
         return beam.pvalue.TaggedOutput(DEAD_LETTERS, delivery_dead_letter(
             application_id, name, reason, [r.document for r in records]))
 
-    def close(self) -> None:
-        for sink in self._sinks.values():
-            sink.close()
+    def close(self, linger: bool = True) -> None:
+        self.writes.release(linger)
 
 
 class _BundleBatchFn(beam.DoFn):
@@ -291,7 +314,15 @@ class _WriteFn(beam.DoFn):
         self._sinks.counts.flush()
 
     def teardown(self) -> None:
-        self._sinks.close()
+        self._sinks.close(linger=False)
+
+
+class _Wait(NamedTuple):
+    """A batch not written yet: ask again at `until`; `reason` when its application's sink
+    failed (the circuit holds it), None while a write is in flight."""
+
+    until: float
+    reason: str | None
 
 
 #: ((application_id, delivery shard), the shard's (application_id, Record) pairs in one
@@ -382,15 +413,14 @@ class _BatchAndWriteFn(beam.DoFn):
     END = TimerSpec("end", TimeDomain.WATERMARK)
 
     def __init__(self, batching: Mapping[str, Batching], sinks: _Sinks,
-                 clock: Callable[[], float], circuit_name: str) -> None:
+                 clock: Callable[[], float]) -> None:
         self._batching = dict(batching)
         self._sinks = sinks
         self._clock = clock
-        self._circuit_name = circuit_name
 
     def setup(self) -> None:
         self._sinks.open()
-        self._circuit: Circuit = worker_circuit(self._circuit_name)
+        self._circuit: Circuit = worker_circuit(self._sinks.name)
 
     def process(self, element: _ShardedLists,
                 pending=beam.DoFn.StateParam(PENDING),
@@ -462,12 +492,21 @@ class _BatchAndWriteFn(beam.DoFn):
         retry.clear()
         batches = [waiting[0]] if waiting else []
         batches.extend(cut_batches(state.take_pending(), self._batching[app]))
+        writes = self._sinks.writes
         for records in batches:
-            error = self._sinks.write(Batch(app, batch_id(records), records))
-            if error is not None:
+            batch = Batch(app, batch_id(records), records)
+            outcome = writes.finish(app, batch.batch_id, END_WAIT_S)
+            if outcome is None or outcome.error is not None:   # none in flight, or it failed
+                outcome = writes.attempt(batch, END_WAIT_S)
+            if outcome is not None and outcome.error is None:
+                self._sinks.written(batch)
+            else:
+                failure = (failure_reason(self._sinks.failed(app, outcome.error))
+                           if outcome is not None
+                           else f"no answer within {END_WAIT_S:g} s")
                 yield self._sinks.dead_letter(
                     app, records, f"the window ended (end of input or a drained job) while the "
-                                  f"sink failed: {failure_reason(error)}")
+                                  f"sink failed: {failure}")
         self._done(state)
 
     def _done(self, key: _Key) -> None:
@@ -492,19 +531,22 @@ class _BatchAndWriteFn(beam.DoFn):
             now = self._clock()
             failures, first_s, reason = retried or (0, now, "")
             retried = None
-            opening = self._circuit.opening(app, now)
-            if opening is not None:       # another batch of the application failed: wait with it
-                if policy.gives_up(failures + 1, now - first_s, opening.until - now):
+            written = Batch(app, batch_id(batch), batch)
+            outcome = self._attempt(written, failures, now)
+            if isinstance(outcome, _Wait):   # in flight, or the application's sink is held
+                if outcome.reason is not None and policy.gives_up(
+                        failures + 1, now - first_s, outcome.until - now):
                     yield self._sinks.dead_letter(
-                        app, batch, f"gave up after {failures} attempts: {opening.reason}")
+                        app, batch, f"gave up after {failures} attempts: {outcome.reason}")
                     continue
-                key.hold(batch, failures, first_s, opening.reason)
-                retry.set(Timestamp(opening.until))
+                key.hold(batch, failures, first_s, outcome.reason or reason)
+                retry.set(Timestamp(outcome.until))
                 continue
-            error = self._sinks.write(Batch(app, batch_id(batch), batch))
-            if error is None:
+            if outcome.error is None:
+                self._sinks.written(written)
                 self._circuit.close(app)
                 continue
+            error = self._sinks.failed(app, outcome.error)
             failures += 1
             reason = failure_reason(error)
             if isinstance(error, PermanentWriteError):
@@ -520,6 +562,22 @@ class _BatchAndWriteFn(beam.DoFn):
             self._sinks.retrying(app, failures, due - now, error)
             key.hold(batch, failures, first_s, reason)
             retry.set(Timestamp(due))
+
+    def _attempt(self, batch: Batch, failures: int, now: float) -> Outcome | _Wait:
+        """The batch's write, on its application's thread (`WorkerWrites`): its outcome if
+        it ended (now, or since the key last asked), else when the key should ask again;
+        a `_Wait` with a reason when the application's circuit holds the batch."""
+        app, writes = batch.application_id, self._sinks.writes
+        if writes.started(app, batch.batch_id):
+            outcome = writes.outcome(app, batch.batch_id)
+            return outcome if outcome is not None else _Wait(now + POLL_S, None)
+        opening = self._circuit.opening(app, now)
+        if opening is not None:       # another batch of the application failed: wait with it
+            return _Wait(opening.until, opening.reason)
+        if writes.busy(app):          # another batch of the application is being written
+            return _Wait(now + POLL_S, None)
+        outcome = writes.attempt(batch, RETRY_INLINE_S if failures else FIRST_INLINE_S)
+        return outcome if outcome is not None else _Wait(now + POLL_S, None)
 
     def teardown(self) -> None:
         self._sinks.close()

@@ -10,11 +10,15 @@ output. A sink therefore only writes: it neither batches, retries nor swallows
 errors. It may shape Deliver's retry: `RETRY` is its own retry schedule (used
 unless Deliver is given one), and an error with a `retry_after_s` attribute
 (seconds, e.g. a server's Retry-After) makes Deliver wait at least that long
-before the next attempt.
+before the next attempt. A sink counts nothing itself (its write may run on a thread
+Beam's metrics do not see): an error with a `counter` attribute (a name) is counted by
+Deliver as `app/<id>.<counter>`.
 
-One `write` runs inside a bundle, and the bundle's other applications wait for it:
-it must end, written or raising, within about `WRITE_TIMEOUT_S` (every network call
-with a timeout, client-side retries cut short) rather than wait for a dead server.
+One `write` runs on its application's own thread in the worker (Deliver's
+`delivery_writes`), never two of one sink at once, so other applications do not wait
+for it; still, it must end, written or raising, within about `WRITE_TIMEOUT_S` (every
+network call with a timeout, client-side retries cut short): its application's next
+batches wait behind it.
 
 `write` must be idempotent for one batch: `batch.batch_id` is derived from the
 batch's content, so an object store names the object after it and a retried
@@ -63,11 +67,12 @@ class Sink(abc.ABC):
         """
 
     def open(self) -> None:
-        """Connect; called once per worker before the first write."""
+        """Connect; called on the application's write thread before its first write there
+        (and again after `close`, if the worker writes again)."""
 
     @abc.abstractmethod
     def write(self, batch: Batch) -> None:
         """Write one batch within about WRITE_TIMEOUT_S, raising on any failure (Deliver retries)."""
 
     def close(self) -> None:
-        """Release connections; called once per worker."""
+        """Release connections; called on the write thread once the worker is done with it."""

@@ -25,8 +25,9 @@ its UTF-8 bytes. It never appears in a message.
 
 Answers: `2xx` is success. `410 Gone` disables the endpoint for this worker:
 the write and every later one raise `WebhookDisabled` at once, without a
-request, and the Beam counter `fleetstream:app/<id>.webhook_disabled` (the
-metric `fleetstream_webhook_disabled`) counts it so an alert can fire.
+request; the first such error names the counter `webhook_disabled`, which
+Deliver counts as `fleetstream:app/<id>.webhook_disabled` (the metric
+`fleetstream_webhook_disabled`) so an alert can fire.
 Another `4xx` raises `WebhookRefused`; both are `PermanentWriteError`s, so
 Deliver sends the batch to the delivery dead letters. `408`, `429`, `3xx`
 (redirects are not followed), `5xx`, timeouts and connection errors raise
@@ -56,13 +57,11 @@ import time
 from typing import Any, Mapping
 
 import httpx
-from apache_beam.metrics import Metrics
 
 from fleetstream.io.sinks.base import Sink
 from fleetstream.schemas.delivery import Batch, Batching
 from fleetstream.schemas.errors import ConfigError, PermanentWriteError
 from fleetstream.schemas.timestamps import retry_after_s
-from fleetstream.transforms.counter_names import APP_SCOPE, NAMESPACE
 from fleetstream.transforms.delivery_retry import RetryPolicy
 
 MODES = ("batch", "single")
@@ -175,10 +174,11 @@ class WebhookSink(Sink):
             return
         answer = f"webhook {self.url} answered {status} to {webhook_id}: {response.text[:200]!r}"
         if status == 410:
+            error = WebhookDisabled(answer + "; the endpoint is disabled")
             if not endpoint.disabled:
                 endpoint.disabled = True
-                Metrics.counter(NAMESPACE, f"{APP_SCOPE}{self.application_id}.webhook_disabled").inc()
-            raise WebhookDisabled(answer + "; the endpoint is disabled")
+                error.counter = "webhook_disabled"     # type: ignore[attr-defined]
+            raise error
         if 400 <= status < 500 and status not in (408, 429):
             raise WebhookRefused(answer)
         raise WebhookRetryable(answer, retry_after_s(response.headers.get("retry-after"),
