@@ -4,16 +4,16 @@
     batches = values | BatchInBundle()                       # v -> [v, ...]
     values = batches | Unbatch()                             # [v, ...] -> v, ...
 
-No shuffle, no state: the step fused after its producer collects what one
-bundle holds and emits each group, in arrival order, when the bundle finishes
-(stamped with the earliest of its elements' timestamps, which the bundle's
-watermark hold keeps on time), or, with `max_items`, every group as soon as they hold
-that many items together (a batch runner's bundle can be the whole input). The steps after it then pay the runner's
-per-element cost (the hand-over between the runner and the Python worker,
-the shuffle, state and timer requests, each fused step's call) once per group
-and bundle instead of once per value: on the streaming job, where that cost
-dominated, it is what moved throughput (docs/benchmarks.md). Keys should be
-few per bundle (e.g. a hash shard), or the lists stay short and nothing is saved.
+No shuffle, no state: the step fused after its producer collects what one bundle holds
+and emits each group, in arrival order, when the bundle finishes (stamped with the
+earliest of its elements' timestamps, which the bundle's watermark hold keeps on time),
+or, with `max_items`, every group as soon as they hold that many items together (a batch
+runner's bundle can be the whole input). The steps after it then pay the runner's
+per-element cost (the hand-over between the runner and the Python worker, the shuffle,
+state and timer requests, each fused step's call) once per group and bundle instead of
+once per value: on the streaming job, where that cost dominated, it is what moved
+throughput (docs/benchmarks.md). Keys should be few per bundle (e.g. a hash shard), or
+the lists stay short and nothing is saved.
 
 Gap it fills: the portable runner charges its per-element cost (Fn API hand-over,
 shuffle, state and timer requests) per element, and Beam has no step that batches

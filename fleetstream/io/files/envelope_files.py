@@ -7,15 +7,15 @@
 Files are JSON lines (`.gz` read as gzip) or the raw archive's Avro files
 (`.avro`, see `archive_format`). They are matched before the job starts, so
 the caller knows what will be read (and can say so when nothing matches),
-then spread over the workers one file at a time (large plain JSON-lines
-files in 64 MB parts). The main output holds
-`RawEnvelope`s (with `batches=True`, lists of up to `BATCH_ENVELOPES` of them, so the
-steps after pay the runner's per-element cost per list); `unreadable` holds a dead letter (stage `ingest`) for every
-line that is not an envelope, with the line kept whole as its payload, and
-one for every file that breaks off (corrupt gzip, truncated Avro): that dead
-letter names the file and how many envelopes were read before the damage,
-and those envelopes go on through the pipeline. Blank lines are skipped.
-Each worker prints its progress (files, envelopes, rate) to stderr.
+then spread over the workers one file at a time (large plain JSON-lines files in 64 MB
+parts). The main output holds `RawEnvelope`s (with `batches=True`, lists of up to
+`BATCH_ENVELOPES` of them, so the steps after pay the runner's per-element cost per
+list); `unreadable` holds a dead letter (stage `ingest`) for every line that is not an
+envelope, with the line kept whole as its payload, and one for every file that breaks
+off (corrupt gzip, truncated Avro): that dead letter names the file and how many
+envelopes were read before the damage, and those envelopes go on through the pipeline.
+Blank lines are skipped. Each worker prints its progress (files, envelopes, rate) to
+stderr.
 """
 from __future__ import annotations
 
