@@ -6,7 +6,7 @@ from apache_beam import coders
 from fleetstream.schemas.delivery import Batch, Record
 from fleetstream.schemas.mapped import MappedMessage
 from fleetstream.settings.config import parse_config
-from fleetstream.transforms.coders import BatchCoder
+from fleetstream.transforms.coders import BatchCoder, decode_messages, encode_messages
 from fleetstream.transforms.permissions import application_rules, prepare_data
 
 
@@ -44,3 +44,16 @@ def test_a_message_with_prepared_data_round_trips() -> None:
     assert message.data[1] is None
     coder = coders.registry.get_coder(MappedMessage)
     assert coder.decode(coder.encode(message)) == message
+
+
+def test_a_run_of_messages_round_trips_as_one_byte_string() -> None:
+    """What a replay's ordering shuffles per vehicle: prepared and plain data, lateness,
+    and None for an application that may see nothing, each message equal and a MappedMessage."""
+    prepared = MappedMessage("bmw", "a" * 32, 1, 5, (b'{"doors":{}}', None), True)
+    plain = MappedMessage("tesla", "b" * 32, 2, 3,
+                          {"diagnostics": {"odometer": [{"data": 1.5, "timestamp": "t"}]}})
+    decoded = decode_messages(encode_messages([prepared, plain]))
+    assert decoded == [prepared, plain]
+    assert all(type(m) is MappedMessage for m in decoded)
+    assert decoded[0].late and not decoded[1].late
+    assert decode_messages(encode_messages([])) == []

@@ -282,3 +282,32 @@ def test_a_shards_vehicles_round_trip_through_their_state_coder() -> None:
                 "W": VehicleState(empty_order(), {("W", "fleet"): (2, False)}, True)}
     coder = VehiclesCoder()
     assert coder.decode(coder.encode(vehicles)) == vehicles
+
+
+@pytest.mark.parametrize("held", [2, 20_000])
+def test_batch_of_lists_orders_and_dedupes_across_collections(monkeypatch, held: int) -> None:
+    """With lists in (a replay), each vehicle's messages cross the shuffle in byte-string
+    runs; with at most `held` messages collected at a time a vehicle has several runs, and
+    a duplicate in another run than its first copy is still dropped."""
+    from fleetstream.transforms import order_per_vehicle
+
+    monkeypatch.setattr(order_per_vehicle, "HELD_MESSAGES", held)
+    lists = [[("V1", message(300, smid="c", received_ms=1)), ("V2", message(7, smid="z"))],
+             [("V1", message(100, smid="a", received_ms=2))],
+             [("V1", message(300, smid="c", received_ms=3)),     # the duplicate
+              ("V1", message(200, smid="b", received_ms=4)), ("V2", message(5, smid="y"))]]
+    with TestPipeline() as pipeline:
+        out = (pipeline | beam.Create([lists], reshuffle=False)
+               | beam.FlatMap(lambda all_lists: all_lists)
+               | OrderPerVehicle(bounded=True, lists=True, batches=True)
+               | beam.MapTuple(lambda vin, ms: (vin, [(m.source_message_id, m.newest_ms)
+                                                      for m in ms])))
+        assert_that(out, equal_to([("V1", [("a", 100), ("b", 200), ("c", 300)]),
+                                   ("V2", [("y", 5), ("z", 7)])]))
+
+
+def test_lists_in_need_a_batch_job() -> None:
+    with pytest.raises(ValueError, match="only in a batch job"):
+        with TestPipeline() as pipeline:
+            _ = (pipeline | beam.Create([[("V", message(1))]])
+                 | OrderPerVehicle(bounded=False, batches=True))

@@ -50,12 +50,14 @@ class FleetOutputs(NamedTuple):
 class DeliverFleet(beam.PTransform):
     """Raw envelopes to every application's sink, through the given permit step.
 
-    With `batches=True` (the streaming job) envelopes come in lists and
+    With `batches=True` (the streaming job, and the replay) envelopes come in lists and
     documents leave in lists (`records`), so each step pays the runner's
     per-element cost per list. The keyed step `OrderAndPermitKeyed` takes and
     gives lists (so it needs `batches=True`); `PermitByActivation`'s side-input
     path works per message in between, except in a batch job (bounded input), where
-    each vehicle's messages go from the ordering to the sinks' batching as one list.
+    each vehicle's messages go from the ordering to the sinks' batching as one list,
+    and, with `batches=True`, the messages stay in lists up to the ordering's shuffle,
+    which they cross as one byte string per vehicle (`OrderPerVehicle(batches=True)`).
     """
 
     def __init__(self, applications: Sequence[Application], permit: beam.PTransform,
@@ -81,16 +83,19 @@ class DeliverFleet(beam.PTransform):
             records = messages | "OrderAndPermit" >> self._permit
             lists = True
         else:
-            if self._batches:
-                messages = messages | "Unbatch" >> Unbatch()
-            # a batch job passes each vehicle's documents on as one list
+            # a batch job passes each vehicle's documents on as one list, and with batches
+            # keeps the lists up to the shuffle
             bounded = messages.is_bounded if self._bounded is None else self._bounded
+            in_lists = self._batches and bounded
+            if self._batches and not bounded:
+                messages = messages | "Unbatch" >> Unbatch()
             permit = self._permit.of_lists() if bounded else self._permit
             records = (messages
-                       | "PrepareData" >> permit.prepare()
+                       | "PrepareData" >> permit.prepare(batches=in_lists)
                        | "OrderPerVehicle" >> OrderPerVehicle(self._order.reorder_window_s,
                                                               self._order.dedupe_horizon_s,
-                                                              self._bounded, lists=bounded)
+                                                              self._bounded, lists=bounded,
+                                                              batches=in_lists)
                        | "PermitByActivation" >> permit)
             if self._batches and not bounded:
                 records = records | "Batch" >> BatchInBundle()

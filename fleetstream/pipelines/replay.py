@@ -45,8 +45,9 @@ from fleetstream.io.sinks.registry import application_sink
 from fleetstream.mappers import MAPPERS
 from fleetstream.pipelines.accounting import Accounting
 from fleetstream.pipelines.fleet import DeliverFleet
+from fleetstream.runtime.ipython_probe import answer_ipython_probe_without_import
 from fleetstream.runtime.job_streams import wait_until_done
-from fleetstream.runtime.sdk_worker import fewer_collections
+from fleetstream.runtime.sdk_worker import fewer_collections, install_fast_state_cache_sizing
 from fleetstream.schemas.config import Application, Config
 from fleetstream.schemas.dead_letter import to_json_line
 from fleetstream.schemas.delivery import Batching
@@ -129,6 +130,8 @@ def run_replay(input_pattern: str | None, config: Config, *, archive: str | None
         return Accounting()
     print(f"replay: {len(files):,} files, {sum(f.size for f in files) / 1e6:,.1f} MB to read",
           file=sys.stderr)
+    answer_ipython_probe_without_import()
+    install_fast_state_cache_sizing()   # the job's one worker runs in this process
     with fewer_collections():   # as in the streaming job's workers
         pipeline = replay_pipeline(options, files, config, applications, dead_letter_dir,
                                    order, selection)
@@ -140,19 +143,24 @@ def run_replay(input_pattern: str | None, config: Config, *, archive: str | None
 def replay_pipeline(options: PipelineOptions, files: Sequence[EnvelopeFile], config: Config,
                     applications: Sequence[Application], dead_letter_dir: str,
                     order: OrderSettings, selection: EnvelopeFilter) -> beam.Pipeline:
-    """The replay job: `files` through the whole pipeline to `applications`' sinks."""
+    """The replay job: `files` through the whole pipeline to `applications`' sinks.
+
+    Envelopes go in lists (`batches=True`) from the reader to the ordering's shuffle, so
+    Beam's per-element cost is paid per list there and per vehicle after it.
+    """
     pipeline = beam.Pipeline(options=options)
-    read = pipeline | "ReadEnvelopes" >> ReadEnvelopes(files)
+    read = pipeline | "ReadEnvelopes" >> ReadEnvelopes(files, batches=True)
     table = pipeline | "ActivationTable" >> KnownActivationTable(config.activations)
     envelopes = read.envelopes
     if not selection.keeps_everything():
-        envelopes = envelopes | "FilterEnvelopes" >> FilterEnvelopes(selection)
+        envelopes = envelopes | "FilterEnvelopes" >> FilterEnvelopes(selection, batches=True)
     fleet = envelopes | "DeliverFleet" >> DeliverFleet(
-        applications, PermitByActivation(applications, table), order,
+        applications, PermitByActivation(applications, table), order, batches=True,
         redis_url=config.redis_url)
     dead = fleet.dead_letters
     if config.state is not None:
-        _ = fleet.mapped | "WriteLatestState" >> WriteLatestState(config.state.redis)
+        _ = fleet.mapped | "WriteLatestState" >> WriteLatestState(config.state.redis,
+                                                                 batches=True)
     ((dead, read[UNREADABLE]) | "DeadLetters" >> beam.Flatten()
      | "SerialiseDeadLetters" >> beam.Map(to_json_line)
      | "WriteDeadLetters" >> WriteLineFiles(os.path.join(dead_letter_dir, "dead-letters"),

@@ -37,11 +37,28 @@ def encode_records(records: Sequence[Record]) -> bytes:
     For state that keeps lists of them: one state value per list, not per record,
     and the worker's state cache sizes one byte string instead of every record.
     """
-    return _PLAIN.encode([tuple(record) for record in records])
+    return _encode_fields(records)
 
 
 def decode_records(encoded: bytes) -> list[Record]:
     return [Record._make(fields) for fields in _PLAIN.decode(encoded)]
+
+
+def encode_messages(messages: Sequence[MappedMessage]) -> bytes:
+    """Messages as one byte string (the plain tuples of their fields), as `encode_records`.
+
+    For a shuffle of runs of one vehicle's messages: the runner decodes, holds and
+    re-encodes one byte string per run instead of every message's fields.
+    """
+    return _encode_fields(messages)
+
+
+def decode_messages(encoded: bytes) -> list[MappedMessage]:
+    return [MappedMessage._make(fields) for fields in _PLAIN.decode(encoded)]
+
+
+def _encode_fields(items: Sequence[tuple]) -> bytes:
+    return _PLAIN.encode([tuple(item) for item in items])
 
 
 class BatchCoder(coders.Coder):

@@ -9,7 +9,8 @@ everything. The VIN is the one the source's mapper reads from the payload, so
 the VIN filter maps each envelope once more; an envelope whose VIN cannot be
 read (a failed message, an unknown source) is not selected by a VIN filter.
 
-Skipped envelopes are counted in the Beam counter `fleetstream:replay.skipped`
+With `batches=True` the input and output are lists of envelopes (empty lists are not
+emitted). Skipped envelopes are counted in the Beam counter `fleetstream:replay.skipped`
 and never reach the mapping stage: they are not read, delivered, filtered or
 dead-lettered. Message ids are a pure function of the envelope, so filtering
 does not change the id of any message that is kept.
@@ -88,12 +89,18 @@ class FilterEnvelopes(beam.PTransform):
     """RawEnvelopes -> the selected RawEnvelopes; counts the rest as `replay.skipped`."""
 
     def __init__(self, selection: EnvelopeFilter,
-                 mappers: Mapping[str, MapPayload] | None = None) -> None:
+                 mappers: Mapping[str, MapPayload] | None = None,
+                 batches: bool = False) -> None:
         super().__init__()
         self._selection = selection
         self._mappers = dict(MAPPERS if mappers is None else mappers)
+        self._batches = batches
 
-    def expand(self, envelopes: beam.PCollection[RawEnvelope]) -> beam.PCollection[RawEnvelope]:
+    def expand(self, envelopes: beam.PCollection) -> beam.PCollection:
+        if self._batches:
+            return envelopes | "Filter" >> beam.ParDo(
+                _FilterListFn(self._selection, self._mappers)).with_output_types(
+                    list[RawEnvelope])
         return envelopes | "Filter" >> beam.ParDo(
             _FilterFn(self._selection, self._mappers)).with_output_types(RawEnvelope)
 
@@ -112,3 +119,12 @@ class _FilterFn(beam.DoFn):
 
     def finish_bundle(self) -> None:
         self._counts.flush()
+
+
+class _FilterListFn(_FilterFn):
+    def process(self, envelopes: list[RawEnvelope]  # type: ignore[override]
+                ) -> Iterable[list[RawEnvelope]]:
+        keep = super().process
+        kept = [kept for envelope in envelopes for kept in keep(envelope)]
+        if kept:
+            yield kept

@@ -18,12 +18,16 @@ Batch (bounded input, e.g. replay): the whole input is known, so each
 vehicle's messages are grouped and sorted once, with the same duplicate rule,
 and nothing is held back for a window. With `lists=True` each vehicle's sorted
 messages leave as one `(vin, [MappedMessage])`, so the steps after pay the runner's
-per-element cost per vehicle, not per message.
+per-element cost per vehicle, not per message. With `batches=True` the input is lists
+of `(vin, MappedMessage)`: each bundle's messages are first collected per vehicle (at
+most `HELD_MESSAGES` at a time) and cross the shuffle as one byte string per vehicle and
+collection (`encode_messages`), so the shuffle, too, is paid per vehicle.
 
 The rule itself (`Reorder`, `drop_duplicates`, ...) is in `fleetstream.transforms.ordering`.
 """
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
@@ -32,18 +36,24 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
+from fleetstream.runtime.group_in_bundle import GroupBatchesInBundle
 from fleetstream.schemas.mapped import MappedMessage
+from fleetstream.transforms.coders import decode_messages, encode_messages
 from fleetstream.transforms.counters import BundleCounts
 from fleetstream.transforms.ordering import (Keyed, KeyedList, Reorder, VehicleOrder,
                                              drop_duplicates, empty_order, order_from_plain,
                                              order_key, plain_order, wall_ms)
+
+#: messages a batch job's step collects per vehicle before it hands them to the shuffle
+HELD_MESSAGES = 20_000
 
 
 class OrderPerVehicle(beam.PTransform):
     """Per-vehicle timestamp order with late marking and duplicate dropping."""
 
     def __init__(self, reorder_window_s: float = 2.0, dedupe_horizon_s: float = 600.0,
-                 bounded: bool | None = None, lists: bool = False) -> None:
+                 bounded: bool | None = None, lists: bool = False,
+                 batches: bool = False) -> None:
         super().__init__()
         if reorder_window_s < 0 or dedupe_horizon_s < 0:
             raise ValueError("reorder_window_s and dedupe_horizon_s must be >= 0")
@@ -51,14 +61,23 @@ class OrderPerVehicle(beam.PTransform):
         self._horizon_ms = int(dedupe_horizon_s * 1000)
         self._bounded = bounded
         self._lists = lists
+        self._batches = batches
 
     def expand(self, keyed: beam.PCollection[Keyed]) -> beam.PCollection:
         bounded = keyed.is_bounded if self._bounded is None else self._bounded
+        if self._batches and not bounded:
+            raise ValueError("OrderPerVehicle takes lists (batches=True) only in a batch job")
         if bounded:
+            if self._batches:
+                keyed = (keyed
+                         | "CollectPerVin" >> GroupBatchesInBundle(
+                             itemgetter(0), str, max_items=HELD_MESSAGES)
+                         | "EncodeRuns" >> beam.Map(encoded_run).with_output_types(
+                             tuple[str, bytes]))
             return (keyed
                     | "GroupByVin" >> beam.GroupByKey()
-                    | "SortEachVehicle" >> beam.ParDo(_SortVehicleFn(self._horizon_ms,
-                                                                     self._lists))
+                    | "SortEachVehicle" >> beam.ParDo(_SortVehicleFn(
+                        self._horizon_ms, self._lists, self._batches))
                     .with_output_types(KeyedList if self._lists else Keyed))
         return keyed | "ReorderEachVehicle" >> beam.ParDo(
             _ReorderVehicleFn(self._window_ms, self._horizon_ms)).with_input_types(
@@ -74,15 +93,24 @@ def _count(counts: BundleCounts, before: Sequence[MappedMessage],
                 counts.add(f"{message.source}.duplicate")
 
 
+def encoded_run(vin_and_pairs: tuple[str, list[Keyed]]) -> tuple[str, bytes]:
+    """(vin, [(vin, message), ...]) -> (vin, the messages as one byte string)."""
+    vin, pairs = vin_and_pairs
+    return vin, encode_messages([message for _, message in pairs])
+
+
 class _SortVehicleFn(beam.DoFn):
-    def __init__(self, horizon_ms: int, lists: bool) -> None:
+    def __init__(self, horizon_ms: int, lists: bool, runs: bool = False) -> None:
         self._horizon_ms = horizon_ms
         self._lists = lists
+        self._runs = runs   # the values are `encoded_run`s
         self._counts = BundleCounts()
 
-    def process(self, element: tuple[str, Iterable[MappedMessage]]
+    def process(self, element: tuple[str, Iterable[MappedMessage] | Iterable[bytes]]
                 ) -> Iterable[Keyed | KeyedList]:
         vin, messages = element
+        if self._runs:
+            messages = [message for run in messages for message in decode_messages(run)]
         # Duplicates are judged in receive order, then the survivors sorted.
         received = sorted(messages, key=lambda m: (m.received_at_ms, m.source_message_id))
         fresh = drop_duplicates(received, {}, self._horizon_ms)

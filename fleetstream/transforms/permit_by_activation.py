@@ -106,14 +106,21 @@ class PermitByActivation(beam.PTransform):
         """The same step for lists of one vehicle's messages."""
         return PermitByActivation(self._given, self._table, lists=True)
 
-    def prepare(self) -> beam.PTransform:
+    def prepare(self, batches: bool = False) -> beam.PTransform:
         """A step that replaces each message's data by its `PreparedData` for these
         applications: bytes cross a shuffle several times cheaper than nested dicts.
 
         With lists (a batch job, whose table does not change) only the applications
         approved for the vehicle get theirs (None for the others); a streaming job's table
-        may approve one before the message is permitted, so all do.
+        may approve one before the message is permitted, so all do. With `batches=True`
+        (lists only) the step takes and gives lists of `(vin, MappedMessage)`.
         """
+        if batches and not self._lists:
+            raise ValueError("prepare(batches=True) is for a batch job's lists: use of_lists()")
+        if batches:
+            return beam.ParDo(_PrepareApprovedListFn(self._applications),
+                              beam.pvalue.AsSingleton(self._table)).with_output_types(
+                list[tuple[str, MappedMessage]])
         if self._lists:
             return beam.ParDo(_PrepareApprovedFn(self._applications), beam.pvalue.AsSingleton(
                 self._table)).with_output_types(tuple[str, MappedMessage])
@@ -143,9 +150,20 @@ class _PrepareFn(beam.DoFn):
 class _PrepareApprovedFn(_PrepareFn):
     def process(self, element: tuple[str, MappedMessage],  # type: ignore[override]
                 table: ActivationTableType) -> Iterable[tuple[str, MappedMessage]]:
+        yield self._prepared(element, table)
+
+    def _prepared(self, element: tuple[str, MappedMessage],
+                  table: ActivationTableType) -> tuple[str, MappedMessage]:
         vin, message = element
-        yield vin, message._replace(data=prepare_data(message.data, self._applications,
-                                                      table.get(vin, ())))
+        return vin, message._replace(data=prepare_data(message.data, self._applications,
+                                                       table.get(vin, ())))
+
+
+class _PrepareApprovedListFn(_PrepareApprovedFn):
+    def process(self, pairs: list[tuple[str, MappedMessage]],  # type: ignore[override]
+                table: ActivationTableType) -> Iterable[list[tuple[str, MappedMessage]]]:
+        prepared = self._prepared
+        yield [prepared(pair, table) for pair in pairs]
 
 
 class _PermitFn(beam.DoFn):
