@@ -83,8 +83,9 @@ class WorkerWrites:
     def busy(self, application_id: str) -> bool:
         """Whether an attempt of the application is still running or queued."""
         with self._lock:
-            return any(app == application_id and not attempt.done()
-                       for (app, _), attempt in self._attempts.items())
+            lane = self._lanes.get(application_id)
+        # one thread per lane runs its attempts in order: the last one ends last
+        return lane is not None and lane.last is not None and not lane.last.done()
 
     def started(self, application_id: str, batch_id: str) -> bool:
         """Whether this process has an attempt of the batch whose outcome nobody took yet."""
@@ -99,7 +100,7 @@ class WorkerWrites:
             lane = self._lanes.get(app)
             if lane is None:
                 lane = self._lanes[app] = _Lane(app, self._make_sink)
-            attempt = lane.thread.submit(lane.write, batch)
+            attempt = lane.last = lane.thread.submit(lane.write, batch)
             self._attempts[(app, batch.batch_id)] = attempt
         wait([attempt], timeout=inline_s)
         return self.outcome(app, batch.batch_id)
@@ -145,6 +146,8 @@ class _Lane:
         self.thread = ThreadPoolExecutor(1, thread_name_prefix=f"deliver-{application_id}")
         self._make_sink = make_sink
         self._sink: Sink | None = None
+        #: the attempt submitted last
+        self.last: Future | None = None
 
     def write(self, batch: Batch) -> None:
         """One attempt (on the lane's thread): the sink made and opened first if it is not."""
