@@ -2,8 +2,8 @@
 
 Load with `pytest_plugins = ["fleetstream.dev.pytest_plugin"]`. Each
 fixture is session-scoped: it starts what is not running yet, and at the end
-of the session stops only what it started (servers left running by
-`fleetstream dev up` stay up).
+of the session stops only what it started and no other live test session still uses
+(servers left running by `fleetstream dev up` stay up; see `dev.leases`).
 
 * `kafka_service`: a ready `Kafka` (`.bootstrap` is "127.0.0.1:9092").
 * `private_kafka`: a broker of the test's own on free ports, for a test that stops or
@@ -33,6 +33,7 @@ from fleetstream.dev.expansion import ExpansionService
 from fleetstream.dev.flink import FlinkJobManager, FlinkTaskManager
 from fleetstream.dev.jobserver import FlinkJobServer
 from fleetstream.dev.kafka import Kafka
+from fleetstream.dev.leases import Lease
 from fleetstream.dev.redis import RedisService
 from fleetstream.dev.service import Service, free_port
 from fleetstream.dev.workerpool import WorkerPool
@@ -64,17 +65,28 @@ class LocalFlink:
 
 @contextmanager
 def _started(services: Sequence[Service]) -> Iterator[None]:
-    """Start the services that are not running; afterwards stop those, last first."""
+    """Start the services that are not running; afterwards stop those, last first, unless
+    another live process (another test session) holds a lease on them (`dev.leases`).
+
+    A service whose process exists but is not ready yet (`dev up` still starting it) is
+    waited for, not taken as ours."""
     ours: list[Service] = []
+    leases = [Lease(service.pid_path) for service in services]
     try:
-        for service in services:
+        for service, lease in zip(services, leases):
+            lease.take()
             if not service.running():
+                starting = service.pid() is not None
                 service.start()
-                ours.append(service)
+                if not starting:
+                    ours.append(service)
         yield
     finally:
+        for lease in leases:
+            lease.give_back()
         for service in reversed(ours):
-            service.stop()
+            if not Lease(service.pid_path).others():
+                service.stop()
 
 
 @pytest.fixture(scope="session")

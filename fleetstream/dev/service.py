@@ -166,9 +166,9 @@ class Service(abc.ABC):
             except ProcessLookupError:
                 break
             deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and _alive(pid):
+            while time.monotonic() < deadline and process_alive(pid):
                 time.sleep(0.1)
-            if not _alive(pid):
+            if not process_alive(pid):
                 break
         self.pid_path.unlink(missing_ok=True)
 
@@ -204,7 +204,8 @@ def apt_install(service: str, package: str) -> None:
             raise ServiceError(f"{service}: `{' '.join(step)}` failed:\n{done.stderr[-2000:]}")
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True while process `pid` exists (a child of ours that ended is reaped)."""
     try:
         waited, _ = os.waitpid(pid, os.WNOHANG)
         if waited == pid:

@@ -1,0 +1,90 @@
+"""A test session never stops a local server that another live session still uses
+(`fleetstream.dev.leases` and the session fixtures' `_started`)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fleetstream.dev.leases import Lease
+from fleetstream.dev.pytest_plugin import _started
+from tests.helpers import free_port
+from tests.test_local_service import _Sleeper
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("FLEETSTREAM_HOME", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def other_session() -> subprocess.Popen:
+    """A live process standing in for another test session."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_only_live_other_holders_count(home: Path, other_session: subprocess.Popen) -> None:
+    pid_path = home / "run" / "sleeper.pid"
+    mine, theirs, dead = Lease(pid_path), Lease(pid_path, other_session.pid), \
+        Lease(pid_path, _dead_pid())
+    for lease in (mine, theirs, dead):
+        lease.take()
+    assert mine.others() == [other_session.pid]
+    assert not (mine.folder / str(dead.pid)).exists()   # a dead holder's lease is removed
+    theirs.give_back()
+    assert mine.others() == []
+
+
+def test_a_server_this_session_started_stops_at_its_end(home: Path) -> None:
+    service = _Sleeper(free_port())
+    with _started([service]):
+        assert service.running()
+    assert service.pid() is None
+
+
+def test_a_server_another_live_session_uses_is_left_running(
+        home: Path, other_session: subprocess.Popen) -> None:
+    service = _Sleeper(free_port())
+    try:
+        with _started([service]):
+            Lease(service.pid_path, other_session.pid).take()   # the other session joins
+        assert service.running()
+    finally:
+        service.stop()
+
+
+def test_a_server_that_was_still_starting_is_not_taken_as_ours(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = _Sleeper(free_port())
+    service.start()                        # started elsewhere (`dev up`) ...
+    try:
+        readiness = iter([False])          # ... and not ready yet when the session looks
+        monkeypatch.setattr(service, "ready", lambda: next(readiness, True))
+        with _started([service]):
+            pass
+        assert service.pid() is not None
+    finally:
+        service.stop()
+
+
+def test_a_server_already_running_is_left_running(home: Path) -> None:
+    service = _Sleeper(free_port())
+    service.start()
+    try:
+        with _started([service]):
+            pass
+        assert service.running()
+    finally:
+        service.stop()
