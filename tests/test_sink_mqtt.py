@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
+import os
+import signal
+import socket
 import threading
 import time
 
@@ -12,6 +17,7 @@ import pytest
 from fleetstream.dev.mosquitto import MosquittoService
 from fleetstream.dev.mqtt_acl import broker_auth, write_broker_auth
 from fleetstream.io.sinks.mqtt import MqttDeliveryError, MqttSink
+from fleetstream.io.sinks.mqtt_wire import Publisher, connect_packet
 from fleetstream.io.sinks.registry import application_sink, build_sink
 from fleetstream.schemas.errors import ConfigError
 from fleetstream.settings.config import parse_config
@@ -105,6 +111,209 @@ def test_a_whole_batch_in_flight_keeps_each_vehicles_order(mosquitto_service, ma
     for vin in {r.vin for r in batch.records}:
         assert [d["message_id"] for d in arrived if d["vin"] == vin] == \
             [r.message_id for r in batch.records if r.vin == vin]
+
+
+class RoomyMosquitto(MosquittoService):
+    """A broker that queues any number of messages for a subscriber (the default is 1,000)."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        with self.config_path.open("a") as config:
+            config.write("max_queued_messages 0\n")
+
+
+@pytest.fixture
+def own_broker(tmp_path):
+    """A broker of this test's own, to fill up, freeze or stop."""
+    broker = RoomyMosquitto(free_port(), name="mosquitto-own", root=tmp_path)
+    broker.start()
+    yield broker
+    pid = broker.pid()
+    if pid is not None:   # a broker frozen by the test: let it see its TERM
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGCONT)
+    broker.stop()
+
+
+@pytest.mark.servers
+def test_a_large_batch_arrives_complete_and_in_order_per_vehicle(own_broker, make_batch):
+    batch = make_batch(vins=[f"V{n:03d}" for n in range(100)], per_vehicle=100)
+    sink = MqttSink("fleet-a", {"host": "127.0.0.1", "port": own_broker.port, "qos": 1,
+                                "topic": "live/fleetstream/{application_id}/{vin}"})
+    with subscribed(own_broker.port, "live/fleetstream/fleet-a/#") as subscriber, \
+            opened(sink):
+        sink.write(batch)
+        messages = subscriber.received(len(batch.records), 60)
+    assert len(messages) == len(batch.records) == 10_000
+    arrived = [orjson.loads(m.payload) for m in messages]
+    for vin in {r.vin for r in batch.records}:
+        assert [d["message_id"] for d in arrived if d["vin"] == vin] == \
+            [r.message_id for r in batch.records if r.vin == vin]
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("stop", ["terminated", "frozen"])
+def test_a_broker_stopped_mid_write_fails_the_write_within_the_timeout(own_broker, make_batch,
+                                                                       stop):
+    timeout = 3
+    sink = MqttSink("fleet-a", {"host": "127.0.0.1", "port": own_broker.port,
+                                "topic": "live/{application_id}/{vin}", "timeout": timeout})
+    # about 20 MB: more than the loopback socket buffers hold, so the write is mid-send
+    large = make_batch(vins=[f"V{n:03d}" for n in range(100)], per_vehicle=100, data_bytes=2000)
+    outcome: list[BaseException | None] = []
+
+    def write() -> None:
+        try:
+            sink.write(large)
+            outcome.append(None)
+        except BaseException as error:   # noqa: BLE001 - handed to the test's thread
+            outcome.append(error)
+
+    with opened(sink):
+        sink.write(make_batch())   # connected
+        pid = own_broker.pid()
+        os.killpg(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        time.sleep(0.5)
+        assert writer.is_alive(), "the write ended while the broker was frozen"
+        if stop == "terminated":
+            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, signal.SIGCONT)
+        writer.join(timeout + 2)
+        took = time.monotonic() - started
+    assert not writer.is_alive(), "the write hangs past the sink's timeout"
+    assert isinstance(outcome[0], MqttDeliveryError), outcome
+    if stop == "frozen":
+        assert timeout <= took < timeout + 1.5
+        assert "did not acknowledge 10000 message(s)" in str(outcome[0])
+    else:
+        assert took < timeout
+
+
+@pytest.mark.servers
+def test_pings_keep_an_idle_connection_open(mosquitto_service):
+    keepalive_s = 1
+    publisher = Publisher("127.0.0.1", mosquitto_service.port, client_id="fleetstream-ping-test",
+                          keepalive_s=keepalive_s)
+    publisher.connect(time.monotonic() + 5)
+    try:
+        # beside it, a connection with the same keep-alive that sends nothing more is closed
+        # by the broker (Mosquitto 2.0 checks keep-alives every few seconds: 4-6 s here) ...
+        with socket.create_connection(("127.0.0.1", mosquitto_service.port),
+                                      timeout=15) as silent:
+            silent.sendall(connect_packet("fleetstream-silent-test", keepalive_s))
+            assert silent.recv(4) == b"\x20\x02\x00\x00"
+            assert silent.recv(4) == b""
+        time.sleep(2 * keepalive_s)
+        # ... while the publisher's PINGREQs kept its own open all along
+        assert publisher.healthy()
+        publisher.publish([("live/ping-test", b"{}")], 1, time.monotonic() + 5)
+    finally:
+        publisher.close()
+
+
+def write_certificates(folder) -> dict[str, str]:
+    """A CA, a server certificate for 127.0.0.1 (no host name) and a client certificate, as
+    PEM files in `folder`; their paths by name."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleetstream test CA")])
+
+    def certificate(name, key, issuer, issuer_key, *, ca=False, addresses=()):
+        builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if addresses:
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]), critical=False)
+        if ca:
+            builder = builder.add_extension(x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False), critical=True)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    paths = {}
+
+    def save(stem, cert, key=None):
+        paths[stem] = str(folder / f"{stem}.pem")
+        (folder / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        if key is not None:
+            paths[f"{stem}_key"] = str(folder / f"{stem}.key")
+            (folder / f"{stem}.key").write_bytes(key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption()))
+
+    save("ca", certificate(ca_name, ca_key, ca_name, ca_key, ca=True))
+    for stem, addresses in (("server", ("127.0.0.1",)), ("client", ())):
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"fleetstream {stem}")])
+        save(stem, certificate(name, key, ca_name, ca_key, addresses=addresses), key)
+    return paths
+
+
+class TlsMosquitto(MosquittoService):
+    """A broker whose one listener speaks TLS and requires a client certificate."""
+
+    def __init__(self, port: int, certificates: dict[str, str], root) -> None:
+        super().__init__(port, name="mosquitto-tls", root=root)
+        self.certificates = certificates
+
+    def prepare(self) -> None:
+        super().prepare()
+        with self.config_path.open("a") as config:
+            config.write(f"cafile {self.certificates['ca']}\n"
+                         f"certfile {self.certificates['server']}\n"
+                         f"keyfile {self.certificates['server_key']}\n"
+                         "require_certificate true\n")
+
+
+@pytest.fixture
+def tls_broker(tmp_path):
+    certificates = write_certificates(tmp_path)
+    broker = TlsMosquitto(free_port(), certificates, tmp_path)
+    broker.start()
+    yield broker, certificates
+    broker.stop()
+
+
+@pytest.mark.servers
+def test_tls_with_a_client_certificate_is_acknowledged(tls_broker, make_batch):
+    broker, certificates = tls_broker
+    tls = {"ca_certs": certificates["ca"], "certfile": certificates["client"],
+           "keyfile": certificates["client_key"]}
+    with opened(MqttSink("fleet-a", {"host": "127.0.0.1", "port": broker.port, "tls": tls,
+                                     "timeout": 5})) as sink:
+        sink.write(make_batch(per_vehicle=50))   # QoS 1: returns once the broker acknowledged
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("host, tls, message", [
+    ("127.0.0.1", True, "CERTIFICATE_VERIFY_FAILED"),        # system CAs: ours is unknown
+    ("localhost", "client", "CERTIFICATE_VERIFY_FAILED"),    # the certificate names 127.0.0.1
+    ("127.0.0.1", "ca only", "not reachable"),               # the broker wants a certificate
+    ("127.0.0.1", False, "not reachable"),            # plain MQTT on a TLS listener
+])
+def test_tls_refuses_what_it_cannot_verify(tls_broker, make_batch, host, tls, message):
+    broker, certificates = tls_broker
+    options = {"ca only": {"ca_certs": certificates["ca"]},
+               "client": {"ca_certs": certificates["ca"], "certfile": certificates["client"],
+                          "keyfile": certificates["client_key"]}}.get(tls, tls)
+    started = time.monotonic()
+    with opened(MqttSink("fleet-a", {"host": host, "port": broker.port, "tls": options,
+                                     "timeout": 3})) as sink, \
+            pytest.raises(MqttDeliveryError, match=message):
+        sink.write(make_batch())
+    assert time.monotonic() - started < 3.5
 
 
 def test_default_topic_is_the_applications(mosquitto_service, make_batch):

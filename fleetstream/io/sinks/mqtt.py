@@ -13,22 +13,23 @@ Configuration (`sink:` of an application)::
       tls: true                          # or {ca_certs: ca.pem, certfile: c.pem, keyfile: k.pem}
       client_id: fleetstream-fleet-a     # optional; default: a random id per connection
       timeout: 10                        # seconds to connect and have a batch acknowledged
-                                         # (a lost connection is waited for 0.2 s at most)
+                                         # (a broker that refuses fails the write at once)
 
 `topic` may use `{application_id}` and `{vin}`; its levels before the first
 `{vin}` must be fixed, and an application's subscribers are granted exactly
 those topics (`fleetstream.dev.mqtt_acl`). The payload is the document JSON.
 
-`open()` starts connecting in the background (paho-mqtt 2.x network thread,
-which also reconnects after a lost connection, at most 5 s apart). `write`
-waits up to `timeout` for the first connection, but at most `LOST_WAIT_S` once a
-connection was lost or refused (a broker that is down fails each attempt at once
-instead of holding the bundle `timeout` seconds; Deliver tries again later),
-publishes every document of the batch at once (the whole batch in flight:
-paho's in-flight window is unlimited, so the batch's `max_records` bounds it),
-and then waits once until the broker has acknowledged each (PUBACK for QoS 1,
-PUBCOMP for QoS 2); otherwise it raises `MqttDeliveryError` and Deliver retries
-the batch, so a document may arrive twice with the same `message_id`.
+`write` connects when it has no usable connection (the first time, after a
+failure, or when the broker closed an idle one): within `timeout`, or at once
+failing when the broker refuses the TCP connection or the login. It then
+publishes every document of the batch at once, in one go of PUBLISH packets
+(the whole batch in flight; the batch's `max_records` bounds it), and waits once
+until the broker has acknowledged each (PUBACK for QoS 1, PUBCOMP for QoS 2),
+all within `timeout`; otherwise it raises `MqttDeliveryError`, drops the
+connection and Deliver retries the batch on a new one, so a document may arrive
+twice with the same `message_id`. The MQTT 3.1.1 client is our own
+(`fleetstream.io.sinks.mqtt_wire`): paho-mqtt's bookkeeping per message held the
+sink to about 5,000 documents/s (docs/benchmarks.md, issue #19).
 
 Order per vehicle with a whole batch in flight: MQTT 3.1.1 §4.6 makes every
 topic an "Ordered Topic" by default; the broker sends PUBACKs in the order it
@@ -42,32 +43,24 @@ Speed: a broker that leaves Nagle's algorithm on (Mosquitto's default,
 `set_tcp_nodelay false`) holds back its later PUBACKs until the client
 acknowledges the earlier TCP segment, which Linux delays up to 40 ms once the
 client has stopped sending: about one 40 ms stall per batch, 1,900
-documents/s in 100-document batches. The sink therefore asks for an immediate
-TCP acknowledgement (`TCP_QUICKACK`, Linux) on each PUBACK it reads; brokers
-are best run with `set_tcp_nodelay true` as well. A finite paho window would
-cost a scan of every in-flight message per PUBACK (`_update_inflight`),
-quadratic in the batch.
+documents/s in 100-document batches. The client therefore asks for an immediate
+TCP acknowledgement (`TCP_QUICKACK`, Linux) after each read; brokers are best
+run with `set_tcp_nodelay true` as well.
 """
 from __future__ import annotations
 
-import socket
-import threading
+import ssl
 import time
 from typing import Any, Mapping
 
-import paho.mqtt.client as mqtt
-
 from fleetstream.io.sinks.base import Sink
+from fleetstream.io.sinks.mqtt_wire import MqttRefused, MqttTimeout, MqttWireError, Publisher
 from fleetstream.schemas.delivery import Batch, Batching
 from fleetstream.schemas.errors import ConfigError
 
 DEFAULT_TOPIC = "live/fleetstream/{application_id}"
 TLS_KEYS = frozenset({"ca_certs", "certfile", "keyfile"})
-_RECONNECT_MAX_DELAY_S = 5
-#: the longest `write` waits for a connection that was lost or refused
-LOST_WAIT_S = 0.2
-#: the socket option asking for an immediate TCP acknowledgement (Linux only)
-_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+KEEPALIVE_S = 30
 
 
 class MqttDeliveryError(ConnectionError):
@@ -107,102 +100,56 @@ class MqttSink(Sink):
         self.timeout = _typed(where, options, "timeout", (int, float), 10)
         if self.timeout <= 0:
             raise ConfigError(f"{where}.timeout: expected seconds > 0, got {self.timeout}")
-        self._client: mqtt.Client | None = None
-        self._connected = threading.Event()
-        self._refusal: str | None = None
-        self._lost = False   # a connection was lost, refused or failed since open()
+        self._publisher: Publisher | None = None
 
     def open(self) -> None:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             protocol=mqtt.MQTTv311)
-        if self.username is not None:
-            client.username_pw_set(self.username, self.password)
-        if self.tls:
-            client.tls_set(**(self.tls if isinstance(self.tls, Mapping) else {}))
-        client.reconnect_delay_set(1, _RECONNECT_MAX_DELAY_S)
-        # 0: no window; the whole batch is in flight (paho's default is 20)
-        client.max_inflight_messages_set(0)
-        client.on_connect = self._on_connect
-        if self.qos:
-            client.on_publish = _acknowledge_at_once
-        client.on_disconnect = self._on_disconnect
-        client.on_connect_fail = self._on_connect_fail
-        self._lost = False
-        client.connect_async(self.host, self.port, keepalive=30)
-        client.loop_start()
-        self._client = client
-
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
-                    reason_code: Any, properties: Any) -> None:
-        if reason_code.is_failure:
-            self._refusal = str(reason_code)
-            self._lost = True
-        else:
-            self._refusal = None
-            self._connected.set()
-
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
-                       reason_code: Any, properties: Any) -> None:
-        self._connected.clear()
-        self._lost = True
-
-    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self._lost = True
+        """Prepare the client (TLS files are read here); the first write connects."""
+        self._publisher = Publisher(self.host, self.port, client_id=self.client_id,
+                                    keepalive_s=KEEPALIVE_S, username=self.username,
+                                    password=self.password, ssl_context=_ssl_context(self.tls))
 
     def write(self, batch: Batch) -> None:
-        if self._client is None:
+        if self._publisher is None:
             self.open()
+        assert self._publisher is not None
         deadline = time.monotonic() + self.timeout
-        waited = self._wait_connected()
-        if waited is not None:
-            reason = f"refused: {self._refusal}" if self._refusal else "not reachable"
-            raise MqttDeliveryError(f"MQTT broker {self.host}:{self.port} {reason} "
-                                    f"(waited {waited:.1f} s)")
-        sent = [self._client.publish(self.topic.format(application_id=batch.application_id,
-                                                       vin=record.vin),
-                                     record.document, qos=self.qos)
-                for record in batch.records]
-        for message in sent:
-            try:
-                message.wait_for_publish(max(deadline - time.monotonic(), 0.001))
-            except (RuntimeError, ValueError) as error:
-                raise MqttDeliveryError(f"MQTT broker {self.host}:{self.port}: {error}") from None
-            if not message.is_published():
-                raise MqttDeliveryError(
-                    f"MQTT broker {self.host}:{self.port} did not acknowledge "
-                    f"{len(sent)} message(s) of batch {batch.batch_id} within {self.timeout} s")
-
-    def _wait_connected(self) -> float | None:
-        """None once connected; else the seconds waited: `timeout`, or `LOST_WAIT_S` once
-        a connection was lost, refused or failed."""
-        started = time.monotonic()
-        while not self._connected.wait(0.05):
-            waited = time.monotonic() - started
-            if waited >= self.timeout or (self._lost and waited >= LOST_WAIT_S):
-                return waited
-        return None
+        topics = {vin: self.topic.format(application_id=batch.application_id, vin=vin)
+                  for vin in {record.vin for record in batch.records}}
+        messages = [(topics[record.vin], record.document) for record in batch.records]
+        where = f"MQTT broker {self.host}:{self.port}"
+        try:
+            if not self._publisher.healthy():
+                self._publisher.connect(deadline)
+        except MqttRefused as error:
+            raise MqttDeliveryError(f"{where} refused: {error}") from None
+        except MqttWireError as error:
+            raise MqttDeliveryError(f"{where} not reachable: {error}") from None
+        try:
+            self._publisher.publish(messages, self.qos, deadline)
+        except MqttTimeout:
+            raise MqttDeliveryError(
+                f"{where} did not acknowledge {len(messages)} message(s) of batch "
+                f"{batch.batch_id} within {self.timeout} s") from None
+        except MqttWireError as error:
+            raise MqttDeliveryError(f"{where}: {error} during batch {batch.batch_id}") from None
 
     def close(self) -> None:
-        """Disconnect; the network thread is stopped in the background, since joining it
-        waits out paho's reconnect backoff (~0.5 s a close measured against a broker that
-        is down), which would hold the worker's bundle."""
-        if self._client is not None:
-            self._client.disconnect()
-            threading.Thread(target=self._client.loop_stop, daemon=True).start()
-            self._client = None
-            self._connected.clear()
+        """Say DISCONNECT and close the connection, when there is one."""
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
 
 
-def _acknowledge_at_once(client: mqtt.Client, userdata: Any, mid: int, reason_code: Any,
-                         properties: Any) -> None:
-    """On each PUBACK/PUBCOMP read: acknowledge the broker's TCP segment now (Linux), so
-    a broker with Nagle on sends the next acknowledgements without a delayed-ACK stall."""
-    sock = client.socket()
-    if _QUICKACK is not None and sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-        except OSError:   # the connection is closing; nothing to acknowledge
-            pass
+def _ssl_context(tls: bool | Mapping[str, str]) -> ssl.SSLContext | None:
+    """The TLS settings of `tls`: the system's CAs (or `ca_certs`), the broker's host name
+    checked, and a client certificate when `certfile` is given; None without TLS."""
+    if not tls:
+        return None
+    files = tls if isinstance(tls, Mapping) else {}
+    context = ssl.create_default_context(cafile=files.get("ca_certs"))
+    if files.get("certfile"):
+        context.load_cert_chain(files["certfile"], files.get("keyfile"))
+    return context
 
 
 _KIND_NAMES = {str: "a string", int: "a whole number", (int, float): "a number"}
