@@ -113,19 +113,10 @@ def test_a_whole_batch_in_flight_keeps_each_vehicles_order(mosquitto_service, ma
             [r.message_id for r in batch.records if r.vin == vin]
 
 
-class RoomyMosquitto(MosquittoService):
-    """A broker that queues any number of messages for a subscriber (the default is 1,000)."""
-
-    def prepare(self) -> None:
-        super().prepare()
-        with self.config_path.open("a") as config:
-            config.write("max_queued_messages 0\n")
-
-
 @pytest.fixture
 def own_broker(tmp_path):
     """A broker of this test's own, to fill up, freeze or stop."""
-    broker = RoomyMosquitto(free_port(), name="mosquitto-own", root=tmp_path)
+    broker = MosquittoService(free_port(), name="mosquitto-own", root=tmp_path)
     broker.start()
     yield broker
     pid = broker.pid()
