@@ -71,7 +71,7 @@ from fleetstream.schemas.config import Application
 from fleetstream.schemas.dead_letter import DEAD_LETTERS, DELIVER_STAGE, delivery_dead_letter
 from fleetstream.schemas.delivery import Batch, Batching, Record
 from fleetstream.schemas.errors import PermanentWriteError
-from fleetstream.schemas.metrics import DEAD_LETTER_SCOPE, LATENCY_SUM_MS, latency_bucket
+from fleetstream.schemas.metrics import DEAD_LETTER_SCOPE, LATENCY_SUM_MS, latency_counts
 from fleetstream.transforms.coders import decode_records, encode_records
 from fleetstream.transforms.counter_names import APP_SCOPE
 from fleetstream.transforms.counters import BundleCounts
@@ -210,11 +210,10 @@ class _Sinks:
         self.counts.add(f"{scope}.bytes", sum(len(r.document) for r in batch.records))
         self.counts.add(f"{scope}.batches")
         now_ms = int(time.time() * 1000)
-        total_ms = 0
-        for record in batch.records:
-            latency_ms = max(0, now_ms - record.received_ms)
-            total_ms += latency_ms
-            self.counts.add(f"{scope}.{latency_bucket(latency_ms)}")
+        buckets, total_ms = latency_counts(
+            max(0, now_ms - record.received_ms) for record in batch.records)
+        for bucket, amount in buckets.items():
+            self.counts.add(f"{scope}.{bucket}", amount)
         self.counts.add(f"{scope}.{LATENCY_SUM_MS}", total_ms)
 
     def retrying(self, application_id: str, failures: int, wait_s: float, error: Exception) -> None:

@@ -33,8 +33,9 @@ from fleetstream.transforms.activations import (Newest, approved_table, decode_t
                                                 encode_table, newest_activations,
                                                 offer_activation)
 from fleetstream.transforms.counters import BundleCounts
+from fleetstream.transforms.map_to_autoapi import MapToAutoApi
 from fleetstream.transforms.permissions import (Applications, application_rules, documents,
-                                                prepare_data, prepared_documents)
+                                                prepare_data, vehicle_documents)
 
 ActivationTableType = Mapping[str, frozenset[str]]
 
@@ -127,6 +128,13 @@ class PermitByActivation(beam.PTransform):
         return beam.ParDo(_PrepareFn(self._applications)).with_output_types(
             tuple[str, MappedMessage])
 
+    def map_and_prepare(self) -> MapToAutoApi:
+        """`MapToAutoApi(batches=True)` with `prepare(batches=True)` done as each message is
+        mapped (lists only): for a batch job that reads nothing else of the mapped data."""
+        if not self._lists:
+            raise ValueError("map_and_prepare() is for a batch job's lists: use of_lists()")
+        return MapToAutoApi(batches=True, prepared_for=self._applications, table=self._table)
+
     def expand(self, messages: beam.PCollection[tuple[str, MappedMessage]]
                ) -> beam.PCollection[tuple[str, Record]]:
         if self._lists:
@@ -174,8 +182,7 @@ class _PermitFn(beam.DoFn):
     def process(self, element: tuple[str, MappedMessage],
                 table: ActivationTableType) -> Iterable[tuple[str, Record]]:
         vin, message = element
-        build = prepared_documents if isinstance(message.data, tuple) else documents
-        yield from build(vin, message, table.get(vin, ()), self._applications, self._counts)
+        yield from documents(vin, message, table.get(vin, ()), self._applications, self._counts)
 
     def finish_bundle(self) -> None:
         self._counts.flush()
@@ -187,7 +194,7 @@ class _PermitListFn(_PermitFn):
     def process(self, element: tuple[str, list[MappedMessage]],  # type: ignore[override]
                 table: ActivationTableType) -> Iterable[list[tuple[str, Record]]]:
         vin, messages = element
-        permit = super().process
-        documents = [pair for message in messages for pair in permit((vin, message), table)]
-        if documents:
-            yield documents
+        made = vehicle_documents(vin, messages, table.get(vin, ()), self._applications,
+                                 self._counts)
+        if made:
+            yield made
