@@ -30,13 +30,15 @@ def latency_bucket(latency_ms: int) -> str:
     return _BUCKET_NAMES[bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)]
 
 
-def latency_counts(latencies_ms: Iterable[int]) -> tuple[dict[str, int], int]:
-    """How many of `latencies_ms` fall in each bucket (by `latency_bucket`'s suffix; buckets
-    with none left out), and their sum: one counter add per bucket, not per document."""
+def latency_counts(now_ms: int, received_ms: Iterable[int]) -> tuple[dict[str, int], int]:
+    """How many of the latencies `now_ms - received` (0 for a time ahead of now) fall in each
+    bucket (by `latency_bucket`'s suffix; buckets with none left out), and their sum: one
+    counter add per bucket, not per document."""
     per_bucket = [0] * len(_BUCKET_NAMES)
     total = 0
     find = bisect.bisect_left
-    for latency_ms in latencies_ms:
+    for received in received_ms:
+        latency_ms = now_ms - received if received < now_ms else 0
         per_bucket[find(LATENCY_BUCKETS_MS, latency_ms)] += 1
         total += latency_ms
     return {name: amount for name, amount in zip(_BUCKET_NAMES, per_bucket) if amount}, total

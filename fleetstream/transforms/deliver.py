@@ -206,12 +206,15 @@ class _Sinks:
     def written(self, batch: Batch) -> None:
         """Count a batch its sink acknowledged."""
         scope = APP_SCOPE + batch.application_id
+        nbytes = 0
+        received_ms = []
+        for record in batch.records:
+            nbytes += len(record.document)
+            received_ms.append(record.received_ms)
         self.counts.add(f"{scope}.documents", len(batch.records))
-        self.counts.add(f"{scope}.bytes", sum(len(r.document) for r in batch.records))
+        self.counts.add(f"{scope}.bytes", nbytes)
         self.counts.add(f"{scope}.batches")
-        now_ms = int(time.time() * 1000)
-        buckets, total_ms = latency_counts(
-            max(0, now_ms - record.received_ms) for record in batch.records)
+        buckets, total_ms = latency_counts(int(time.time() * 1000), received_ms)
         for bucket, amount in buckets.items():
             self.counts.add(f"{scope}.{bucket}", amount)
         self.counts.add(f"{scope}.{LATENCY_SUM_MS}", total_ms)
