@@ -255,6 +255,12 @@ class _BundleBatchFn(beam.DoFn):
         self._pending: dict[str, tuple[list[Record], int]] = {}
 
     def process(self, element: tuple[str, Record]) -> Iterable[Batch]:
+        full = self._add(element)
+        if full is not None:
+            yield full
+
+    def _add(self, element: tuple[str, Record]) -> Batch | None:
+        """Add a document to its application's batch: the batch if that filled it."""
         application_id, record = element
         records, nbytes = self._pending.get(application_id) or ([], 0)
         records.append(record)
@@ -262,9 +268,9 @@ class _BundleBatchFn(beam.DoFn):
         knobs = self._batching[application_id]
         if len(records) >= knobs.max_records or nbytes >= knobs.max_bytes:
             del self._pending[application_id]
-            yield Batch(application_id, batch_id(records), records)
-        else:
-            self._pending[application_id] = (records, nbytes)
+            return Batch(application_id, batch_id(records), records)
+        self._pending[application_id] = (records, nbytes)
+        return None
 
     def finish_bundle(self) -> Iterable[WindowedValue]:
         for application_id, (records, _) in self._pending.items():
@@ -278,9 +284,11 @@ class _BundleListBatchFn(_BundleBatchFn):
 
     def process(self, element: list[tuple[str, Record]]  # type: ignore[override]
                 ) -> Iterable[Batch]:
-        add = super().process
+        add = self._add
         for pair in element:
-            yield from add(pair)
+            full = add(pair)
+            if full is not None:
+                yield full
 
 
 class _WriteFn(beam.DoFn):
