@@ -59,6 +59,9 @@ class DeliverFleet(beam.PTransform):
     each vehicle's messages go from the ordering to the sinks' batching as one list,
     and, with `batches=True`, the messages stay in lists up to the ordering's shuffle,
     which they cross as one byte string per vehicle (`OrderPerVehicle(batches=True)`).
+    With `mapped_out=False` (a replay without a state store) such a batch job maps each
+    message straight into its permitted JSON (`PermitByActivation.map_and_prepare()`) and
+    `FleetOutputs.mapped` is None.
     """
 
     def __init__(self, applications: Sequence[Application], permit: beam.PTransform,
