@@ -109,3 +109,31 @@ def test_the_side_input_join_delivers_every_permitted_document_from_lists(
     delivered = delivered_ids(tmp_path / "out")
     assert len(delivered) == len(set(delivered))
     assert set(delivered) == expected_ids(conf, raw) and delivered
+
+
+def test_mapping_that_prepares_the_data_delivers_the_same_bytes(tmp_path: Path) -> None:
+    """`mapped_out=False` (a replay without a state store): the permitted JSON made as each
+    message is mapped, no separate prepare step, and no mapped output; the same documents,
+    byte for byte, and the same counters."""
+    raw = envelopes()
+    documents, counters = {}, {}
+    for mapped_out in (True, False):
+        out = tmp_path / str(mapped_out)
+        conf = config(out)
+        pipeline = TestPipeline()
+        table = pipeline | "Table" >> beam.Create(
+            [approved_table(newest_activations(conf.activations))])
+        fleet = (pipeline
+                 | "Lists" >> beam.Create(lists(raw))
+                 | DeliverFleet(conf.applications, PermitByActivation(conf.applications, table),
+                                batches=True, mapped_out=mapped_out))
+        assert (fleet.mapped is None) == (not mapped_out)
+        result = pipeline.run()
+        result.wait_until_finish()
+        documents[mapped_out] = sorted(line for path in glob.glob(f"{out}/*.jsonl")
+                                       for line in open(path, "rb"))
+        counters[mapped_out] = {
+            (c.key.metric.name, c.committed) for c in result.metrics().query()["counters"]
+            if c.key.metric.namespace == "fleetstream" and "latency_sum" not in c.key.metric.name}
+    assert documents[False] == documents[True] and documents[True]
+    assert counters[False] == counters[True] and counters[True]

@@ -35,8 +35,7 @@ def test_permitted_data_keeps_only_permitted_properties() -> None:
 def test_documents_from_prepared_data_are_the_documents_from_the_data() -> None:
     """The keyed step's documents (data prepared per application before the shuffle) are
     byte for byte those of PermitByActivation, with the same counts."""
-    from fleetstream.transforms.permissions import (application_rules, documents, prepare_data,
-                                                    prepared_documents)
+    from fleetstream.transforms.permissions import application_rules, documents, prepare_data
 
     applications = application_rules(CONFIG.applications)
     ids = [a.id for a in CONFIG.applications]
@@ -45,14 +44,14 @@ def test_documents_from_prepared_data_are_the_documents_from_the_data() -> None:
         prepared = message._replace(data=prepare_data(message.data, applications))
         for approved in (set(ids), {ids[0]}, set()):
             counts, prepared_counts = _Counts(), _Counts()
-            assert list(prepared_documents("V", prepared, approved, applications,
+            assert list(documents("V", prepared, approved, applications,
                                            prepared_counts)) \
                 == list(documents("V", message, approved, applications, counts))
             assert prepared_counts.seen == counts.seen
             # prepared for the approved applications only (a batch job's table is fixed)
             only_approved = message._replace(data=prepare_data(message.data, applications,
                                                                 approved))
-            assert list(prepared_documents("V", only_approved, approved, applications,
+            assert list(documents("V", only_approved, approved, applications,
                                            _Counts())) \
                 == list(documents("V", message, approved, applications, _Counts()))
     assert len(list(documents("V", _message("m", DATA), set(ids), applications, _Counts()))) == 2
@@ -202,8 +201,7 @@ def test_keyed_join_applies_approvals_and_revocations_to_later_messages() -> Non
 
 def test_a_pseudonymous_application_gets_its_own_id_and_the_same_message_id() -> None:
     from fleetstream.schemas.vehicle_ids import pseudonymous_id
-    from fleetstream.transforms.permissions import (application_rules, documents, prepare_data,
-                                                    prepared_documents)
+    from fleetstream.transforms.permissions import application_rules, documents, prepare_data
 
     config = parse_config({"applications": [
         {"id": "fleet", "permissions": ["diagnostics.*"], "sink": {"type": "file", "path": "u"},
@@ -215,7 +213,7 @@ def test_a_pseudonymous_application_gets_its_own_id_and_the_same_message_id() ->
     made = list(documents("5YJ3E7EB0KF000001", message, {"fleet", "insurer"}, applications,
                           _Counts()))
     prepared = message._replace(data=prepare_data(message.data, applications))
-    assert made == list(prepared_documents("5YJ3E7EB0KF000001", prepared, {"fleet", "insurer"},
+    assert made == list(documents("5YJ3E7EB0KF000001", prepared, {"fleet", "insurer"},
                                            applications, _Counts()))
     (_, fleet), (_, insurer) = made
     seen_as = pseudonymous_id(b"s3cret", "5YJ3E7EB0KF000001")

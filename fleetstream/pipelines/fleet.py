@@ -41,7 +41,8 @@ class FleetOutputs(NamedTuple):
     records: beam.PCollection
     dead_letters: beam.PCollection  # dicts: mapping and delivery dead letters
     #: (vin, MappedMessage) (lists of them with batches): every mapped message, before
-    #: ordering and permissions, once per source message (the latest-state store's input)
+    #: ordering and permissions, once per source message (the latest-state store's input);
+    #: None when DeliverFleet was told nothing reads it (`mapped_out=False`)
     mapped: beam.PCollection | None = None
     #: (application_id, Record) geofence events (lists as `records`); None without geofences
     geofence_events: beam.PCollection | None = None
@@ -58,12 +59,16 @@ class DeliverFleet(beam.PTransform):
     each vehicle's messages go from the ordering to the sinks' batching as one list,
     and, with `batches=True`, the messages stay in lists up to the ordering's shuffle,
     which they cross as one byte string per vehicle (`OrderPerVehicle(batches=True)`).
+    With `mapped_out=False` (a replay without a state store) such a batch job maps each
+    message straight into its permitted JSON (`PermitByActivation.map_and_prepare()`) and
+    `FleetOutputs.mapped` is None.
     """
 
     def __init__(self, applications: Sequence[Application], permit: beam.PTransform,
                  order: OrderSettings = OrderSettings(), retry: RetryPolicy | None = None,
                  bounded: bool | None = None, delivery_shards: int = 1,
-                 batches: bool = False, redis_url: str | None = None) -> None:
+                 batches: bool = False, redis_url: str | None = None,
+                 mapped_out: bool = True) -> None:
         super().__init__()
         if isinstance(permit, OrderAndPermitKeyed) and not batches:
             raise ValueError("OrderAndPermitKeyed takes lists of messages: use batches=True")
@@ -75,23 +80,30 @@ class DeliverFleet(beam.PTransform):
         self._bounded = bounded
         self._batches = batches
         self._redis_url = redis_url
+        self._mapped_out = mapped_out
 
     def expand(self, envelopes: beam.PCollection) -> FleetOutputs:
-        mapped = envelopes | "MapToAutoApi" >> MapToAutoApi(batches=self._batches)
+        bounded = envelopes.is_bounded if self._bounded is None else self._bounded
+        keyed = isinstance(self._permit, OrderAndPermitKeyed)
+        # a batch job's lists that nothing reads as mapped data are prepared as they are mapped
+        prepared = not self._mapped_out and self._batches and bounded and not keyed
+        mapping = (self._permit.of_lists().map_and_prepare() if prepared
+                   else MapToAutoApi(batches=self._batches))
+        mapped = envelopes | "MapToAutoApi" >> mapping
         messages = mapped.mapped
-        if isinstance(self._permit, OrderAndPermitKeyed):   # orders as it permits
+        if keyed:   # orders as it permits
             records = messages | "OrderAndPermit" >> self._permit
             lists = True
         else:
             # a batch job passes each vehicle's documents on as one list, and with batches
             # keeps the lists up to the shuffle
-            bounded = messages.is_bounded if self._bounded is None else self._bounded
             in_lists = self._batches and bounded
             if self._batches and not bounded:
                 messages = messages | "Unbatch" >> Unbatch()
             permit = self._permit.of_lists() if bounded else self._permit
+            if not prepared:
+                messages = messages | "PrepareData" >> permit.prepare(batches=in_lists)
             records = (messages
-                       | "PrepareData" >> permit.prepare(batches=in_lists)
                        | "OrderPerVehicle" >> OrderPerVehicle(self._order.reorder_window_s,
                                                               self._order.dedupe_horizon_s,
                                                               self._bounded, lists=bounded,
@@ -112,4 +124,5 @@ class DeliverFleet(beam.PTransform):
             self._applications, application_sink, self._retry, shards=self._delivery_shards,
             batches=lists)
         return FleetOutputs(records, (mapped[DEAD_LETTERS], delivery_dead_letters)
-                            | "AllDeadLetters" >> beam.Flatten(), mapped.mapped, geofence_events=events)
+                            | "AllDeadLetters" >> beam.Flatten(),
+                            None if prepared else mapped.mapped, geofence_events=events)

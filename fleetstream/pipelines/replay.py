@@ -156,7 +156,7 @@ def replay_pipeline(options: PipelineOptions, files: Sequence[EnvelopeFile], con
         envelopes = envelopes | "FilterEnvelopes" >> FilterEnvelopes(selection, batches=True)
     fleet = envelopes | "DeliverFleet" >> DeliverFleet(
         applications, PermitByActivation(applications, table), order, batches=True,
-        redis_url=config.redis_url)
+        redis_url=config.redis_url, mapped_out=config.state is not None)
     dead = fleet.dead_letters
     if config.state is not None:
         _ = fleet.mapped | "WriteLatestState" >> WriteLatestState(config.state.redis,

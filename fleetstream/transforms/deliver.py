@@ -71,7 +71,7 @@ from fleetstream.schemas.config import Application
 from fleetstream.schemas.dead_letter import DEAD_LETTERS, DELIVER_STAGE, delivery_dead_letter
 from fleetstream.schemas.delivery import Batch, Batching, Record
 from fleetstream.schemas.errors import PermanentWriteError
-from fleetstream.schemas.metrics import DEAD_LETTER_SCOPE, LATENCY_SUM_MS, latency_bucket
+from fleetstream.schemas.metrics import DEAD_LETTER_SCOPE, LATENCY_SUM_MS, latency_counts
 from fleetstream.transforms.coders import decode_records, encode_records
 from fleetstream.transforms.counter_names import APP_SCOPE
 from fleetstream.transforms.counters import BundleCounts
@@ -206,15 +206,17 @@ class _Sinks:
     def written(self, batch: Batch) -> None:
         """Count a batch its sink acknowledged."""
         scope = APP_SCOPE + batch.application_id
-        self.counts.add(f"{scope}.documents", len(batch.records))
-        self.counts.add(f"{scope}.bytes", sum(len(r.document) for r in batch.records))
-        self.counts.add(f"{scope}.batches")
-        now_ms = int(time.time() * 1000)
-        total_ms = 0
+        nbytes = 0
+        received_ms = []
         for record in batch.records:
-            latency_ms = max(0, now_ms - record.received_ms)
-            total_ms += latency_ms
-            self.counts.add(f"{scope}.{latency_bucket(latency_ms)}")
+            nbytes += len(record.document)
+            received_ms.append(record.received_ms)
+        self.counts.add(f"{scope}.documents", len(batch.records))
+        self.counts.add(f"{scope}.bytes", nbytes)
+        self.counts.add(f"{scope}.batches")
+        buckets, total_ms = latency_counts(int(time.time() * 1000), received_ms)
+        for bucket, amount in buckets.items():
+            self.counts.add(f"{scope}.{bucket}", amount)
         self.counts.add(f"{scope}.{LATENCY_SUM_MS}", total_ms)
 
     def retrying(self, application_id: str, failures: int, wait_s: float, error: Exception) -> None:
@@ -253,6 +255,12 @@ class _BundleBatchFn(beam.DoFn):
         self._pending: dict[str, tuple[list[Record], int]] = {}
 
     def process(self, element: tuple[str, Record]) -> Iterable[Batch]:
+        full = self._add(element)
+        if full is not None:
+            yield full
+
+    def _add(self, element: tuple[str, Record]) -> Batch | None:
+        """Add a document to its application's batch: the batch if that filled it."""
         application_id, record = element
         records, nbytes = self._pending.get(application_id) or ([], 0)
         records.append(record)
@@ -260,9 +268,9 @@ class _BundleBatchFn(beam.DoFn):
         knobs = self._batching[application_id]
         if len(records) >= knobs.max_records or nbytes >= knobs.max_bytes:
             del self._pending[application_id]
-            yield Batch(application_id, batch_id(records), records)
-        else:
-            self._pending[application_id] = (records, nbytes)
+            return Batch(application_id, batch_id(records), records)
+        self._pending[application_id] = (records, nbytes)
+        return None
 
     def finish_bundle(self) -> Iterable[WindowedValue]:
         for application_id, (records, _) in self._pending.items():
@@ -276,9 +284,11 @@ class _BundleListBatchFn(_BundleBatchFn):
 
     def process(self, element: list[tuple[str, Record]]  # type: ignore[override]
                 ) -> Iterable[Batch]:
-        add = super().process
+        add = self._add
         for pair in element:
-            yield from add(pair)
+            full = add(pair)
+            if full is not None:
+                yield full
 
 
 class _WriteFn(beam.DoFn):

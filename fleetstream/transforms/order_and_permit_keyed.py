@@ -28,7 +28,7 @@ from fleetstream.transforms.order_per_vehicle import set_flush_timers
 from fleetstream.transforms.ordering import (NO_IDS, Reorder, VehicleOrder, empty_order, merge_seen,
                                              order_from_plain, plain_order, vehicle_shard, wall_ms)
 from fleetstream.transforms.permissions import (Applications, application_rules, prepare_data,
-                                                prepared_documents)
+                                                vehicle_documents)
 
 #: how long after its reorder window (in event time) a vehicle's first release after the
 #: job starts waits, so that activation events read before the watermark passed also
@@ -212,8 +212,9 @@ class _OrderAndPermitFn(beam.DoFn):
             vehicles[vin] = vehicle._replace(order=order)
             latest_ms = max(latest_ms, arrived_ms)
             if now is not None:
-                documents.extend(prepared_documents(vin, now, approved_applications(vehicle.newest),
-                                                     self._applications, self._counts))
+                documents.extend(vehicle_documents(vin, (now,),
+                                                   approved_applications(vehicle.newest),
+                                                   self._applications, self._counts))
         if merged_at is None or latest_ms - merged_at >= self._seen_merge_ms:
             older_state.write((latest_ms, self._merge_seen(vehicles, older)))
         state.write(vehicles)
@@ -253,9 +254,8 @@ class _OrderAndPermitFn(beam.DoFn):
             vehicles[vin] = vehicle._replace(order=order)
             changed = True
             approved = approved_applications(vehicle.newest)
-            for message in released:
-                documents.extend(prepared_documents(vin, message, approved,
-                                                     self._applications, self._counts))
+            documents.extend(vehicle_documents(vin, released, approved, self._applications,
+                                               self._counts))
         if changed:
             state.write(vehicles)
         self._set_timers(vehicles, flush, flush_now)

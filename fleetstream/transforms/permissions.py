@@ -11,7 +11,7 @@ the VIN; `message_id` does not depend on it. Counted per application
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Container, Iterable, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Container, Mapping, NamedTuple, Sequence
 
 import orjson
 
@@ -85,42 +85,66 @@ def prepare_data(data: Data, applications: Applications,
 
 
 def documents(vin: str, message: MappedMessage, approved: Container[str],
-               applications: Applications, counts: BundleCounts
-               ) -> Iterable[tuple[str, Record]]:
-    """One (application, Record) per approved application that may see part of the message."""
-    return _documents_of(vin, message, [
-        (application, permitted_data(message.data, application.permitted)
-         if application.id in approved else None)
-        for application in applications], counts)
+              applications: Applications, counts: BundleCounts) -> list[tuple[str, Record]]:
+    """One (application, Record) per approved application that may see part of the message
+    (its data `Data` or `PreparedData`)."""
+    return vehicle_documents(vin, (message,), approved, applications, counts)
 
 
-def prepared_documents(vin: str, message: MappedMessage, approved: Container[str],
-                        applications: Applications, counts: BundleCounts
-                        ) -> Iterable[tuple[str, Record]]:
-    """`documents` of a message whose data is `PreparedData`."""
-    return _documents_of(vin, message, [
-        (application, orjson.Fragment(data)
-         if data is not None and application.id in approved else None)
-        for application, data in zip(applications, message.data)], counts)
+def vehicle_documents(vin: str, messages: Sequence[MappedMessage], approved: Container[str],
+                      applications: Applications, counts: BundleCounts
+                      ) -> list[tuple[str, Record]]:
+    """`documents` of each of a vehicle's messages, in order; each counter is added once
+    per call, with the totals one add per message and application would give."""
+    approved_rules = [(index, application) for index, application in enumerate(applications)
+                      if application.id in approved]
+    delivered = [0] * len(applications)
+    outcomes: dict[tuple[str, bool], int] = {}
+    made: list[tuple[str, Record]] = []
+    for message in messages:
+        data = message.data
+        prepared = isinstance(data, tuple)
+        any_delivered = False
+        for index, application in approved_rules:
+            if prepared:
+                part = data[index]
+                if part is None:
+                    continue
+                part = orjson.Fragment(part)
+            else:
+                part = permitted_data(data, application.permitted)
+                if not part:
+                    continue
+            any_delivered = True
+            delivered[index] += 1
+            made.append(_document(vin, message, application, part))
+        key = (message.source, any_delivered)
+        outcomes[key] = outcomes.get(key, 0) + 1
+    _count(counts, len(messages), delivered, outcomes, applications)
+    return made
 
 
-def _documents_of(vin: str, message: MappedMessage,
-                  data_per_application: list[tuple[ApplicationRule, Any]],
-                  counts: BundleCounts) -> Iterable[tuple[str, Record]]:
+def _document(vin: str, message: MappedMessage, application: ApplicationRule,
+              data: Data | orjson.Fragment) -> tuple[str, Record]:
     """The one place a document is built for an application: its data, and the vehicle id
     it sees (the VIN or its pseudonym) in both the document and the Record."""
-    delivered = False
-    for application, data in data_per_application:
-        application_id = application.id
-        if not data:
-            counts.add(f"{APP_SCOPE}{application_id}.filtered")
-            continue
-        delivered = True
-        counts.add(f"{APP_SCOPE}{application_id}.delivered")
-        msg_id = message_id(message.source_message_id, application_id)
-        seen_as = vehicle_id(application.vehicle_id_secret, vin)
-        yield application_id, Record(
-            seen_as, msg_id, message.newest_ms,
-            document_json(application_id, seen_as, message.source, msg_id, data, message.late),
-            message.received_at_ms)
-    counts.add(f"{message.source}.{'delivered' if delivered else 'filtered'}")
+    application_id = application.id
+    msg_id = message_id(message.source_message_id, application_id)
+    seen_as = vehicle_id(application.vehicle_id_secret, vin)
+    return application_id, Record(
+        seen_as, msg_id, message.newest_ms,
+        document_json(application_id, seen_as, message.source, msg_id, data, message.late),
+        message.received_at_ms)
+
+
+def _count(counts: BundleCounts, messages: int, delivered: list[int],
+           outcomes: Mapping[tuple[str, bool], int], applications: Applications) -> None:
+    """Per application, the messages it got a document of and the rest; per source, the
+    messages delivered to at least one application and those delivered to none."""
+    for application, documents_made in zip(applications, delivered):
+        if documents_made:
+            counts.add(f"{APP_SCOPE}{application.id}.delivered", documents_made)
+        if documents_made < messages:
+            counts.add(f"{APP_SCOPE}{application.id}.filtered", messages - documents_made)
+    for (source, any_delivered), amount in outcomes.items():
+        counts.add(f"{source}.{'delivered' if any_delivered else 'filtered'}", amount)
