@@ -7,7 +7,7 @@
 1. Throughput. Realistic documents (simulator envelopes, mapped by the real
    mappers, serialised with `document_json` for an application permitted
    everything) are cut into batches exactly as Deliver cuts them in a batch job
-   (its own `_BundleBatchFn` with each sink's `DEFAULT_BATCHING`), and each
+   (its own `BatchInBundleFn` with each sink's `DEFAULT_BATCHING`), and each
    sink's `write(batch)` is timed against the real local servers of
    `fleetstream.dev` (mosquitto, the Pub/Sub emulator, Kafka, moto for S3 and
    Kinesis, azurite), started
@@ -17,7 +17,7 @@
    of its words). Each figure is the best of `--repeat` timed
    passes after one warm-up write, since load on the machine only adds time.
 
-2. Trade-off. Deliver's streaming batcher (`_BatchAndWriteFn`: flush at
+2. Trade-off. Deliver's streaming batcher (`BatchAndWriteFn`: flush at
    `max_records`, at `max_bytes`, or `max_delay` after the batch's first
    document on a processing-time timer; every document at once when
    `max_delay` is 0) is driven directly with in-memory state and timers and a
@@ -74,7 +74,9 @@ from fleetstream.schemas.delivery import Batch, Batching, Record
 from fleetstream.schemas.document import document_json, message_id
 from fleetstream.schemas.envelope import parse_envelope_line
 from fleetstream.simulator import simulate
-from fleetstream.transforms.deliver import _BatchAndWriteFn, _BundleBatchFn, _Sinks
+from fleetstream.transforms.deliver_bounded import BatchInBundleFn
+from fleetstream.transforms.deliver_streaming import BatchAndWriteFn
+from fleetstream.transforms.delivery_sinks import DeliverySinks
 from fleetstream.transforms.delivery_retry import DEFAULT_RETRY
 from fleetstream.transforms.delivery_writes import Outcome
 
@@ -94,8 +96,8 @@ METHOD = (
     "for S3 and Kinesis, azurite; single local processes, "
     "so these are client-plus-emulator figures, not cloud ones), with simulated and mapped "
     "documents cut into batches by Deliver's own batch-job batcher at each sink's "
-    "`DEFAULT_BATCHING`. Trade-off: Deliver's streaming batcher (`_BatchAndWriteFn` from "
-    "`fleetstream/transforms/deliver.py`, so the same flush rule as the pipeline) driven with "
+    "`DEFAULT_BATCHING`. Trade-off: Deliver's streaming batcher (`BatchAndWriteFn` from "
+    "`fleetstream/transforms/deliver_streaming.py`, so the same flush rule as the pipeline) driven with "
     "in-memory state and timers on a simulated clock over evenly spaced arrivals; a timer fires "
     "exactly at its time; the wait is from a document's arrival to its batch's flush, the write "
     "itself excluded. Writes are `sink.write` calls: Kinesis sends one PutRecords per 500 "
@@ -128,7 +130,7 @@ def make_records(count: int, vehicles: int = 500, seed: int = 11) -> list[Record
 
 def deliver_batches(records: Sequence[Record], batching: Batching) -> list[Batch]:
     """The batches Deliver's batch-job batcher makes of `records` in one bundle."""
-    batcher = _BundleBatchFn({APP: batching})
+    batcher = BatchInBundleFn({APP: batching})
     batcher.start_bundle()
     batches = [b for record in records for b in batcher.process((APP, record))]
     return batches + [windowed.value for windowed in batcher.finish_bundle()]
@@ -508,7 +510,7 @@ class Flush:
     by_timer: bool
 
 
-class _RecordedWrites(_Sinks):
+class _RecordedWrites(DeliverySinks):
     """Deliver's sinks for the simulation: each write succeeds and is kept as a Flush."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
@@ -544,13 +546,13 @@ class _RecordedAttempts:
 
 def simulate_flushes(batching: Batching, arrivals: Sequence[float],
                      records: Sequence[Record]) -> list[Flush]:
-    """The batches `_BatchAndWriteFn` writes for documents arriving at `arrivals` (seconds).
+    """The batches `BatchAndWriteFn` writes for documents arriving at `arrivals` (seconds).
 
     Documents are `records` reused in turn; a partial batch left at the end is not written.
     """
     now = [0.0]
     writes = _RecordedWrites(lambda: now[0])
-    batcher = _BatchAndWriteFn({APP: batching}, writes, clock=lambda: now[0])
+    batcher = BatchAndWriteFn({APP: batching}, writes, clock=lambda: now[0])
     batcher.setup()
     bag, size, held, delay, retry, end = _Bag(), _Value(), _Value(), _Timer(), _Timer(), _Timer()
     window = GlobalWindow()

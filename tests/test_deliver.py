@@ -17,8 +17,9 @@ from fleetstream.io.sinks.registry import application_sink
 from fleetstream.schemas.delivery import Batch, Batching, Record
 from fleetstream.schemas.errors import PermanentWriteError
 from fleetstream.settings.config import parse_config
-from fleetstream.transforms import deliver
-from fleetstream.transforms.deliver import Deliver, batch_id
+from fleetstream.transforms import deliver_bounded
+from fleetstream.transforms.deliver import Deliver
+from fleetstream.transforms.delivery_batches import batch_id
 from fleetstream.transforms.delivery_retry import RetryPolicy
 
 WRITTEN: list[Batch] = []
@@ -231,7 +232,7 @@ def test_a_batch_job_retries_one_batch_for_at_most_bounded_max_elapsed(monkeypat
     """A schedule over hours (the webhook's) does not keep a batch job sleeping: past
     BOUNDED_MAX_ELAPSED_S the batch is a dead letter."""
     monkeypatch.setitem(registry.SINKS, "scheduled", ScheduledSink)  # type: ignore[index]
-    monkeypatch.setattr(deliver, "BOUNDED_MAX_ELAPSED_S", 0.5)
+    monkeypatch.setattr(deliver_bounded, "BOUNDED_MAX_ELAPSED_S", 0.5)
     started = time.monotonic()
     dead = run_batch(_scheduled_apps(), 2, retry=RetryPolicy(schedule=(0.01, 3600.0), jitter=0.0,
                                                              max_elapsed_s=1e9))

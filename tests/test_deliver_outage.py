@@ -27,7 +27,8 @@ from fleetstream.io.sinks.registry import application_sink
 from fleetstream.schemas.delivery import Batch, Batching, Record
 from fleetstream.schemas.errors import ConfigError, PermanentWriteError
 from fleetstream.settings.config import parse_config
-from fleetstream.transforms.deliver import Deliver, cut_batches
+from fleetstream.transforms.deliver import Deliver
+from fleetstream.transforms.delivery_batches import cut_batches
 from fleetstream.transforms.delivery_retry import Circuit, RetryPolicy, next_attempt
 from fleetstream.transforms import delivery_writes
 from fleetstream.transforms.delivery_writes import Outcome, WorkerWrites
