@@ -157,3 +157,15 @@ def test_an_offset_is_called_stalled_again_after_ever_longer_quiet_and_only_when
     assert polls(8, 9, 100, 600) == [110, 131, 172, 253, 414, 655]
     assert polls(9, None, 1000, 30) == []            # the broker does not answer
     assert polls(9, 12, 1100, 20) == [1105]          # answers again: waited from 1100 to 1105
+
+
+def test_a_prober_closed_under_another_thread_is_no_answer_then_replaced(
+        kafka_service: Kafka, topic: str) -> None:
+    """While the broker restarted, one thread's prober was replaced and closed by another
+    between taking and using it: "RuntimeError: Consumer closed" escaped the bundle."""
+    pool = _ConsumerPool(kafka_service.bootstrap, f"g-{uuid.uuid4().hex[:6]}")
+    end = pool._end_offset((topic, 0))
+    assert end is not None and end > 0
+    pool._prober.close()                       # what the other thread did
+    assert pool._end_offset((topic, 0)) is None
+    assert pool._end_offset((topic, 0)) == end     # asked with a new prober

@@ -254,10 +254,16 @@ class _ConsumerPool:
             prober = self._prober = self._prober or Consumer(self._config)
         try:
             return prober.get_watermark_offsets(TopicPartition(*partition), timeout=2)[1]
-        except KafkaException:
+        except (KafkaException, RuntimeError):
+            # KafkaException: made while the broker was away, so ask with a new one next time.
+            # RuntimeError ("Consumer closed"): another thread did that meanwhile; seen
+            # escaping the bundle 118 times while the shared broker restarted (2026-12-07).
             with self._lock:
-                self._prober = None     # made while the broker was away: ask with a new one
-            prober.close()
+                ours = self._prober is prober
+                if ours:
+                    self._prober = None
+            if ours:
+                prober.close()
             return None
 
     def commit_after_checkpoint(self, finalizer: Any, every_s: float) -> None:
