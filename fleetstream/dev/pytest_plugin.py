@@ -70,7 +70,7 @@ def _started(services: Sequence[Service]) -> Iterator[None]:
 
     A service whose process exists but is not ready yet (`dev up` still starting it) is
     waited for, not taken as ours."""
-    ours: list[Service] = []
+    ours: list[tuple[Service, Lease]] = []
     leases = [Lease(service.pid_path) for service in services]
     try:
         for service, lease in zip(services, leases):
@@ -79,13 +79,13 @@ def _started(services: Sequence[Service]) -> Iterator[None]:
                 starting = service.pid() is not None
                 service.start()
                 if not starting:
-                    ours.append(service)
+                    ours.append((service, lease))
         yield
     finally:
         for lease in leases:
             lease.give_back()
-        for service in reversed(ours):
-            if not Lease(service.pid_path).others():
+        for service, lease in reversed(ours):
+            if not lease.others():
                 service.stop()
 
 
