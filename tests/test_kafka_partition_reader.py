@@ -6,6 +6,7 @@ and tests/test_kafka_offsets_flink.py (`kafka.raw_reader: python`).
 """
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -65,6 +66,27 @@ def test_a_partition_starts_at_the_committed_offset_else_where_start_says(
     assert earliest.initial_restriction((topic, 0)).start == 2
     assert latest.initial_restriction((topic, 0)).start == 2
     assert earliest.initial_restriction((topic, 0)).stop > 10 ** 18    # read for ever
+
+
+def test_a_partition_start_asked_while_the_broker_is_away_waits_for_it(
+        private_kafka: Kafka) -> None:
+    """A job starting while its broker restarts: the start offset is asked again until the
+    broker answers, not raised out of the bundle (that restarted the whole job)."""
+    bootstrap, group, name = private_kafka.bootstrap, "g-late", "reader-late"
+    create_topics(bootstrap, [Topic(name, 1)])
+    committer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    committer.commit(offsets=[TopicPartition(name, 0, 2)], asynchronous=False)
+    committer.close()
+    private_kafka.stop()
+    found: list = []
+    asking = threading.Thread(target=lambda: found.append(
+        _PartitionOffsets(bootstrap, group, "earliest").initial_restriction((name, 0)).start))
+    asking.start()
+    time.sleep(12)                   # longer than one `committed` call waits (10 s)
+    assert asking.is_alive()
+    private_kafka.start()
+    asking.join(timeout=90)
+    assert found == [2]
 
 
 def test_the_commit_callback_stores_what_was_handed_on_before_it_at_most_every_interval(

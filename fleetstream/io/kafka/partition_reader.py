@@ -18,7 +18,8 @@ thousand messages/s, was most of the job's capacity.
 * **Positions** are the restriction: Flink keeps it in its checkpoints, so a
   job restored from a checkpoint or savepoint resumes at the next unread offset
   of every partition. A fresh job starts at the consumer group's committed
-  offset, else at `start` (earliest or latest).
+  offset, else at `start` (earliest or latest); asking for it waits out a broker
+  that is restarting or has just started (RESTRICTION_TIMEOUT_S).
 * **Offsets are committed** to the consumer group when Flink completes the
   checkpoint that follows a poll (bundle finalisation, at most every 2 s per
   worker process: see `_ConsumerPool`), so the group's offsets show the job's
@@ -58,7 +59,8 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
 
-from fleetstream.io.kafka.topic_reader import group_consumer_config, topic_partitions
+from fleetstream.io.kafka.topic_reader import (group_consumer_config, retried, topic_partitions,
+                                               watermarks)
 
 #: (topic, record timestamp in epoch ms, value)
 KafkaRecord = tuple[str, int, bytes]
@@ -66,6 +68,8 @@ KafkaRecord = tuple[str, int, bytes]
 _NO_END = sys.maxsize
 #: the longest quiet after which an offset is called stalled again (see `_StallWatch`)
 MAX_STALL_S = 120.0
+#: how long a partition's first offset is asked for through transient broker errors
+RESTRICTION_TIMEOUT_S = 60.0
 
 
 class ReadKafkaPartitions(beam.PTransform):
@@ -107,12 +111,17 @@ class _PartitionOffsets(RestrictionProvider):
         self._start = start
 
     def initial_restriction(self, partition: tuple[str, int]) -> OffsetRange:
+        """From the group's committed offset, else from `start`. Transient broker errors
+        (a broker restarting or just started: no group coordinator yet, no metadata for the
+        partition yet) are waited out for up to RESTRICTION_TIMEOUT_S: raised, they failed
+        the bundle and restarted the whole job."""
         consumer = Consumer(group_consumer_config(self._bootstrap, self._group))
         try:
             where = TopicPartition(*partition)
-            committed = consumer.committed([where], timeout=10)[0].offset
+            committed = retried(lambda: consumer.committed([where], timeout=10)[0].offset,
+                                RESTRICTION_TIMEOUT_S)
             if committed == OFFSET_INVALID:
-                low, high = consumer.get_watermark_offsets(where, timeout=10)
+                low, high = watermarks(consumer, where, RESTRICTION_TIMEOUT_S)
                 committed = low if self._start == "earliest" else high
         finally:
             consumer.close()
