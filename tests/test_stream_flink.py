@@ -295,8 +295,10 @@ def test_a_job_stopped_with_a_savepoint_and_restored_loses_nothing(env: StreamEn
 def test_a_kafka_broker_restart_mid_stream_loses_nothing(
         env_on_private_kafka: StreamEnv) -> None:
     """On a broker of the test's own: restarting the shared one made every later test wait,
-    and after a whole suite (some 16,000 partitions) it did not come back within 248 s."""
+    and after a whole suite (some 16,000 partitions) it did not come back within 248 s.
+    The job is warmed up first, so that the restart hits it mid-stream."""
     env = env_on_private_kafka
+    warm_up(env)
     env.produce(simulate_keyed(VEHICLES, messages=60, rate=1.0, seed=SEED,
                                start_ms=int(time.time() * 1000)))
     env.kafka.stop()
