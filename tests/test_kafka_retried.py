@@ -1,4 +1,4 @@
-"""`topic_reader.retried`: transient broker errors are waited out, others raised at once."""
+"""`errors.retried`: transient broker errors are waited out, others raised at once."""
 from __future__ import annotations
 
 import time
@@ -6,7 +6,7 @@ import time
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from fleetstream.io.kafka.topic_reader import retried
+from fleetstream.io.kafka.errors import retried
 
 
 def failing(codes: list[int], result: str = "ok"):

@@ -175,14 +175,14 @@ def write_acknowledged(bootstrap: str) -> bool:
     from confluent_kafka import KafkaError, Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
+    from fleetstream.io.kafka.errors import error_code
+
     admin = AdminClient({"bootstrap.servers": bootstrap})
     try:
         admin.create_topics([NewTopic(READY_TOPIC, 1, 1)], request_timeout=5.0,
                             operation_timeout=5.0)[READY_TOPIC].result()
     except Exception as error:  # noqa: BLE001 - KafkaException
-        code = error.args[0].code() if error.args and isinstance(
-            error.args[0], KafkaError) else None
-        if code != KafkaError.TOPIC_ALREADY_EXISTS:
+        if error_code(error) != KafkaError.TOPIC_ALREADY_EXISTS:
             return False
     errors: list[object] = []
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",

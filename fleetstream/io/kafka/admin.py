@@ -33,6 +33,8 @@ def create_topics(bootstrap: str, topics: Iterable[Topic], timeout_s: float = 30
     from confluent_kafka import KafkaError
     from confluent_kafka.admin import AdminClient, NewTopic
 
+    from fleetstream.io.kafka.errors import error_code
+
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics(
         [NewTopic(t.name, num_partitions=t.partitions, replication_factor=1,
@@ -44,8 +46,7 @@ def create_topics(bootstrap: str, topics: Iterable[Topic], timeout_s: float = 30
             future.result(timeout=timeout_s)
             created.append(name)
         except Exception as error:  # noqa: BLE001 - re-raised unless "exists"
-            code = error.args[0].code() if error.args and hasattr(error.args[0], "code") else None
-            if code != KafkaError.TOPIC_ALREADY_EXISTS:
+            if error_code(error) != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     _wait_for_leaders(admin, list(futures), timeout_s)
     return created

@@ -59,8 +59,8 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
 
-from fleetstream.io.kafka.topic_reader import (group_consumer_config, retried, topic_partitions,
-                                               watermarks)
+from fleetstream.io.kafka.errors import retried
+from fleetstream.io.kafka.topic_reader import group_consumer_config, topic_partitions, watermarks
 
 #: (topic, record timestamp in epoch ms, value)
 KafkaRecord = tuple[str, int, bytes]

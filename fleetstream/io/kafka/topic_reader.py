@@ -10,23 +10,13 @@ changes nothing for anyone else.
 """
 from __future__ import annotations
 
-import time
-from typing import Callable, Iterator, Mapping, TypeVar
+from typing import Iterator, Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from fleetstream.io.kafka.errors import retried
+
 KAFKA_SCHEME = "kafka://"
-#: errors of a partition whose leader is not elected yet (a topic created a moment ago)
-_NO_LEADER_YET = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-                  KafkaError.UNKNOWN_TOPIC_OR_PART)
-#: errors that pass once the broker is back and has caught up: those above, a client that has
-#: no metadata for the partition yet, a group coordinator moving or loading (a broker just
-#: started, its consumer-offsets topic new), no broker reachable
-_TRANSIENT = _NO_LEADER_YET + (
-    KafkaError._UNKNOWN_PARTITION, KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
-    KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._TIMED_OUT)
-T = TypeVar("T")
 
 
 class TopicReadError(ValueError):
@@ -93,22 +83,6 @@ def watermarks(consumer: Consumer, partition: TopicPartition, timeout_s: float
     moment ago has no leader yet) for up to `timeout_s`."""
     return retried(lambda: consumer.get_watermark_offsets(partition, timeout=timeout_s),
                    timeout_s)
-
-
-def retried(call: Callable[[], T], timeout_s: float, pause_s: float = 0.2) -> T:
-    """`call()`, called again after `pause_s` while it raises a transient or retriable
-    KafkaException, until `timeout_s` have passed (then the last error is raised)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return call()
-        except KafkaException as error:
-            code = error.args[0].code() if error.args and isinstance(
-                error.args[0], KafkaError) else None
-            if code not in _TRANSIENT and not (code is not None and error.args[0].retriable()) \
-                    or time.monotonic() > deadline:
-                raise
-            time.sleep(pause_s)
 
 
 def _records_until(consumer: Consumer, end: int, timeout_s: float) -> Iterator[Message]:
