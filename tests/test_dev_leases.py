@@ -47,6 +47,20 @@ def test_only_live_other_holders_count(home: Path, other_session: subprocess.Pop
     assert mine.others() == []
 
 
+def test_a_lease_whose_pid_went_to_another_process_counts_for_nothing(
+        home: Path, other_session: subprocess.Popen) -> None:
+    """The pid of a session that left a lease behind now belongs to an unrelated process
+    (a reboot, a machine restored from a copy): the lease is not taken for that process's."""
+    pid_path = home / "run" / "sleeper.pid"
+    mine = Lease(pid_path)
+    mine.take()
+    stale = mine.folder / str(other_session.pid)
+    for record in (b"", f"{other_session.pid} 1".encode()):   # as old leases were; then forged
+        stale.write_bytes(record)
+        assert mine.others() == []
+        assert not stale.exists()
+
+
 def test_a_server_this_session_started_stops_at_its_end(home: Path) -> None:
     service = _Sleeper(free_port())
     with _started([service]):

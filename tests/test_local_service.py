@@ -1,12 +1,14 @@
 """The local service machinery (`fleetstream.dev.service`) with a stand-in server."""
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from fleetstream.dev.service import LOG_ROTATE_BYTES, Service
+from fleetstream.dev.service import LOG_ROTATE_BYTES, Service, process_start_time
 from tests.helpers import free_port
 
 
@@ -38,3 +40,36 @@ def test_a_start_moves_a_large_log_aside_and_keeps_a_small_one(
         assert service.log_path.stat().st_size == (0 if rotated else size)
     finally:
         service.stop()
+
+
+@pytest.fixture
+def bystander() -> Iterator[subprocess.Popen]:
+    """A live process that is no server of ours."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+@pytest.mark.parametrize("record", ["{pid}", "{pid} {other_start}"],
+                         ids=["pid-alone", "pid-with-another-start-time"])
+def test_a_pid_file_whose_pid_went_to_another_process_names_no_server(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bystander: subprocess.Popen,
+        record: str) -> None:
+    """As on a machine restored from a copy of the home folder, or after a reboot: the pid
+    in the file now belongs to some other process. That process is not taken for the server
+    (which a start would wait on in vain), and no stop signals it."""
+    monkeypatch.setenv("FLEETSTREAM_HOME", str(tmp_path))
+    service = _Sleeper(free_port())
+    service.pid_path.parent.mkdir(parents=True)
+    service.pid_path.write_text(record.format(
+        pid=bystander.pid, other_start=process_start_time(bystander.pid) - 1))
+    assert service.pid() is None
+    service.stop()
+    assert bystander.poll() is None
+    service.start()
+    try:
+        assert service.pid() not in (None, bystander.pid)
+    finally:
+        service.stop()
+    assert bystander.poll() is None and service.pid() is None

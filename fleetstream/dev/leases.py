@@ -1,17 +1,19 @@
 """Which live processes use a local server, so that one test session never stops a server
 another session still uses.
 
-A session that uses a server takes a lease: an empty file `run/<name>.users/<pid>`. When the
+A session that uses a server takes a lease: a file `run/<name>.users/<pid>` holding the pid and
+its process's start time (`service.process_record`). When the
 session ends it gives the lease back, and stops the server only if it started it itself and
-no other live process still holds a lease on it. A lease of a process that has died counts
-for nothing (it is removed when next looked at).
+no other live process still holds a lease on it. A lease of a process that has died, or
+whose pid the kernel has since given to another process, counts for nothing (it is removed
+when next looked at).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from fleetstream.dev.service import process_alive
+from fleetstream.dev.service import process_record, recorded_process
 
 
 class Lease:
@@ -23,7 +25,7 @@ class Lease:
 
     def take(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / str(self.pid)).touch()
+        (self.folder / str(self.pid)).write_text(process_record(self.pid))
 
     def give_back(self) -> None:
         (self.folder / str(self.pid)).unlink(missing_ok=True)
@@ -32,13 +34,13 @@ class Lease:
         """The live processes other than this one that hold a lease; dead ones' leases go."""
         holders = []
         for entry in self.folder.glob("*") if self.folder.is_dir() else ():
+            if entry.name == str(self.pid):
+                continue
             try:
-                pid = int(entry.name)
-            except ValueError:
+                pid = recorded_process(entry.read_text())
+            except OSError:
                 continue
-            if pid == self.pid:
-                continue
-            if process_alive(pid):
+            if pid is not None:
                 holders.append(pid)
             else:
                 entry.unlink(missing_ok=True)

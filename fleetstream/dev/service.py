@@ -1,7 +1,10 @@
 """A local server process: install once, start detached, wait until ready, stop.
 
 State lives under one folder (`$FLEETSTREAM_HOME`, default `~/.fleetstream`):
-`run/<name>.pid`, `logs/<name>.log` and `data/<name>/`. A log past
+`run/<name>.pid` (the server's pid and its process's start time, so that a
+pid the kernel has since given to another process, after a reboot or on a
+machine restored from a copy, names no server), `logs/<name>.log` and
+`data/<name>/`. A log past
 LOG_ROTATE_BYTES moves to `<name>.log.1` when its service starts. Starting is
 idempotent (a running service is left alone), a port held by some other
 process is a clear error, and a service that dies while starting reports the
@@ -96,12 +99,11 @@ class Service(abc.ABC):
         return (self.root or home()) / "run" / f"{self.name}.pid"
 
     def pid(self) -> int | None:
-        """The pid of our running server process, or None."""
+        """The pid of our running server process, or None (also when the pid file names a
+        process that is not the one started: the pid was reused)."""
         try:
-            pid = int(self.pid_path.read_text().strip())
-            os.kill(pid, 0)
-            return pid
-        except (OSError, ValueError):
+            return recorded_process(self.pid_path.read_text())
+        except OSError:
             return None
 
     def running(self) -> bool:
@@ -128,7 +130,7 @@ class Service(abc.ABC):
                 self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, **self.environment()}, cwd=self.data_dir,
                 start_new_session=True)
-        self.pid_path.write_text(str(process.pid))
+        self.pid_path.write_text(process_record(process.pid))
         if not self._wait_ready(process):
             self.stop()
             raise ServiceError(f"{self.name} did not become ready within "
@@ -202,6 +204,32 @@ def apt_install(service: str, package: str) -> None:
                               env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
         if done.returncode != 0:
             raise ServiceError(f"{service}: `{' '.join(step)}` failed:\n{done.stderr[-2000:]}")
+
+
+def process_start_time(pid: int) -> int | None:
+    """When process `pid` started (clock ticks after boot: field 22 of /proc/<pid>/stat), or
+    None when there is no such process. With its pid it names one process, where a pid alone
+    names whichever process the kernel gave it to last."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])   # fields after `(comm)` start at 3
+
+
+def process_record(pid: int) -> str:
+    """`pid start-time`: what a pid or lease file holds to name process `pid`."""
+    return f"{pid} {process_start_time(pid)}"
+
+
+def recorded_process(record: str) -> int | None:
+    """The pid a `process_record` names, while that very process runs; else None (ended, or
+    the pid now belongs to another process; a record without a start time names none)."""
+    try:
+        pid, started = (int(field) for field in record.split())
+    except ValueError:
+        return None
+    return pid if process_alive(pid) and process_start_time(pid) == started else None
 
 
 def process_alive(pid: int) -> bool:
