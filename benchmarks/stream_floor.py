@@ -164,7 +164,7 @@ def main() -> None:
     create_topics(BOOTSTRAP, [Topic(source, 16), Topic(target, 4)])
     records = payloads(args.messages, args.size)
     settings = settings_for(run, 1, 0.2, "/tmp/unused")
-    pipeline = beam.Pipeline(options=settings.pipeline_options())
+    pipeline = beam.Pipeline(options=settings.flink.pipeline_options())
     out = f"/tmp/fleetstream-floor-{run}"
     build(pipeline, settings.kafka, source, target, f"floor-{run}", args.timers,
           out if args.deliver else None)

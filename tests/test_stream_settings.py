@@ -35,11 +35,12 @@ def test_the_flink_section_becomes_the_jobs_pipeline_options(tmp_path: Path) -> 
     settings = load_stream_settings(settings_file(
         tmp_path, flink={"max_bundle_time_ms": 50, "data_buffer_time_limit_ms": 20,
                          "checkpointing_interval_ms": 5000}))
-    options = settings.pipeline_options(["--experiments=other"])
+    options = settings.flink.pipeline_options(["--experiments=other"])
     assert options.view_as(StandardOptions).streaming
     assert options.view_as(DebugOptions).experiments == ["data_buffer_time_limit_ms=20", "other"]
     extra = options.get_all_options(retain_unknown_options=True)
     assert extra["max_bundle_time_mills"] == "50" and extra["checkpointing_interval"] == "5000"
+    assert extra["finish_bundle_before_checkpointing"] is True   # runtime.checkpoint_buffer
 
 
 def test_archive_section_start_time_and_delivery_shards_are_read(tmp_path: Path) -> None:

@@ -127,7 +127,7 @@ def submit_stream(settings: StreamSettings, extra_options: list[str] | tuple[str
                                     settings.activations_topic, settings.config.activations)
     print(f"fleetstream stream: activations: {describe_published(published)}", file=sys.stderr)
     mark_partitions(settings.kafka.bootstrap_servers, settings.activations_topic)
-    pipeline = beam.Pipeline(options=settings.pipeline_options(extra_options))
+    pipeline = beam.Pipeline(options=settings.flink.pipeline_options(extra_options))
     build_stream_pipeline(pipeline, settings)
     result = pipeline.run()
     release_job_streams(result)

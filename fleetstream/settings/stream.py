@@ -19,6 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from fleetstream.io.archive.raw_archive import ArchiveSettings
 from fleetstream.io.kafka.settings import KafkaSettings
+from fleetstream.runtime.checkpoint_buffer import FINISH_BUNDLE_BEFORE_CHECKPOINTING
 from fleetstream.schemas.config import Config
 from fleetstream.schemas.errors import ConfigError, refuse_unknown
 from fleetstream.schemas.timestamps import to_epoch_ms
@@ -56,6 +57,23 @@ class FlinkSettings:
     data_buffer_time_limit_ms: int = 5
     savepoint_path: str | None = None
 
+    def pipeline_options(self, extra: list[str] | tuple[str, ...] = ()) -> PipelineOptions:
+        """Portable-runner options for the Flink job server."""
+        args = ["--runner=PortableRunner", f"--job_endpoint={self.job_endpoint}",
+                f"--environment_type={self.environment_type}",
+                f"--environment_config={self.environment_config}",
+                f"--parallelism={self.parallelism}", "--streaming",
+                f"--checkpointing_interval={self.checkpointing_interval_ms}",
+                # the Flink runner's spelling; `--max_bundle_time_millis` is silently ignored
+                f"--max_bundle_time_mills={self.max_bundle_time_ms}",
+                f"--experiments=data_buffer_time_limit_ms={self.data_buffer_time_limit_ms}",
+                FINISH_BUNDLE_BEFORE_CHECKPOINTING,
+                "--externalized_checkpoints_enabled",
+                "--retain_externalized_checkpoints_on_cancellation"]
+        if self.savepoint_path:
+            args.append(f"--savepoint_path={self.savepoint_path}")
+        return PipelineOptions(args + list(extra))
+
 
 @dataclass(frozen=True)
 class StreamSettings:
@@ -82,22 +100,6 @@ class StreamSettings:
         """These settings, for a job restored from a savepoint or retained checkpoint."""
         return dataclasses.replace(self, flink=dataclasses.replace(
             self.flink, savepoint_path=savepoint_path))
-
-    def pipeline_options(self, extra: list[str] | tuple[str, ...] = ()) -> PipelineOptions:
-        """Portable-runner options for the Flink job server."""
-        args = ["--runner=PortableRunner", f"--job_endpoint={self.flink.job_endpoint}",
-                f"--environment_type={self.flink.environment_type}",
-                f"--environment_config={self.flink.environment_config}",
-                f"--parallelism={self.flink.parallelism}", "--streaming",
-                f"--checkpointing_interval={self.flink.checkpointing_interval_ms}",
-                # the Flink runner's spelling; `--max_bundle_time_millis` is silently ignored
-                f"--max_bundle_time_mills={self.flink.max_bundle_time_ms}",
-                f"--experiments=data_buffer_time_limit_ms={self.flink.data_buffer_time_limit_ms}",
-                "--externalized_checkpoints_enabled",
-                "--retain_externalized_checkpoints_on_cancellation"]
-        if self.flink.savepoint_path:
-            args.append(f"--savepoint_path={self.flink.savepoint_path}")
-        return PipelineOptions(args + list(extra))
 
 
 def load_stream_settings(path: str | Path) -> StreamSettings:
