@@ -342,10 +342,14 @@ class SourcePoller:
 
     async def _dispatch(self, session: aiohttp.ClientSession, vin: str,
                         stopping: asyncio.Future) -> bool:
-        """Start `vin`'s call once the OEM's pause and rate allow; False if it was not."""
-        while (pause_ms := self._paused_until_ms - _now_ms()) > 0 and not stopping.done():
-            await asyncio.wait([stopping], timeout=pause_ms / 1000)
-        await self._rate.acquire()
+        """Start `vin`'s call once the OEM's pause and rate allow; False if it was not.
+        A 429 that comes while the call waits for the rate limit pauses it too."""
+        while True:
+            while (pause_ms := self._paused_until_ms - _now_ms()) > 0 and not stopping.done():
+                await asyncio.wait([stopping], timeout=pause_ms / 1000)
+            await self._rate.acquire()
+            if self._paused_until_ms <= _now_ms() or stopping.done():
+                break
         if stopping.done() or vin not in self.follower.vehicles or vin not in self.due:
             return False                               # revoked meanwhile: no call
         due_ms = self.due[vin]
