@@ -1,6 +1,8 @@
 """Fixtures shared by the replay tests."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -37,6 +39,16 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
              "sink": {"type": "file", "path": str(folder / "unused")}}],
         "activations": "activations.jsonl"}))
     return folder
+
+
+@pytest.fixture
+def live_process() -> Iterator[subprocess.Popen]:
+    """A live process that is no server of ours: another test session, or whichever process
+    the kernel gave a stale pid to."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield process
+    process.kill()
+    process.wait()
 
 
 #: fixtures that start (or reuse) real local servers: a test using one is in the `servers` tier

@@ -20,42 +20,33 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-@pytest.fixture
-def other_session() -> subprocess.Popen:
-    """A live process standing in for another test session."""
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    yield process
-    process.kill()
-    process.wait()
-
-
 def _dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
     return process.pid
 
 
-def test_only_live_other_holders_count(home: Path, other_session: subprocess.Popen) -> None:
+def test_only_live_other_holders_count(home: Path, live_process: subprocess.Popen) -> None:
     pid_path = home / "run" / "sleeper.pid"
-    mine, theirs, dead = Lease(pid_path), Lease(pid_path, other_session.pid), \
+    mine, theirs, dead = Lease(pid_path), Lease(pid_path, live_process.pid), \
         Lease(pid_path, _dead_pid())
     for lease in (mine, theirs, dead):
         lease.take()
-    assert mine.others() == [other_session.pid]
+    assert mine.others() == [live_process.pid]
     assert not (mine.folder / str(dead.pid)).exists()   # a dead holder's lease is removed
     theirs.give_back()
     assert mine.others() == []
 
 
 def test_a_lease_whose_pid_went_to_another_process_counts_for_nothing(
-        home: Path, other_session: subprocess.Popen) -> None:
+        home: Path, live_process: subprocess.Popen) -> None:
     """The pid of a session that left a lease behind now belongs to an unrelated process
     (a reboot, a machine restored from a copy): the lease is not taken for that process's."""
     pid_path = home / "run" / "sleeper.pid"
     mine = Lease(pid_path)
     mine.take()
-    stale = mine.folder / str(other_session.pid)
-    for record in (b"", f"{other_session.pid} 1".encode()):   # as old leases were; then forged
+    stale = mine.folder / str(live_process.pid)
+    for record in (b"", f"{live_process.pid} 1".encode()):   # as old leases were; then forged
         stale.write_bytes(record)
         assert mine.others() == []
         assert not stale.exists()
@@ -69,11 +60,11 @@ def test_a_server_this_session_started_stops_at_its_end(home: Path) -> None:
 
 
 def test_a_server_another_live_session_uses_is_left_running(
-        home: Path, other_session: subprocess.Popen) -> None:
+        home: Path, live_process: subprocess.Popen) -> None:
     service = _Sleeper(free_port())
     try:
         with _started([service]):
-            Lease(service.pid_path, other_session.pid).take()   # the other session joins
+            Lease(service.pid_path, live_process.pid).take()   # the other session joins
         assert service.running()
     finally:
         service.stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -42,19 +41,10 @@ def test_a_start_moves_a_large_log_aside_and_keeps_a_small_one(
         service.stop()
 
 
-@pytest.fixture
-def bystander() -> Iterator[subprocess.Popen]:
-    """A live process that is no server of ours."""
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    yield process
-    process.kill()
-    process.wait()
-
-
 @pytest.mark.parametrize("record", ["{pid}", "{pid} {other_start}"],
                          ids=["pid-alone", "pid-with-another-start-time"])
 def test_a_pid_file_whose_pid_went_to_another_process_names_no_server(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bystander: subprocess.Popen,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live_process: subprocess.Popen,
         record: str) -> None:
     """As on a machine restored from a copy of the home folder, or after a reboot: the pid
     in the file now belongs to some other process. That process is not taken for the server
@@ -63,13 +53,13 @@ def test_a_pid_file_whose_pid_went_to_another_process_names_no_server(
     service = _Sleeper(free_port())
     service.pid_path.parent.mkdir(parents=True)
     service.pid_path.write_text(record.format(
-        pid=bystander.pid, other_start=process_start_time(bystander.pid) - 1))
+        pid=live_process.pid, other_start=process_start_time(live_process.pid) - 1))
     assert service.pid() is None
     service.stop()
-    assert bystander.poll() is None
+    assert live_process.poll() is None
     service.start()
     try:
-        assert service.pid() not in (None, bystander.pid)
+        assert service.pid() not in (None, live_process.pid)
     finally:
         service.stop()
-    assert bystander.poll() is None and service.pid() is None
+    assert live_process.poll() is None and service.pid() is None
